@@ -1,0 +1,481 @@
+"""Canonical view of a checkpoint: tensors by role, fused QKV split by layout, norm gains folded.
+
+Whatever the format (safetensors, sharded, GGUF, fp8) or family, :class:`CanonicalModel` serves
+the same fp32 matrices in Hugging Face orientation ``(out, in)`` and HF ``rotate_half`` row order:
+
+* fused QKV is split by its layout (contiguous, per-head interleaved, grouped by KV head), never by
+  naive thirds; GPT-2 Conv1D weights are transposed; GGUF's llama-style Q/K row permutation is
+  undone;
+* the gains of the norm feeding a matrix are folded into its input columns,
+  ``W̃ = W · diag(γ + offset)`` (offset 1 for Gemma's ``(1 + γ)``), for Q, K, V (attention-input
+  norm), gate and up (MLP-input norm) and lm_head (final norm). After folding, moving gains between
+  a norm and its consumers (AWQ/SmoothQuant scaling, attack T5) changes nothing;
+* GQA keys keep their ``n_kv · head_dim`` rows (never tiled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingerprint.architectures import ArchitectureDef, FusedQKV, gguf_architecture, load_wrappers, resolve_architecture
+from fingerprint.errors import ArchitectureMismatchError, CheckpointFormatError, TensorNotFoundError
+from fingerprint.io.gguf import GGUFReader
+from fingerprint.io.quant import QuantizedSafetensors
+from fingerprint.io.safetensors import SafetensorsReader, parse_json_bounded
+from fingerprint.io.source import LocalRepo, Repo
+from fingerprint.io.tensors import TensorInfo, TensorReader
+from fingerprint.tokenizer import Vocab, load_vocab, vocab_from_gguf
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Dimensions and conventions of a model, resolved from its config and tensors.
+
+    Attributes:
+        architecture: the architecture file used (``llama``, ``gguf``...).
+        source_format: ``safetensors`` or ``gguf``.
+        declared_architecture: the HF class (or GGUF ``general.architecture``) as declared.
+        num_layers, hidden_size, num_heads, num_kv_heads, head_dim: attention geometry.
+        vocab_rows: rows of the input embedding.
+        intermediate_size: MLP width, when known.
+        tied: whether lm_head is the input embedding.
+        rope_style: pairing of canonical Q/K rows (``half``, ``interleaved``, ``none``).
+        rotary_dim: rotary dimensions per head (0 without RoPE).
+        norm_kind: ``rms``, ``layer`` or ``none``.
+        has_qk_norm: Q/K normalized per head after projection (Qwen3, OLMo-2, Gemma-3).
+        num_experts: MoE experts per layer (0 for dense).
+        wrapper: the wrapper class for vision-language checkpoints, if any.
+    """
+
+    architecture: str
+    source_format: str
+    declared_architecture: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_rows: int
+    intermediate_size: int | None
+    tied: bool
+    rope_style: str
+    rotary_dim: int
+    norm_kind: str
+    has_qk_norm: bool
+    num_experts: int
+    wrapper: str | None
+
+
+def _first(cfg: dict[str, Any], keys: list[str]) -> Any:
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    return None
+
+
+def _int(cfg: dict[str, Any], keys: list[str], what: str, where: str) -> int:
+    v = _first(cfg, keys)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 10_000_000:
+        raise ArchitectureMismatchError(where, f"config has no valid {what} (looked for {', '.join(keys)})")
+    return v
+
+
+def split_fused_qkv(
+    w: np.ndarray, layout: str, n_heads: int, n_kv: int, head_dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a fused QKV weight (rows are outputs) into Q, K, V by its layout.
+
+    * ``contiguous``: rows ``[q (H·hd) | k (KV·hd) | v (KV·hd)]``;
+    * ``per_head``: rows reshape to ``(H, 3, hd)`` (GPT-NeoX, Falcon MHA); needs ``KV == H``;
+    * ``grouped``: rows reshape to ``(KV, H/KV + 2, hd)``: each KV group holds its query heads, then
+      its key and value head (Falcon new decoder architecture).
+
+    Works for 1-D biases too (treated as a single column).
+    """
+    rest = w.shape[1:]
+    if layout == "contiguous":
+        nq, nk = n_heads * head_dim, n_kv * head_dim
+        if w.shape[0] != nq + 2 * nk:
+            raise ArchitectureMismatchError("qkv", f"fused QKV has {w.shape[0]} rows, expected {nq + 2 * nk}")
+        return w[:nq], w[nq : nq + nk], w[nq + nk :]
+    if layout == "per_head":
+        if n_kv != n_heads or w.shape[0] != 3 * n_heads * head_dim:
+            raise ArchitectureMismatchError("qkv", f"per-head fused QKV of {w.shape[0]} rows does not fit {n_heads} heads")
+        r = w.reshape(n_heads, 3, head_dim, *rest)
+        return (r[:, 0].reshape(-1, *rest), r[:, 1].reshape(-1, *rest), r[:, 2].reshape(-1, *rest))
+    if layout == "grouped":
+        g = n_heads // n_kv
+        if w.shape[0] != n_kv * (g + 2) * head_dim:
+            raise ArchitectureMismatchError("qkv", f"grouped fused QKV of {w.shape[0]} rows does not fit")
+        r = w.reshape(n_kv, g + 2, head_dim, *rest)
+        return (r[:, :g].reshape(-1, *rest), r[:, g].reshape(-1, *rest), r[:, g + 1].reshape(-1, *rest))
+    raise ArchitectureMismatchError("qkv", f"unknown fused layout {layout!r}")
+
+
+def unpermute_gguf_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs back to HF ``rotate_half`` order).
+
+    llama.cpp stores ``w.reshape(H, 2, hd/2, ...).swapaxes(1, 2)``; this applies the inverse.
+    """
+    rest = w.shape[1:]
+    hd = w.shape[0] // n_heads
+    return w.reshape(n_heads, hd // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
+
+
+def _match_when(rule: FusedQKV, cfg: dict[str, Any]) -> bool:
+    return all(cfg.get(k) == v for k, v in rule.when.items())
+
+
+class CanonicalModel:
+    """A checkpoint seen through its architecture file. Construct with :func:`open_model`."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        reader: TensorReader,
+        arch: ArchitectureDef,
+        config: dict[str, Any],
+        source_format: str,
+        declared: str,
+        wrapper: str | None,
+    ) -> None:
+        self.repo = repo
+        self.reader = reader
+        self.arch = arch
+        self.config = config
+        self._names = self._build_lookup(reader.tensors)
+        self._cache: dict[str, np.ndarray] = {}
+        self.spec = self._resolve_spec(source_format, declared, wrapper)
+        self._vocab: Vocab | None = None
+
+    # -- names ---------------------------------------------------------------------------------
+    @staticmethod
+    def _build_lookup(tensors: dict[str, TensorInfo]) -> dict[str, str]:
+        """Canonical-prefix name → stored name, after dropping towers and stripping wrappers."""
+        wr = load_wrappers()
+        out: dict[str, str] = {}
+        for stored in tensors:
+            if any(stored.startswith(p) for p in wr.drop_prefixes):
+                continue
+            name = stored
+            for old, new in wr.rename_prefixes:
+                if name.startswith(old):
+                    name = new + name[len(old) :]
+                    break
+            if name in out and out[name] != stored:
+                raise CheckpointFormatError(stored, f"two tensors map to {name!r} after removing wrapper prefixes")
+            out[name] = stored
+        return out
+
+    def _templates(self, role: str) -> list[str]:
+        t = self.arch.weights.get(role) or self.arch.layer_weights.get(role)  # type: ignore[call-overload]
+        if t is None:
+            return []
+        return [t] if isinstance(t, str) else list(t)
+
+    def name(self, role: str, layer: int | None = None) -> str | None:
+        """The stored tensor name for a role (``None`` if the checkpoint lacks it)."""
+        for tpl in self._templates(role):
+            key = tpl.replace("${layer}", str(layer)) if layer is not None else tpl
+            if key in self._names:
+                return self._names[key]
+        return None
+
+    def has(self, role: str, layer: int | None = None) -> bool:
+        return self.name(role, layer) is not None
+
+    def info(self, role: str, layer: int | None = None) -> TensorInfo:
+        n = self.name(role, layer)
+        if n is None:
+            raise TensorNotFoundError(f"{role}" + (f"[{layer}]" if layer is not None else ""), self.repo.name)
+        return self.reader.tensors[n]
+
+    def _read(self, role: str, layer: int | None = None, rows: tuple[int, int] | None = None) -> np.ndarray:
+        n = self.name(role, layer)
+        if n is None:
+            raise TensorNotFoundError(f"{role}" + (f"[{layer}]" if layer is not None else ""), self.repo.name)
+        w = self.reader.read(n, rows)
+        if role in self.arch.transposed:
+            w = np.ascontiguousarray(w.T)
+        return w
+
+    # -- spec ----------------------------------------------------------------------------------
+    def _resolve_spec(self, source_format: str, declared: str, wrapper: str | None) -> ModelSpec:
+        ck, cfg, where = self.arch.config, self.config, self.repo.name
+        n_layers = _int(cfg, ck.num_layers, "layer count", where)
+        d = _int(cfg, ck.hidden_size, "hidden size", where)
+        n_heads = _int(cfg, ck.num_heads, "head count", where)
+        kv = _first(cfg, ck.num_kv_heads)
+        if self.arch.name == "falcon" and kv is None:
+            kv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else n_heads
+        n_kv = kv if isinstance(kv, int) and kv > 0 else n_heads
+        hd = _first(cfg, ck.head_dim)
+        head_dim = hd if isinstance(hd, int) and hd > 0 else d // n_heads
+        if n_heads % n_kv:
+            raise ArchitectureMismatchError(where, f"{n_heads} heads not divisible by {n_kv} KV heads")
+        tie_v = _first(cfg, ck.tie_word_embeddings)
+        tied = bool(tie_v) if tie_v is not None else self.arch.tied_default
+        if not self.has("lm_head"):
+            tied = True
+        elif source_format == "safetensors" and tie_v is None and not self.arch.tied_default:
+            tied = False
+        rope = self.arch.rope.style
+        rotary = 0
+        if rope != "none":
+            rdim = _first(cfg, ck.rotary_dim)
+            frac = _first(cfg, ck.rotary_fraction)
+            frac = frac if isinstance(frac, (int, float)) and 0 < frac <= 1 else self.arch.rope.default_fraction
+            rotary = rdim if isinstance(rdim, int) and 0 < rdim <= head_dim else int(head_dim * frac)
+            rotary -= rotary % 2
+        inter = _first(cfg, ck.intermediate_size)
+        n_exp = _first(cfg, ck.num_experts)
+        embed = self.info("embed")
+        spec = ModelSpec(
+            architecture=self.arch.name,
+            source_format=source_format,
+            declared_architecture=declared,
+            num_layers=n_layers,
+            hidden_size=d,
+            num_heads=n_heads,
+            num_kv_heads=n_kv,
+            head_dim=head_dim,
+            vocab_rows=embed.shape[0] if embed.shape else 0,
+            intermediate_size=inter if isinstance(inter, int) else None,
+            tied=tied,
+            rope_style=rope,
+            rotary_dim=rotary,
+            norm_kind=self.arch.norm.kind,
+            has_qk_norm=self.has("q_norm", 0),
+            num_experts=n_exp if isinstance(n_exp, int) else 0,
+            wrapper=wrapper,
+        )
+        self._check_shapes(spec)
+        return spec
+
+    def _check_shapes(self, s: ModelSpec) -> None:
+        where = self.repo.name
+        e = self.info("embed")
+        if len(e.shape) != 2 or e.shape[1] != s.hidden_size:
+            raise ArchitectureMismatchError(where, f"embedding shape {e.shape} does not match hidden size {s.hidden_size}")
+        for layer in (0, s.num_layers - 1):
+            if not (self.has("q", layer) or self.has("qkv", layer)):
+                raise ArchitectureMismatchError(where, f"layer {layer}: no query projection found")
+        for layer in range(s.num_layers, s.num_layers + 1):
+            if self.has("q", layer) or self.has("qkv", layer):
+                raise ArchitectureMismatchError(where, f"tensors for layer {layer} exist but config says {s.num_layers} layers")
+        if self.has("q", 0):
+            q, k = self.info("q", 0), self.info("k", 0)
+            qs = q.shape[::-1] if "q" in self.arch.transposed else q.shape
+            ks = k.shape[::-1] if "k" in self.arch.transposed else k.shape
+            if tuple(qs) != (s.num_heads * s.head_dim, s.hidden_size):
+                raise ArchitectureMismatchError(where, f"q_proj shape {tuple(qs)} != ({s.num_heads * s.head_dim}, {s.hidden_size})")
+            if tuple(ks) != (s.num_kv_heads * s.head_dim, s.hidden_size):
+                raise ArchitectureMismatchError(where, f"k_proj shape {tuple(ks)} != ({s.num_kv_heads * s.head_dim}, {s.hidden_size})")
+
+    # -- canonical tensors ---------------------------------------------------------------------
+    def gain(self, role: str, layer: int | None = None) -> np.ndarray | None:
+        """The effective gain vector of a norm (``γ + offset``), or ``None`` if it has none."""
+        if self.spec.norm_kind == "none" or not self.has(role, layer):
+            return None
+        g = self._read(role, layer)
+        offset = self.arch.norm.gain_offset
+        if self.spec.source_format == "gguf":
+            offset = 0.0  # llama.cpp stores Gemma gains with the +1 already added
+        return (g + offset).astype(np.float32) if offset else g
+
+    def _fused_rule(self) -> FusedQKV:
+        for rule in self.arch.fused_qkv:
+            if _match_when(rule, self.config):
+                return rule
+        raise ArchitectureMismatchError(self.repo.name, "fused QKV present but no layout rule matches the config")
+
+    def _qkv_raw(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.spec
+        if self.has("q", layer):
+            q, k, v = self._read("q", layer), self._read("k", layer), self._read("v", layer)
+        else:
+            key = f"qkv{layer}"
+            w = self._cache.get(key)
+            if w is None:
+                w = self._read("qkv", layer)
+                rule = self._fused_rule()
+                if rule.transposed:
+                    w = np.ascontiguousarray(w.T)
+                self._cache.clear()
+                self._cache[key] = w
+            q, k, v = split_fused_qkv(w, self._fused_rule().layout, s.num_heads, s.num_kv_heads, s.head_dim)
+        if s.source_format == "gguf" and self._gguf_permuted():
+            q = unpermute_gguf_rows(q, s.num_heads)
+            k = unpermute_gguf_rows(k, s.num_kv_heads)
+        return q, k, v
+
+    def _gguf_permuted(self) -> bool:
+        return self.spec.declared_architecture in self.arch.gguf_qk_permuted
+
+    def attention(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Folded ``(W̃_Q, W̃_K)`` of a layer, ``(H·hd, d)`` and ``(KV·hd, d)``."""
+        q, k, _ = self._qkv_raw(layer)
+        g = self.gain("norm_in", layer)
+        if g is not None:
+            q, k = q * g[None, :], k * g[None, :]
+        return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32)
+
+    def value(self, layer: int) -> np.ndarray:
+        """Folded ``W̃_V`` of a layer."""
+        _, _, v = self._qkv_raw(layer)
+        g = self.gain("norm_in", layer)
+        return v * g[None, :] if g is not None else v
+
+    def output(self, layer: int) -> np.ndarray:
+        """``W_O`` of a layer, ``(d, H·hd)``."""
+        return self._read("o", layer)
+
+    def mlp(self, layer: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Folded ``(W̃_gate or None, W̃_up, W_down)`` of a dense layer."""
+        if self.has("gate_up", layer):
+            gu = self._read("gate_up", layer)
+            half = gu.shape[0] // 2
+            gate, up = gu[:half], gu[half:]
+        else:
+            gate = self._read("gate", layer) if self.has("gate", layer) else None
+            up = self._read("up", layer)
+        down = self._read("down", layer)
+        g = self.gain("norm_mlp", layer)
+        if g is not None:
+            up = up * g[None, :]
+            gate = gate * g[None, :] if gate is not None else None
+        return gate, up, down
+
+    def embed(self, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Input embedding rows ``(n, d)`` (no folding: the first norm acts after the residual add)."""
+        return self._read("embed", None, rows)
+
+    def embed_rows(self, ids: list[int]) -> np.ndarray:
+        """Embedding rows for arbitrary token ids, reading contiguous runs as single ranges."""
+        return _gather_rows(lambda a, b: self._read("embed", None, (a, b)), ids, self.spec.hidden_size)
+
+    def lm_head_rows(self, ids: list[int]) -> np.ndarray | None:
+        """Folded ``lm_head · diag(γ_final)`` rows of an untied model, else ``None``."""
+        if self.spec.tied or not self.has("lm_head"):
+            return None
+        w = _gather_rows(lambda a, b: self._read("lm_head", None, (a, b)), ids, self.spec.hidden_size)
+        g = self.gain("norm_final")
+        return w * g[None, :] if g is not None else w
+
+    def qk_norms(self, layer: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Per-head (or full-width) Q/K norm gains after projection, if the model has them."""
+        if not self.has("q_norm", layer):
+            return None, None
+        off = self.arch.norm.gain_offset if self.spec.source_format != "gguf" else 0.0
+        return self._read("q_norm", layer) + off, self._read("k_norm", layer) + off
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def fingerprint_tensors(self, with_lm_head: bool = True) -> list[TensorInfo]:
+        """The tensors a weight fingerprint reads: embedding, Q/K (or fused QKV), their norms."""
+        roles_global = ["embed"] + (["lm_head", "norm_final"] if with_lm_head and not self.spec.tied else [])
+        out = [self.info(r) for r in roles_global if self.has(r)]
+        for layer in range(self.spec.num_layers):
+            roles = ["q", "k"] if self.has("q", layer) else ["qkv"]
+            roles += ["norm_in", "q_norm", "k_norm"]
+            out += [self.info(r, layer) for r in roles if self.has(r, layer)]
+        return out
+
+    def vocab(self) -> Vocab:
+        """The normalized vocabulary (from tokenizer files, or GGUF metadata)."""
+        if self._vocab is None:
+            if self.spec.source_format == "gguf":
+                self._vocab = vocab_from_gguf(self.reader.metadata, self.repo.name)
+            else:
+                self._vocab = load_vocab(self.repo)
+        return self._vocab
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from weight files (headers and tensors)."""
+        return self.reader.bytes_read
+
+    @property
+    def total_bytes(self) -> int:
+        return self.reader.total_bytes
+
+
+def _gather_rows(read: Any, ids: list[int], d: int) -> np.ndarray:
+    if not ids:
+        return np.zeros((0, d), dtype=np.float32)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = [ids[i] for i in order]
+    out = np.empty((len(ids), d), dtype=np.float32)
+    runs: list[tuple[int, int, int]] = []  # (first id, last id + 1, position in sorted list)
+    for pos, i in enumerate(sorted_ids):
+        if runs and i <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], i + 1), runs[-1][2])
+        else:
+            runs.append((i, i + 1, pos))
+    block: dict[int, np.ndarray] = {}
+    for a, b, _ in runs:
+        blk = read(a, b)
+        for j in range(a, b):
+            block[j] = blk[j - a]
+    for k, idx in enumerate(order):
+        out[idx] = block[sorted_ids[k]]
+    return out
+
+
+def _gguf_config(meta: dict[str, object]) -> tuple[str, dict[str, Any]]:
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise CheckpointFormatError("gguf", "missing general.architecture")
+    cfg = {k[len(arch) + 1 :]: v for k, v in meta.items() if k.startswith(arch + ".")}
+    toks = meta.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in cfg and isinstance(toks, list):
+        cfg["vocab_size"] = len(toks)
+    return arch, cfg
+
+
+def open_model(path: str | Path | Repo) -> CanonicalModel:
+    """Open a model directory (safetensors + config.json), a ``.gguf`` file, or a :class:`Repo`.
+
+    Only headers, ``config.json`` and the index are read here; tensors are read on demand.
+
+    Raises:
+        FingerprintError: subclasses for missing files, hostile headers, unknown architectures.
+    """
+    if isinstance(path, (str, Path)):
+        p = Path(path)
+        if p.is_file() and p.suffix == ".gguf":
+            repo: Repo = LocalRepo(p.parent)
+            return _open_gguf(repo, p.name)
+        if not p.is_dir():
+            raise CheckpointFormatError(str(p), "not a model directory or .gguf file")
+        repo = LocalRepo(p)
+    else:
+        repo = path
+    if not repo.exists("config.json"):
+        ggufs = [f for f in repo.files() if f.endswith(".gguf")]
+        if len(ggufs) == 1:
+            return _open_gguf(repo, ggufs[0])
+        raise CheckpointFormatError(repo.name, "no config.json (and not a single .gguf file)")
+    config = parse_json_bounded(repo.read_bytes("config.json", 4 * 1024 * 1024), "config.json")
+    if not isinstance(config, dict):
+        raise CheckpointFormatError("config.json", "not a JSON object")
+    arch, text_cfg, is_wrapper = resolve_architecture(config)
+    reader: TensorReader = QuantizedSafetensors(SafetensorsReader.open(repo))
+    declared = (config.get("architectures") or [config.get("model_type", "?")])[0]
+    return CanonicalModel(repo, reader, arch, text_cfg, "safetensors", str(declared),
+                          str(config.get("architectures", ["?"])[0]) if is_wrapper else None)
+
+
+def _open_gguf(repo: Repo, filename: str) -> CanonicalModel:
+    reader = GGUFReader(repo.source(filename), filename)
+    arch_name, cfg = _gguf_config(reader.metadata)
+    return CanonicalModel(repo, reader, gguf_architecture(), cfg, "gguf", arch_name, None)
+
+

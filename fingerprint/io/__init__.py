@@ -1,0 +1,1 @@
+"""Lazy, bounded readers for checkpoint files (safetensors, GGUF) over byte sources."""

@@ -1,0 +1,96 @@
+"""Tiny fixed-seed models of every supported architecture, built with ``transformers``.
+
+Real modeling code gives real tensor names and layouts, so the architecture files are tested
+against what the Hub actually ships, not against themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+D, L, H, KV, FF, V = 64, 2, 4, 2, 128, 256
+
+
+def _cfg(name: str) -> Any:
+    import transformers as tf
+
+    common: dict[str, Any] = dict(hidden_size=D, intermediate_size=FF, num_hidden_layers=L,
+                                  num_attention_heads=H, vocab_size=V, max_position_embeddings=128)
+    if name == "llama":
+        return tf.LlamaConfig(num_key_value_heads=KV, **common)
+    if name == "mistral":
+        return tf.MistralConfig(num_key_value_heads=KV, **common)
+    if name == "mixtral":
+        return tf.MixtralConfig(num_key_value_heads=KV, num_local_experts=4, num_experts_per_tok=2, **common)
+    if name == "qwen2":
+        return tf.Qwen2Config(num_key_value_heads=KV, **common)
+    if name == "qwen3":
+        return tf.Qwen3Config(num_key_value_heads=KV, head_dim=16, **common)
+    if name == "gemma":
+        return tf.GemmaConfig(num_key_value_heads=KV, head_dim=16, **common)
+    if name == "gemma2":
+        return tf.Gemma2Config(num_key_value_heads=KV, head_dim=16, **common)
+    if name == "gemma3":
+        return tf.Gemma3TextConfig(num_key_value_heads=KV, head_dim=16, **common)
+    if name == "phi3":
+        return tf.Phi3Config(num_key_value_heads=KV, pad_token_id=0, bos_token_id=1, eos_token_id=2, **common)
+    if name == "gpt_neox":
+        return tf.GPTNeoXConfig(**common)
+    if name == "gpt2":
+        return tf.GPT2Config(n_embd=D, n_layer=L, n_head=H, vocab_size=V, n_positions=128)
+    if name == "falcon":
+        return tf.FalconConfig(hidden_size=D, num_hidden_layers=L, num_attention_heads=H, vocab_size=V,
+                               new_decoder_architecture=True, num_kv_heads=KV)
+    if name == "olmo":
+        return tf.OlmoConfig(num_key_value_heads=KV, **common)
+    if name == "olmo2":
+        return tf.Olmo2Config(num_key_value_heads=KV, **common)
+    if name == "starcoder2":
+        return tf.Starcoder2Config(num_key_value_heads=KV, **common)
+    raise KeyError(name)
+
+
+HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
+                    "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2"]
+
+
+def build_hf(name: str, out: Path, seed: int = 0, config: Any = None) -> Path:
+    """Save a randomly initialised tiny model of architecture ``name`` (HF layout) under ``out``."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    cfg = config if config is not None else _cfg(name)
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    # Random init leaves norm gains at 1; make them non-trivial so folding is really tested.
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.ndim == 1 and ("norm" in pname or "ln" in pname):
+                p.copy_(torch.rand_like(p) + 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_llava(out: Path, seed: int = 0) -> Path:
+    """A tiny LLaVA (CLIP tower + projector + llama LM) with real wrapper names."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    vision = tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 image_size=32, patch_size=8)
+    cfg = tf.LlavaConfig(vision_config=vision, text_config=_cfg("llama"))
+    model = tf.LlavaForConditionalGeneration(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> None:
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def randn(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
