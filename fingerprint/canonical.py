@@ -15,7 +15,6 @@ the same fp32 matrices in Hugging Face orientation ``(out, in)`` and HF ``rotate
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint.architectures import ArchitectureDef, FusedQKV, gguf_architecture, load_wrappers, resolve_architecture
+from fingerprint.architectures import (
+    ArchitectureDef,
+    FusedQKV,
+    gguf_architecture,
+    load_wrappers,
+    resolve_architecture,
+)
 from fingerprint.errors import ArchitectureMismatchError, CheckpointFormatError, TensorNotFoundError
 from fingerprint.io.gguf import GGUFReader
 from fingerprint.io.quant import QuantizedSafetensors
@@ -297,10 +302,11 @@ class CanonicalModel:
                 return rule
         raise ArchitectureMismatchError(self.repo.name, "fused QKV present but no layout rule matches the config")
 
-    def _qkv_raw(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _qkv_raw(self, layer: int, need_v: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         s = self.spec
         if self.has("q", layer):
-            q, k, v = self._read("q", layer), self._read("k", layer), self._read("v", layer)
+            q, k = self._read("q", layer), self._read("k", layer)
+            v = self._read("v", layer) if need_v else None
         else:
             key = f"qkv{layer}"
             w = self._cache.get(key)
@@ -322,7 +328,7 @@ class CanonicalModel:
 
     def attention(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """Folded ``(W̃_Q, W̃_K)`` of a layer, ``(H·hd, d)`` and ``(KV·hd, d)``."""
-        q, k, _ = self._qkv_raw(layer)
+        q, k, _ = self._qkv_raw(layer, need_v=False)
         g = self.gain("norm_in", layer)
         if g is not None:
             q, k = q * g[None, :], k * g[None, :]
@@ -331,6 +337,7 @@ class CanonicalModel:
     def value(self, layer: int) -> np.ndarray:
         """Folded ``W̃_V`` of a layer."""
         _, _, v = self._qkv_raw(layer)
+        assert v is not None
         g = self.gain("norm_in", layer)
         return v * g[None, :] if g is not None else v
 
@@ -340,6 +347,7 @@ class CanonicalModel:
 
     def mlp(self, layer: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Folded ``(W̃_gate or None, W̃_up, W_down)`` of a dense layer."""
+        gate: np.ndarray | None
         if self.has("gate_up", layer):
             gu = self._read("gate_up", layer)
             half = gu.shape[0] // 2
@@ -384,7 +392,7 @@ class CanonicalModel:
         out = [self.info(r) for r in roles_global if self.has(r)]
         for layer in range(self.spec.num_layers):
             roles = ["q", "k"] if self.has("q", layer) else ["qkv"]
-            roles += ["norm_in", "q_norm", "k_norm"]
+            roles += ["norm_in", "q_norm", "k_norm", "q_bias", "k_bias"]
             out += [self.info(r, layer) for r in roles if self.has(r, layer)]
         return out
 

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodels import HF_ARCHITECTURES, build_hf, build_llava  # noqa: E402
+from tinymodels import HF_ARCHITECTURES, build_hf, build_llava
 
 
 @pytest.fixture(autouse=True)

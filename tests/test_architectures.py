@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodels import D, FF, H, HF_ARCHITECTURES, KV, L, V
+from tinymodels import FF, HF_ARCHITECTURES, KV, D, H, L, V
 
 from fingerprint.architectures import load_architectures, resolve_architecture
 from fingerprint.canonical import open_model

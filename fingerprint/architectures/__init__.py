@@ -203,3 +203,18 @@ def gguf_architecture() -> ArchitectureDef:
         if arch.format == "gguf":
             return arch
     raise UnknownArchitectureError("gguf", supported_names())
+
+
+def architecture_table() -> str:
+    """The README's supported-architectures table, generated from the data files."""
+    rows = ["| file | HF classes / format | norm | RoPE | fused QKV | notes |", "|---|---|---|---|---|---|"]
+    for name, a in load_architectures().items():
+        classes = ", ".join(f"`{c}`" for c in a.architectures) or "GGUF (`general.architecture`)"
+        norm = a.norm.kind + (" (1+γ)" if a.norm.gain_offset else "")
+        rope = a.rope.style + (f" ({a.rope.default_fraction:g} of head)" if a.rope.default_fraction != 1 else "")
+        fused = ", ".join(r.layout + (" transposed" if r.transposed else "") for r in a.fused_qkv) or "-"
+        rows.append(f"| `{name}.json` | {classes} | {norm} | {rope} | {fused} | {a.description} |")
+    wr = load_wrappers()
+    rows.append(f"| `_wrappers.json` | {', '.join(f'`{c}`' for c in wr.architectures)} | - | - | - | "
+                "vision-language wrappers: prefixes stripped, vision/audio towers dropped |")
+    return "\n".join(rows)

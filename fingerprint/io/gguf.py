@@ -17,7 +17,7 @@ from gguf.quants import dequantize
 
 from fingerprint.errors import CheckpointFormatError, TensorNotFoundError, UnsupportedDtypeError
 from fingerprint.io.source import ByteSource
-from fingerprint.io.tensors import TensorInfo
+from fingerprint.io.tensors import TensorInfo, check_no_overlap
 
 MAX_GGUF_HEADER_BYTES = 512 * 1024 * 1024
 MAX_TENSORS = 1_000_000
@@ -156,10 +156,7 @@ class GGUFReader:
                 raise CheckpointFormatError(where, f"duplicate tensor {name!r}")
             shape = tuple(reversed(ne))
             self.tensors[name] = TensorInfo(name, f"gguf:{tname}", shape, filename, start, start + nbytes)
-        spans = sorted((t.start, t.end, t.name) for t in self.tensors.values())
-        for (_, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
-            if s2 < e1:
-                raise CheckpointFormatError(where, f"tensors {n1!r} and {n2!r} overlap")
+        check_no_overlap(self.tensors, where)
         self.header_bytes = cur.pos
 
     def read(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from fingerprint.errors import CheckpointFormatError, TensorNotFoundError
 from fingerprint.io.source import ByteSource, Repo, safe_relative_name
-from fingerprint.io.tensors import SAFETENSORS_DTYPE_SIZES, TensorInfo, decode
+from fingerprint.io.tensors import SAFETENSORS_DTYPE_SIZES, TensorInfo, check_no_overlap, decode
 
 #: The first read fetches this much; 97% of safetensors headers are smaller (huggingface_hub).
 FIRST_READ_BYTES = 100_000
@@ -80,8 +80,10 @@ def read_header(source: ByteSource, filename: str) -> tuple[dict[str, TensorInfo
     size = source.size
     if size < 8:
         raise CheckpointFormatError(where, f"file of {size} bytes is too short for a safetensors header")
-    # 1. One read of the first 100 kB (or the whole file if smaller) covers most headers.
-    first = source.read(0, min(size, FIRST_READ_BYTES))
+    # 1. One read of the first 100 kB covers most headers over HTTP; a local source asks for just
+    #    the 8-byte length (``header_prefetch``) because a second pread costs nothing.
+    prefetch = max(8, int(getattr(source, "header_prefetch", FIRST_READ_BYTES)))
+    first = source.read(0, min(size, prefetch))
     (n,) = struct.unpack("<Q", first[:8])
     if n > MAX_HEADER_BYTES:
         raise CheckpointFormatError(where, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
@@ -107,7 +109,7 @@ def read_header(source: ByteSource, filename: str) -> tuple[dict[str, TensorInfo
             metadata = entry
             continue
         tensors[name] = _validate_entry(name, entry, where, filename, data_start, data_size)
-    _check_no_overlap(tensors, where)
+    check_no_overlap(tensors, where)
     return tensors, metadata
 
 
@@ -150,13 +152,6 @@ def _validate_entry(
     return TensorInfo(name, dtype, tuple(shape), filename, data_start + begin, data_start + end)
 
 
-def _check_no_overlap(tensors: dict[str, TensorInfo], where: str) -> None:
-    spans = sorted((t.start, t.end, t.name) for t in tensors.values() if t.end > t.start)
-    for (_, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
-        if s2 < e1:
-            raise CheckpointFormatError(where, f"tensors {n1!r} and {n2!r} overlap")
-
-
 class SafetensorsReader:
     """Lazy reader over one ``model.safetensors`` or a sharded set with ``*.index.json``.
 
@@ -179,8 +174,8 @@ class SafetensorsReader:
             self.metadata.update(meta)
         if weight_map is not None:
             for tname, fn in weight_map.items():
-                info = self.tensors.get(tname)
-                if info is None or info.file != fn:
+                held = self.tensors.get(tname)
+                if held is None or held.file != fn:
                     raise CheckpointFormatError(
                         INDEX_FILENAME, f"index maps {tname!r} to {fn!r} but that shard does not hold it"
                     )

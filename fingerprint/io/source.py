@@ -45,6 +45,9 @@ class ByteSource(Protocol):
 class LocalFileSource:
     """A :class:`ByteSource` over a local file, one ``pread`` per call."""
 
+    #: Local reads are free to repeat, so read the 8-byte header length first, then the header.
+    header_prefetch = 8
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = str(self.path)

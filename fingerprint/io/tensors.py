@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from fingerprint.errors import UnsupportedDtypeError
+from fingerprint.errors import CheckpointFormatError, UnsupportedDtypeError
 
 #: Bytes per element of each safetensors dtype we accept.
 SAFETENSORS_DTYPE_SIZES: dict[str, int] = {
@@ -107,3 +108,11 @@ def decode_raw_int(raw: bytes, dtype: str, shape: tuple[int, ...], where: str) -
     if np_dt is None:
         raise UnsupportedDtypeError(dtype, where)
     return np.frombuffer(raw, dtype=np_dt).reshape(shape)
+
+
+def check_no_overlap(tensors: dict[str, TensorInfo], where: str) -> None:
+    """Raise :class:`CheckpointFormatError` if any two non-empty tensors share a byte."""
+    spans = sorted((t.start, t.end, t.name) for t in tensors.values() if t.end > t.start)
+    for (_, e1, n1), (s2, _, n2) in itertools.pairwise(spans):
+        if s2 < e1:
+            raise CheckpointFormatError(where, f"tensors {n1!r} and {n2!r} overlap")

@@ -1,0 +1,1 @@
+"""Benchmarks, the synthetic model zoo and the evaluation harness (not imported by the packages)."""

@@ -1,0 +1,203 @@
+"""Format converters used by the zoo and the tests: GGUF (F16/Q8_0/Q4_K...), fp8, sharding.
+
+These write what real tools write (llama.cpp naming and Q/K row permutation, DeepSeek-style fp8
+block scales, transformers-style shard indexes), so the readers are tested against real layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import quants
+from safetensors.numpy import load_file, save_file
+
+LLAMA_LIKE = {"llama", "mistral", "qwen2"}
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's Q/K row permutation (HF rotate_half order → interleaved pairs)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def quantize_q4_k(x: np.ndarray) -> np.ndarray:
+    """Quantize rows (length multiple of 256) to GGML Q4_K blocks (simple min/max search).
+
+    Block layout (144 bytes per 256 values): f16 d, f16 dmin, 12 bytes of packed 6-bit
+    sub-block scales/mins for 8 sub-blocks of 32, then 128 bytes of 4-bit quants. A value is
+    ``d·sc·q − dmin·m``.
+    """
+    rows, n = x.shape
+    blocks = x.reshape(-1, 8, 32).astype(np.float32)
+    mn = np.minimum(blocks.min(axis=2), 0.0)
+    mx = blocks.max(axis=2)
+    scale = np.maximum((mx - mn) / 15.0, 1e-12)  # per sub-block step
+    minv = -mn
+    d = np.maximum(scale.max(axis=1) / 63.0, 1e-12)
+    dmin = np.maximum(minv.max(axis=1) / 63.0, 1e-12)
+    sc = np.clip(np.round(scale / d[:, None]), 1, 63).astype(np.uint8)
+    m = np.clip(np.round(minv / dmin[:, None]), 0, 63).astype(np.uint8)
+    d16, dmin16 = d.astype(np.float16), dmin.astype(np.float16)
+    eff = d16.astype(np.float32)[:, None] * sc
+    effm = dmin16.astype(np.float32)[:, None] * m
+    q = np.clip(np.round((blocks + effm[:, :, None]) / eff[:, :, None]), 0, 15).astype(np.uint8)
+    packed = np.zeros((blocks.shape[0], 12), dtype=np.uint8)
+    packed[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    packed[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    packed[:, 8:12] = (sc[:, 4:8] & 15) | ((m[:, 4:8] & 15) << 4)
+    qs = np.zeros((blocks.shape[0], 128), dtype=np.uint8)
+    for j in range(4):  # 64 values per 32 bytes: low nibble sub-block 2j, high nibble 2j+1
+        qs[:, 32 * j : 32 * j + 32] = q[:, 2 * j] | (q[:, 2 * j + 1] << 4)
+    out = np.concatenate([d16.view(np.uint8).reshape(-1, 2), dmin16.view(np.uint8).reshape(-1, 2), packed, qs], axis=1)
+    return out.reshape(rows, n // 256 * 144)
+
+
+def _encode(arr: np.ndarray, qtype: str) -> tuple[np.ndarray, QT | None]:
+    if arr.ndim == 1 or qtype == "F32":
+        return arr.astype(np.float32), None
+    if qtype == "F16":
+        return arr.astype(np.float16), None
+    t = QT[qtype]
+    if t == QT.Q4_K:
+        return quantize_q4_k(arr), t
+    return quants.quantize(arr.astype(np.float32), t), t
+
+
+def to_gguf(src: Path, out: Path, qtype: str = "F16", tokens: list[str] | None = None) -> Path:
+    """Convert a llama-like HF safetensors model to GGUF the way llama.cpp does."""
+    cfg = json.loads((src / "config.json").read_text())
+    arch = cfg["model_type"]
+    if arch not in LLAMA_LIKE:
+        raise ValueError(f"to_gguf supports {sorted(LLAMA_LIKE)}, not {arch}")
+    sd = load_file(str(src / "model.safetensors"))
+    n_h, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    d, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    w = gguf.GGUFWriter(str(out), arch)
+    w.add_block_count(n_layers)
+    w.add_context_length(cfg.get("max_position_embeddings", 2048))
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_h)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_dimension_count(d // n_h)
+    w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
+    if tokens is None:
+        tokens = _tokens_of(src, cfg["vocab_size"])
+    w.add_tokenizer_model("gpt2" if any(t.startswith("Ġ") for t in tokens) else "llama")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * len(tokens))
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                 "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                 "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+                 "self_attn.v_proj.bias": "attn_v.bias",
+                 "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+                 "mlp.down_proj.weight": "ffn_down.weight"}
+    for name, arr in sorted(sd.items()):
+        if name in names:
+            gname = names[name]
+        else:
+            parts = name.split(".")
+            gname = f"blk.{parts[2]}." + per_layer[".".join(parts[3:])]
+        if arch == "llama" and gname.endswith(("attn_q.weight", "attn_k.weight")):
+            arr = _permute(arr, n_h if "attn_q" in gname else n_kv)
+        data, raw = _encode(arr, qtype)
+        if raw is None:
+            w.add_tensor(gname, data)
+        else:
+            w.add_tensor(gname, data, raw_shape=data.shape, raw_dtype=raw)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def _tokens_of(src: Path, vocab_size: int) -> list[str]:
+    tj = src / "tokenizer.json"
+    if tj.exists():
+        vocab = json.loads(tj.read_text())["model"]["vocab"]
+        toks = [""] * vocab_size
+        for t, i in vocab.items():
+            if i < vocab_size:
+                toks[i] = t
+        return [t or f"<unused{i}>" for i, t in enumerate(toks)]
+    return [f"<tok{i}>" for i in range(vocab_size)]
+
+
+def _fp8(x: np.ndarray) -> np.ndarray:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+
+
+def to_fp8(src: Path, out: Path, scheme: str = "tensor", block: int = 128) -> Path:
+    """Quantize every 2-D projection (not embeddings/lm_head) to float8_e4m3 with scales.
+
+    ``scheme``: ``tensor`` (scalar ``weight_scale``), ``channel`` (``weight_scale [out, 1]``) or
+    ``block`` (``weight_scale_inv`` per ``block × block`` tile, DeepSeek-V3 style).
+    """
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    sd = load_file(str(src / "model.safetensors"))
+    res: dict[str, np.ndarray] = {}
+    fp8_max = 448.0
+    for name, w in sd.items():
+        if w.ndim != 2 or "embed" in name or "lm_head" in name:
+            res[name] = w
+            continue
+        if scheme == "tensor":
+            s = np.array(np.abs(w).max() / fp8_max, dtype=np.float32)
+            q, sname, sval = w / s, name + "_scale", s.reshape(())
+        elif scheme == "channel":
+            s = (np.abs(w).max(axis=1, keepdims=True) / fp8_max).astype(np.float32)
+            q, sname, sval = w / s, name + "_scale", s
+        else:
+            bo, bi = -(-w.shape[0] // block), -(-w.shape[1] // block)
+            s = np.zeros((bo, bi), dtype=np.float32)
+            for i in range(bo):
+                for j in range(bi):
+                    s[i, j] = np.abs(w[i * block : (i + 1) * block, j * block : (j + 1) * block]).max() / fp8_max
+            full = np.repeat(np.repeat(s, block, 0), block, 1)[: w.shape[0], : w.shape[1]]
+            q, sname, sval = w / full, name + "_scale_inv", s
+        res[name] = _fp8(q.astype(np.float32))
+        res[sname] = sval
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in res.items()}
+    for k, v in res.items():
+        if k.endswith(".weight") and v.dtype == np.uint8 and (k + "_scale" in res or k + "_scale_inv" in res):
+            tensors[k] = tensors[k].view(torch.float8_e4m3fn)
+    from safetensors.torch import save_file as save_torch
+
+    save_torch(tensors, str(out / "model.safetensors"))
+    _copy_side_files(src, out)
+    return out
+
+
+def shard(src: Path, out: Path, n_shards: int = 3) -> Path:
+    """Split ``model.safetensors`` into ``n_shards`` files with a transformers-style index."""
+    out.mkdir(parents=True, exist_ok=True)
+    sd = load_file(str(src / "model.safetensors"))
+    names = sorted(sd)
+    weight_map: dict[str, str] = {}
+    per = -(-len(names) // n_shards)
+    for i in range(n_shards):
+        fn = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
+        part = {n: sd[n] for n in names[i * per : (i + 1) * per]}
+        save_file(part, str(out / fn))
+        weight_map.update(dict.fromkeys(part, fn))
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    _copy_side_files(src, out)
+    return out
+
+
+def _copy_side_files(src: Path, out: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors") and f.name != "model.safetensors.index.json":
+            shutil.copy2(f, out / f.name)

@@ -1,0 +1,62 @@
+"""The ``lineage`` command line."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from lineage import __version__
+from lineage.output import emit_json, fmt_bytes, handle_errors, output_options, table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lineage")
+@click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug (and tracebacks).")
+def main(verbose: int) -> None:
+    """Model lineage: is a model derived from a known base, and does its licence say so?
+
+    Example:
+
+        lineage inspect ./my-model --json
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@output_options
+@handle_errors
+def inspect(path: str, as_json: bool) -> None:
+    """Show a checkpoint's architecture and the tensors a fingerprint reads (headers only).
+
+    PATH is a model directory (safetensors + config.json, single or sharded) or a .gguf file.
+
+    Example:
+
+        lineage inspect ./TinyLlama-1.1B --json
+    """
+    from fingerprint.inspect import inspect_model
+
+    r = inspect_model(path)
+    if as_json:
+        emit_json(r)
+        return
+    s = r["spec"]
+    click.echo(f"{r['path']}")
+    click.echo(f"  architecture   {s['architecture']} ({s['declared_architecture']}, {s['source_format']})"
+               + (f", wrapper {s['wrapper']}" if s["wrapper"] else ""))
+    click.echo(f"  layers         {s['num_layers']}")
+    click.echo(f"  hidden size    {s['hidden_size']}")
+    click.echo(f"  heads / kv     {s['num_heads']} / {s['num_kv_heads']} (head_dim {s['head_dim']}, "
+               f"rope {s['rope_style']} {s['rotary_dim']})")
+    click.echo(f"  vocab rows     {s['vocab_rows']}  tied embeddings: {s['tied']}")
+    click.echo("  dtypes         " + ", ".join(f"{k} ({v:,} params)" for k, v in r["dtypes"].items()))
+    rows = [[t["name"], t["dtype"], "x".join(map(str, t["shape"])), t["file"], f"{t['start']}-{t['end']}"]
+            for t in r["needed"]]
+    click.echo("")
+    click.echo(table(rows, ["tensor needed", "dtype", "shape", "file", "byte range"]))
+    click.echo("")
+    click.echo(f"bytes needed {fmt_bytes(r['bytes_needed'])} of {fmt_bytes(r['total_bytes'])} "
+               f"({100 * r['share_needed']:.1f}%); bytes read to inspect: {fmt_bytes(r['bytes_read'])}")

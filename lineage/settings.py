@@ -1,0 +1,53 @@
+"""Settings from ``LINEAGE_*`` environment variables, read once, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting: environment variable, default and help text."""
+
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LINEAGE_HOME", "~/.lineage", "Directory for the index, the embedded graph store, crawl state and caches."),
+    Setting("LINEAGE_DEVICE", "auto", "Torch device for similarity math: auto (cuda if available), cpu, cuda, cuda:N."),
+    Setting("LINEAGE_DISABLE_PROGRESS_BARS", "0", "Set to 1 to turn off progress bars on stderr."),
+)
+
+
+def _truthy(v: str) -> bool:
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings (see :data:`SETTINGS` for the variables and their help)."""
+
+    home: Path
+    device: str
+    disable_progress_bars: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str:
+            default = next(s.default for s in SETTINGS if s.env == name)
+            return e.get(name, default)
+
+        return cls(
+            home=Path(get("LINEAGE_HOME")).expanduser(),
+            device=get("LINEAGE_DEVICE"),
+            disable_progress_bars=_truthy(get("LINEAGE_DISABLE_PROGRESS_BARS")),
+        )
+
+
+assert len(fields(Settings)) == len(SETTINGS)
