@@ -19,6 +19,7 @@ MHA = {"gpt_neox", "gpt2"}  # these configs have no KV-head setting
 def test_every_architecture_file_is_exercised() -> None:
     hf_files = {n for n, a in load_architectures().items() if a.format == "hf"}
     assert hf_files == set(HF_ARCHITECTURES)
+    assert {n for n, a in load_architectures().items() if a.format == "gguf"} == {"gguf"}
 
 
 @pytest.mark.parametrize("name", [*HF_ARCHITECTURES, "llava"])
@@ -62,6 +63,22 @@ def test_llava_language_model_equals_plain_llama(tiny_models: dict[str, Path]) -
         raw = m.reader.read(f"language_model.model.layers.{layer}.self_attn.q_proj.weight")
         g = m.reader.read(f"language_model.model.layers.{layer}.input_layernorm.weight")
         np.testing.assert_allclose(q, raw * g[None, :], rtol=1e-6)
+
+
+def test_gguf_architecture_file_roles(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """The GGUF naming file resolves every role of a llama.cpp-style conversion."""
+    from bench.convert import to_gguf
+
+    m = open_model(to_gguf(tiny_models["llama"], tmp_path / "m.gguf", "F16"))
+    s = m.spec
+    assert (s.architecture, s.declared_architecture, s.num_layers, s.hidden_size, s.num_kv_heads) == ("gguf", "llama", L, D, KV)
+    for layer in range(L):
+        q, k = m.attention(layer)
+        assert q.shape == (H * (D // H), D) and k.shape == (KV * (D // H), D)
+        gate, up, down = m.mlp(layer)
+        assert gate is not None and up.shape == (FF, D) and down.shape == (D, FF)
+    assert m.embed().shape == (V, D) and m.lm_head_rows([1, 2]) is not None
+    assert len(m.vocab().keys) == V
 
 
 def test_unknown_architecture_lists_supported() -> None:

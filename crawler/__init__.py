@@ -1,0 +1,1 @@
+"""Hub crawler: discovery, metadata, and ranged reads of the tensors a fingerprint needs."""
