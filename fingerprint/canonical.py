@@ -326,10 +326,10 @@ class CanonicalModel:
     def _gguf_permuted(self) -> bool:
         return self.spec.declared_architecture in self.arch.gguf_qk_permuted
 
-    def attention(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """Folded ``(W̃_Q, W̃_K)`` of a layer, ``(H·hd, d)`` and ``(KV·hd, d)``."""
+    def attention(self, layer: int, fold: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Folded ``(W̃_Q, W̃_K)`` of a layer, ``(H·hd, d)`` and ``(KV·hd, d)`` (raw if ``fold=False``)."""
         q, k, _ = self._qkv_raw(layer, need_v=False)
-        g = self.gain("norm_in", layer)
+        g = self.gain("norm_in", layer) if fold else None
         if g is not None:
             q, k = q * g[None, :], k * g[None, :]
         return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32)

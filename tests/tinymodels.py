@@ -94,3 +94,38 @@ def write_config(path: Path, cfg: dict[str, Any]) -> None:
 
 def randn(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def write_wordlevel_tokenizer(path: Path, vocab_size: int, prefix: str = "w") -> None:
+    """A minimal ``tokenizer.json`` (WordLevel) whose tokens are ``{prefix}{i}``."""
+    vocab = {f"{prefix}{i}": i for i in range(vocab_size)}
+    tj = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": {"type": "Whitespace"},
+          "post_processor": None, "decoder": None,
+          "model": {"type": "WordLevel", "vocab": vocab, "unk_token": f"{prefix}0"}}
+    (path / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def llama_config(seed_dims: dict[str, int] | None = None) -> Any:
+    import transformers as tf
+
+    dims = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=512, max_position_embeddings=128)
+    dims.update(seed_dims or {})
+    return tf.LlamaConfig(**dims)
+
+
+def save_state_dict(sd: dict[str, np.ndarray], cfg: dict[str, Any], out: Path, tokenizer_from: Path | None = None) -> Path:
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(cfg))
+    if tokenizer_from is not None:
+        (out / "tokenizer.json").write_text((tokenizer_from / "tokenizer.json").read_text())
+    return out
+
+
+def perturb(sd: dict[str, np.ndarray], rel: float, seed: int) -> dict[str, np.ndarray]:
+    """A stand-in for fine-tuning: every tensor moved by ``rel`` of its own scale, at random."""
+    rng = np.random.default_rng(seed)
+    return {k: (v + rel * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in sd.items()}

@@ -1,0 +1,1 @@
+"""Lineage similarity: CKA, residual-stream alignment, and the AWM / lineage / HuRef / REEF methods."""

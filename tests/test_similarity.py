@@ -1,0 +1,125 @@
+"""Similarity: CKA/LAP/Procrustes properties, attacks that preserve the function, verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+from tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+
+from bench.attacks import ATTACKS
+from fingerprint.canonical import open_model
+from fingerprint.errors import ComparisonError
+from fingerprint.similarity.align import procrustes, signed_lap
+from fingerprint.similarity.cka import biased_cka, feature_cka, unbiased_cka
+from fingerprint.similarity.compare import compare_models
+
+
+def test_unbiased_cka_near_zero_where_biased_is_half() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 512, generator=g, dtype=torch.float64)
+    y = torch.randn(512, 512, generator=g, dtype=torch.float64)
+    assert abs(feature_cka(x, y)) < 0.02
+    assert 0.4 < feature_cka(x, y, unbiased=False) < 0.6
+
+
+def test_cka_invariances() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 64, generator=g, dtype=torch.float64)
+    y = x + 0.5 * torch.randn(200, 64, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
+    base = feature_cka(x, y)
+    assert feature_cka(x @ q, y) == pytest.approx(base, abs=1e-9)  # output-side orthogonal map
+    assert feature_cka(3.7 * x, y) == pytest.approx(base, abs=1e-9)  # isotropic scaling
+    k = x @ x.T
+    assert biased_cka(k, k) == pytest.approx(1.0) and unbiased_cka(k, k) == pytest.approx(1.0)
+
+
+def test_lap_recovers_planted_signed_permutation() -> None:
+    rng = np.random.default_rng(2)
+    e_b = rng.standard_normal((1000, 48))
+    perm, sign = rng.permutation(48), rng.choice([-1.0, 1.0], 48)
+    e_t = e_b[:, perm] * sign
+    sp = signed_lap(torch.from_numpy(e_b), torch.from_numpy(e_t))
+    assert np.array_equal(sp.index, perm) and np.array_equal(sp.sign, sign)
+    assert sp.quality == pytest.approx(1.0)
+
+
+def test_procrustes_recovers_planted_rotation() -> None:
+    rng = np.random.default_rng(3)
+    e_b = rng.standard_normal((2000, 32))
+    rot, _ = np.linalg.qr(rng.standard_normal((32, 32)))
+    r, fit = procrustes(torch.from_numpy(e_b), torch.from_numpy(e_b @ rot))
+    np.testing.assert_allclose(r.numpy(), rot, atol=1e-8)
+    assert fit == pytest.approx(1.0)
+
+
+# -- tiny model families -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("family")
+    out: dict[str, Path] = {}
+    for name, seed in (("base", 0), ("other", 1)):
+        p = build_hf("llama", root / name, seed=seed, config=llama_config())
+        write_wordlevel_tokenizer(p, 512)
+        out[name] = p
+    cfg = json.loads((out["base"] / "config.json").read_text())
+    sd = load_file(str(out["base"] / "model.safetensors"))
+    out["derived"] = save_state_dict(perturb(sd, 0.3, seed=7), cfg, root / "derived", out["base"])
+    dsd = load_file(str(out["derived"] / "model.safetensors"))
+    for attack, fn in ATTACKS.items():
+        out[attack] = save_state_dict(fn(dsd, cfg, seed=11), cfg, root / attack, out["base"])
+    return out
+
+
+def _logits(path: Path) -> torch.Tensor:
+    import transformers as tf
+
+    model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
+    ids = torch.tensor([[5, 17, 300, 42, 7, 99, 256, 1, 64, 128]])
+    with torch.no_grad():
+        return model(ids).logits[0]
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_attack_preserves_function(family: dict[str, Path], attack: str) -> None:
+    ref, got = _logits(family["derived"]), _logits(family[attack])
+    assert float((ref - got).abs().max() / ref.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_attacked_derivative_is_derived(family: dict[str, Path], attack: str) -> None:
+    r = compare_models(open_model(family["base"]), open_model(family[attack]), "lineage")
+    assert r.verdict == "derived", (r.score, r.z, r.notes)
+    assert r.score > 0.8
+
+
+def test_faithful_awm_fails_rotation_but_not_plain_derivative(family: dict[str, Path]) -> None:
+    base = open_model(family["base"])
+    plain = compare_models(base, open_model(family["derived"]), "awm")
+    rotated = compare_models(base, open_model(family["fold_and_rotate"]), "awm")
+    scaled = compare_models(base, open_model(family["scale_qk_pairs"]), "awm")
+    assert plain.score > 0.8
+    assert rotated.score < 0.3 * plain.score  # the known blind spot of AWM
+    assert scaled.score < plain.score - 0.05  # per-pair Q/K rescaling costs AWM points
+    ours = compare_models(base, open_model(family["fold_and_rotate"]), "lineage")
+    assert ours.alignment == "procrustes"
+
+
+def test_independent_models_are_independent(family: dict[str, Path]) -> None:
+    for method in ("lineage", "awm"):
+        r = compare_models(open_model(family["base"]), open_model(family["other"]), method)
+        assert r.verdict == "independent", (method, r.score, r.z, r.notes)
+        assert abs(r.score) < 0.1
+
+
+def test_no_shared_tokens_is_a_clear_error(family: dict[str, Path], tmp_path: Path) -> None:
+    other = build_hf("llama", tmp_path / "x", seed=5, config=llama_config())
+    write_wordlevel_tokenizer(other, 512, prefix="zz")
+    with pytest.raises(ComparisonError, match="share only 0 tokens"):
+        compare_models(open_model(family["base"]), open_model(other))
