@@ -60,3 +60,53 @@ def inspect(path: str, as_json: bool) -> None:
     click.echo("")
     click.echo(f"bytes needed {fmt_bytes(r['bytes_needed'])} of {fmt_bytes(r['total_bytes'])} "
                f"({100 * r['share_needed']:.1f}%); bytes read to inspect: {fmt_bytes(r['bytes_read'])}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(exists=True))
+@click.argument("b", type=click.Path(exists=True))
+@click.option("--method", type=click.Choice(["lineage", "awm", "huref", "reef"]), default="lineage", show_default=True,
+              help="lineage (default, robust to function-preserving attacks), awm (faithful baseline), huref, reef.")
+@output_options
+@handle_errors
+def compare(a: str, b: str, method: str, as_json: bool) -> None:
+    """Say whether model B derives from model A (or vice versa), with score, z and evidence.
+
+    A and B are model directories (safetensors + config.json + tokenizer) or .gguf files.
+
+    Example:
+
+        lineage compare ./Llama-2-7b ./vicuna-7b --json
+    """
+    import time
+
+    from fingerprint.canonical import open_model
+    from fingerprint.similarity.compare import compare as run
+
+    t = time.perf_counter()
+    if not as_json:
+        click.echo(f"opening {a} and {b} ...", err=True)
+    ma, mb = open_model(a), open_model(b)
+    if not as_json:
+        click.echo(f"comparing ({method}) ...", err=True)
+    r = run(ma, mb, method)
+    if as_json:
+        emit_json(r.to_dict())
+        return
+    click.echo(f"verdict    {r.verdict.upper()}")
+    click.echo(f"score      {r.score:.4f}   (method {r.method})")
+    click.echo(f"z          {r.z:.1f}   against {r.background}; null mean {r.null_mean:.4f}, std {r.null_std:.4f}")
+    click.echo("thresholds " + ", ".join(f"{k}={v}" for k, v in r.thresholds.items()))
+    if r.method in ("lineage", "awm"):
+        click.echo(f"alignment  {r.alignment}: matched |cos| {r.alignment_quality:.3f} (chance {r.alignment_chance:.3f})"
+                   + (f", Procrustes fit {r.procrustes_fit:.2f}" if r.procrustes_fit is not None else "")
+                   + f"; {r.shared_tokens} shared tokens")
+    for n in r.notes:
+        click.echo(f"note       {n}")
+    if r.layers:
+        click.echo("")
+        click.echo(table([[x.layer_a, x.layer_b, f"{x.q:.4f}", f"{x.k:.4f}", f"{x.score:.4f}"] for x in r.layers],
+                         ["layer A", "layer B", "CKA Q", "CKA K", "score"]))
+    click.echo("")
+    click.echo(f"bytes read: A {fmt_bytes(r.bytes_read['a'])}, B {fmt_bytes(r.bytes_read['b'])}; "
+               f"time {time.perf_counter() - t:.2f} s")

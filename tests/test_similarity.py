@@ -123,3 +123,43 @@ def test_no_shared_tokens_is_a_clear_error(family: dict[str, Path], tmp_path: Pa
     write_wordlevel_tokenizer(other, 512, prefix="zz")
     with pytest.raises(ComparisonError, match="share only 0 tokens"):
         compare_models(open_model(family["base"]), open_model(other))
+
+
+def test_huref_and_reef_baselines(family: dict[str, Path]) -> None:
+    from fingerprint.similarity.compare import compare_huref, compare_reef
+
+    base = open_model(family["base"])
+    pos = compare_huref(base, open_model(family["derived"]))
+    neg = compare_huref(base, open_model(family["other"]))
+    assert pos.score > neg.score + 0.3 and pos.verdict == "derived", (pos.score, neg.score)
+    # The word-level test tokenizer knows only "w<i>": probe with in-vocabulary texts.
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{i}" for i in rng.integers(1, 512, 12)) for _ in range(120)]
+    pos = compare_reef(base, open_model(family["derived"]), texts=texts)
+    neg = compare_reef(base, open_model(family["other"]), texts=texts)
+    assert pos.score > neg.score + 0.2, (pos.score, neg.score)
+
+
+def test_compare_cli_json(family: dict[str, Path]) -> None:
+    from click.testing import CliRunner
+
+    from lineage.cli import main
+
+    res = CliRunner().invoke(main, ["compare", str(family["base"]), str(family["fold_and_rotate"]), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["verdict"] == "derived" and {"score", "z", "alignment_quality", "layers", "bytes_read"} <= set(doc)
+    assert len(doc["layers"]) == 4
+    res = CliRunner().invoke(main, ["compare", str(family["base"]), str(family["other"])])
+    assert res.exit_code == 0 and "INDEPENDENT" in res.output
+
+
+def test_compare_cli_mismatched_pair_is_one_line(family: dict[str, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lineage.cli import main
+
+    other = build_hf("llama", tmp_path / "x", seed=5, config=llama_config())
+    write_wordlevel_tokenizer(other, 512, prefix="zz")
+    res = CliRunner().invoke(main, ["compare", str(family["base"]), str(other)])
+    assert res.exit_code == 2 and "share only 0 tokens" in res.output and "Traceback" not in res.output

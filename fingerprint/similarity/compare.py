@@ -240,3 +240,74 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
         bytes_read={"a": a.bytes_read, "b": b.bytes_read}, seconds=time.perf_counter() - t0,
         reference="b" if swap else "a", notes=notes,
     )
+
+
+def _result(method: str, score: float, null: list[float], a: CanonicalModel, b: CanonicalModel, t0: float,
+            n_shared: int, alignment: str, background: str, notes: list[str]) -> CompareResult:
+    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    z = (score - mu) / max(sd, 1e-6)
+    return CompareResult(
+        method=method, verdict=verdict_of(score, z, True), score=score, z=z, alignment=alignment,
+        alignment_quality=float("nan"), alignment_chance=float("nan"), procrustes_fit=None, shared_tokens=n_shared,
+        layers=[], null_mean=mu, null_std=sd,
+        thresholds={"z_derived": Z_DERIVED, "z_independent": Z_INDEPENDENT,
+                    "min_derived_score": MIN_DERIVED_SCORE, "max_independent_score": MAX_INDEPENDENT_SCORE},
+        background=background, bytes_read={"a": a.bytes_read, "b": b.bytes_read},
+        seconds=time.perf_counter() - t0, reference="a", notes=notes)
+
+
+def compare_huref(a: CanonicalModel, b: CanonicalModel, n_tokens: int = 4096) -> CompareResult:
+    """HuRef's invariant-terms cosine (ICS) on rare shared tokens (see :mod:`.huref`)."""
+    from fingerprint.similarity.huref import ics, invariant_terms, select_rare
+
+    t0 = time.perf_counter()
+    ids_a, ids_b, keys = shared_tokens(a.vocab(), b.vocab())
+    if len(ids_a) < MIN_SHARED_TOKENS:
+        raise ComparisonError(f"the two tokenizers share only {len(ids_a)} tokens; HuRef needs shared tokens")
+    sa, sb = select_rare(a, ids_a, ids_b, keys, min(n_tokens, len(ids_a)))
+    ta, tb = invariant_terms(a, sa), invariant_terms(b, sb)
+    if len(ta) != len(tb):
+        raise ComparisonError("HuRef terms differ in number (one model lacks an MLP term)")
+    score = ics(ta, tb)
+    rng = np.random.default_rng(12345)
+    null = []
+    for _ in range(NULL_DRAWS):
+        p = torch.from_numpy(rng.permutation(len(sb)))
+        null.append(ics(ta, [t[p][:, p] for t in tb]))
+    return _result("huref", score, null, a, b, t0, len(ids_a), "token-space (none needed)",
+                   f"per-pair null: {NULL_DRAWS} random permutations of the selected tokens (seed 12345)",
+                   [f"{len(sa)} rare shared tokens, last 2 layers"])
+
+
+def compare_reef(a: CanonicalModel, b: CanonicalModel, device: str = "cpu", texts: list[str] | None = None) -> CompareResult:
+    """REEF's CKA of z-scored middle-layer last-token representations (see :mod:`.reef`).
+
+    ``texts`` defaults to the shipped probe statements.
+    """
+    from fingerprint.similarity.cka import feature_cka
+    from fingerprint.similarity.reef import probe_texts, representations, zscore
+
+    t0 = time.perf_counter()
+    texts = texts or probe_texts()
+    xa = torch.from_numpy(zscore(representations(a, texts, device)))
+    xb = torch.from_numpy(zscore(representations(b, texts, device)))
+    score = feature_cka(xa, xb, unbiased=False)
+    rng = np.random.default_rng(12345)
+    null = [feature_cka(xa, xb[torch.from_numpy(rng.permutation(len(texts)))], unbiased=False) for _ in range(NULL_DRAWS)]
+    return _result("reef", score, null, a, b, t0, 0, "representations (none needed)",
+                   f"per-pair null: {NULL_DRAWS} random pairings of the {len(texts)} probe texts (seed 12345)",
+                   [f"{len(texts)} probe texts"])
+
+
+METHODS = ("lineage", "awm", "huref", "reef")
+
+
+def compare(a: CanonicalModel, b: CanonicalModel, method: str = "lineage") -> CompareResult:
+    """Compare two opened models with one of :data:`METHODS`."""
+    if method in ("lineage", "awm"):
+        return compare_models(a, b, method)
+    if method == "huref":
+        return compare_huref(a, b)
+    if method == "reef":
+        return compare_reef(a, b)
+    raise ComparisonError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,49 @@
+"""REEF (Zhang et al., ICLR 2025), as a baseline: CKA of hidden representations on probe texts.
+
+Each of ~200 neutral statements shipped in ``fingerprint/data/probes.txt`` is encoded alone; the
+hidden state after decoder block ``ℓ`` at the last token is kept, ``ℓ = round(0.5625 · L)`` (REEF's
+layer 18 of 32). Features are z-scored over the statements, then biased linear CKA is taken.
+Needs ``transformers`` (extra ``[reef]``); models load with ``trust_remote_code=False`` from
+safetensors only.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import torch
+
+from fingerprint.canonical import CanonicalModel
+from fingerprint.errors import ComparisonError
+
+
+def probe_texts() -> list[str]:
+    text = resources.files("fingerprint").joinpath("data/probes.txt").read_text("utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") -> np.ndarray:
+    """Last-token hidden states after the middle block, one row per text."""
+    try:
+        import transformers as tf
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise ComparisonError("REEF needs transformers: pip install 'model-lineage[reef]'") from e
+    if m.spec.source_format != "safetensors" or not m.repo.exists("tokenizer.json"):
+        raise ComparisonError(f"{m.repo.name}: REEF needs a safetensors model with tokenizer.json")
+    tok = Tokenizer.from_str(m.repo.read_bytes("tokenizer.json").decode("utf-8"))
+    model = tf.AutoModelForCausalLM.from_pretrained(m.repo.name, trust_remote_code=False, use_safetensors=True,
+                                                    dtype=torch.float32).to(device).eval()
+    layer = min(m.spec.num_layers, max(1, round(0.5625 * m.spec.num_layers)))
+    rows = []
+    with torch.no_grad():
+        for t in texts:
+            ids = tok.encode(t).ids or [0]
+            out = model(torch.tensor([ids], device=device), output_hidden_states=True)
+            rows.append(out.hidden_states[layer][0, -1].float().cpu().numpy())
+    return np.stack(rows)
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
