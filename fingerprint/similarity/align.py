@@ -38,7 +38,8 @@ def column_cosines(e_b: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
     t = e_t.to(torch.float64)
     b = b / b.norm(dim=0, keepdim=True).clamp_min(1e-12)
     t = t / t.norm(dim=0, keepdim=True).clamp_min(1e-12)
-    return b.T @ t
+    out: torch.Tensor = b.T @ t
+    return out
 
 
 def signed_lap(e_b: torch.Tensor, e_t: torch.Tensor) -> SignedPermutation:

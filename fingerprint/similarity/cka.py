@@ -44,7 +44,7 @@ def cka_centered(kc: torch.Tensor, lc: torch.Tensor) -> float:
     ll = float((lc * lc).sum())
     if kk < 1e-30 or ll < 1e-30:
         return 0.0
-    return float((kc * lc).sum()) / (kk * ll) ** 0.5
+    return float(float((kc * lc).sum()) / (kk * ll) ** 0.5)
 
 
 def unbiased_cka(k: torch.Tensor, l: torch.Tensor) -> float:

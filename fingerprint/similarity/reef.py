@@ -34,7 +34,8 @@ def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") ->
         raise ComparisonError(f"{m.repo.name}: REEF needs a safetensors model with tokenizer.json")
     tok = Tokenizer.from_str(m.repo.read_bytes("tokenizer.json").decode("utf-8"))
     model = tf.AutoModelForCausalLM.from_pretrained(m.repo.name, trust_remote_code=False, use_safetensors=True,
-                                                    dtype=torch.float32).to(device).eval()
+                                                    dtype=torch.float32)
+    model = model.to(device).eval()  # type: ignore[arg-type]
     layer = min(m.spec.num_layers, max(1, round(0.5625 * m.spec.num_layers)))
     rows = []
     with torch.no_grad():
@@ -46,4 +47,5 @@ def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") ->
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
+    out: np.ndarray = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
+    return out
