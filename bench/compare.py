@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bench.io import CACHE, build_checkpoint
+from bench.io import CACHE, build_checkpoint, in_fresh_process
 
 
 def _tokenizer(path: Path, vocab: int) -> None:
@@ -76,7 +73,7 @@ class StateDictReader:
         return (v if rows is None else v[rows[0] : rows[1]]).astype(np.float32)
 
 
-def _run(which: str, a: str, b: str, q: Any) -> None:
+def _run(which: str, a: str, b: str) -> tuple[float, float, str]:
     t = time.perf_counter()
     if which == "lineage":
         from fingerprint.canonical import open_model
@@ -95,17 +92,13 @@ def _run(which: str, a: str, b: str, q: Any) -> None:
             return CanonicalModel(LocalRepo(p), StateDictReader(Path(p)), arch, text_cfg, "safetensors", "LlamaForCausalLM", None)
 
         r = compare_models(load(a), load(b), "awm")
-    q.put((time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, r.score, r.verdict))
+    return time.perf_counter() - t, r.score, r.verdict
 
 
 def measure(which: str, a: Path, b: Path) -> tuple[float, float, float, str]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_run, args=(which, str(a), str(b), q))
-    p.start()
-    out = q.get()
-    p.join()
-    return out  # type: ignore[no-any-return]
+    """Time, peak RSS (MB), score and verdict of one path, in a fresh process."""
+    t, score, verdict, rss_kib = in_fresh_process(_run, which, str(a), str(b))
+    return t, rss_kib / 1024, score, verdict
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -83,22 +84,27 @@ def awm_path(path: Path) -> tuple[float, int]:
     return time.perf_counter() - t, total
 
 
-def _child(which: str, path: str, q: object) -> None:
-    res = lineage_path(Path(path)) if which == "lineage" else awm_path(Path(path))
-    q.put((*res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))  # type: ignore[attr-defined]
+def _child(fn: Any, args: tuple[Any, ...], q: Any) -> None:
+    res = fn(*args)
+    q.put((*res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
-def measure(which: str, path: Path) -> tuple[float, ...]:
-    """Run one path in a fresh process so its peak RSS is its own."""
+def in_fresh_process(fn: Any, *args: Any) -> tuple[Any, ...]:
+    """Run ``fn(*args)`` (returning a tuple) in a spawned process; append its peak RSS in KiB."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(which, str(path), q))
+    p = ctx.Process(target=_child, args=(fn, args, q))
     p.start()
     out = q.get()
     p.join()
     return tuple(out)
+
+
+def measure(which: str, path: Path) -> tuple[Any, ...]:
+    """One path of the benchmark in a fresh process, so its peak RSS is its own."""
+    return in_fresh_process(lineage_path if which == "lineage" else awm_path, path)
 
 
 def main() -> None:
