@@ -334,19 +334,19 @@ class CanonicalModel:
             q, k = q * g[None, :], k * g[None, :]
         return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32)
 
-    def value(self, layer: int) -> np.ndarray:
-        """Folded ``W̃_V`` of a layer."""
+    def value(self, layer: int, fold: bool = True) -> np.ndarray:
+        """Folded ``W̃_V`` of a layer (raw if ``fold=False``)."""
         _, _, v = self._qkv_raw(layer)
         assert v is not None
-        g = self.gain("norm_in", layer)
+        g = self.gain("norm_in", layer) if fold else None
         return v * g[None, :] if g is not None else v
 
     def output(self, layer: int) -> np.ndarray:
         """``W_O`` of a layer, ``(d, H·hd)``."""
         return self._read("o", layer)
 
-    def mlp(self, layer: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        """Folded ``(W̃_gate or None, W̃_up, W_down)`` of a dense layer."""
+    def mlp(self, layer: int, fold: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Folded ``(W̃_gate or None, W̃_up, W_down)`` of a dense layer (raw if ``fold=False``)."""
         gate: np.ndarray | None
         if self.has("gate_up", layer):
             gu = self._read("gate_up", layer)
@@ -356,7 +356,7 @@ class CanonicalModel:
             gate = self._read("gate", layer) if self.has("gate", layer) else None
             up = self._read("up", layer)
         down = self._read("down", layer)
-        g = self.gain("norm_mlp", layer)
+        g = self.gain("norm_mlp", layer) if fold else None
         if g is not None:
             up = up * g[None, :]
             gate = gate * g[None, :] if gate is not None else None

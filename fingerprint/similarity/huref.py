@@ -88,21 +88,16 @@ def invariant_terms(m: CanonicalModel, ids: list[int], n_layers: int = 2) -> lis
     terms = []
     for layer in range(s.num_layers - n_layers, s.num_layers):
         q, k = m.attention(layer, fold=False)
-        v = m._qkv_raw(layer)[2]
-        assert v is not None
+        v = m.value(layer, fold=False)
         k = _expand(k, s.num_heads, s.num_kv_heads, s.head_dim)
         v = _expand(v, s.num_heads, s.num_kv_heads, s.head_dim)
         o = m.output(layer)
         mats = [torch.tensor(q).T.double() @ torch.tensor(k).double(), torch.tensor(v).T.double() @ torch.tensor(o).T.double()]
         if s.num_experts == 0 and (m.has("up", layer) or m.has("gate_up", layer)):
-            gate, up, down = m._read("gate", layer) if m.has("gate", layer) else None, None, None
-            if m.has("gate_up", layer):
-                gu = m._read("gate_up", layer)
-                gate, up = gu[: gu.shape[0] // 2], gu[gu.shape[0] // 2 :]
-            else:
-                up = m._read("up", layer)
-            down = m._read("down", layer)
-            inner = torch.tensor(up).T.double() if gate is None else torch.tensor(gate).T.double() * torch.tensor(up).T.double()
+            gate, up, down = m.mlp(layer, fold=False)
+            inner = torch.tensor(up).T.double()
+            if gate is not None:
+                inner = torch.tensor(gate).T.double() * inner
             mats.append(inner @ torch.tensor(down).T.double())
         for mat in mats:
             t = x @ mat @ x.T
