@@ -110,3 +110,13 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
     click.echo("")
     click.echo(f"bytes read: A {fmt_bytes(r.bytes_read['a'])}, B {fmt_bytes(r.bytes_read['b'])}; "
                f"time {time.perf_counter() - t:.2f} s")
+
+
+def _register() -> None:
+    from lineage.graph_commands import COMMANDS
+
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_register()

@@ -43,12 +43,13 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
 def handle_errors(f: F) -> F:
     """Turn the packages' errors into one line on stderr and exit status 2 (traceback with -v)."""
     from fingerprint.errors import FingerprintError
+    from graph.errors import GraphError
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (FingerprintError, OSError) as e:
+        except (FingerprintError, GraphError, OSError) as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             click.echo(f"Error: {e}", err=True)

@@ -20,6 +20,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_HOME", "~/.lineage", "Directory for the index, the embedded graph store, crawl state and caches."),
     Setting("LINEAGE_DEVICE", "auto", "Torch device for similarity math: auto (cuda if available), cpu, cuda, cuda:N."),
     Setting("LINEAGE_DISABLE_PROGRESS_BARS", "0", "Set to 1 to turn off progress bars on stderr."),
+    Setting("LINEAGE_GRAPH", "embedded",
+            "Lineage store: embedded (SQLite file $LINEAGE_HOME/graph.sqlite) or a Neo4j URI (neo4j://host:7687, bolt://...)."),
+    Setting("LINEAGE_NEO4J_USER", "neo4j", "Neo4j user name (when LINEAGE_GRAPH is a URI)."),
+    Setting("LINEAGE_NEO4J_PASSWORD", "", "Neo4j password (when LINEAGE_GRAPH is a URI)."),
+    Setting("LINEAGE_NEO4J_DATABASE", "neo4j", "Neo4j database name (when LINEAGE_GRAPH is a URI)."),
 )
 
 
@@ -34,6 +39,10 @@ class Settings:
     home: Path
     device: str
     disable_progress_bars: bool
+    graph: str
+    neo4j_user: str
+    neo4j_password: str
+    neo4j_database: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,6 +56,10 @@ class Settings:
             home=Path(get("LINEAGE_HOME")).expanduser(),
             device=get("LINEAGE_DEVICE"),
             disable_progress_bars=_truthy(get("LINEAGE_DISABLE_PROGRESS_BARS")),
+            graph=get("LINEAGE_GRAPH"),
+            neo4j_user=get("LINEAGE_NEO4J_USER"),
+            neo4j_password=get("LINEAGE_NEO4J_PASSWORD"),
+            neo4j_database=get("LINEAGE_NEO4J_DATABASE"),
         )
 
 

@@ -1,0 +1,186 @@
+"""The questions users ask, as plain functions over any :class:`graph.store.LineageStore`.
+
+Backends return reachable edges (a recursive CTE in SQLite, hop-by-hop expansion in Neo4j); hop counts, the weakest score on
+the way and the undeclared/misdeclared classification are computed here once, so both backends answer
+identically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from typing import Any
+
+from graph.errors import InvalidRecordError, UnknownModelError
+from graph.records import Lineage, ModelRecord
+from graph.store import MAX_DEPTH, MODES, EdgeRow, LineageStore, Mode
+
+
+def resolve(store: LineageStore, ident: str) -> ModelRecord:
+    """The model whose repo id or stable key is ``ident`` (repo id wins when both match)."""
+    found = store.get_models([ident])
+    if not found:
+        raise UnknownModelError(ident)
+    return next((m for m in found if m.id == ident), found[0])
+
+
+def _check(depth: int, min_score: float, mode: str) -> None:
+    if not 1 <= depth <= MAX_DEPTH:
+        raise InvalidRecordError(f"depth must be between 1 and {MAX_DEPTH}, got {depth}")
+    if not -1.0 <= min_score <= 1.0:
+        raise InvalidRecordError(f"min score must be in [-1, 1], got {min_score}")
+    if mode not in MODES:
+        raise InvalidRecordError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _bfs(start: str, edges: Iterable[EdgeRow], *, upward: bool, depth: int) -> dict[str, tuple[int, float | None, EdgeRow]]:
+    """Shortest hop count from ``start`` over ``edges``; ties broken by the strongest weakest-score path.
+
+    Returns ``{key: (hops, min_score_on_path, last_edge)}``. The visited set makes cycles harmless.
+    """
+    nxt: dict[str, list[EdgeRow]] = defaultdict(list)
+    for e in edges:
+        nxt[e.src if upward else e.dst].append(e)
+    best: dict[str, tuple[int, float | None, EdgeRow]] = {}
+    frontier: deque[tuple[str, int, float | None]] = deque([(start, 0, None)])
+    seen = {start}
+    while frontier:
+        key, hops, low = frontier.popleft()
+        if hops >= depth:
+            continue
+        for e in sorted(nxt.get(key, []), key=lambda e: -(e.score if e.score is not None else 2.0)):
+            other = e.dst if upward else e.src
+            score = low if e.score is None else (e.score if low is None else min(low, e.score))
+            if other in seen:
+                old = best.get(other)
+                if old and old[0] == hops + 1 and (score or 0) > (old[1] or 0):
+                    best[other] = (hops + 1, score, e)
+                continue
+            seen.add(other)
+            best[other] = (hops + 1, score, e)
+            frontier.append((other, hops + 1, score))
+    return best
+
+
+def _rows(store: LineageStore, best: dict[str, tuple[int, float | None, EdgeRow]], *, upward: bool) -> list[Lineage]:
+    models = {m.key: m for m in store.get_models(list(best))}
+    out = []
+    for key, (hops, low, e) in best.items():
+        m = models.get(key)
+        parent = e.dst if not upward else e.src
+        out.append(Lineage(id=m.id if m else key, key=key, hops=hops, min_score=low,
+                           via="detected" if e.kind == "DERIVED_FROM" else "declared",
+                           parent=models[parent].id if parent in models else _id_of(store, parent),
+                           extra={"license": m.license if m else None}))
+    return sorted(out, key=lambda r: (r.hops, r.id))
+
+
+def _id_of(store: LineageStore, key: str) -> str:
+    found = store.get_models([key])
+    return found[0].id if found else key
+
+
+def derivatives(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, min_score: float = 0.0,
+                mode: Mode = "detected") -> list[Lineage]:
+    """Models that derive from ``ident``, transitively up to ``depth`` hops.
+
+    A model is reached in ``hops`` = the shortest chain child → … → ``ident``; ``min_score`` keeps only chains
+    whose every detected edge scores at least that much (declared edges carry no score and always pass).
+    """
+    _check(depth, min_score, mode)
+    root = resolve(store, ident)
+    edges = store.reach(root.key, upward=False, mode=mode, depth=depth, min_score=min_score)
+    return _rows(store, _bfs(root.key, edges, upward=False, depth=depth), upward=False)
+
+
+def ancestors(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, mode: Mode = "detected") -> list[Lineage]:
+    """What ``ident`` comes from: every model up its chains, nearest first; ``parent`` is the next model down."""
+    _check(depth, 0.0, mode)
+    m = resolve(store, ident)
+    edges = store.reach(m.key, upward=True, mode=mode, depth=depth, min_score=-1.0)
+    return _rows(store, _bfs(m.key, edges, upward=True, depth=depth), upward=True)
+
+
+def family(store: LineageStore, ident: str) -> dict[str, Any]:
+    """The whole tree of ``ident``'s base family: its root and every detected descendant with parent and score."""
+    m = resolve(store, ident)
+    fam = store.family_of(m.key)
+    root_key = fam.root_key if fam and fam.root_key else None
+    if root_key is None:
+        ups = ancestors(store, m.id)
+        root_key = max(ups, key=lambda r: r.hops).key if ups else m.key
+    root = resolve(store, root_key)
+    tree = derivatives(store, root.key)
+    return {"family": fam.name if fam else None, "license": fam.license if fam else root.license,
+            "root": root.id, "root_key": root.key, "members": [r.to_dict() for r in tree]}
+
+
+def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict[str, Any]]:
+    """Models whose weights derive from a base their card does not name.
+
+    ``undeclared``: detected parent, no ``base_model`` at all. ``declared_differently``: the card names bases,
+    but none of them is among the detected ancestors and none is in the detected family.
+    ``license_differs`` flags a licence other than the family root's (a cue for the licence alert).
+    """
+    detected = [e for e in store.detected_edges(family_name) if e.verdict == "derived"]
+    all_detected = store.detected_edges(None) if family_name is not None else detected
+    parents: dict[str, list[str]] = defaultdict(list)
+    for e in all_detected:
+        if e.verdict == "derived":
+            parents[e.src].append(e.dst)
+
+    def ancestry(key: str) -> set[str]:
+        out: set[str] = set()
+        todo = list(parents.get(key, []))
+        while todo and len(out) < 100_000:
+            k = todo.pop()
+            if k not in out:
+                out.add(k)
+                todo.extend(parents.get(k, []))
+        return out
+
+    declared: dict[str, list[str]] = defaultdict(list)
+    for e in store.declared_edges(sorted({e.src for e in detected})):
+        declared[e.src].append(e.dst)
+    keys = {e.src for e in detected} | {e.dst for e in detected} | {k for v in declared.values() for k in v}
+    models = {m.key: m for m in store.get_models(sorted(keys))}
+    fams = {k: store.family_of(k) for k in {e.src for e in detected} | {k for v in declared.values() for k in v}}
+    out = []
+    for e in sorted(detected, key=lambda e: (e.src, e.dst)):
+        child, parent = models.get(e.src), models.get(e.dst)
+        if child is None or parent is None:
+            continue
+        decl = declared.get(e.src, [])
+        ups = ancestry(e.src)
+        my_family = fams.get(e.src)
+        if not decl:
+            reason = "undeclared"
+        elif any(d in ups or (my_family is not None and fams.get(d) == my_family) for d in decl):
+            continue
+        else:
+            reason = "declared_differently"
+        root_license = None
+        if my_family is not None and my_family.root_key:
+            r = store.get_models([my_family.root_key])
+            root_license = r[0].license if r else my_family.license
+        out.append({"id": child.id, "key": child.key, "reason": reason, "detected_parent": parent.id,
+                    "score": e.score, "declared": [models[d].id for d in decl if d in models],
+                    "family": my_family.name if my_family else None, "license": child.license,
+                    "family_license": root_license,
+                    "license_differs": root_license is not None and child.license != root_license})
+    return out
+
+
+def stats(store: LineageStore) -> dict[str, Any]:
+    """Models per family, per month of creation (UTC), and per declared relation / detected verdict."""
+    months: dict[str, int] = defaultdict(int)
+    for day, n in store.created_per_day():
+        months[(dt.date(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y-%m")] += n
+    return {
+        "counts": store.counts(),
+        "families": [{"family": f.name, "root": f.root_key, "license": f.license, "models": n}
+                     for f, n in store.families()],
+        "per_month": dict(sorted(months.items())),
+        "per_relation": dict(sorted(store.relation_counts().items())),
+    }

@@ -1,0 +1,272 @@
+"""Embedded lineage store: one SQLite file, recursive CTEs for traversals.
+
+Why SQLite (measured at 1M models / 1.1M edges on 2 cores, see the README): it matched or beat the
+embedded Cypher databases on every operation (point lookup < 1 ms, 17k-descendant traversal 80 ms,
+20k upserts in 0.5 s), ships with Python, and the file is inspectable with any SQLite tool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from graph.errors import StoreUnavailableError
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.store import BATCH, EdgeRow, Mode
+
+SCHEMA_VERSION = 1
+MODEL_COLS = tuple(ModelRecord.__dataclass_fields__)
+DERIVED_COLS = tuple(DerivedEdge.__dataclass_fields__)
+
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model (
+  key TEXT PRIMARY KEY, id TEXT NOT NULL, sha TEXT, author TEXT, created_at_ms INTEGER, last_modified_ms INTEGER,
+  license TEXT, license_name TEXT, license_link TEXT, gated INTEGER NOT NULL DEFAULT 0, architecture TEXT,
+  hidden_size INTEGER, num_layers INTEGER, vocab_size INTEGER, num_params INTEGER, fingerprint_version TEXT,
+  pipeline_tag TEXT, library TEXT, candidate_family INTEGER NOT NULL DEFAULT 0,
+  first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS model_id ON model(id);
+CREATE INDEX IF NOT EXISTS model_license ON model(license);
+CREATE TABLE IF NOT EXISTS family (
+  name TEXT PRIMARY KEY, root_key TEXT, display_name TEXT, license TEXT,
+  first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS in_family (
+  model_key TEXT PRIMARY KEY, family TEXT NOT NULL, via TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS in_family_family ON in_family(family);
+CREATE TABLE IF NOT EXISTS derived_from (
+  src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, verdict TEXT NOT NULL, method TEXT NOT NULL,
+  method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst);
+CREATE TABLE IF NOT EXISTS declares_base (
+  src TEXT NOT NULL, dst TEXT NOT NULL, relation TEXT NOT NULL, source TEXT NOT NULL,
+  updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS declares_dst ON declares_base(dst);
+CREATE TABLE IF NOT EXISTS same_weights (
+  a TEXT NOT NULL, b TEXT NOT NULL, sha256 TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (a, b)) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+"""
+
+# Edges as one relation for traversals; each mode is a constant statement (no string building at query time).
+_EDGES = {
+    "detected": "SELECT src, dst, 'DERIVED_FROM' AS kind, score, verdict, NULL AS relation FROM derived_from",
+    "declared": "SELECT src, dst, 'DECLARES_BASE' AS kind, NULL AS score, NULL AS verdict, relation FROM declares_base",
+}
+_EDGES["both"] = _EDGES["detected"] + " UNION ALL " + _EDGES["declared"]
+
+
+def _reach_sql(edges: str, upward: bool) -> str:
+    near, far = ("src", "dst") if upward else ("dst", "src")
+    # UNION (not UNION ALL) drops repeated (key, depth) pairs; the depth bound ends cycles.
+    return f"""
+WITH RECURSIVE e AS ({edges}),
+r(key, depth) AS (
+  SELECT ?, 0
+  UNION
+  SELECT e.{far}, r.depth + 1 FROM r JOIN e ON e.{near} = r.key
+  WHERE r.depth < ? AND (e.score IS NULL OR e.score >= ?)
+)
+SELECT DISTINCT e.src, e.dst, e.kind, e.score, e.verdict, e.relation
+FROM e JOIN (SELECT key, MIN(depth) AS depth FROM r GROUP BY key) n ON e.{near} = n.key
+WHERE n.depth < ? AND (e.score IS NULL OR e.score >= ?)
+"""
+
+
+_REACH = {(mode, up): _reach_sql(sql, up) for mode, sql in _EDGES.items() for up in (False, True)}
+
+
+class SqliteStore:
+    """The embedded default store (``$LINEAGE_HOME/graph.sqlite``)."""
+
+    backend = "embedded"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=OFF")
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailableError(f"cannot open the embedded lineage store {self.path}: {e}") from e
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(sql, rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def ensure_schema(self) -> list[str]:
+        self.db.executescript(_DDL)
+        return []
+
+    def upsert_models(self, rows: Sequence[ModelRecord], now_ms: int) -> int:
+        cols = ", ".join(MODEL_COLS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in MODEL_COLS if c != "key")
+        sql = (f"INSERT INTO model ({cols}, first_seen_ms, updated_at_ms) VALUES ({', '.join('?' * (len(MODEL_COLS) + 2))}) "
+               f"ON CONFLICT(key) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms")
+        for i in range(0, len(rows), BATCH):
+            self._write(sql, ([getattr(r, c) for c in MODEL_COLS] + [now_ms, now_ms] for r in rows[i : i + BATCH]))
+        return len(rows)
+
+    def upsert_families(self, rows: Sequence[FamilyRecord], now_ms: int) -> int:
+        self._write("INSERT INTO family VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET root_key = excluded.root_key, "
+                    "display_name = excluded.display_name, license = excluded.license, updated_at_ms = excluded.updated_at_ms",
+                    [(r.name, r.root_key, r.display_name, r.license, now_ms, now_ms) for r in rows])
+        return len(rows)
+
+    def set_families(self, rows: Sequence[InFamily], now_ms: int) -> int:
+        self._write("INSERT INTO family (name, first_seen_ms, updated_at_ms) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                    [(r.family, now_ms, now_ms) for r in rows])
+        have = self._existing({r.model_key for r in rows})
+        ok = [r for r in rows if r.model_key in have]
+        self._write("INSERT INTO in_family VALUES (?, ?, ?, ?) ON CONFLICT(model_key) DO UPDATE SET family = excluded.family, "
+                    "via = excluded.via, updated_at_ms = excluded.updated_at_ms",
+                    [(r.model_key, r.family, r.via, now_ms) for r in ok])
+        return len(ok)
+
+    def _existing(self, keys: set[str]) -> set[str]:
+        found: set[str] = set()
+        ks = sorted(keys)
+        for i in range(0, len(ks), 900):
+            part = ks[i : i + 900]
+            found.update(k for (k,) in self.db.execute(
+                f"SELECT key FROM model WHERE key IN ({', '.join('?' * len(part))})", part))
+        return found
+
+    def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
+        have = self._existing({r.src for r in rows} | {r.dst for r in rows})
+        ok = [r for r in rows if r.src in have and r.dst in have]
+        if replace:
+            keep: dict[str, list[str]] = {}
+            for r in ok:
+                keep.setdefault(r.src, []).append(r.dst)
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for src, dsts in keep.items():
+                    self.db.execute(f"DELETE FROM derived_from WHERE src = ? AND dst NOT IN ({', '.join('?' * len(dsts))})",
+                                    [src, *dsts])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        cols = [c for c in DERIVED_COLS]
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("src", "dst"))
+        sql = (f"INSERT INTO derived_from ({', '.join(cols)}, created_at_ms, updated_at_ms) VALUES "
+               f"({', '.join('?' * (len(cols) + 2))}) ON CONFLICT(src, dst) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms")
+        for i in range(0, len(ok), BATCH):
+            self._write(sql, ([getattr(r, c) for c in cols] + [now_ms, now_ms] for r in ok[i : i + BATCH]))
+        return len(ok)
+
+    def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
+        have = self._existing({r.src for r in rows} | {r.dst for r in rows})
+        ok = [r for r in rows if r.src in have and r.dst in have]
+        self._write("INSERT INTO declares_base VALUES (?, ?, ?, ?, ?) ON CONFLICT(src, dst) DO UPDATE SET "
+                    "relation = excluded.relation, source = excluded.source, updated_at_ms = excluded.updated_at_ms",
+                    [(r.src, r.dst, r.relation, r.source, now_ms) for r in ok])
+        return len(ok)
+
+    def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int:
+        have = self._existing({r.a for r in rows} | {r.b for r in rows})
+        ok = [r.ordered() for r in rows if r.a in have and r.b in have]
+        self._write("INSERT INTO same_weights VALUES (?, ?, ?, ?) ON CONFLICT(a, b) DO UPDATE SET sha256 = excluded.sha256, "
+                    "updated_at_ms = excluded.updated_at_ms", [(r.a, r.b, r.sha256, now_ms) for r in ok])
+        return len(ok)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
+        out: list[ModelRecord] = []
+        cols = ", ".join(MODEL_COLS)
+        for ident in idents:
+            for row in self.db.execute(f"SELECT {cols} FROM model WHERE key = ? OR id = ? ORDER BY key", (ident, ident)):
+                out.append(_model(row))
+        return out
+
+    def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
+        rows = self.db.execute(_REACH[(mode, upward)], (key, depth, min_score, depth, min_score)).fetchall()
+        return [EdgeRow(*r) for r in rows]
+
+    def family_of(self, key: str) -> FamilyRecord | None:
+        row = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license FROM in_family i "
+                              "JOIN family f ON f.name = i.family WHERE i.model_key = ?", (key,)).fetchone()
+        return FamilyRecord(*row) if row else None
+
+    def family_members(self, name: str) -> list[str]:
+        return [k for (k,) in self.db.execute("SELECT model_key FROM in_family WHERE family = ? ORDER BY model_key", (name,))]
+
+    def detected_edges(self, family: str | None) -> list[EdgeRow]:
+        base = "SELECT d.src, d.dst, 'DERIVED_FROM', d.score, d.verdict, NULL FROM derived_from d"
+        rows = (self.db.execute(base + " JOIN in_family i ON i.model_key = d.src WHERE i.family = ?", (family,))
+                if family is not None else self.db.execute(base))
+        return [EdgeRow(*r) for r in rows]
+
+    def declared_edges(self, srcs: Sequence[str]) -> list[EdgeRow]:
+        out: list[EdgeRow] = []
+        ks = list(srcs)
+        for i in range(0, len(ks), 900):
+            part = ks[i : i + 900]
+            out += [EdgeRow(s, d, "DECLARES_BASE", relation=rel) for s, d, rel in self.db.execute(
+                f"SELECT src, dst, relation FROM declares_base WHERE src IN ({', '.join('?' * len(part))})", part)]
+        return out
+
+    def families(self) -> list[tuple[FamilyRecord, int]]:
+        rows = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license, COUNT(i.model_key) FROM family f "
+                               "LEFT JOIN in_family i ON i.family = f.name GROUP BY f.name ORDER BY f.name")
+        return [(FamilyRecord(*r[:4]), int(r[4])) for r in rows]
+
+    def created_per_day(self) -> list[tuple[int, int]]:
+        return [(int(d), int(n)) for d, n in self.db.execute(
+            "SELECT created_at_ms / 86400000, COUNT(*) FROM model WHERE created_at_ms IS NOT NULL GROUP BY 1 ORDER BY 1")]
+
+    def relation_counts(self) -> dict[str, int]:
+        out = {f"declared:{r}": int(n) for r, n in self.db.execute("SELECT relation, COUNT(*) FROM declares_base GROUP BY 1")}
+        out.update({f"detected:{v}": int(n) for v, n in self.db.execute("SELECT verdict, COUNT(*) FROM derived_from GROUP BY 1")})
+        return out
+
+    def counts(self) -> dict[str, int]:
+        q = {"Model": "model", "Family": "family", "IN_FAMILY": "in_family", "DERIVED_FROM": "derived_from",
+             "DECLARES_BASE": "declares_base", "SAME_WEIGHTS": "same_weights"}
+        out = {k: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for k, t in q.items()}
+        out["Organization"] = int(self.db.execute("SELECT COUNT(DISTINCT author) FROM model").fetchone()[0])
+        out["License"] = int(self.db.execute("SELECT COUNT(DISTINCT license) FROM model").fetchone()[0])
+        out["PUBLISHED_BY"] = int(self.db.execute("SELECT COUNT(*) FROM model WHERE author IS NOT NULL").fetchone()[0])
+        out["HAS_LICENSE"] = int(self.db.execute("SELECT COUNT(*) FROM model WHERE license IS NOT NULL").fetchone()[0])
+        return out
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        def rows(sql: str) -> list[dict[str, Any]]:
+            cur = self.db.execute(sql)
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r)) for r in cur]
+
+        models = rows(f"SELECT {', '.join(MODEL_COLS)} FROM model ORDER BY key")
+        for m in models:
+            m["gated"], m["candidate_family"] = bool(m["gated"]), bool(m["candidate_family"])
+        return {
+            "models": models,
+            "families": rows("SELECT name, root_key, display_name, license FROM family ORDER BY name"),
+            "IN_FAMILY": rows("SELECT model_key AS src, family AS dst, via FROM in_family ORDER BY src"),
+            "DERIVED_FROM": rows(f"SELECT {', '.join(DERIVED_COLS)} FROM derived_from ORDER BY src, dst"),
+            "DECLARES_BASE": rows("SELECT src, dst, relation, source FROM declares_base ORDER BY src, dst"),
+            "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _model(row: Sequence[Any]) -> ModelRecord:
+    d = dict(zip(MODEL_COLS, row))
+    d["gated"], d["candidate_family"] = bool(d["gated"]), bool(d["candidate_family"])
+    return ModelRecord(**d)

@@ -1,0 +1,106 @@
+"""The one interface both backends implement, and the small rows they return.
+
+Backends do the storage work (batched idempotent upserts, reachability inside the database);
+the query semantics (hops, weakest score on the way, what counts as undeclared) live once in
+:mod:`graph.queries` on top of these primitives, so the embedded store and Neo4j cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+
+Mode = Literal["detected", "declared", "both"]
+MODES: tuple[str, ...] = ("detected", "declared", "both")
+MAX_DEPTH = 32
+"""Hard bound on every traversal: lineage chains are short; a cycle in bad data must still terminate."""
+BATCH = 5000
+"""Rows per write transaction (the Neo4j ingestion guide's 1k-10k range)."""
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    """A lineage edge as traversals return it: ``src`` derives from / declares ``dst`` (model keys)."""
+
+    src: str
+    dst: str
+    kind: Literal["DERIVED_FROM", "DECLARES_BASE"]
+    score: float | None = None
+    verdict: str | None = None
+    relation: str | None = None
+
+
+class LineageStore(Protocol):
+    """Storage primitives. Every write is an idempotent upsert keyed on stable keys."""
+
+    backend: str
+
+    def ensure_schema(self) -> list[str]:
+        """Create tables/constraints/indexes if missing; return notes on features the server lacks."""
+        ...
+
+    def upsert_models(self, rows: Sequence[ModelRecord], now_ms: int) -> int: ...
+
+    def upsert_families(self, rows: Sequence[FamilyRecord], now_ms: int) -> int: ...
+
+    def set_families(self, rows: Sequence[InFamily], now_ms: int) -> int:
+        """Put each model in exactly one family (replacing an earlier membership)."""
+        ...
+
+    def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
+        """Write DERIVED_FROM edges (both ends must exist; returns how many were written).
+
+        ``replace=True``: for every child in ``rows``, DERIVED_FROM edges to parents not in ``rows`` are
+        deleted, so a re-detection that moves a model to another parent updates it in place.
+        """
+        ...
+
+    def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int: ...
+
+    def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int: ...
+
+    def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
+        """Models whose key or repo id is in ``idents``."""
+        ...
+
+    def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
+        """Every edge on a path of at most ``depth`` hops that ends (or, upward, starts) at ``key``,
+        following ``mode`` edges whose score is at least ``min_score`` (declared edges have no score)."""
+        ...
+
+    def family_of(self, key: str) -> FamilyRecord | None: ...
+
+    def family_members(self, name: str) -> list[str]: ...
+
+    def detected_edges(self, family: str | None) -> list[EdgeRow]:
+        """All DERIVED_FROM edges whose child is in ``family`` (all of them for None)."""
+        ...
+
+    def declared_edges(self, srcs: Sequence[str]) -> list[EdgeRow]: ...
+
+    def families(self) -> list[tuple[FamilyRecord, int]]:
+        """Every family with its member count."""
+        ...
+
+    def created_per_day(self) -> list[tuple[int, int]]:
+        """(days since the epoch, models created that day); the caller turns days into months."""
+        ...
+
+    def relation_counts(self) -> dict[str, int]: ...
+
+    def counts(self) -> dict[str, int]:
+        """Nodes and edges by label/type."""
+        ...
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Everything, for export: models, families, and each edge type."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def batches(rows: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]

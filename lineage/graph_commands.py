@@ -1,0 +1,186 @@
+"""``lineage derivatives / ancestors / family / undeclared / stats / export``: thin commands over graph.queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from graph import queries
+from graph.records import Lineage
+from graph.store import MAX_DEPTH, LineageStore
+from lineage.output import emit_json, handle_errors, output_options, table
+
+
+def _with_store(fn: Callable[[LineageStore], Any]) -> Any:
+    from lineage.store import open_store
+
+    store = open_store()
+    try:
+        return fn(store)
+    finally:
+        store.close()
+
+
+def _score(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _print_lineage(rows: list[Lineage], title: str, empty: str) -> None:
+    if not rows:
+        click.echo(empty)
+        return
+    click.echo(title)
+    click.echo(table([[r.id, r.hops, r.parent, r.via, _score(r.min_score), r.extra.get("license") or "-"] for r in rows],
+                     ["model", "hops", "next", "via", "min score", "license"]))
+
+
+@click.command()
+@click.argument("model_id")
+@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=MAX_DEPTH, show_default=True, help="Most hops to follow.")
+@click.option("--min-score", type=click.FloatRange(-1, 1), default=0.0, show_default=True,
+              help="Follow only detected edges scoring at least this (every hop of the chain).")
+@click.option("--declared", "mode", flag_value="declared", help="Follow only base_model claims from model cards.")
+@click.option("--detected", "mode", flag_value="detected", default=True, help="Follow only weight-detected edges (default).")
+@click.option("--both", "mode", flag_value="both", help="Follow either kind.")
+@output_options
+@handle_errors
+def derivatives(model_id: str, depth: int, min_score: float, mode: str, as_json: bool) -> None:
+    """What derives from MODEL_ID (transitively).
+
+    Example:
+
+        lineage derivatives meta-llama/Llama-2-7b-hf --depth 2 --min-score 0.5
+    """
+    rows = _with_store(lambda s: queries.derivatives(s, model_id, depth=depth, min_score=min_score, mode=mode))  # type: ignore[arg-type]
+    if as_json:
+        emit_json({"model": model_id, "mode": mode, "derivatives": [r.to_dict() for r in rows]})
+    else:
+        _print_lineage(rows, f"{len(rows)} derivative(s) of {model_id} ({mode}):", f"Nothing derives from {model_id} ({mode}).")
+
+
+@click.command()
+@click.argument("model_id")
+@click.option("--declared", "mode", flag_value="declared", help="Follow only base_model claims.")
+@click.option("--detected", "mode", flag_value="detected", default=True, help="Follow weight-detected edges (default).")
+@click.option("--both", "mode", flag_value="both", help="Follow either kind.")
+@output_options
+@handle_errors
+def ancestors(model_id: str, mode: str, as_json: bool) -> None:
+    """Where MODEL_ID comes from: its parents up to the base it was trained from.
+
+    Example:
+
+        lineage ancestors someone/llama-2-7b-chat-finetune --json
+    """
+    rows = _with_store(lambda s: queries.ancestors(s, model_id, mode=mode))  # type: ignore[arg-type]
+    if as_json:
+        emit_json({"model": model_id, "mode": mode, "ancestors": [r.to_dict() for r in rows]})
+    else:
+        _print_lineage(rows, f"Ancestors of {model_id} ({mode}), nearest first:",
+                       f"{model_id} has no known ancestor ({mode}): a base, or not matched yet.")
+
+
+@click.command()
+@click.argument("model_id")
+@output_options
+@handle_errors
+def family(model_id: str, as_json: bool) -> None:
+    """The whole tree of MODEL_ID's base family, with detected scores.
+
+    Example:
+
+        lineage family meta-llama/Llama-2-7b-hf
+    """
+    doc = _with_store(lambda s: queries.family(s, model_id))
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"Family {doc['family'] or '(unnamed)'}: root {doc['root']} (licence {doc['license'] or '?'}), "
+               f"{len(doc['members'])} derivative(s)")
+    kids: dict[str, list[dict[str, Any]]] = {}
+    for m in doc["members"]:
+        kids.setdefault(m["parent"], []).append(m)
+
+    def walk(node: str, indent: str, seen: set[str]) -> None:
+        for m in sorted(kids.get(node, []), key=lambda m: m["id"]):
+            if m["id"] in seen:
+                continue
+            seen.add(m["id"])
+            click.echo(f"{indent}└─ {m['id']}  score {_score(m['min_score'])}  licence {m.get('license') or '?'}")
+            walk(m["id"], indent + "   ", seen)
+
+    click.echo(doc["root"])
+    walk(doc["root"], "", set())
+
+
+@click.command()
+@click.option("--family", "family_name", default=None, help="Only this family.")
+@output_options
+@handle_errors
+def undeclared(family_name: str | None, as_json: bool) -> None:
+    """Models whose weights derive from a base their card does not name (or names wrongly).
+
+    Example:
+
+        lineage undeclared --family llama-2 --json
+    """
+    rows = _with_store(lambda s: queries.undeclared(s, family_name))
+    if as_json:
+        emit_json({"family": family_name, "undeclared": rows})
+        return
+    if not rows:
+        click.echo("No undeclared derivatives" + (f" in family {family_name}." if family_name else "."))
+        return
+    click.echo(table([[r["id"], r["reason"], r["detected_parent"], _score(r["score"]), ", ".join(r["declared"]) or "-",
+                       r["license"] or "-", "yes" if r["license_differs"] else "no"] for r in rows],
+                     ["model", "reason", "detected parent", "score", "declared", "licence", "licence differs"]))
+
+
+@click.command()
+@output_options
+@handle_errors
+def stats(as_json: bool) -> None:
+    """Counts: models per family, per month of creation, per relation.
+
+    Example:
+
+        lineage stats --json
+    """
+    doc = _with_store(queries.stats)
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(table([[k, v] for k, v in doc["counts"].items()], ["node / edge", "count"]))
+    click.echo("")
+    click.echo(table([[f["family"], f["models"], f["license"] or "-"] for f in doc["families"]], ["family", "models", "licence"])
+               if doc["families"] else "No families yet.")
+    click.echo("")
+    click.echo(table([[k, v] for k, v in doc["per_month"].items()], ["created (month)", "models"]) if doc["per_month"] else "")
+    click.echo(table([[k, v] for k, v in doc["per_relation"].items()], ["relation", "edges"]) if doc["per_relation"] else "")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["graphml", "json", "cypher"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="File (default: stdout).")
+@handle_errors
+def export(fmt: str, output: str | None) -> None:
+    """Export the whole lineage graph (GraphML for Gephi/yEd, JSON, or a Cypher script for Neo4j).
+
+    Example:
+
+        lineage export --format graphml -o lineage.graphml
+    """
+    from graph.export import export as do_export
+
+    text = _with_store(lambda s: do_export(s, fmt))
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        click.echo(f"Wrote {output} ({len(text):,} characters).", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+COMMANDS = (derivatives, ancestors, family, undeclared, stats, export)

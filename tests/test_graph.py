@@ -1,0 +1,259 @@
+"""One behavioural suite for both lineage stores: embedded SQLite and Neo4j over Bolt (a real ArcadeDB server)."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pytest
+from graphdata import DAY, DECLARED, DERIVED, MODELS, T0, load, model
+
+from bench.boltserver import BoltServer, bolt_server
+from graph import queries
+from graph.errors import InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
+from graph.export import export
+from graph.neo4j import Neo4jStore, connect
+from graph.records import DeclaredEdge, DerivedEdge, InFamily, ModelRecord
+from graph.sqlite import SqliteStore
+from graph.store import LineageStore
+
+
+@pytest.fixture(scope="session")
+def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoltServer]:
+    with bolt_server(tmp_path_factory.mktemp("arcadedb")) as server:
+        yield server
+
+
+def _clear(store: Neo4jStore) -> None:
+    store.driver.execute_query("MATCH (n) DETACH DELETE n", database_=store.database)
+
+
+@pytest.fixture(params=["embedded", "neo4j"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LineageStore]:
+    if request.param == "embedded":
+        s: LineageStore = SqliteStore(tmp_path / "graph.sqlite")
+    else:
+        server: BoltServer = request.getfixturevalue("bolt")
+        s = Neo4jStore(connect(server.uri, server.user, server.password), server.database, owns_driver=True)
+        _clear(s)
+    assert s.ensure_schema() == []
+    assert s.ensure_schema() == []  # idempotent
+    yield s
+    s.close()
+
+
+def _strip_times(dump: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {k: [{a: b for a, b in r.items() if not a.endswith("updated_at_ms")} for r in v] for k, v in dump.items()}
+
+
+def test_writes_and_counts(store: LineageStore) -> None:
+    load(store)
+    c = store.counts()
+    assert (c["Model"], c["Family"], c["IN_FAMILY"]) == (len(MODELS), 2, len(MODELS))
+    assert (c["DERIVED_FROM"], c["DECLARES_BASE"], c["SAME_WEIGHTS"]) == (len(DERIVED), len(DECLARED), 1)
+    assert c["Organization"] == len({m.author for m in MODELS})
+    assert c["PUBLISHED_BY"] == c["HAS_LICENSE"] == len(MODELS)
+    d = store.dump()
+    sft = next(e for e in d["DERIVED_FROM"] if e["src"] == "k-sft")
+    assert (sft["dst"], sft["score"], sft["z"], sft["evidence"], sft["verdict"]) == ("k-base", 0.91, 40.0, "layers 2/2", "derived")
+    assert d["SAME_WEIGHTS"] == [{"src": "k-quant", "dst": "k-quant-copy", "sha256": "ab" * 32}]  # stored once, ordered
+    got = store.get_models(["alice/sft"])[0]
+    assert got == MODELS[1]
+
+
+def test_writing_the_same_batch_twice_changes_nothing(store: LineageStore) -> None:
+    load(store)
+    before, counts = store.dump(), store.counts()
+    load(store, now=T0 + 200 * DAY)
+    assert store.counts() == counts
+    assert _strip_times(store.dump()) == _strip_times(before)
+
+
+def test_edges_to_missing_models_are_not_written(store: LineageStore) -> None:
+    store.upsert_models(MODELS[:1], T0)
+    assert store.upsert_derived([DerivedEdge("k-nope", "k-base", 0.5)], T0) == 0
+    assert store.upsert_declared([DeclaredEdge("k-base", "k-nope")], T0) == 0
+    assert store.counts()["DERIVED_FROM"] == store.counts()["DECLARES_BASE"] == 0
+
+
+def test_rename_updates_in_place(store: LineageStore) -> None:
+    load(store)
+    renamed = ModelRecord(**{**MODELS[1].props(), "id": "alice-org/sft-renamed", "author": "alice-org"})
+    store.upsert_models([renamed], T0 + 300 * DAY)
+    assert store.counts()["Model"] == len(MODELS)
+    with pytest.raises(UnknownModelError):
+        queries.derivatives(store, "alice/sft")
+    assert [r.id for r in queries.derivatives(store, "alice-org/sft-renamed")] == ["bob/sft2", "bob/sft3"]
+    assert "alice-org/sft-renamed" in [r.id for r in queries.derivatives(store, "meta/base")]
+    assert store.counts()["PUBLISHED_BY"] == len(MODELS)
+
+
+def test_redetection_moves_the_parent(store: LineageStore) -> None:
+    load(store)
+    store.upsert_derived([DerivedEdge("k-sft3", "k-sft", 0.7, z=20.0)], T0 + 300 * DAY, replace=True)
+    up = queries.ancestors(store, "bob/sft3")
+    assert [(r.id, r.hops) for r in up] == [("alice/sft", 1), ("meta/base", 2)]
+    assert store.counts()["DERIVED_FROM"] == len(DERIVED)
+
+
+def test_derivatives_depth_score_and_modes(store: LineageStore) -> None:
+    load(store)
+    rows = queries.derivatives(store, "meta/base")
+    assert [(r.id, r.hops, r.parent) for r in rows] == [
+        ("alice/sft", 1, "meta/base"), ("carol/rl", 1, "meta/base"), ("dave/quant", 1, "meta/base"),
+        ("bob/sft2", 2, "alice/sft"), ("bob/sft3", 3, "bob/sft2")]
+    assert rows[-1].min_score == pytest.approx(0.42)
+    assert [r.id for r in queries.derivatives(store, "meta/base", depth=1)] == ["alice/sft", "carol/rl", "dave/quant"]
+    assert "bob/sft3" not in [r.id for r in queries.derivatives(store, "meta/base", min_score=0.5)]
+    declared = queries.derivatives(store, "meta/base", mode="declared")
+    assert [(r.id, r.hops, r.via) for r in declared] == [
+        ("alice/sft", 1, "declared"), ("bob/sft2", 1, "declared"), ("dave/quant", 1, "declared")]
+    both = {r.id: r.hops for r in queries.derivatives(store, "meta/base", mode="both")}
+    assert both == {"alice/sft": 1, "carol/rl": 1, "dave/quant": 1, "bob/sft2": 1, "bob/sft3": 2}
+    assert queries.derivatives(store, "bob/sft3") == []
+    assert [r.id for r in queries.derivatives(store, "other/base", mode="declared")] == ["carol/rl", "other/sft"]
+
+
+def test_ancestors_and_family(store: LineageStore) -> None:
+    load(store)
+    assert [(r.id, r.hops) for r in queries.ancestors(store, "bob/sft3")] == [
+        ("bob/sft2", 1), ("alice/sft", 2), ("meta/base", 3)]
+    assert queries.ancestors(store, "meta/base") == []
+    fam = queries.family(store, "bob/sft2")
+    assert (fam["family"], fam["root"], fam["license"]) == ("llama-x", "meta/base", "llama2")
+    assert {m["id"]: m["parent"] for m in fam["members"]} == {
+        "alice/sft": "meta/base", "carol/rl": "meta/base", "dave/quant": "meta/base",
+        "bob/sft2": "alice/sft", "bob/sft3": "bob/sft2"}
+
+
+def test_undeclared(store: LineageStore) -> None:
+    load(store)
+    rows = {r["id"]: r for r in queries.undeclared(store)}
+    assert set(rows) == {"bob/sft3", "carol/rl"}
+    assert rows["bob/sft3"]["reason"] == "undeclared"
+    assert rows["bob/sft3"]["license_differs"] and rows["bob/sft3"]["family_license"] == "llama2"
+    assert rows["carol/rl"]["reason"] == "declared_differently" and rows["carol/rl"]["declared"] == ["other/base"]
+    assert [r["id"] for r in queries.undeclared(store, "other")] == []
+    assert {r["id"] for r in queries.undeclared(store, "llama-x")} == {"bob/sft3", "carol/rl"}
+
+
+def test_stats(store: LineageStore) -> None:
+    load(store)
+    s = queries.stats(store)
+    assert {f["family"]: f["models"] for f in s["families"]} == {"llama-x": 7, "other": 2}
+    assert s["per_month"] == {"2023-11": 2, "2023-12": 3, "2024-01": 4}
+    assert s["per_relation"] == {"declared:finetune": 4, "declared:quantized": 1, "detected:derived": 6}
+
+
+def test_exports(store: LineageStore, tmp_path: Path) -> None:
+    load(store)
+    doc = json.loads(export(store, "json"))
+    assert len(doc["models"]) == len(MODELS) and len(doc["DERIVED_FROM"]) == len(DERIVED)
+    path = tmp_path / "g.graphml"
+    path.write_text(export(store, "graphml"))
+    g = nx.read_graphml(path)
+    assert g.number_of_nodes() == len(MODELS) + 2
+    assert g.number_of_edges() == len(DERIVED) + len(DECLARED) + 1 + len(MODELS)
+    ET.parse(path)
+    script = export(store, "cypher")
+    assert script.count("\n") == len(MODELS) + 2 + len(MODELS) + len(DERIVED) + len(DECLARED) + 1
+
+
+def test_cypher_export_replays_into_neo4j(bolt: BoltServer, tmp_path: Path) -> None:
+    """Export from the embedded store, run the script on the Bolt server, and get the same graph back."""
+    src = SqliteStore(tmp_path / "g.sqlite")
+    src.ensure_schema()
+    load(src)
+    src.upsert_models([model("k-evil", "x/it's \\ a }'); MATCH (n) DETACH DELETE n //", day=3)], T0)
+    dst = Neo4jStore(connect(bolt.uri, bolt.user, bolt.password), bolt.database, owns_driver=True)
+    _clear(dst)
+    for line in export(src, "cypher").splitlines():
+        dst.driver.execute_query(line, database_=bolt.database)
+    a, b = src.dump(), dst.dump()
+    assert a == b
+    dst.close()
+
+
+def test_empty_unknown_and_bad_arguments(store: LineageStore) -> None:
+    for q in (queries.derivatives, queries.ancestors, queries.family):
+        with pytest.raises(UnknownModelError, match="no model 'nobody/none'"):
+            q(store, "nobody/none")
+    assert queries.undeclared(store) == []
+    assert queries.stats(store)["families"] == []
+    load(store)
+    with pytest.raises(InvalidRecordError):
+        queries.derivatives(store, "meta/base", depth=0)
+    with pytest.raises(InvalidRecordError):
+        queries.derivatives(store, "meta/base", mode="sideways")  # type: ignore[arg-type]
+
+
+def test_cycle_in_bad_data_terminates(store: LineageStore) -> None:
+    load(store)
+    store.upsert_derived([DerivedEdge("k-base", "k-sft3", 0.5)], T0)  # base -> sft3 -> sft2 -> sft -> base
+    t = time.perf_counter()
+    down = queries.derivatives(store, "meta/base")
+    up = queries.ancestors(store, "meta/base")
+    fam = queries.family(store, "bob/sft2")
+    assert time.perf_counter() - t < 30
+    assert len({r.id for r in down}) == len(down) and "meta/base" not in {r.id for r in down}
+    assert {r.id for r in up} == {"bob/sft3", "bob/sft2", "alice/sft"}
+    assert fam["root"] == "meta/base"
+
+
+HOSTILE = ["o'brien/model", 'a"b', "x}) DETACH DELETE n //", "MATCH (n) RETURN n", "名前/モデル-ü", "\\'; DROP TABLE model; --",
+           "$now", "`tick`", "{key: 1}"]
+
+
+def test_hostile_ids_reach_every_query_as_data(store: LineageStore) -> None:
+    models = [model(f"key-{h}", h, author=h, license=h) for h in HOSTILE]
+    store.upsert_models(models, T0)
+    store.upsert_derived([DerivedEdge(f"key-{a}", f"key-{b}", 0.9) for a, b in zip(HOSTILE[1:], HOSTILE)], T0)
+    store.upsert_declared([DeclaredEdge(f"key-{a}", f"key-{b}") for a, b in zip(HOSTILE[1:], HOSTILE)], T0)
+    store.set_families([InFamily(f"key-{h}", HOSTILE[0]) for h in HOSTILE], T0)
+    assert store.counts()["Model"] == len(HOSTILE)
+    for i, h in enumerate(HOSTILE):
+        assert queries.resolve(store, h).id == h
+        assert len(queries.derivatives(store, h, mode="both")) == len(HOSTILE) - 1 - i
+        assert len(queries.ancestors(store, h)) == i
+        assert queries.family(store, h)["root"] == HOSTILE[0]
+    assert {r["id"] for r in queries.undeclared(store, HOSTILE[0])} == set()
+    for h in HOSTILE:
+        with pytest.raises(UnknownModelError):
+            queries.derivatives(store, h + "-missing")
+    json.loads(export(store, "json"))
+    assert store.counts()["Model"] == len(HOSTILE)
+
+
+@pytest.mark.slow
+def test_large_batch_load(store: LineageStore) -> None:
+    """100k models and 100k DERIVED_FROM edges in one call each; a second load changes nothing."""
+    n = 100_000
+    models = [ModelRecord(key=f"k{i}", id=f"org{i % 97}/m{i}", author=f"org{i % 97}") for i in range(n)]
+    edges = [DerivedEdge(f"k{i}", f"k{(i - 1) // 4}", 0.9) for i in range(1, n)]
+    edges.append(DerivedEdge("k0", f"k{n - 1}", 0.1))  # and one bad-data cycle for good measure
+    assert store.upsert_models(models, T0) == n
+    assert store.upsert_derived(edges, T0) == n
+    store.upsert_derived(edges[:1000], T0 + 1)
+    c = store.counts()
+    assert (c["Model"], c["DERIVED_FROM"]) == (n, n)
+    assert [r.id for r in queries.derivatives(store, "org0/m0", depth=1)] == [f"org{i}/m{i}" for i in range(1, 5)]
+    assert len(queries.derivatives(store, "org0/m0", depth=3, min_score=0.5)) == 4 + 16 + 64
+    assert [r.hops for r in queries.ancestors(store, f"org{(n - 1) % 97}/m{n - 1}")][:3] == [1, 2, 3]
+
+
+def test_unreachable_server_and_wrong_password(bolt: BoltServer) -> None:
+    with pytest.raises(StoreUnavailableError, match="cannot reach Neo4j"):
+        connect("bolt://127.0.0.1:1", "neo4j", "x")
+    with pytest.raises(StoreAuthError, match="refused the credentials"):
+        connect(bolt.uri, bolt.user, "wrong-password")
+    with pytest.raises(StoreUnavailableError, match="no database"):
+        s = Neo4jStore(connect(bolt.uri, bolt.user, bolt.password), "no-such-db", owns_driver=True)
+        try:
+            s.get_models(["x"])
+        finally:
+            s.close()
