@@ -62,6 +62,10 @@ def _encode(arr: np.ndarray, qtype: str) -> tuple[np.ndarray, QT | None]:
     if qtype == "F16":
         return arr.astype(np.float16), None
     t = QT[qtype]
+    # llama.cpp falls back per tensor when the row length is not a multiple of the block size.
+    block = 256 if t in (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K) else 32
+    if arr.shape[-1] % block:
+        return _encode(arr, "Q8_0" if arr.shape[-1] % 32 == 0 else "F16")
     if t == QT.Q4_K:
         return quantize_q4_k(arr), t
     return quants.quantize(arr.astype(np.float32), t), t

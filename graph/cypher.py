@@ -133,6 +133,12 @@ MATCH (m:Model {{id: ident}})
 RETURN {_MODEL_PROJECTION}
 """
 
+LABELS = """
+UNWIND $keys AS k
+MATCH (m:Model {key: k})
+RETURN m.key AS key, m.id AS id, m.license AS license
+"""
+
 _TYPES = {"detected": "DERIVED_FROM", "declared": "DECLARES_BASE", "both": "DERIVED_FROM|DECLARES_BASE"}
 
 
@@ -238,6 +244,5 @@ ORDER BY src, dst
 def all_statements() -> list[str]:
     """Every statement above, for the static Neo4j 5 / 25 check."""
     out: list[str] = [*SCHEMA, *EXPAND.values(), *COUNT_LABEL.values(), *COUNT_TYPE.values()]
-    out += [v for k, v in globals().items() if k.isupper() and isinstance(v, str) and k.startswith(
-        ("UPSERT", "LINK", "SET_", "DROP", "GET", "FAMIL", "DETECTED", "DECLARED", "CREATED", "DUMP"))]
+    out += [v for k, v in globals().items() if k.isupper() and not k.startswith("_") and isinstance(v, str)]
     return out

@@ -128,6 +128,13 @@ class Neo4jStore:
                     found[r["key"]] = _model(r)
         return [found[k] for k in sorted(found)]
 
+    def labels(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        out: dict[str, tuple[str, str | None]] = {}
+        ks = list(dict.fromkeys(keys))
+        for i in range(0, len(ks), BATCH):
+            out.update((r["key"], (r["id"], r["license"])) for r in self._run(cypher.LABELS, {"keys": ks[i : i + BATCH]}))
+        return out
+
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
         # Breadth-first, one statement per hop and frontier batch; the visited set ends cycles.
         seen, frontier = {key}, [key]

@@ -40,7 +40,8 @@ def _bfs(start: str, edges: Iterable[EdgeRow], *, upward: bool, depth: int) -> d
     Returns ``{key: (hops, min_score_on_path, last_edge)}``. The visited set makes cycles harmless.
     """
     nxt: dict[str, list[EdgeRow]] = defaultdict(list)
-    for e in edges:
+    # Strongest first, so the first edge to reach a node at its shortest distance is usually the best one.
+    for e in sorted(edges, key=lambda e: -(e.score if e.score is not None else 2.0)):
         nxt[e.src if upward else e.dst].append(e)
     best: dict[str, tuple[int, float | None, EdgeRow]] = {}
     frontier: deque[tuple[str, int, float | None]] = deque([(start, 0, None)])
@@ -49,7 +50,7 @@ def _bfs(start: str, edges: Iterable[EdgeRow], *, upward: bool, depth: int) -> d
         key, hops, low = frontier.popleft()
         if hops >= depth:
             continue
-        for e in sorted(nxt.get(key, []), key=lambda e: -(e.score if e.score is not None else 2.0)):
+        for e in nxt.get(key, ()):
             other = e.dst if upward else e.src
             score = low if e.score is None else (e.score if low is None else min(low, e.score))
             if other in seen:
@@ -63,22 +64,17 @@ def _bfs(start: str, edges: Iterable[EdgeRow], *, upward: bool, depth: int) -> d
     return best
 
 
-def _rows(store: LineageStore, best: dict[str, tuple[int, float | None, EdgeRow]], *, upward: bool) -> list[Lineage]:
-    models = {m.key: m for m in store.get_models(list(best))}
+def _rows(store: LineageStore, start: str, best: dict[str, tuple[int, float | None, EdgeRow]], *,
+          upward: bool) -> list[Lineage]:
+    labels = store.labels([start, *best])
     out = []
     for key, (hops, low, e) in best.items():
-        m = models.get(key)
+        rid, lic = labels.get(key, (key, None))
         parent = e.dst if not upward else e.src
-        out.append(Lineage(id=m.id if m else key, key=key, hops=hops, min_score=low,
+        out.append(Lineage(id=rid, key=key, hops=hops, min_score=low,
                            via="detected" if e.kind == "DERIVED_FROM" else "declared",
-                           parent=models[parent].id if parent in models else _id_of(store, parent),
-                           extra={"license": m.license if m else None}))
+                           parent=labels.get(parent, (parent, None))[0], extra={"license": lic}))
     return sorted(out, key=lambda r: (r.hops, r.id))
-
-
-def _id_of(store: LineageStore, key: str) -> str:
-    found = store.get_models([key])
-    return found[0].id if found else key
 
 
 def derivatives(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, min_score: float = 0.0,
@@ -91,7 +87,7 @@ def derivatives(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, min_
     _check(depth, min_score, mode)
     root = resolve(store, ident)
     edges = store.reach(root.key, upward=False, mode=mode, depth=depth, min_score=min_score)
-    return _rows(store, _bfs(root.key, edges, upward=False, depth=depth), upward=False)
+    return _rows(store, root.key, _bfs(root.key, edges, upward=False, depth=depth), upward=False)
 
 
 def ancestors(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, mode: Mode = "detected") -> list[Lineage]:
@@ -99,7 +95,7 @@ def ancestors(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, mode: 
     _check(depth, 0.0, mode)
     m = resolve(store, ident)
     edges = store.reach(m.key, upward=True, mode=mode, depth=depth, min_score=-1.0)
-    return _rows(store, _bfs(m.key, edges, upward=True, depth=depth), upward=True)
+    return _rows(store, m.key, _bfs(m.key, edges, upward=True, depth=depth), upward=True)
 
 
 def family(store: LineageStore, ident: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ embedded Cypher databases on every operation (point lookup < 1 ms, 17k-descendan
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from graph.errors import StoreUnavailableError
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
-from graph.store import BATCH, EdgeRow, Mode
+from graph.store import BATCH, MAX_DEPTH, EdgeRow, Mode
 
 SCHEMA_VERSION = 1
 MODEL_COLS = tuple(ModelRecord.__dataclass_fields__)
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS model (
   pipeline_tag TEXT, library TEXT, candidate_family INTEGER NOT NULL DEFAULT 0,
   first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS model_id ON model(id);
+CREATE INDEX IF NOT EXISTS model_label ON model(key, id, license);  -- covers traversal answers
 CREATE INDEX IF NOT EXISTS model_license ON model(license);
 CREATE TABLE IF NOT EXISTS family (
   name TEXT PRIMARY KEY, root_key TEXT, display_name TEXT, license TEXT,
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS derived_from (
   src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, verdict TEXT NOT NULL, method TEXT NOT NULL,
   method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
   created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst);
+CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst, score, src, verdict);  -- covers traversals
 CREATE TABLE IF NOT EXISTS declares_base (
   src TEXT NOT NULL, dst TEXT NOT NULL, relation TEXT NOT NULL, source TEXT NOT NULL,
   updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
@@ -51,32 +53,58 @@ CREATE TABLE IF NOT EXISTS same_weights (
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
-# Edges as one relation for traversals; each mode is a constant statement (no string building at query time).
-_EDGES = {
-    "detected": "SELECT src, dst, 'DERIVED_FROM' AS kind, score, verdict, NULL AS relation FROM derived_from",
-    "declared": "SELECT src, dst, 'DECLARES_BASE' AS kind, NULL AS score, NULL AS verdict, relation FROM declares_base",
+# Traversals: one constant statement per (mode, direction), each recursive step reading a table through
+# its index (a CTE over a UNION view would be materialized and scanned: 0.4 s instead of ms at 100k edges).
+_TABLES = {
+    "detected": [("derived_from", "'DERIVED_FROM'", "score", "verdict", "NULL")],
+    "declared": [("declares_base", "'DECLARES_BASE'", "NULL", "NULL", "relation")],
 }
-_EDGES["both"] = _EDGES["detected"] + " UNION ALL " + _EDGES["declared"]
+_TABLES["both"] = _TABLES["detected"] + _TABLES["declared"]
 
 
-def _reach_sql(edges: str, upward: bool) -> str:
+def _reach_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
     near, far = ("src", "dst") if upward else ("dst", "src")
-    # UNION (not UNION ALL) drops repeated (key, depth) pairs; the depth bound ends cycles.
+
+    def col(name: str) -> str:
+        return "NULL" if name == "NULL" else f"e.{name}"
+
+    steps = "\n  UNION\n".join(
+        f"  SELECT e.{far}, r.depth + 1 FROM r JOIN {t} e ON e.{near} = r.key "
+        f"WHERE r.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, _, score, _, _ in tables)
+    selects = "\nUNION ALL\n".join(
+        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)} FROM n JOIN {t} e ON e.{near} = n.key "
+        f"WHERE n.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
+    # UNION (not UNION ALL) drops repeated (key, depth) pairs; the depth bound ends cycles in bad data.
     return f"""
-WITH RECURSIVE e AS ({edges}),
-r(key, depth) AS (
+WITH RECURSIVE r(key, depth) AS (
   SELECT ?, 0
   UNION
-  SELECT e.{far}, r.depth + 1 FROM r JOIN e ON e.{near} = r.key
-  WHERE r.depth < ? AND (e.score IS NULL OR e.score >= ?)
-)
-SELECT DISTINCT e.src, e.dst, e.kind, e.score, e.verdict, e.relation
-FROM e JOIN (SELECT key, MIN(depth) AS depth FROM r GROUP BY key) n ON e.{near} = n.key
-WHERE n.depth < ? AND (e.score IS NULL OR e.score >= ?)
+{steps}
+),
+n AS (SELECT key, MIN(depth) AS depth FROM r GROUP BY key)
+{selects}
 """
 
 
-_REACH = {(mode, up): _reach_sql(sql, up) for mode, sql in _EDGES.items() for up in (False, True)}
+def _reach_all_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
+    """Unbounded variant: the recursion carries keys only (UNION on the key ends cycles), which skips the
+    (key, depth) dedup and GROUP BY: 47 ms instead of 70 ms for an 11k-descendant family at 1M models."""
+    near, far = ("src", "dst") if upward else ("dst", "src")
+
+    def col(name: str) -> str:
+        return "NULL" if name == "NULL" else f"e.{name}"
+
+    steps = "\n  UNION\n".join(
+        f"  SELECT e.{far} FROM r JOIN {t} e ON e.{near} = r.key WHERE ({col(score)} IS NULL OR {col(score)} >= ?)"
+        for t, _, score, _, _ in tables)
+    selects = "\nUNION ALL\n".join(
+        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)} FROM r JOIN {t} e ON e.{near} = r.key "
+        f"WHERE ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
+    return f"WITH RECURSIVE r(key) AS (\n  SELECT ?\n  UNION\n{steps}\n)\n{selects}\n"
+
+
+_REACH = {(mode, up): _reach_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
+_REACH_ALL = {(mode, up): _reach_all_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
 
 
 class SqliteStore:
@@ -92,6 +120,9 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=OFF")
+            # Traversals touch pages all over the file: map it (256 MB) and keep a 64 MB page cache.
+            self.db.execute("PRAGMA mmap_size=268435456")
+            self.db.execute("PRAGMA cache_size=-65536")
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailableError(f"cannot open the embedded lineage store {self.path}: {e}") from e
 
@@ -186,16 +217,31 @@ class SqliteStore:
     # -- reads ------------------------------------------------------------------------------------
 
     def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
-        out: list[ModelRecord] = []
+        found: dict[str, ModelRecord] = {}
         cols = ", ".join(MODEL_COLS)
-        for ident in idents:
-            for row in self.db.execute(f"SELECT {cols} FROM model WHERE key = ? OR id = ? ORDER BY key", (ident, ident)):
-                out.append(_model(row))
-        return out
+        ids = list(dict.fromkeys(idents))
+        for i in range(0, len(ids), 900):
+            part = ids[i : i + 900]
+            marks = ", ".join("?" * len(part))
+            for col in ("key", "id"):  # two indexed lookups; "key = ? OR id = ?" per row would be one query per id
+                for row in self.db.execute(f"SELECT {cols} FROM model WHERE {col} IN ({marks})", part):
+                    found[row[0]] = _model(row)
+        return [found[k] for k in sorted(found)]
+
+    def labels(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        # One statement whatever the count: the keys travel as one JSON array parameter.
+        rows = self.db.execute("SELECT key, id, license FROM model WHERE key IN (SELECT value FROM json_each(?))",
+                               (json.dumps(list(keys)),))
+        return {k: (m, lic) for k, m, lic in rows}
 
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
-        rows = self.db.execute(_REACH[(mode, upward)], (key, depth, min_score, depth, min_score)).fetchall()
-        return [EdgeRow(*r) for r in rows]
+        n_tables = len(_TABLES[mode])
+        if depth >= MAX_DEPTH:
+            rows = self.db.execute(_REACH_ALL[(mode, upward)], [key, *([min_score] * (2 * n_tables))]).fetchall()
+        else:
+            params = [key, *([depth, min_score] * n_tables), *([depth, min_score] * n_tables)]
+            rows = self.db.execute(_REACH[(mode, upward)], params).fetchall()
+        return [EdgeRow._make(r) for r in rows]
 
     def family_of(self, key: str) -> FamilyRecord | None:
         row = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license FROM in_family i "

@@ -8,8 +8,7 @@ the query semantics (hops, weakest score on the way, what counts as undeclared) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 
@@ -21,13 +20,15 @@ BATCH = 5000
 """Rows per write transaction (the Neo4j ingestion guide's 1k-10k range)."""
 
 
-@dataclass(frozen=True)
-class EdgeRow:
-    """A lineage edge as traversals return it: ``src`` derives from / declares ``dst`` (model keys)."""
+class EdgeRow(NamedTuple):
+    """A lineage edge as traversals return it: ``src`` derives from / declares ``dst`` (model keys).
+
+    A named tuple, not a dataclass: traversals build tens of thousands of them per query.
+    """
 
     src: str
     dst: str
-    kind: Literal["DERIVED_FROM", "DECLARES_BASE"]
+    kind: str
     score: float | None = None
     verdict: str | None = None
     relation: str | None = None
@@ -64,6 +65,10 @@ class LineageStore(Protocol):
 
     def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
         """Models whose key or repo id is in ``idents``."""
+        ...
+
+    def labels(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``{key: (repo id, licence)}`` for the keys that exist (cheap: traversal answers need only these)."""
         ...
 
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
