@@ -202,6 +202,9 @@ class Builder:
                 "build_seconds": round(seconds, 2), **{k: v for k, v in info.items()}}
 
     def build(self) -> Path:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one bar (ours) is enough
         self.out.mkdir(parents=True, exist_ok=True)
         recipes = list(self.recipes.values())
         bar = tqdm(recipes, desc=f"zoo {self.size}", unit="model", disable=self.quiet)

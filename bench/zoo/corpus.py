@@ -64,9 +64,7 @@ def domain_text(name: str, max_chars: int = 4_000_000) -> str:
             parts.append(src)
         elif name == "docs" and not is_test:
             parts.extend(_docstrings(src))
-        elif name == "code-a" and not is_test and top[0] <= "l":
-            parts.append(src)
-        elif name == "code-b" and not is_test and top[0] > "l":
+        elif not is_test and ((name == "code-a" and top[0] <= "l") or (name == "code-b" and top[0] > "l")):
             parts.append(src)
         else:
             continue

@@ -83,7 +83,7 @@ def train_lm(model: Any, ids: np.ndarray, *, steps: int, lr: float, seq: int, ba
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log_every and step % log_every == 0:
             print(f"    step {step:5d}  loss {losses[-1]:.3f}", flush=True)
     model.eval()
@@ -117,7 +117,7 @@ def train_dpo(model: Any, ref: Any, pairs: list[tuple[np.ndarray, np.ndarray]], 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 

@@ -1,0 +1,283 @@
+"""Evaluate lineage detection on every labelled pair of a zoo (or of real checkpoints plus a pairs file).
+
+    python -m bench.eval [--zoo DIR] [--methods lineage awm huref reef] [--negatives all|roots] [--out DIR]
+    python -m bench.eval --models DIR --pairs pairs.txt     # real checkpoints: "A B 1|0 [category]" per line
+
+Positives: every (ancestor, descendant) pair of the manifest. Negatives: every pair whose root sets are
+disjoint (``--negatives roots``: only each model against the other families' roots, plus root pairs; the
+CI test uses that to stay within minutes). Writes ``scores.csv``, ``table.md``, ``roc.png``, ``scores.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fingerprint.canonical import CanonicalModel, open_model
+from fingerprint.errors import FingerprintError
+from fingerprint.similarity.compare import compare_huref, compare_models
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def zoo_pairs(manifest: dict[str, Any], negatives: str = "all") -> list[tuple[str, str, int, str]]:
+    """(ancestor or model A, descendant or model B, label, category) for a zoo manifest."""
+    models = {m["name"]: m for m in manifest["models"]}
+
+    def ancestors(n: str) -> set[str]:
+        out: set[str] = set()
+        for p in models[n]["parents"]:
+            out |= {p} | ancestors(p)
+        return out
+
+    pairs = []
+    for n, m in models.items():
+        for a in sorted(ancestors(n)):
+            pairs.append((a, n, 1, m["category"]))
+    names = sorted(models)
+    roots = {n for n, m in models.items() if not m["parents"]}
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            if set(models[x]["roots"]) & set(models[y]["roots"]):
+                continue
+            if negatives == "roots" and x not in roots and y not in roots:
+                continue
+            pairs.append((x, y, 0, _negative_kind(models, x, y)))
+    return pairs
+
+
+def _negative_kind(models: dict[str, Any], x: str, y: str) -> str:
+    """Which hard-negative case a cross-family pair is: its roots share the random init (same seed and
+    shape), the training text, the tokenizer, or nothing."""
+    rx = [models[r]["args"] for r in models[x]["roots"]]
+    ry = [models[r]["args"] for r in models[y]["roots"]]
+    same = lambda k: any(a.get(k) == b.get(k) for a in rx for b in ry)  # noqa: E731
+    if any(a.get("seed") == b.get("seed") and a.get("arch") == b.get("arch") and a.get("gqa") == b.get("gqa")
+           for a in rx for b in ry):
+        return "negative: same init"
+    if same("data") and same("arch"):
+        return "negative: same data"
+    if same("tokenizer"):
+        return "negative: same tokenizer"
+    return "negative: other"
+
+
+class Scorer:
+    """Scores pairs with each method, caching what is per model (REEF representations, opened models)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.reps: dict[str, np.ndarray | None] = {}
+
+    def open(self, name: str) -> CanonicalModel:
+        return open_model(self.root / name)
+
+    def score(self, method: str, a: str, b: str) -> tuple[float, str]:
+        try:
+            if method in ("lineage", "awm"):
+                r = compare_models(self.open(a), self.open(b), method)
+                return r.score, r.verdict
+            if method == "huref":
+                r = compare_huref(self.open(a), self.open(b))
+                return r.score, r.verdict
+            if method == "reef":
+                return self._reef(a, b)
+        except FingerprintError as e:
+            return math.nan, f"error: {e}"
+        raise ValueError(method)
+
+    def _rep(self, name: str) -> np.ndarray | None:
+        if name not in self.reps:
+            from fingerprint.similarity.reef import probe_texts, representations, zscore
+
+            try:
+                self.reps[name] = zscore(representations(self.open(name), probe_texts()))
+            except Exception:  # REEF needs a runnable HF model: GGUF, fp8 and wrappers are skipped
+                self.reps[name] = None
+        return self.reps[name]
+
+    def _reef(self, a: str, b: str) -> tuple[float, str]:
+        from fingerprint.similarity.cka import feature_cka
+
+        xa, xb = self._rep(a), self._rep(b)
+        if xa is None or xb is None:
+            return math.nan, "skipped: not runnable"
+        return float(feature_cka(torch.from_numpy(xa), torch.from_numpy(xb), unbiased=False)), "-"
+
+
+def roc(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    thr = np.unique(np.concatenate([pos, neg]))[::-1]
+    tpr = np.array([0.0, *[(pos >= t).mean() for t in thr], 1.0])
+    fpr = np.array([0.0, *[(neg >= t).mean() for t in thr], 1.0])
+    return fpr, tpr
+
+
+def metrics(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
+    """AUC (Mann-Whitney, ties count half), pAUC for FPR ≤ 5% (normalized to [0, 1]), TPR at 1% FPR,
+    negative mean/std/max, weakest positive and its margin over the negative max in negative σ."""
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+    if not len(pos) or not len(neg):
+        return {}
+    auc = float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg)))
+    fpr, tpr = roc(pos, neg)
+    grid = np.linspace(0, 0.05, 501)
+    pauc = float(np.trapezoid(np.interp(grid, fpr, tpr), grid) / 0.05)
+    thr = np.quantile(neg, 0.99, method="higher") if len(neg) >= 100 else neg.max()
+    tpr1 = float((pos > thr).mean())
+    sd = float(neg.std(ddof=1)) if len(neg) > 1 else float("nan")
+    return {"auc": auc, "pauc5": pauc, "tpr_at_1fpr": tpr1, "neg_mean": float(neg.mean()), "neg_std": sd,
+            "neg_max": float(neg.max()), "pos_min": float(pos.min()),
+            "margin_sigma": float((pos.min() - neg.max()) / sd) if sd and sd > 0 else float("nan"),
+            "n_pos": len(pos), "n_neg": len(neg)}
+
+
+def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"### {title}", "", "| method | AUC | pAUC(FPR≤5%) | TPR@1%FPR | neg mean ± std | neg max | weakest pos | margin (σ) | false `derived` | positives `derived` |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    summary: dict[str, Any] = {}
+    for m in methods:
+        pos = np.array([r[m] for r in rows if r["label"] == 1], dtype=float)
+        neg = np.array([r[m] for r in rows if r["label"] == 0], dtype=float)
+        k = metrics(pos, neg)
+        summary[m] = k
+        if not k:
+            continue
+        fd = sum(1 for r in rows if r["label"] == 0 and r[f"{m}_verdict"] == "derived")
+        pdv = sum(1 for r in rows if r["label"] == 1 and r[f"{m}_verdict"] == "derived")
+        verdicts = m in ("lineage", "awm", "huref")  # REEF here is the raw score, no per-pair verdict
+        fd_s = f"{fd}/{k['n_neg']}" if verdicts else "-"
+        pd_s = f"{pdv}/{k['n_pos']}" if verdicts else "-"
+        lines.append(f"| {m} | {k['auc']:.3f} | {k['pauc5']:.3f} | {k['tpr_at_1fpr']:.3f} | {k['neg_mean']:.4f} ± {k['neg_std']:.4f} "
+                     f"| {k['neg_max']:.4f} | {k['pos_min']:.4f} | {k['margin_sigma']:.1f} | {fd_s} | {pd_s} |")
+    cats = sorted({r["category"] for r in rows if r["label"] == 1})
+    lines += ["", "Per category: min / mean score of positives; mean / max of negatives, with false `derived` counts", "",
+              "| category | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for c in cats:
+        cr = [r for r in rows if r["label"] == 1 and r["category"] == c]
+        cells = []
+        for m in methods:
+            v = np.array([r[m] for r in cr], dtype=float)
+            v = v[~np.isnan(v)]
+            cells.append(f"{v.min():.3f} / {v.mean():.3f}" if len(v) else "-")
+        lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
+    for c in sorted({r["category"] for r in rows if r["label"] == 0}):
+        cr = [r for r in rows if r["label"] == 0 and r["category"] == c]
+        cells = []
+        for m in methods:
+            v = np.array([r[m] for r in cr], dtype=float)
+            v = v[~np.isnan(v)]
+            fd = sum(1 for r in cr if r[f"{m}_verdict"] == "derived")
+            cells.append(f"{v.mean():.3f} / {v.max():.3f}" + (f" ({fd} derived)" if m != "reef" else "") if len(v) else "-")
+        lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _plots(rows, methods, out)
+    return text
+
+
+def _plots(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for m in methods:
+        pos = np.array([r[m] for r in rows if r["label"] == 1], dtype=float)
+        neg = np.array([r[m] for r in rows if r["label"] == 0], dtype=float)
+        pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+        if len(pos) and len(neg):
+            fpr, tpr = roc(pos, neg)
+            ax.plot(fpr, tpr, label=f"{m} (AUC {metrics(pos, neg)['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.5)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, all labelled pairs")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, m in zip(axes[0], methods):
+        for lab, color, name in ((0, "tab:blue", "negatives"), (1, "tab:red", "positives")):
+            v = np.array([r[m] for r in rows if r["label"] == lab], dtype=float)
+            v = v[~np.isnan(v)]
+            ax.scatter(lab + rng.uniform(-0.2, 0.2, len(v)), v, s=6, alpha=0.6, color=color, label=name)
+        ax.set(xticks=[0, 1], xticklabels=["neg", "pos"], title=m)
+    axes[0][0].set_ylabel("score")
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=110)
+    plt.close(fig)
+
+
+def evaluate(root: Path, pairs: list[tuple[str, str, int, str]], methods: list[str], quiet: bool = False) -> list[dict[str, Any]]:
+    sc = Scorer(root)
+    rows = []
+    import os
+
+    quiet = quiet or os.environ.get("LINEAGE_DISABLE_PROGRESS_BARS", "0") == "1"
+    for a, b, label, cat in tqdm(pairs, desc="pairs", unit="pair", disable=quiet):
+        row: dict[str, Any] = {"a": a, "b": b, "label": label, "category": cat}
+        for m in methods:
+            t = time.perf_counter()
+            row[m], row[f"{m}_verdict"] = sc.score(m, a, b)
+            row[f"{m}_s"] = round(time.perf_counter() - t, 4)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", type=Path, default=None, help="zoo directory with manifest.json (default: the built small zoo)")
+    p.add_argument("--models", type=Path, default=None, help="directory of real checkpoints (with --pairs)")
+    p.add_argument("--pairs", type=Path, default=None, help='file of "A B label [category]" lines, paths under --models')
+    p.add_argument("--methods", nargs="+", default=["lineage", "awm", "huref", "reef"])
+    p.add_argument("--negatives", choices=["all", "roots"], default="all")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    t = time.perf_counter()
+    if a.models:
+        if not a.pairs:
+            p.error("--models needs --pairs")
+        pairs = []
+        for line in a.pairs.read_text().splitlines():
+            f = line.split()
+            if f and not f[0].startswith("#"):
+                pairs.append((f[0], f[1], int(f[2]), f[3] if len(f) > 3 else ("positive" if f[2] == "1" else "negative")))
+        root, title = a.models, f"{a.models} ({len(pairs)} pairs)"
+    else:
+        from bench.zoo.build import default_dir
+
+        root = a.zoo or default_dir("small")
+        manifest = json.loads((root / "manifest.json").read_text())
+        pairs = zoo_pairs(manifest, a.negatives)
+        title = f"zoo {manifest['size']}: {len(manifest['models'])} models, {len(pairs)} pairs (negatives: {a.negatives})"
+    rows = evaluate(root, pairs, a.methods)
+    out = a.out or RESULTS / (root.name if a.models else json.loads((root / "manifest.json").read_text())["size"])
+    print(write_report(rows, a.methods, out, title))
+    by_method = defaultdict(float)
+    for r in rows:
+        for m in a.methods:
+            by_method[m] += r[f"{m}_s"]
+    print("seconds per method: " + ", ".join(f"{m} {v:.0f}" for m, v in by_method.items())
+          + f"; total {time.perf_counter() - t:.0f} s; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
