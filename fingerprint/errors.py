@@ -86,3 +86,12 @@ class TokenizerError(FingerprintError, ValueError):
 
 class ComparisonError(FingerprintError, ValueError):
     """Two models cannot be compared (no shared tokens, incompatible shapes, ...)."""
+
+
+class FingerprintFileError(FingerprintError, ValueError):
+    """A fingerprint file is corrupt, truncated, tampered with, or of another format version."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: not a usable fingerprint file: {reason}")
+        self.path = path
+        self.reason = reason

@@ -25,9 +25,9 @@ from scipy.optimize import linear_sum_assignment
 
 from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import ComparisonError
-from fingerprint.similarity.align import chance_lap_quality, procrustes, signed_lap
+from fingerprint.similarity.align import chance_lap_quality, signed_lap
 from fingerprint.similarity.cka import cka_centered, u_center
-from fingerprint.similarity.grams import pair_normalized_gram, plain_gram, row_blocks
+from fingerprint.similarity.grams import plain_gram
 from fingerprint.tokenizer import shared_tokens
 
 METHOD_VERSION = "2"
@@ -129,18 +129,12 @@ def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = No
     return "inconclusive"
 
 
-def _grams(m: CanonicalModel, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    s = m.spec
+def _awm_grams(m: CanonicalModel) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """AWM's plain input Grams of raw (unfolded) Q and K, per layer."""
     out = []
-    qb = row_blocks(s.num_heads, s.head_dim, s.rotary_dim, s.rope_style)
-    kb = row_blocks(s.num_kv_heads, s.head_dim, s.rotary_dim, s.rope_style)
-    for layer in range(s.num_layers):
-        q, k = m.attention(layer, fold=(method != "awm"))
-        tq, tk = torch.tensor(q), torch.tensor(k)
-        if method == "awm":
-            out.append((plain_gram(tq), plain_gram(tk)))
-        else:
-            out.append((pair_normalized_gram(tq, qb), pair_normalized_gram(tk, kb)))
+    for layer in range(m.spec.num_layers):
+        q, k = m.attention(layer, fold=False)
+        out.append((plain_gram(torch.tensor(q)), plain_gram(torch.tensor(k))))
     return out
 
 
@@ -188,11 +182,26 @@ def _score_layers(
 def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage") -> CompareResult:
     """Compare two checkpoints by weights (``method`` is ``awm`` or ``lineage``).
 
+    ``lineage`` builds exact sketches of both models over the tokens they share and scores them with
+    :func:`compare_fingerprints` (the same code that compares fingerprint files); ``awm`` is the faithful
+    dense reference.
+
     Raises:
         ComparisonError: no shared tokens, or shapes that cannot be aligned.
     """
     if method not in ("awm", "lineage"):
         raise ComparisonError(f"unknown weight method {method!r}")
+    if method == "lineage":
+        from fingerprint.sketch import bottom_k, sketch_model
+
+        keys = bottom_k(sorted(set(a.vocab().keys) & set(b.vocab().keys)), MAX_ANCHORS)
+        if len(keys) < MIN_SHARED_TOKENS:
+            raise ComparisonError(
+                f"the two tokenizers share only {len(keys)} tokens after normalization; residual streams "
+                "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
+        res = compare_fingerprints(sketch_model(a, rank=None, keys=keys), sketch_model(b, rank=None, keys=keys))
+        res.bytes_read = {"a": a.bytes_read, "b": b.bytes_read}
+        return res
     t0 = time.perf_counter()
     notes: list[str] = []
     ids_a, ids_b, _ = shared_tokens(a.vocab(), b.vocab())
@@ -209,31 +218,11 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
     e_t = torch.from_numpy(mt.embed_rows(idt))
     sp = signed_lap(e_b, e_t)
     chance = chance_lap_quality(e_b, e_t)
-    gb, gt = _grams(mb, method), _grams(mt, method)
+    gb, gt = _awm_grams(mb), _awm_grams(mt)
     d_t = mt.spec.hidden_size
     aligned = [(_align_gram(q, sp.index, sp.sign), _align_gram(k, sp.index, sp.sign)) for q, k in gb]
     rows, score = _score_layers(aligned, gt, None)
     alignment, fit = "signed-lap", None
-    if method == "lineage" and (sp.quality < POOR_ALIGNMENT_RATIO * chance or sp.quality < POOR_ALIGNMENT_ABS):
-        view_b, view_t = [e_b], [e_t]
-        hb, ht = mb.lm_head_rows(idb), mt.lm_head_rows(idt)
-        if hb is not None and ht is not None:
-            view_b.append(torch.from_numpy(hb))
-            view_t.append(torch.from_numpy(ht))
-        xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
-        r, fit = procrustes(xb, xt)
-        g = torch.Generator().manual_seed(1)
-        _, fit0 = procrustes(xb, xt[torch.randperm(xt.shape[0], generator=g)])
-        if fit >= MIN_PROCRUSTES_FIT and fit - fit0 >= MIN_PROCRUSTES_GAIN:
-            rot = [(r.T @ q @ r, r.T @ k @ r) for q, k in gb]
-            prow, pscore = _score_layers(rot, gt, None)
-            if pscore > score:
-                rows, score, aligned, alignment = prow, pscore, rot, "procrustes"
-                notes.append(f"signed LAP was poor ({sp.quality:.3f} vs chance {chance:.3f}); "
-                             f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
-        else:
-            notes.append(f"signed LAP poor ({sp.quality:.3f} vs chance {chance:.3f}) and Procrustes rejected "
-                         f"(fit {fit:.2f}, shuffled {fit0:.2f})")
     # Per-pair null: the same statistic after random signed permutations of T's coordinates.
     pairs = [(i, j) for i, j, _, _ in rows]
     rng = np.random.default_rng(12345)
@@ -261,6 +250,37 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
                     f"shared-direction background {SHARED_DIRECTIONS:g}/d at d={d_t}"),
         bytes_read={"a": a.bytes_read, "b": b.bytes_read}, seconds=time.perf_counter() - t0,
         reference="b" if swap else "a", notes=notes,
+    )
+
+
+def compare_fingerprints(a: Any, b: Any) -> CompareResult:
+    """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files."""
+    from fingerprint.similarity.factored import compare_sketches
+
+    c = compare_sketches(a, b, max_anchors=MAX_ANCHORS, null_draws=NULL_DRAWS, poor_ratio=POOR_ALIGNMENT_RATIO,
+                         poor_abs=POOR_ALIGNMENT_ABS, min_fit=MIN_PROCRUSTES_FIT, min_gain=MIN_PROCRUSTES_GAIN,
+                         min_shared=MIN_SHARED_TOKENS)
+    mu, sd = float(np.mean(c.null)), float(np.std(c.null, ddof=1))
+    z = (c.score - mu) / max(sd, 1e-6)
+    notes = list(c.notes)
+    trustworthy = c.shared >= max(256, c.width)
+    if not trustworthy:
+        notes.append(f"only {c.shared} shared tokens for width {c.width}: too few to call a pair independent")
+    tails = [max(t) for sk in (a, b) for t in sk.tails]
+    if tails and max(tails) > 0:
+        notes.append(f"compact factors: largest dropped tail share {max(tails):.2e} of a Gram's energy")
+    hi, lo = score_thresholds(c.width)
+    layers = [LayerScore(j, i, q, k) if c.swap else LayerScore(i, j, q, k) for i, j, q, k in c.rows]
+    return CompareResult(
+        method="lineage", verdict=verdict_of(c.score, z, trustworthy, c.width), score=c.score, z=z,
+        alignment=c.alignment, alignment_quality=c.quality, alignment_chance=c.chance, procrustes_fit=c.fit,
+        shared_tokens=c.shared, layers=layers, null_mean=mu, null_std=sd,
+        thresholds={"z_derived": Z_DERIVED, "z_independent": Z_INDEPENDENT,
+                    "min_derived_score": round(hi, 5), "max_independent_score": round(lo, 5)},
+        background=(f"per-pair null: {NULL_DRAWS} random signed permutations of the aligned coordinates (seed 12345); "
+                    f"shared-direction background {SHARED_DIRECTIONS:g}/d at d={c.width}"),
+        bytes_read={"a": int(a.meta.get("bytes_read", 0)), "b": int(b.meta.get("bytes_read", 0))},
+        seconds=c.seconds, reference="b" if c.swap else "a", notes=notes,
     )
 
 

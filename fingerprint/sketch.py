@@ -1,0 +1,257 @@
+"""Compact per-model fingerprints ("sketches") and their versioned file format.
+
+A sketch holds exactly what the ``lineage`` method needs, so two sketches compare like two checkpoints:
+
+* **anchors**: normalized token strings and their embedding rows (and folded lm_head rows for untied
+  models: a second view of the residual basis for the Procrustes fallback). Compact sketches keep the
+  ``n_anchors`` tokens with the smallest SHA-1 of their string (a bottom-k sketch), so two models with the
+  same vocabulary keep the same tokens and overlapping vocabularies keep overlapping anchors. Rows are
+  stored int8 with one fp16 scale per residual coordinate (column).
+* **per layer, Q and K**: the pair-normalized input Gram ``G = Fᵀ F``-factor ``F`` (``d × r``): exact when
+  ``r`` is the number of rows, else the top-``r`` eigenpairs ``F = V_r Λ_r^{1/2}`` with the dropped
+  (tail) share of ``tr G²`` recorded, stored fp16.
+* **prefilter**: the top-16 eigenvalues of every Q and K Gram, normalized to unit sum of squares, for
+  screening thousands of bases cheaply (invariant to permutation, rotation and scale of the residual).
+
+File: a safetensors container (so it is read with the same bounded parser as checkpoints) whose
+``__metadata__["lineage.fingerprint"]`` is a JSON document with the format version, the model's shapes,
+tokenizer digest, source, revision and the exact bytes read to make it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fingerprint.canonical import CanonicalModel
+from fingerprint.errors import CheckpointFormatError, FingerprintFileError
+from fingerprint.io.safetensors import parse_json_bounded, read_header
+from fingerprint.io.source import LocalFileSource
+from fingerprint.io.tensors import decode
+from fingerprint.similarity.grams import row_blocks
+
+FORMAT = "lineage-fingerprint"
+VERSION = 1
+PREFILTER_K = 16
+DEFAULT_RANK = 64
+DEFAULT_ANCHORS = 4096
+MAX_FILE_BYTES = 2 * 1024**3
+
+
+def token_hash(key: str) -> bytes:
+    return hashlib.sha1(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def bottom_k(keys: list[str], k: int) -> list[str]:
+    """The ``k`` keys with the smallest SHA-1, returned sorted (a deterministic, vocab-order-free sample)."""
+    if len(keys) <= k:
+        return sorted(keys)
+    return sorted(sorted(keys, key=token_hash)[:k])
+
+
+@dataclass
+class Sketch:
+    """What the lineage method needs of one model (see module docstring)."""
+
+    meta: dict[str, Any]
+    keys: list[str]
+    embed: np.ndarray
+    lm_head: np.ndarray | None
+    q: list[np.ndarray]
+    k: list[np.ndarray]
+    tails: list[tuple[float, float]]
+    prefilter: np.ndarray
+    index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+    @property
+    def width(self) -> int:
+        return int(self.embed.shape[1])
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.q)
+
+
+def pair_factor(w: np.ndarray, blocks: np.ndarray) -> torch.Tensor:
+    """``F`` with ``F Fᵀ`` = the pair-normalized Gram of ``w`` (``d × rows``, float64): ``(diag(s) W)ᵀ``."""
+    t = torch.from_numpy(np.ascontiguousarray(w)).to(torch.float64)
+    idx = torch.from_numpy(blocks)
+    rows = t @ t.T
+    same = idx[:, None] == idx[None, :]
+    contrib = torch.where(same, rows**2, torch.zeros((), dtype=torch.float64)).sum(dim=1)
+    norms2 = torch.zeros(int(blocks.max()) + 1, dtype=torch.float64).index_add_(0, idx, contrib)
+    s = norms2.clamp_min(1e-300).pow(-0.25)[idx]
+    return (t * s[:, None]).T.contiguous()
+
+
+def truncate(f: torch.Tensor, rank: int | None) -> tuple[torch.Tensor, float, np.ndarray]:
+    """Top-``rank`` eigen-factor of ``F Fᵀ`` (exact if ``rank`` is None or ≥ the columns), the tail share of
+    ``‖F Fᵀ‖_F²`` it drops, and the top eigenvalues normalized for the prefilter."""
+    # Eigenvalues of F Fᵀ are the squared singular values of F; the small side is cheaper.
+    gram_small = f.T @ f
+    evals, evecs = torch.linalg.eigh(gram_small)
+    evals = evals.flip(0).clamp_min(0.0)
+    evecs = evecs.flip(1)
+    e2 = evals**2
+    total = float(e2.sum()) or 1.0
+    top = evals[:PREFILTER_K].numpy()
+    top = np.pad(top, (0, PREFILTER_K - len(top)))
+    pre = top / (np.linalg.norm(top) or 1.0)
+    if rank is None or rank >= f.shape[1]:
+        return f, 0.0, pre
+    u = f @ evecs[:, :rank]  # = V_r Λ_r^{1/2} up to signs
+    return u, float(e2[rank:].sum()) / total, pre
+
+
+def sketch_model(m: CanonicalModel, rank: int | None = DEFAULT_RANK, n_anchors: int | None = DEFAULT_ANCHORS,
+                 source: str | None = None, revision: str | None = None, keys: list[str] | None = None) -> Sketch:
+    """Read a model once and keep what the lineage method needs.
+
+    ``rank=None`` keeps exact factors; ``keys`` fixes the anchor tokens (the pairwise path passes the
+    tokens both models share), else the bottom-``n_anchors`` sketch of the vocabulary (all if None).
+    """
+    s = m.spec
+    vocab = m.vocab()
+    if keys is None:
+        keys = bottom_k(list(vocab.keys), n_anchors) if n_anchors else sorted(vocab.keys)
+    ids = [vocab.keys[k] for k in keys]
+    embed = m.embed_rows(ids).astype(np.float64)
+    head = m.lm_head_rows(ids)
+    qb = row_blocks(s.num_heads, s.head_dim, s.rotary_dim, s.rope_style)
+    kb = row_blocks(s.num_kv_heads, s.head_dim, s.rotary_dim, s.rope_style)
+    qs, ks, tails, pre = [], [], [], []
+    for layer in range(s.num_layers):
+        wq, wk = m.attention(layer, fold=True)
+        fq, tq, pq = truncate(pair_factor(wq, qb), rank)
+        fk, tk, pk = truncate(pair_factor(wk, kb), rank)
+        qs.append(fq.numpy())
+        ks.append(fk.numpy())
+        tails.append((tq, tk))
+        pre.append(np.stack([pq, pk]))
+    meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
+            "hidden_size": s.hidden_size, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
+            "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest, "anchors": len(keys),
+            "rank": rank, "tied": head is None, "source": source or m.repo.name, "revision": revision,
+            "bytes_read": m.bytes_read, "total_bytes": m.total_bytes}
+    return Sketch(meta, keys, embed, None if head is None else head.astype(np.float64), qs, ks, tails,
+                  np.stack(pre).astype(np.float32))
+
+
+# -- file format --------------------------------------------------------------------------------
+
+def _q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.abs(x).max(axis=0) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float16)
+    q = np.clip(np.rint(x / scale.astype(np.float64)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def to_bytes(sk: Sketch) -> bytes:
+    """Serialize deterministically (sorted keys, fixed dtypes, no timestamps): same model → same bytes."""
+    tensors: dict[str, np.ndarray] = {}
+    tensors["embed.q8"], tensors["embed.scale"] = _q8(sk.embed)
+    if sk.lm_head is not None:
+        tensors["lm_head.q8"], tensors["lm_head.scale"] = _q8(sk.lm_head)
+    for i, (fq, fk) in enumerate(zip(sk.q, sk.k)):
+        tensors[f"layers.{i}.q"] = fq.astype(np.float16)
+        tensors[f"layers.{i}.k"] = fk.astype(np.float16)
+    tensors["prefilter"] = sk.prefilter.astype(np.float32)
+    doc = {**sk.meta, "keys": sk.keys, "tails": [[round(a, 8), round(b, 8)] for a, b in sk.tails]}
+    header: dict[str, Any] = {"__metadata__": {"lineage.fingerprint": json.dumps(doc, sort_keys=True, ensure_ascii=True)}}
+    offset, blobs = 0, []
+    names = {np.dtype(np.int8): "I8", np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def save(sk: Sketch, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(to_bytes(sk))
+    tmp.replace(p)  # atomic: a crash never leaves half a fingerprint under the real name
+    return p
+
+
+def load(path: str | Path) -> Sketch:
+    """Read and validate a fingerprint file (bounded parser; shapes checked against the metadata).
+
+    Raises:
+        FingerprintFileError: wrong format or version, truncated, or inconsistent shapes.
+    """
+    p = Path(path)
+    where = str(p)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise FingerprintFileError(where, str(e)) from e
+    if size > MAX_FILE_BYTES:
+        raise FingerprintFileError(where, f"{size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
+    src = LocalFileSource(p)
+    try:
+        infos, metadata = read_header(src, p.name)
+    except CheckpointFormatError as e:
+        raise FingerprintFileError(where, e.reason) from e
+    raw_doc = metadata.get("lineage.fingerprint")
+    if raw_doc is None:
+        raise FingerprintFileError(where, "no lineage.fingerprint metadata (is this a checkpoint?)")
+    try:
+        doc = parse_json_bounded(raw_doc.encode(), where)
+    except CheckpointFormatError as e:
+        raise FingerprintFileError(where, e.reason) from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise FingerprintFileError(where, "metadata is not a lineage fingerprint")
+    if doc.get("version") != VERSION:
+        raise FingerprintFileError(where, f"format version {doc.get('version')!r}; this build reads version {VERSION}")
+
+    def arr(name: str) -> np.ndarray:
+        if name not in infos:
+            raise FingerprintFileError(where, f"tensor {name!r} is missing")
+        info = infos[name]
+        return decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
+
+    try:
+        d, n_layers, keys = int(doc["hidden_size"]), int(doc["num_layers"]), doc["keys"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+            raise FingerprintFileError(where, "anchor keys must be distinct strings")
+        embed = arr("embed.q8") * arr("embed.scale")[None, :]
+        head = arr("lm_head.q8") * arr("lm_head.scale")[None, :] if "lm_head.q8" in infos else None
+        q = [arr(f"layers.{i}.q") for i in range(n_layers)]
+        k = [arr(f"layers.{i}.k") for i in range(n_layers)]
+        pre = arr("prefilter").astype(np.float32)
+        tails = [(float(a), float(b)) for a, b in doc["tails"]]
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, FingerprintFileError):
+            raise
+        raise FingerprintFileError(where, f"inconsistent metadata: {e}") from e
+    if embed.shape != (len(keys), d) or (head is not None and head.shape != embed.shape):
+        raise FingerprintFileError(where, f"anchor rows {embed.shape} do not match {len(keys)} keys × width {d}")
+    if any(f.ndim != 2 or f.shape[0] != d for f in q + k) or len(tails) != n_layers:
+        raise FingerprintFileError(where, "layer factors do not match the width / layer count in the metadata")
+    if pre.shape != (n_layers, 2, PREFILTER_K) or not np.isfinite(pre).all():
+        raise FingerprintFileError(where, f"prefilter shape {pre.shape} does not match {n_layers} layers")
+    if not all(np.isfinite(x).all() for x in [embed, *q, *k]):
+        raise FingerprintFileError(where, "non-finite values")
+    meta = {k2: v for k2, v in doc.items() if k2 not in ("keys", "tails")}
+    return Sketch(meta, keys, embed, head, q, k, tails, pre)
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
