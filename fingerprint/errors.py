@@ -95,3 +95,7 @@ class FingerprintFileError(FingerprintError, ValueError):
         super().__init__(f"{path}: not a usable fingerprint file: {reason}")
         self.path = path
         self.reason = reason
+
+
+class FingerprintIndexError(FingerprintError):
+    """The fingerprint index directory is unusable (corrupt index.json, missing or altered files)."""

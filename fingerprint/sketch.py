@@ -106,7 +106,8 @@ def truncate(f: torch.Tensor, rank: int | None) -> tuple[torch.Tensor, float, np
     total = float(e2.sum()) or 1.0
     top = evals[:PREFILTER_K].numpy()
     top = np.pad(top, (0, PREFILTER_K - len(top)))
-    pre = top / (np.linalg.norm(top) or 1.0)
+    # Rounded so the last bits of an eigensolver (which differ across BLAS builds) never reach the file.
+    pre = np.round(top / (np.linalg.norm(top) or 1.0), 4)
     if rank is None or rank >= f.shape[1]:
         return f, 0.0, pre
     u = f @ evecs[:, :rank]  # = V_r Λ_r^{1/2} up to signs
@@ -140,7 +141,7 @@ def sketch_model(m: CanonicalModel, rank: int | None = DEFAULT_RANK, n_anchors: 
         pre.append(np.stack([pq, pk]))
     meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
             "hidden_size": s.hidden_size, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
-            "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest, "anchors": len(keys),
+            "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest(), "anchors": len(keys),
             "rank": rank, "tied": head is None, "source": source or m.repo.name, "revision": revision,
             "bytes_read": m.bytes_read, "total_bytes": m.total_bytes}
     return Sketch(meta, keys, embed, None if head is None else head.astype(np.float64), qs, ks, tails,

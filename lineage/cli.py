@@ -72,7 +72,9 @@ def inspect(path: str, as_json: bool) -> None:
 def compare(a: str, b: str, method: str, as_json: bool) -> None:
     """Say whether model B derives from model A (or vice versa), with score, z and evidence.
 
-    A and B are model directories (safetensors + config.json + tokenizer) or .gguf files.
+    A and B are model directories (safetensors + config.json + tokenizer), .gguf files, or fingerprint
+    files (.lfp, from lineage fingerprint; the lineage method only). A model compared with a fingerprint
+    file is fingerprinted first.
 
     Example:
 
@@ -84,12 +86,21 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
     from fingerprint.similarity.compare import compare as run
 
     t = time.perf_counter()
-    if not as_json:
-        click.echo(f"opening {a} and {b} ...", err=True)
-    ma, mb = open_model(a), open_model(b)
-    if not as_json:
-        click.echo(f"comparing ({method}) ...", err=True)
-    r = run(ma, mb, method)
+    if a.endswith(".lfp") or b.endswith(".lfp"):
+        from fingerprint.errors import ComparisonError
+        from fingerprint.similarity.compare import compare_fingerprints
+        from lineage.index_commands import sketch_of
+
+        if method != "lineage":
+            raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}")
+        r = compare_fingerprints(sketch_of(a), sketch_of(b))
+    else:
+        if not as_json:
+            click.echo(f"opening {a} and {b} ...", err=True)
+        ma, mb = open_model(a), open_model(b)
+        if not as_json:
+            click.echo(f"comparing ({method}) ...", err=True)
+        r = run(ma, mb, method)
     if as_json:
         emit_json(r.to_dict())
         return
@@ -113,9 +124,9 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
 
 
 def _register() -> None:
-    from lineage.graph_commands import COMMANDS
+    from lineage import graph_commands, index_commands
 
-    for cmd in COMMANDS:
+    for cmd in (*index_commands.COMMANDS, *graph_commands.COMMANDS):
         main.add_command(cmd)
 
 

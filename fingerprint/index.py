@@ -1,0 +1,180 @@
+"""A local index of base-family fingerprints, and matching a suspect against all of it.
+
+Layout (``$LINEAGE_HOME/index/`` by default)::
+
+    index.json            entries: name → family, file, sha256, architecture, width, layers, vocab digest, source
+    fingerprints/*.lfp    fingerprint files, named by the first 16 hex digits of their SHA-256
+    screen.npz            one row per entry: the spectral prefilter (8 depth bins × Q/K × 16) and a
+                          bottom-256 sketch of anchor-token hashes, for screening without opening files
+
+Matching screens every entry (width ≤ base width, estimated token overlap, prefilter similarity), then
+scores the shortlist with the full factor-based method and ranks by score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.sketch import Sketch, digest, load, token_hash
+
+INDEX_VERSION = 1
+DEPTH_BINS = 8
+TOKEN_SKETCH = 256
+MIN_TOKEN_OVERLAP = 0.02
+
+
+def screen_vector(sk: Sketch) -> np.ndarray:
+    """Prefilter spectra averaged into ``DEPTH_BINS`` relative-depth bins (so depth changes still match)."""
+    pre = sk.prefilter  # (layers, 2, 16)
+    n = pre.shape[0]
+    bins = np.minimum((np.arange(n) * DEPTH_BINS) // max(n, 1), DEPTH_BINS - 1)
+    out = np.zeros((DEPTH_BINS, 2, pre.shape[2]), dtype=np.float64)
+    for b in range(DEPTH_BINS):
+        sel = pre[bins == b] if (bins == b).any() else pre[[min(n - 1, b * n // DEPTH_BINS)]]
+        out[b] = sel.mean(axis=0)
+    v = out.reshape(-1)
+    return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
+
+
+def token_sketch(sk: Sketch) -> np.ndarray:
+    """The ``TOKEN_SKETCH`` smallest 64-bit token hashes of the anchors (padded with max values)."""
+    h = np.array(sorted(int.from_bytes(token_hash(k)[:8], "little") for k in sk.keys)[:TOKEN_SKETCH], dtype=np.uint64)
+    return np.pad(h, (0, TOKEN_SKETCH - len(h)), constant_values=np.iinfo(np.uint64).max)
+
+
+@dataclass
+class Entry:
+    name: str
+    family: str
+    file: str
+    sha256: str
+    architecture: str
+    width: int
+    layers: int
+    vocab_digest: str
+    source: str
+    bytes_read: int
+
+
+@dataclass
+class Match:
+    name: str
+    family: str
+    score: float
+    z: float
+    verdict: str
+    screen: float
+    token_overlap: float
+    evidence: dict[str, Any]
+
+
+class Index:
+    """The on-disk index (see module docstring). Not safe for concurrent writers: one process adds."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.entries: dict[str, Entry] = {}
+        self._screen: np.ndarray | None = None
+        self._tokens: np.ndarray | None = None
+        if (self.root / "index.json").exists():
+            try:
+                doc = json.loads((self.root / "index.json").read_text())
+                if doc.get("version") != INDEX_VERSION:
+                    raise FingerprintIndexError(f"{self.root}/index.json: version {doc.get('version')!r}, expected {INDEX_VERSION}")
+                self.entries = {e["name"]: Entry(**e) for e in doc["entries"]}
+                if self.entries:
+                    z = np.load(self.root / "screen.npz")
+                    self._screen, self._tokens = z["screen"], z["tokens"]
+                    if len(self._screen) != len(self.entries) or len(self._tokens) != len(self.entries):
+                        raise FingerprintIndexError(f"{self.root}: screen.npz does not match index.json")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise FingerprintIndexError(f"{self.root}: corrupt index ({e}); rebuild it with lineage index add") from e
+
+    def _save(self, screen: np.ndarray, tokens: np.ndarray) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "screen.tmp.npz"
+        np.savez(tmp, screen=screen, tokens=tokens)
+        os.replace(tmp, self.root / "screen.npz")
+        doc = {"version": INDEX_VERSION, "entries": [asdict(e) for e in self.entries.values()]}
+        tmpj = self.root / "index.json.tmp"
+        tmpj.write_text(json.dumps(doc, indent=1))
+        os.replace(tmpj, self.root / "index.json")
+        self._screen, self._tokens = screen, tokens
+
+    def add(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
+        """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
+        sk = load(path)
+        sha = digest(path)
+        rel = f"fingerprints/{sha[:16]}.lfp"
+        (self.root / "fingerprints").mkdir(parents=True, exist_ok=True)
+        if not (self.root / rel).exists():
+            shutil.copyfile(path, self.root / rel)
+        name = name or str(sk.meta.get("source") or Path(path).stem)
+        e = Entry(name=name, family=family or name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
+                  width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
+                  source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)))
+        names = list(self.entries)
+        screen = self._screen if self._screen is not None else np.zeros((0, DEPTH_BINS * 2 * 16), np.float32)
+        tokens = self._tokens if self._tokens is not None else np.zeros((0, TOKEN_SKETCH), np.uint64)
+        row_s, row_t = screen_vector(sk)[None], token_sketch(sk)[None]
+        if name in self.entries:
+            i = names.index(name)
+            screen, tokens = screen.copy(), tokens.copy()
+            screen[i], tokens[i] = row_s[0], row_t[0]
+        else:
+            screen, tokens = np.concatenate([screen, row_s]), np.concatenate([tokens, row_t])
+        self.entries[name] = e
+        self._save(screen, tokens)
+        return e
+
+    def sketch(self, name: str) -> Sketch:
+        e = self.entries[name]
+        p = self.root / e.file
+        if not p.exists():
+            raise FingerprintIndexError(f"{p}: fingerprint of {name!r} is missing from the index")
+        if hashlib.sha256(p.read_bytes()).hexdigest() != e.sha256:
+            raise FingerprintFileError(str(p), "content does not match the SHA-256 recorded in index.json (tampered?)")
+        return load(p)
+
+    def screen(self, sk: Sketch, shortlist: int) -> list[tuple[str, float, float]]:
+        """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap)."""
+        if not self.entries or self._screen is None or self._tokens is None:
+            return []
+        names = list(self.entries)
+        widths = np.array([self.entries[n].width for n in names])
+        mine = token_sketch(sk)
+        valid = mine[mine != np.iinfo(np.uint64).max]
+        # Bottom-k overlap: the share of my sketch found in theirs estimates the shared-token fraction.
+        overlap = np.isin(self._tokens, valid).sum(axis=1) / max(1, len(valid))
+        sim = self._screen @ screen_vector(sk)
+        ok = (widths >= sk.width) & (overlap >= MIN_TOKEN_OVERLAP)
+        order = [i for i in np.argsort(-sim) if ok[i]]
+        return [(names[i], float(sim[i]), float(overlap[i])) for i in order[:shortlist]]
+
+    def match(self, sk: Sketch, top: int = 5, shortlist: int = 8) -> tuple[list[Match], dict[str, Any]]:
+        """Screen every entry, score the shortlist with the full method, rank by score."""
+        from fingerprint.similarity.compare import compare_fingerprints
+
+        t0 = time.perf_counter()
+        cands = self.screen(sk, shortlist)
+        t1 = time.perf_counter()
+        out = []
+        for name, sim, ov in cands:
+            r = compare_fingerprints(self.sketch(name), sk)
+            out.append(Match(name, self.entries[name].family, r.score, r.z, r.verdict, sim, ov,
+                             {"alignment": r.alignment, "alignment_quality": round(r.alignment_quality, 4),
+                              "shared_tokens": r.shared_tokens, "layers": len(r.layers), "notes": r.notes}))
+        out.sort(key=lambda m: -m.score)
+        stats = {"indexed": len(self.entries), "shortlisted": len(cands), "screen_seconds": t1 - t0,
+                 "score_seconds": time.perf_counter() - t1}
+        return out[:top], stats

@@ -1,0 +1,163 @@
+"""Compact fingerprints: exact factored CKA, reproducible files, a golden file, hostile files, the index."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from tinymodels import randn, save_state_dict, write_wordlevel_tokenizer
+
+from fingerprint.canonical import open_model
+from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.index import Index
+from fingerprint.similarity.cka import cka_centered, u_center
+from fingerprint.similarity.compare import compare_fingerprints, compare_models
+from fingerprint.similarity.factored import cka, factor
+from fingerprint.sketch import bottom_k, load, save, sketch_model, to_bytes
+from lineage.cli import main
+
+GOLDEN = Path(__file__).parent / "data" / "golden-tiny-llama.lfp"
+
+
+def golden_model(out: Path) -> Path:
+    """A fixed-seed tiny LLaMA written from numpy alone (no framework init code that could change)."""
+    d, layers, heads, kv, ff, vocab = 32, 2, 4, 2, 64, 96
+    sd = {"model.embed_tokens.weight": randn(vocab, d, seed=1), "lm_head.weight": randn(vocab, d, seed=2),
+          "model.norm.weight": 1 + 0.1 * randn(d, seed=3)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd |= {p + "self_attn.q_proj.weight": randn(heads * 8, d, seed=10 + i), p + "self_attn.k_proj.weight": randn(kv * 8, d, seed=20 + i),
+               p + "self_attn.v_proj.weight": randn(kv * 8, d, seed=30 + i), p + "self_attn.o_proj.weight": randn(d, heads * 8, seed=40 + i),
+               p + "mlp.gate_proj.weight": randn(ff, d, seed=50 + i), p + "mlp.up_proj.weight": randn(ff, d, seed=60 + i),
+               p + "mlp.down_proj.weight": randn(d, ff, seed=70 + i), p + "input_layernorm.weight": 1 + 0.1 * randn(d, seed=80 + i),
+               p + "post_attention_layernorm.weight": 1 + 0.1 * randn(d, seed=90 + i)}
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": ff, "vocab_size": vocab,
+           "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "rope_theta": 10000.0}
+    save_state_dict(sd, cfg, out)
+    write_wordlevel_tokenizer(out, vocab)
+    return out
+
+
+def test_factored_cka_is_u_centred_cka() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n, r1, r2 in ((50, 20, 30), (64, 64, 8), (7, 3, 9)):
+        f = torch.randn(n, r1, generator=g, dtype=torch.float64)
+        h = f @ torch.randn(r1, r2, generator=g, dtype=torch.float64) + torch.randn(n, r2, generator=g, dtype=torch.float64)
+        assert cka(factor(f), factor(h)) == pytest.approx(cka_centered(u_center(f @ f.T), u_center(h @ h.T)), abs=1e-12)
+
+
+def test_bottom_k_is_order_free() -> None:
+    keys = [f"t{i}" for i in range(1000)]
+    assert bottom_k(keys, 50) == bottom_k(list(reversed(keys)), 50)
+    assert set(bottom_k(keys[:600], 50)) & set(bottom_k(keys, 50))  # overlapping vocabularies share anchors
+
+
+def test_fingerprint_is_reproducible_and_matches_the_golden_file(tmp_path: Path) -> None:
+    m = golden_model(tmp_path / "m")
+    a = to_bytes(sketch_model(open_model(m), source="golden-tiny-llama"))
+    b = to_bytes(sketch_model(open_model(m), source="golden-tiny-llama"))
+    assert a == b
+    if os.environ.get("LINEAGE_REGENERATE_GOLDEN") == "1":  # after a deliberate format change; commit the file
+        GOLDEN.write_bytes(a)
+    assert a == GOLDEN.read_bytes(), "fingerprint bytes changed: bump sketch.VERSION and regenerate the golden file"
+    sk = load(GOLDEN)
+    assert (sk.width, sk.num_layers, sk.meta["anchors"], sk.meta["rank"]) == (32, 2, 96, 64)
+
+
+def test_fingerprint_scores_agree_with_checkpoint_scores(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+    from tinymodels import perturb
+
+    base = golden_model(tmp_path / "base")
+    sd = load_file(str(base / "model.safetensors"))
+    cfg = json.loads((base / "config.json").read_text())
+    kid = save_state_dict(perturb(sd, 0.3, seed=5), cfg, tmp_path / "kid")
+    write_wordlevel_tokenizer(kid, 96)
+    other = golden_model(tmp_path / "other")
+    save_state_dict({k: randn(*v.shape, seed=99 + i) for i, (k, v) in enumerate(sd.items())}, cfg, other)
+    for x, y in ((base, kid), (base, other)):
+        full = compare_models(open_model(x), open_model(y))
+        fa, fb = save(sketch_model(open_model(x)), tmp_path / "a.lfp"), save(sketch_model(open_model(y)), tmp_path / "b.lfp")
+        fp = compare_fingerprints(load(fa), load(fb))
+        assert abs(fp.score - full.score) <= 0.003 and fp.verdict == full.verdict, (fp.score, full.score)
+
+
+def _rewrite_header(src: Path, dst: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    dst.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n :])
+
+
+def test_corrupt_and_incompatible_files_are_rejected(tmp_path: Path) -> None:
+    good = tmp_path / "good.lfp"
+    save(sketch_model(open_model(golden_model(tmp_path / "m"))), good)
+
+    def meta(h: dict) -> dict:  # type: ignore[type-arg]
+        return json.loads(h["__metadata__"]["lineage.fingerprint"])
+
+    def set_meta(h: dict, **kv: object) -> None:  # type: ignore[type-arg]
+        h["__metadata__"]["lineage.fingerprint"] = json.dumps({**meta(h), **kv})
+
+    cases = {
+        "version": (lambda h: set_meta(h, version=99), "format version 99"),
+        "format": (lambda h: set_meta(h, format="other"), "not a lineage fingerprint"),
+        "width": (lambda h: set_meta(h, hidden_size=48), "do not match"),
+        "layers": (lambda h: set_meta(h, num_layers=5), "missing"),
+        "shape": (lambda h: h["layers.0.q"].update(shape=[16, 64]), "do not match"),
+        "nometa": (lambda h: h.pop("__metadata__"), "no lineage.fingerprint metadata"),
+    }
+    for name, (edit, msg) in cases.items():
+        bad = tmp_path / f"{name}.lfp"
+        _rewrite_header(good, bad, edit)
+        with pytest.raises(FingerprintFileError, match=msg):
+            load(bad)
+    trunc = tmp_path / "trunc.lfp"
+    trunc.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(FingerprintFileError, match="not a usable fingerprint file"):
+        load(trunc)
+    r = CliRunner().invoke(main, ["compare", str(trunc), str(good)])
+    assert r.exit_code == 2 and r.output.startswith("Error: ") and r.output.count("\n") == 1
+
+
+def test_index_add_list_match_and_tamper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.numpy import load_file
+    from tinymodels import perturb
+
+    base = golden_model(tmp_path / "base")
+    sd = load_file(str(base / "model.safetensors"))
+    cfg = json.loads((base / "config.json").read_text())
+    others = []
+    for s in range(3):
+        o = save_state_dict({k: randn(*v.shape, seed=1000 * s + i) for i, (k, v) in enumerate(sd.items())}, cfg, tmp_path / f"o{s}")
+        write_wordlevel_tokenizer(o, 96)
+        others.append(o)
+    kid = save_state_dict(perturb(sd, 0.2, seed=7), cfg, tmp_path / "kid")
+    write_wordlevel_tokenizer(kid, 96)
+    run = CliRunner()
+    for p, fam in ((base, "golden"), *((o, f"other{i}") for i, o in enumerate(others))):
+        r = run.invoke(main, ["index", "add", str(p), "--family", fam])
+        assert r.exit_code == 0, r.output
+    listed = json.loads(run.invoke(main, ["index", "list", "--json"]).output)
+    assert [e["family"] for e in listed["entries"]] == ["golden", "other0", "other1", "other2"]
+    out = json.loads(run.invoke(main, ["match", str(kid), "--json"]).output)
+    assert out["matches"][0]["family"] == "golden" and out["matches"][0]["verdict"] == "derived"
+    assert all(m["verdict"] != "derived" for m in out["matches"][1:])
+    assert out["stats"]["indexed"] == 4
+    idx_dir = Path(listed["index"])
+    f = idx_dir / Index(idx_dir).entries["base"].file
+    f.write_bytes(f.read_bytes()[:-1] + b"\x01")
+    r = run.invoke(main, ["match", str(kid)])
+    assert r.exit_code == 2 and "does not match the SHA-256" in r.output
+    (idx_dir / "index.json").write_text("{not json")
+    with pytest.raises(FingerprintIndexError, match="corrupt index"):
+        Index(idx_dir)
