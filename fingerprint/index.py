@@ -113,29 +113,35 @@ class Index:
 
     def add(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
         """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
-        sk = load(path)
-        sha = digest(path)
-        rel = f"fingerprints/{sha[:16]}.lfp"
-        (self.root / "fingerprints").mkdir(parents=True, exist_ok=True)
-        if not (self.root / rel).exists():
-            shutil.copyfile(path, self.root / rel)
-        name = name or str(sk.meta.get("source") or Path(path).stem)
-        e = Entry(name=name, family=family or name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
-                  width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
-                  source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)))
-        names = list(self.entries)
+        return self.add_many([(path, name, family)])[0]
+
+    def add_many(self, items: list[tuple[str | Path, str | None, str | None]]) -> list[Entry]:
+        """Add several fingerprint files, writing ``index.json`` and ``screen.npz`` once."""
         screen = self._screen if self._screen is not None else np.zeros((0, DEPTH_BINS * 2 * 16), np.float32)
         tokens = self._tokens if self._tokens is not None else np.zeros((0, TOKEN_SKETCH), np.uint64)
-        row_s, row_t = screen_vector(sk)[None], token_sketch(sk)[None]
-        if name in self.entries:
-            i = names.index(name)
-            screen, tokens = screen.copy(), tokens.copy()
-            screen[i], tokens[i] = row_s[0], row_t[0]
-        else:
-            screen, tokens = np.concatenate([screen, row_s]), np.concatenate([tokens, row_t])
-        self.entries[name] = e
-        self._save(screen, tokens)
-        return e
+        rows_s, rows_t = list(screen), list(tokens)
+        added = []
+        (self.root / "fingerprints").mkdir(parents=True, exist_ok=True)
+        for path, name, family in items:
+            sk = load(path)
+            sha = digest(path)
+            rel = f"fingerprints/{sha[:16]}.lfp"
+            if not (self.root / rel).exists():
+                shutil.copyfile(path, self.root / rel)
+            name = name or str(sk.meta.get("source") or Path(path).stem)
+            e = Entry(name=name, family=family or name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
+                      width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
+                      source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)))
+            if name in self.entries:
+                i = list(self.entries).index(name)
+                rows_s[i], rows_t[i] = screen_vector(sk), token_sketch(sk)
+            else:
+                rows_s.append(screen_vector(sk))
+                rows_t.append(token_sketch(sk))
+            self.entries[name] = e
+            added.append(e)
+        self._save(np.stack(rows_s).astype(np.float32), np.stack(rows_t).astype(np.uint64))
+        return added
 
     def sketch(self, name: str) -> Sketch:
         e = self.entries[name]

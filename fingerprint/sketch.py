@@ -6,7 +6,7 @@ A sketch holds exactly what the ``lineage`` method needs, so two sketches compar
   models: a second view of the residual basis for the Procrustes fallback). Compact sketches keep the
   ``n_anchors`` tokens with the smallest SHA-1 of their string (a bottom-k sketch), so two models with the
   same vocabulary keep the same tokens and overlapping vocabularies keep overlapping anchors. Rows are
-  stored int8 with one fp16 scale per residual coordinate (column).
+  stored int8 with one fp16 scale per token (row).
 * **per layer, Q and K**: the pair-normalized input Gram ``G = Fᵀ F``-factor ``F`` (``d × r``): exact when
   ``r`` is the number of rows, else the top-``r`` eigenpairs ``F = V_r Λ_r^{1/2}`` with the dropped
   (tail) share of ``tr G²`` recorded, stored fp16.
@@ -139,22 +139,34 @@ def sketch_model(m: CanonicalModel, rank: int | None = DEFAULT_RANK, n_anchors: 
         ks.append(fk.numpy())
         tails.append((tq, tk))
         pre.append(np.stack([pq, pk]))
+    # Stored precision is applied here, not only in the file, so a sketch in memory and the same sketch
+    # read back from disk score identically (the exact pairwise path uses it too).
+    embed = _dq8(embed)
+    head = None if head is None else _dq8(head.astype(np.float64))
+    qs = [q.astype(np.float16).astype(np.float64) for q in qs]
+    ks = [k.astype(np.float16).astype(np.float64) for k in ks]
     meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
             "hidden_size": s.hidden_size, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest(), "anchors": len(keys),
             "rank": rank, "tied": head is None, "source": source or m.repo.name, "revision": revision,
             "bytes_read": m.bytes_read, "total_bytes": m.total_bytes}
-    return Sketch(meta, keys, embed, None if head is None else head.astype(np.float64), qs, ks, tails,
-                  np.stack(pre).astype(np.float32))
+    return Sketch(meta, keys, embed, head, qs, ks, tails, np.stack(pre).astype(np.float32))
 
 
 # -- file format --------------------------------------------------------------------------------
 
 def _q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = np.abs(x).max(axis=0) / 127.0
+    """int8 with one fp16 scale per row (token): a token's stored row does not depend on which other
+    tokens are anchors, so a compact sketch and the pairwise path quantize shared tokens identically."""
+    scale = np.abs(x).max(axis=1) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float16)
-    q = np.clip(np.rint(x / scale.astype(np.float64)), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(x / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
     return q, scale
+
+
+def _dq8(x: np.ndarray) -> np.ndarray:
+    q, scale = _q8(x)
+    return q.astype(np.float64) * scale.astype(np.float64)[:, None]
 
 
 def to_bytes(sk: Sketch) -> bytes:
@@ -232,8 +244,8 @@ def load(path: str | Path) -> Sketch:
         d, n_layers, keys = int(doc["hidden_size"]), int(doc["num_layers"]), doc["keys"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
             raise FingerprintFileError(where, "anchor keys must be distinct strings")
-        embed = arr("embed.q8") * arr("embed.scale")[None, :]
-        head = arr("lm_head.q8") * arr("lm_head.scale")[None, :] if "lm_head.q8" in infos else None
+        embed = arr("embed.q8") * arr("embed.scale")[:, None]
+        head = arr("lm_head.q8") * arr("lm_head.scale")[:, None] if "lm_head.q8" in infos else None
         q = [arr(f"layers.{i}.q") for i in range(n_layers)]
         k = [arr(f"layers.{i}.k") for i in range(n_layers)]
         pre = arr("prefilter").astype(np.float32)

@@ -1,0 +1,163 @@
+"""Fingerprint index benchmark: file size, agreement with full checkpoints, match time vs N, recall.
+
+    python -m bench.match [--zoo DIR] [--negatives roots|all] [--ranks 16 32 64]
+
+1. Fingerprint size as a function of d and L (formula checked against real files), extrapolated to a
+   LLaMA-2-7B shape (d=4096, L=32, 32k vocabulary, untied head).
+2. Agreement: for every labelled pair of the zoo, the score from two fingerprint files vs the score from
+   the two full checkpoints (max |Δ|, identical verdicts), for each factor rank.
+3. Match time for one suspect against N = 10 … 10,000 indexed bases (synthetic bases: random sketches of the
+   zoo's shape, so only screening grows with N; the shortlist is scored in full).
+4. Shortlist recall: the zoo's roots plus 1,000 synthetic decoys indexed; does every zoo model's true root
+   survive screening?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.eval import zoo_pairs
+from fingerprint.canonical import open_model
+from fingerprint.index import Index
+from fingerprint.similarity.compare import compare_fingerprints, compare_models
+from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, load, save, sketch_model, truncate
+
+
+def size_formula(d: int, layers: int, q_rows: int, k_rows: int, anchors: int, rank: int, untied: bool) -> int:
+    """Bytes of a fingerprint file, without the JSON header: int8 anchor rows (+ head rows when untied) and
+    their fp16 row scales, fp16 Q and K factors, fp32 prefilter."""
+    per_anchor_matrix = anchors * d + 2 * anchors
+    factors = layers * d * (min(rank, q_rows) + min(rank, k_rows)) * 2
+    return per_anchor_matrix * (2 if untied else 1) + factors + layers * 2 * 16 * 4
+
+
+def synthetic(like: Sketch, seed: int) -> Sketch:
+    """A random sketch with the same shape and anchor tokens as ``like`` (an unrelated base)."""
+    g = torch.Generator().manual_seed(seed)
+    d = like.width
+    qs, ks, tails, pre = [], [], [], []
+    for fq, fk in zip(like.q, like.k):
+        a, ta, pa = truncate(torch.randn(d, fq.shape[1], generator=g, dtype=torch.float64), fq.shape[1])
+        b, tb, pb = truncate(torch.randn(d, fk.shape[1], generator=g, dtype=torch.float64), fk.shape[1])
+        qs.append(a.numpy())
+        ks.append(b.numpy())
+        tails.append((ta, tb))
+        pre.append(np.stack([pa, pb]))
+    emb = torch.randn(len(like.keys), d, generator=g, dtype=torch.float64).numpy()
+    head = None if like.lm_head is None else torch.randn(len(like.keys), d, generator=g, dtype=torch.float64).numpy()
+    return Sketch({**like.meta, "source": f"synthetic-{seed}"}, list(like.keys), emb, head, qs, ks, tails,
+                  np.stack(pre).astype(np.float32))
+
+
+def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[int], tmp: Path) -> list[list[str]]:
+    names = sorted({x for p in pairs for x in p[:2]})
+    files = {r: {n: save(sketch_model(open_model(root / n), rank=r), tmp / f"r{r}" / f"{n}.lfp") for n in names} for r in ranks}
+    sizes = {r: np.mean([f.stat().st_size for f in files[r].values()]) for r in ranks}
+    full = {}
+    for a, b, _, _ in pairs:
+        c = compare_models(open_model(root / a), open_model(root / b))
+        full[(a, b)] = (c.score, c.verdict)
+    rows = []
+    for r in ranks:
+        sk = {n: load(f) for n, f in files[r].items()}
+        deltas, same = [], 0
+        t = time.perf_counter()
+        for a, b, _, _ in pairs:
+            c = compare_fingerprints(sk[a], sk[b])
+            deltas.append(abs(c.score - full[(a, b)][0]))
+            same += c.verdict == full[(a, b)][1]
+        per = (time.perf_counter() - t) / len(pairs)
+        rows.append([str(r), f"{sizes[r] / 1e3:.1f} KB", f"{max(deltas):.5f}", f"{np.mean(deltas):.5f}", f"{same}/{len(pairs)}",
+                     f"{per * 1000:.1f} ms"])
+    return rows
+
+
+def main() -> None:
+    from bench.zoo.build import default_dir
+    from lineage.output import table
+
+    p = argparse.ArgumentParser(prog="python -m bench.match", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", type=Path, default=None)
+    p.add_argument("--negatives", choices=["roots", "all"], default="roots")
+    p.add_argument("--ranks", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    a = p.parse_args()
+    root = a.zoo or default_dir("small")
+    man = json.loads((root / "manifest.json").read_text())
+    pairs = zoo_pairs(man, a.negatives)
+
+    print("1. Fingerprint size (4096 anchors max, untied head, fp16 factors)")
+    rows = []
+    for d, layers, vocab, kv_rows, label in ((64, 3, 512, 64, "tiny zoo"), (256, 4, 2048, 256, "small zoo"),
+                                             (2048, 16, 128256, 512, "Llama-3.2-1B"), (4096, 32, 32000, 4096, "LLaMA-2-7B"),
+                                             (8192, 80, 32000, 1024, "LLaMA-2-70B")):
+        for rank in (16, 32, 64):
+            size = size_formula(d, layers, d, kv_rows, min(DEFAULT_ANCHORS, vocab), rank, True)
+            rows.append([label, d, layers, rank, f"{size / 1e6:.2f} MB"])
+    print(table(rows, ["model", "d", "L", "rank", "size"]))
+    real = save(sketch_model(open_model(root / man["models"][0]["path"])), Path(tempfile.mkdtemp()) / "x.lfp")
+    sk = load(real)
+    n_body = size_formula(sk.width, sk.num_layers, sk.q[0].shape[1], sk.k[0].shape[1], len(sk.keys), 10**9, sk.lm_head is not None)
+    print(f"check: {man['models'][0]['name']} file {real.stat().st_size:,} B = formula {n_body:,} B + header "
+          f"{real.stat().st_size - n_body:,} B (JSON incl. anchor strings)\n")
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        print(f"2. Fingerprint vs full checkpoints on {len(pairs)} labelled pairs of the {man['size']} zoo "
+              f"(negatives: {a.negatives})")
+        print(table(agreement(root, pairs, a.ranks, tmp), ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
+        print()
+
+        roots = [m for m in man["models"] if not m["parents"]]
+        base_files = {m["name"]: save(sketch_model(open_model(root / m["path"])), tmp / "bases" / f"{m['name']}.lfp") for m in roots}
+        like = load(next(iter(base_files.values())))
+        decoys = [save(synthetic(like, 10_000 + i), tmp / "decoys" / f"d{i}.lfp") for i in range(50)]
+        suspect = sketch_model(open_model(root / "llama-a-sft"))
+        print("3. Match one suspect (llama-a-sft) against N indexed bases (shortlist 8 scored in full)")
+        rows = []
+        for n in a.sizes:
+            idx = Index(tmp / f"idx{n}")
+            items: list[tuple[str | Path, str | None, str | None]] = [(f, name, name) for name, f in base_files.items()]
+            items += [(decoys[i % len(decoys)], f"decoy-{i}", f"decoy-{i}") for i in range(max(0, n - len(items)))]
+            idx.add_many(items[:n])
+            idx = Index(tmp / f"idx{n}")  # reopen: time includes nothing cached from building
+            times, screens = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                res, stats = idx.match(suspect)
+                times.append(time.perf_counter() - t)
+                screens.append(stats["screen_seconds"])
+            rows.append([f"{n:,}", f"{np.median(screens) * 1000:.1f} ms", f"{np.median(times) * 1000:.0f} ms",
+                         res[0].family, f"{res[0].score:.3f}"])
+        print(table(rows, ["N bases", "screen", "match total (median of 5)", "top family", "score"]))
+        print()
+
+        print("4. Shortlist recall: zoo roots + 1,000 decoys indexed, shortlist 8")
+        idx = Index(tmp / "recall")
+        items = [(f, name, name) for name, f in base_files.items()]
+        items += [(decoys[i % len(decoys)], f"decoy-{i}", f"decoy-{i}") for i in range(1000)]
+        idx.add_many(items)
+        hits, total, worst = 0, 0, 0
+        for m in man["models"]:
+            if not m["parents"]:
+                continue
+            sk2 = sketch_model(open_model(root / m["path"]))
+            short = [name for name, _, _ in idx.screen(sk2, 8)]
+            for r in m["roots"]:
+                total += 1
+                if r in short:
+                    hits += 1
+                    worst = max(worst, short.index(r) + 1)
+        print(f"true root in the shortlist: {hits}/{total} (worst rank {worst} of 8)")
+
+
+if __name__ == "__main__":
+    main()
