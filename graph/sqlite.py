@@ -72,7 +72,8 @@ def _reach_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> st
         f"  SELECT e.{far}, r.depth + 1 FROM r JOIN {t} e ON e.{near} = r.key "
         f"WHERE r.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, _, score, _, _ in tables)
     selects = "\nUNION ALL\n".join(
-        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)} FROM n JOIN {t} e ON e.{near} = n.key "
+        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM n JOIN {t} e "
+        f"ON e.{near} = n.key JOIN model m ON m.key = e.{far} "
         f"WHERE n.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
     # UNION (not UNION ALL) drops repeated (key, depth) pairs; the depth bound ends cycles in bad data.
     return f"""
@@ -98,7 +99,8 @@ def _reach_all_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -
         f"  SELECT e.{far} FROM r JOIN {t} e ON e.{near} = r.key WHERE ({col(score)} IS NULL OR {col(score)} >= ?)"
         for t, _, score, _, _ in tables)
     selects = "\nUNION ALL\n".join(
-        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)} FROM r JOIN {t} e ON e.{near} = r.key "
+        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM r JOIN {t} e "
+        f"ON e.{near} = r.key JOIN model m ON m.key = e.{far} "
         f"WHERE ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
     return f"WITH RECURSIVE r(key) AS (\n  SELECT ?\n  UNION\n{steps}\n)\n{selects}\n"
 
@@ -114,6 +116,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._reached: dict[str, tuple[str, str | None]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -129,6 +132,7 @@ class SqliteStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._reached = {}  # labels cached by the last traversal may be stale after any write
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.executemany(sql, rows)
@@ -229,10 +233,15 @@ class SqliteStore:
         return [found[k] for k in sorted(found)]
 
     def labels(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-        # One statement whatever the count: the keys travel as one JSON array parameter.
-        rows = self.db.execute("SELECT key, id, license FROM model WHERE key IN (SELECT value FROM json_each(?))",
-                               (json.dumps(list(keys)),))
-        return {k: (m, lic) for k, m, lic in rows}
+        # The last traversal already joined the labels of every node it reached; look up only the rest,
+        # in one statement whatever the count (the keys travel as one JSON array parameter).
+        out = {k: self._reached[k] for k in keys if k in self._reached}
+        missing = [k for k in keys if k not in out]
+        if missing:
+            rows = self.db.execute("SELECT key, id, license FROM model WHERE key IN (SELECT value FROM json_each(?))",
+                                   (json.dumps(missing),))
+            out.update((k, (m, lic)) for k, m, lic in rows)
+        return out
 
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
         n_tables = len(_TABLES[mode])
@@ -241,7 +250,9 @@ class SqliteStore:
         else:
             params = [key, *([depth, min_score] * n_tables), *([depth, min_score] * n_tables)]
             rows = self.db.execute(_REACH[(mode, upward)], params).fetchall()
-        return [EdgeRow._make(r) for r in rows]
+        far = 1 if upward else 0
+        self._reached = {r[far]: (r[6], r[7]) for r in rows}
+        return [EdgeRow._make(r[:6]) for r in rows]
 
     def family_of(self, key: str) -> FamilyRecord | None:
         row = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license FROM in_family i "
