@@ -7,7 +7,8 @@ For ``K = F Fᵀ`` and ``L = G Gᵀ`` over the same ``n`` residual coordinates, 
     tr(K̃ L̃) = ‖Fᵀ G‖²_F − kᵀl,   1ᵀK̃1 = ‖Fᵀ1‖² − Σk,   K̃1 = F(Fᵀ1) − k
 
 so a layer costs O(n·r_F·r_G) instead of O(n²·rows). With exact factors this equals U-centred CKA on
-the Grams; with rank-``r`` factors the error is bounded by the dropped tail share of ``‖K‖_F²``.
+the Grams; with rank-``r`` factors the error is bounded by the dropped tail share of ``‖K‖_F²``. When the
+factors are wide (r² ≥ n) and n is moderate, dense U-centred Grams are cheaper and are used instead.
 """
 
 from __future__ import annotations
@@ -23,19 +24,33 @@ from fingerprint.errors import ComparisonError
 from fingerprint.similarity.align import chance_lap_quality, procrustes, signed_lap
 from fingerprint.sketch import Sketch, bottom_k
 
+#: Below this width, and when factors are wide (r² ≥ n), a pair is scored on dense U-centred Grams:
+#: O(n²) per CKA instead of O(n·r²), at n² memory per Gram (32 MB at 2048).
+DENSE_MAX = 2048
+
 
 @dataclass
 class Factor:
-    """A Gram factor with the statistics its HSIC terms need, precomputed once."""
+    """A Gram factor with the statistics its HSIC terms need, precomputed once; or, in dense mode, the
+    U-centred Gram itself (``centred``)."""
 
     f: torch.Tensor
     diag: torch.Tensor
     k1: torch.Tensor
     one: float
     self_h: float
+    centred: torch.Tensor | None = None
+    gram: torch.Tensor | None = None
 
 
-def factor(f: torch.Tensor) -> Factor:
+def use_dense(n: int, ranks: list[int]) -> bool:
+    return n <= DENSE_MAX and max(ranks) ** 2 >= n
+
+
+def factor(f: torch.Tensor, dense: bool = False) -> Factor:
+    if dense:
+
+        return _dense(f, f @ f.T)
     diag = (f * f).sum(dim=1)
     s = f.sum(dim=0)
     k1 = f @ s - diag
@@ -45,7 +60,29 @@ def factor(f: torch.Tensor) -> Factor:
     return fac
 
 
+def _dense(f: torch.Tensor, gram: torch.Tensor) -> Factor:
+    from fingerprint.similarity.cka import u_center
+
+    c = u_center(gram)
+    empty = torch.empty(0, dtype=gram.dtype)
+    return Factor(f, empty, empty, 0.0, float((c * c).sum()), c, gram)
+
+
+def permuted(a: Factor, index: np.ndarray, sign: np.ndarray) -> Factor:
+    """The factor of ``D P G Pᵀ D`` (rows of ``F`` reindexed and signed); dense Grams are reindexed, O(n²)."""
+    if a.gram is not None:
+        idx = torch.from_numpy(index)
+        sg = torch.from_numpy(sign).to(a.gram.dtype)
+        return _dense(a.f, a.gram[idx][:, idx] * sg[:, None] * sg[None, :])
+    return factor(_signed_rows(a.f, index, sign))
+
+
 def _hsic(a: Factor, b: Factor) -> float:
+    if a.centred is not None and b.centred is not None:
+        # ⟨K_c, L_c⟩ is n(n−3)·HSIC_u: the same constant for every term of a CKA, so it cancels.
+        return float((a.centred * b.centred).sum())
+    if a.centred is not None or b.centred is not None:
+        raise ValueError("a CKA needs both Grams in the same (dense or factored) form")
     n = a.f.shape[0]
     cross = a.f.T @ b.f
     tr = float((cross * cross).sum() - a.diag @ b.diag)
@@ -113,8 +150,10 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
     sp = signed_lap(e_b, e_t)
     chance = chance_lap_quality(e_b, e_t)
     tb = [(torch.from_numpy(q), torch.from_numpy(k)) for q, k in zip(mb.q, mb.k)]
-    ft = [(factor(torch.from_numpy(q)), factor(torch.from_numpy(k))) for q, k in zip(mt.q, mt.k)]
-    aligned = [(factor(_signed_rows(q, sp.index, sp.sign)), factor(_signed_rows(k, sp.index, sp.sign))) for q, k in tb]
+    dense = use_dense(mt.width, [f.shape[1] for f in [*mb.q, *mb.k, *mt.q, *mt.k]])
+    ft = [(factor(torch.from_numpy(q), dense), factor(torch.from_numpy(k), dense)) for q, k in zip(mt.q, mt.k)]
+    aligned = [(factor(_signed_rows(q, sp.index, sp.sign), dense), factor(_signed_rows(k, sp.index, sp.sign), dense))
+               for q, k in tb]
     rows, score = score_layers(aligned, ft, None)
     alignment, fit, notes = "signed-lap", None, []
     if sp.quality < poor_ratio * chance or sp.quality < poor_abs:
@@ -127,7 +166,7 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
         g = torch.Generator().manual_seed(1)
         _, fit0 = procrustes(xb, xt[torch.randperm(xt.shape[0], generator=g)])
         if fit >= min_fit and fit - fit0 >= min_gain:
-            rot = [(factor(r.T @ q), factor(r.T @ k)) for q, k in tb]
+            rot = [(factor(r.T @ q, dense), factor(r.T @ k, dense)) for q, k in tb]
             prow, pscore = score_layers(rot, ft, None)
             if pscore > score:
                 rows, score, aligned, alignment = prow, pscore, rot, "procrustes"
@@ -144,7 +183,7 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
     for _ in range(null_draws):
         perm = rng.permutation(d_t)
         sg = rng.choice([-1.0, 1.0], d_t)
-        shuffled = [(factor(_signed_rows(q.f, perm, sg)), factor(_signed_rows(k.f, perm, sg))) for q, k in ft]
+        shuffled = [(permuted(q, perm, sg), permuted(k, perm, sg)) for q, k in ft]
         null.append(score_layers(aligned, shuffled, pairs)[1])
     return SketchComparison(score, null, rows, alignment, sp.quality, chance, fit, len(keys), d_t, swap, notes,
                             time.perf_counter() - t0)
