@@ -171,13 +171,9 @@ class SqliteStore:
         return len(ok)
 
     def _existing(self, keys: set[str]) -> set[str]:
-        found: set[str] = set()
-        ks = sorted(keys)
-        for i in range(0, len(ks), 900):
-            part = ks[i : i + 900]
-            found.update(k for (k,) in self.db.execute(
-                f"SELECT key FROM model WHERE key IN ({', '.join('?' * len(part))})", part))
-        return found
+        # One statement whatever the count, like labels(): the keys travel as one JSON array.
+        return {k for (k,) in self.db.execute("SELECT key FROM model WHERE key IN (SELECT value FROM json_each(?))",
+                                               (json.dumps(sorted(keys)),))}
 
     def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
         have = self._existing({r.src for r in rows} | {r.dst for r in rows})

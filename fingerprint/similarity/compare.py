@@ -27,6 +27,7 @@ from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import ComparisonError
 from fingerprint.similarity.align import chance_lap_quality, signed_lap
 from fingerprint.similarity.cka import cka_centered, u_center
+from fingerprint.similarity.factored import too_few_shared
 from fingerprint.similarity.grams import plain_gram
 from fingerprint.tokenizer import shared_tokens
 
@@ -196,9 +197,7 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
 
         keys = bottom_k(sorted(set(a.vocab().keys) & set(b.vocab().keys)), MAX_ANCHORS)
         if len(keys) < MIN_SHARED_TOKENS:
-            raise ComparisonError(
-                f"the two tokenizers share only {len(keys)} tokens after normalization; residual streams "
-                "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
+            raise too_few_shared(len(keys))
         res = compare_fingerprints(sketch_model(a, rank=None, keys=keys), sketch_model(b, rank=None, keys=keys))
         res.bytes_read = {"a": a.bytes_read, "b": b.bytes_read}
         return res
@@ -206,9 +205,7 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
     notes: list[str] = []
     ids_a, ids_b, _ = shared_tokens(a.vocab(), b.vocab())
     if len(ids_a) < MIN_SHARED_TOKENS:
-        raise ComparisonError(
-            f"the two tokenizers share only {len(ids_a)} tokens after normalization; residual streams "
-            "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
+        raise too_few_shared(len(ids_a))
     ids_a, ids_b = _anchor_ids(ids_a, ids_b)
     # Reference = the wider model (AWM's rule); T's coordinates are matched into it.
     swap = b.spec.hidden_size > a.spec.hidden_size

@@ -29,6 +29,13 @@ from fingerprint.sketch import Sketch, bottom_k
 DENSE_MAX = 2048
 
 
+def too_few_shared(n: int) -> ComparisonError:
+    """The one error for a pair whose vocabularies barely overlap (weight methods cannot align them)."""
+    return ComparisonError(
+        f"the two tokenizers share only {n} tokens after normalization; residual streams "
+        "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
+
+
 @dataclass
 class Factor:
     """A Gram factor with the statistics its HSIC terms need, precomputed once; or, in dense mode, the
@@ -139,9 +146,7 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
     t0 = time.perf_counter()
     keys = bottom_k(sorted(set(a.index) & set(b.index)), max_anchors)
     if len(keys) < min_shared:
-        raise ComparisonError(
-            f"the two tokenizers share only {len(keys)} tokens after normalization; residual streams "
-            "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
+        raise too_few_shared(len(keys))
     swap = b.width > a.width
     mb, mt = (b, a) if swap else (a, b)
     rb = [mb.index[k] for k in keys]
