@@ -73,7 +73,7 @@ def _rows(store: LineageStore, start: str, best: dict[str, tuple[int, float | No
         parent = e.dst if not upward else e.src
         out.append(Lineage(id=rid, key=key, hops=hops, min_score=low,
                            via="detected" if e.kind == "DERIVED_FROM" else "declared",
-                           parent=labels.get(parent, (parent, None))[0], extra={"license": lic}))
+                           parent=labels.get(parent, (parent, None))[0], extra={"license": lic, "score": e.score}))
     return sorted(out, key=lambda r: (r.hops, r.id))
 
 

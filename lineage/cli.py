@@ -124,10 +124,12 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
 
 
 def _register() -> None:
-    from lineage import graph_commands, index_commands
+    from lineage import demo, graph_commands, hub_commands, index_commands
 
-    for cmd in (*index_commands.COMMANDS, *graph_commands.COMMANDS):
+    for cmd in (demo.demo, hub_commands.crawl, hub_commands.hubsim, *index_commands.COMMANDS,
+                *graph_commands.COMMANDS):
         main.add_command(cmd)
+    index_commands.index.add_command(hub_commands.bootstrap)
 
 
 _register()

@@ -62,17 +62,23 @@ def index() -> None:
 
 
 @index.command("add")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path")
 @click.option("--family", default=None, help="Family name (default: the entry name).")
 @click.option("--name", default=None, help="Entry name (default: the model's source name).")
+@click.option("--endpoint", default=None, help="Hub to read REPO_ID from (default $LINEAGE_HUB_ENDPOINT).")
 @output_options
 @handle_errors
-def index_add(path: str, family: str | None, name: str | None, as_json: bool) -> None:
-    """Add a base (a fingerprint file, or a model directory / .gguf to fingerprint now).
+def index_add(path: str, family: str | None, name: str | None, endpoint: str | None, as_json: bool) -> None:
+    """Add a base: a fingerprint file, a model directory / .gguf, or a Hub REPO_ID.
+
+    A REPO_ID is fingerprinted straight from the Hub by ranged reads (HF_TOKEN for gated bases: the
+    token's account must have accepted the terms on the model page) and also written to the lineage
+    store as the root of its family.
 
     Example:
 
         lineage index add ./Llama-2-7b-hf --family llama-2
+        lineage index add meta-llama/Llama-2-7b-hf --family llama-2
     """
     import tempfile
     from dataclasses import asdict
@@ -80,7 +86,11 @@ def index_add(path: str, family: str | None, name: str | None, as_json: bool) ->
     from fingerprint.index import Index
     from fingerprint.sketch import save
 
-    if path.endswith(".lfp"):
+    if not Path(path).exists():
+        from lineage.hub_commands import add_from_hub
+
+        e = add_from_hub(path, family, endpoint)
+    elif path.endswith(".lfp"):
         e = Index(index_dir()).add(path, name=name, family=family)
     else:
         with tempfile.TemporaryDirectory() as tmp:

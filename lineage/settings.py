@@ -25,6 +25,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_NEO4J_USER", "neo4j", "Neo4j user name (when LINEAGE_GRAPH is a URI)."),
     Setting("LINEAGE_NEO4J_PASSWORD", "", "Neo4j password (when LINEAGE_GRAPH is a URI)."),
     Setting("LINEAGE_NEO4J_DATABASE", "neo4j", "Neo4j database name (when LINEAGE_GRAPH is a URI)."),
+    Setting("LINEAGE_HUB_ENDPOINT", "https://huggingface.co",
+            "Hub the crawler reads (lineage crawl --endpoint overrides it); the token is HF_TOKEN."),
 )
 
 
@@ -43,6 +45,7 @@ class Settings:
     neo4j_user: str
     neo4j_password: str
     neo4j_database: str
+    hub_endpoint: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,6 +63,7 @@ class Settings:
             neo4j_user=get("LINEAGE_NEO4J_USER"),
             neo4j_password=get("LINEAGE_NEO4J_PASSWORD"),
             neo4j_database=get("LINEAGE_NEO4J_DATABASE"),
+            hub_endpoint=get("LINEAGE_HUB_ENDPOINT"),
         )
 
 

@@ -16,6 +16,7 @@ taken as rarer (documented fallback).
 from __future__ import annotations
 
 import functools
+import hashlib
 import sysconfig
 from pathlib import Path
 
@@ -46,10 +47,21 @@ def token_counts(m: CanonicalModel) -> dict[int, int] | None:
     """Token-id counts of the reference corpus under the model's tokenizer (None if unavailable)."""
     if m.spec.source_format != "safetensors" or not m.repo.exists("tokenizer.json"):
         return None
+    raw = m.repo.read_bytes("tokenizer.json")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest not in _COUNTS:  # tokenizing 2 MB takes seconds; an evaluation would pay it twice per pair
+        _COUNTS[digest] = _count(raw)
+    return _COUNTS[digest]
+
+
+_COUNTS: dict[str, dict[int, int] | None] = {}
+
+
+def _count(raw: bytes) -> dict[int, int] | None:
     try:
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_str(m.repo.read_bytes("tokenizer.json").decode("utf-8"))
+        tok = Tokenizer.from_str(raw.decode("utf-8"))
     except Exception:  # a tokenizer the library cannot build: use the fallback ranking
         return None
     counts: dict[int, int] = {}

@@ -1,0 +1,54 @@
+"""One error hierarchy for the crawler (``CrawlerError`` at the root).
+
+Errors carry fields (repo id, URL, status) and subclass the built-in they resemble.
+"""
+
+from __future__ import annotations
+
+
+class CrawlerError(Exception):
+    """Root of every error the crawler raises on purpose."""
+
+
+class HubRequestError(CrawlerError, OSError):
+    """A Hub request failed after the retries it was allowed.
+
+    Attributes:
+        url: what was requested.
+        status: the last HTTP status (None for a network error or timeout).
+    """
+
+    def __init__(self, url: str, status: int | None, reason: str) -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{url}: {reason}" + (f" (HTTP {status})" if status else ""))
+
+
+class RangeNotHonouredError(HubRequestError):
+    """The server answered a ranged read without 206 and the exact ``Content-Range``.
+
+    We never accept a 200 here: it would mean reading a multi-GB body to get a few kilobytes.
+    """
+
+
+class GatedRepoError(CrawlerError, PermissionError):
+    """The repo's files need an accepted licence (``gated``); metadata is still readable."""
+
+    def __init__(self, repo_id: str, with_token: bool) -> None:
+        self.repo_id = repo_id
+        hint = ("the token's account has not accepted the terms: accept them on the model page"
+                if with_token else "set HF_TOKEN for an account that accepted the terms on the model page")
+        super().__init__(f"{repo_id} is gated: {hint}")
+
+
+class RepoNotFoundError(CrawlerError, LookupError):
+    """The repo does not exist, is private, or was deleted."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        super().__init__(f"{repo_id}: repository not found (missing, private or deleted)")
+
+
+class CrawlStateError(CrawlerError):
+    """The persisted crawl state cannot be read or written."""

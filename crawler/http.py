@@ -1,0 +1,253 @@
+"""HTTP for the crawler: one retry policy, and byte sources that read tensors by ranged requests.
+
+The ``huggingface_hub`` client retries its listings, but not ``model_info`` nor ranged reads (see
+``hub-crawling.md`` §1.5), so :func:`with_retries` wraps those. :class:`HttpFileSource` is the
+checkpoint reader's byte source over HTTP: it asks ``/resolve`` once per file without following the
+redirect, keeps the CDN ``Location``, and sends every range straight there (one resolver hit per file).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx2
+from huggingface_hub import constants
+from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils._http import get_session
+
+from crawler.errors import GatedRepoError, HubRequestError, RangeNotHonouredError, RepoNotFoundError
+from fingerprint.io.source import MAX_SMALL_FILE_BYTES, check_range, safe_relative_name
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RATELIMIT_T = re.compile(r";\s*t=(\d+)")
+
+
+def pin_endpoint(endpoint: str) -> None:
+    """Point ``huggingface_hub``'s global endpoint at ours.
+
+    ``HfApi(endpoint=...)`` covers the API calls, but the client also builds some URLs from the
+    import-time ``HF_ENDPOINT`` (its once-a-day agent-registry fetch among them): without this, a crawl
+    of a loopback stand-in would still contact huggingface.co.
+    """
+    constants.ENDPOINT = endpoint.rstrip("/")
+
+
+def retry_delay(status: int | None, headers: Any, attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based).
+
+    On 429: the ``RateLimit`` header's ``t`` (seconds to reset) plus 1, else ``Retry-After``; otherwise
+    capped exponential backoff ``min(cap, base·2^attempt)`` with ±25% jitter.
+    """
+    if status == 429 and headers is not None:
+        m = _RATELIMIT_T.search(headers.get("RateLimit", "") or "")
+        if m:
+            return min(cap, int(m.group(1)) + 1.0)
+        ra = str(headers.get("Retry-After") or "")
+        if ra and ra.strip().isdigit():
+            return min(cap, float(ra))
+    return float(min(cap, base * 2**attempt) * random.uniform(0.75, 1.25))
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = 6, sleep: Callable[[float], None] = time.sleep,
+                 base: float = 0.5) -> T:
+    """Run ``call``, retrying on 408/429/5xx, timeouts and dropped connections.
+
+    Raises:
+        HubRequestError: after ``attempts`` failures, or at once for other HTTP errors.
+    """
+    for attempt in range(attempts):
+        status: int | None = None
+        headers: Any = None
+        try:
+            return call()
+        except (RepositoryNotFoundError, HfGatedRepoError):
+            raise  # not transient; the caller maps these
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            headers = e.response.headers if e.response is not None else None
+            if status not in RETRY_STATUSES:
+                raise HubRequestError(what, status, str(e).splitlines()[0]) from e
+            err: Exception = e
+        except HubRequestError as e:
+            if (e.status is not None and e.status not in RETRY_STATUSES) or isinstance(e, RangeNotHonouredError):
+                raise
+            status, headers, err = e.status, getattr(e, "headers", None), e
+        except (httpx2.TransportError, httpx2.TimeoutException) as e:
+            err = e
+        if attempt == attempts - 1:
+            raise HubRequestError(what, status, f"gave up after {attempts} attempts: {err}") from err
+        delay = retry_delay(status, headers, attempt, base)
+        LOG.info("retrying %s in %.1fs (%s)", what, delay, status or type(err).__name__)
+        sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class _StatusError(HubRequestError):
+    """A retryable HTTP status seen on a raw request; keeps the headers for :func:`retry_delay`."""
+
+    def __init__(self, url: str, status: int, headers: Any) -> None:
+        super().__init__(url, status, "server error")
+        self.headers = headers
+
+
+def _check(r: httpx2.Response, url: str, repo_id: str, token: str | None) -> None:
+    """Map a raw response to our errors (the Hub's ``X-Error-Code`` first, then the status)."""
+    code = r.headers.get("X-Error-Code", "")
+    if code == "GatedRepo":
+        raise GatedRepoError(repo_id, with_token=bool(token))
+    if code == "RepoNotFound" or r.status_code == 401:
+        raise RepoNotFoundError(repo_id)
+    if r.status_code in RETRY_STATUSES:
+        raise _StatusError(url, r.status_code, r.headers)
+    if r.status_code >= 400:
+        raise HubRequestError(url, r.status_code, r.headers.get("X-Error-Message") or code or "request failed")
+
+
+class HttpFileSource:
+    """A :class:`fingerprint.io.source.ByteSource` over one Hub file, read by ``Range`` requests.
+
+    Every response must be 206 with ``Content-Range: bytes a-b/size`` for exactly the bytes asked for;
+    anything else raises :class:`RangeNotHonouredError` rather than reading a whole file.
+    """
+
+    #: Over HTTP a round trip costs more than bytes: the first read takes 100 kB, which holds 97% of
+    #: safetensors headers (huggingface_hub's own choice), so the header usually costs one request.
+    header_prefetch = 100_000
+
+    def __init__(self, client: httpx2.Client, url: str, size: int, repo_id: str, name: str,
+                 token: str | None = None, timeout: float = 30.0, attempts: int = 6) -> None:
+        self.client, self.url, self._size = client, url, size
+        self.repo_id, self.name, self.token = repo_id, name, token
+        self.timeout, self.attempts = timeout, attempts
+        self._bytes_read = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def bytes_read(self) -> int:
+        return self._bytes_read
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(self.name, self._size, offset, length)
+        if length == 0:
+            return b""
+        data = with_retries(lambda: self._get(offset, length), f"{self.repo_id}/{self.name}", self.attempts)
+        with self._lock:
+            self._bytes_read += length
+        return data
+
+    def _get(self, offset: int, length: int) -> bytes:
+        end = offset + length - 1
+        headers = {"Range": f"bytes={offset}-{end}", "Accept-Encoding": "identity"}
+        with self._lock:
+            self.requests += 1
+        r = self.client.get(self.url, headers=headers, timeout=self.timeout, follow_redirects=False)
+        _check(r, self.url, self.repo_id, self.token)
+        want = f"bytes {offset}-{end}/{self._size}"
+        if r.status_code != 206 or r.headers.get("Content-Range") != want:
+            raise RangeNotHonouredError(self.url, r.status_code,
+                                        f"expected 206 with Content-Range {want!r}, got {r.headers.get('Content-Range')!r}")
+        if len(r.content) != length:  # a connection cut mid-body: retry the range
+            raise _StatusError(self.url, 503, r.headers)
+        return r.content
+
+
+class HttpRepo:
+    """A :class:`fingerprint.io.source.Repo` over one Hub repo at a fixed commit.
+
+    Small files (config, tokenizer, index) are read whole through ``/resolve``; weight files get an
+    :class:`HttpFileSource` on the redirect target. ``sizes`` (from ``model_info(files_metadata=True)``)
+    bounds what we agree to read before any request is made.
+    """
+
+    def __init__(self, endpoint: str, repo_id: str, revision: str, sizes: dict[str, int],
+                 token: str | None = None, timeout: float = 30.0, attempts: int = 6) -> None:
+        self.endpoint, self.repo_id, self.revision = endpoint.rstrip("/"), repo_id, revision
+        self.name = repo_id
+        self.sizes = {safe_relative_name(k, repo_id): v for k, v in sizes.items()}
+        self.token, self.timeout, self.attempts = token, timeout, attempts
+        self.client = get_session()
+        self._sources: dict[str, HttpFileSource] = {}
+        self.small_bytes_read = 0
+        self.resolver_requests = 0
+
+    def url(self, filename: str) -> str:
+        return f"{self.endpoint}/{self.repo_id}/resolve/{quote(self.revision, safe='')}/{quote(filename)}"
+
+    def _headers(self, url: str) -> dict[str, str]:
+        # the token goes to the Hub origin only, never to the CDN (as huggingface_hub does cross-origin)
+        same = urlsplit(url).netloc == urlsplit(self.endpoint).netloc
+        return build_hf_headers(token=self.token) if self.token and same else {}
+
+    def exists(self, filename: str) -> bool:
+        return safe_relative_name(filename, self.repo_id) in self.sizes
+
+    def files(self) -> list[str]:
+        return sorted(self.sizes)
+
+    def read_bytes(self, filename: str, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
+        size = self.sizes.get(safe_relative_name(filename, self.repo_id))
+        if size is None:
+            raise HubRequestError(self.url(filename), 404, f"{filename} is not in {self.repo_id}")
+        if size > max_bytes:
+            raise HubRequestError(self.url(filename), None, f"file of {size} bytes exceeds the {max_bytes}-byte limit")
+
+        def get() -> bytes:
+            url = self.url(filename)
+            self.resolver_requests += 1
+            r = self.client.get(url, headers=self._headers(url), timeout=self.timeout, follow_redirects=True)
+            _check(r, url, self.repo_id, self.token)
+            if len(r.content) != size:
+                raise _StatusError(url, 503, r.headers)
+            return r.content
+
+        data = with_retries(get, f"{self.repo_id}/{filename}", self.attempts)
+        self.small_bytes_read += len(data)
+        return data
+
+    def source(self, filename: str) -> HttpFileSource:
+        if filename not in self._sources:
+            size = self.sizes.get(safe_relative_name(filename, self.repo_id))
+            if size is None:
+                raise HubRequestError(self.url(filename), 404, f"{filename} is not in {self.repo_id}")
+            location = with_retries(lambda: self._locate(filename), f"{self.repo_id}/{filename}", self.attempts)
+            self._sources[filename] = HttpFileSource(self.client, location, size, self.repo_id, filename,
+                                                     self.token, self.timeout, self.attempts)
+        return self._sources[filename]
+
+    def _locate(self, filename: str) -> str:
+        """One ``HEAD /resolve`` without following the redirect: the CDN URL every range goes to."""
+        url = self.url(filename)
+        self.resolver_requests += 1
+        r = self.client.head(url, headers=self._headers(url), timeout=self.timeout, follow_redirects=False)
+        if r.status_code in (301, 302, 303, 307, 308):
+            loc = r.headers.get("Location", "")
+            if not loc:
+                raise HubRequestError(url, r.status_code, "redirect without Location")
+            return loc if "://" in loc else f"{self.endpoint}{loc}"
+        _check(r, url, self.repo_id, self.token)
+        return url  # a small (non-LFS) file is served by the Hub origin itself
+
+    @property
+    def weight_bytes_read(self) -> int:
+        return sum(s.bytes_read for s in self._sources.values())
+
+    @property
+    def range_requests(self) -> int:
+        return sum(s.requests for s in self._sources.values())

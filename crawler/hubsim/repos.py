@@ -1,0 +1,201 @@
+"""The repositories a loopback Hub stand-in serves: files on disk plus the metadata the Hub computes.
+
+A :class:`SimRepo` is one model repo at its current commit. Weight files (``.safetensors``, ``.gguf``,
+``.bin``) are LFS files: the stand-in redirects them to its "CDN" origin, as the Hub does. Everything
+else is a small git file served directly. Dates are the tests' to control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx")
+
+Gated = Literal[False, "auto", "manual"]
+
+
+def iso(t: datetime) -> str:
+    """The Hub's timestamp format: ``2026-11-21T10:00:00.000Z``."""
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def object_id(repo_id: str) -> str:
+    """A stable 24-hex ``_id`` (the Hub's are Mongo object ids); it survives renames in the stand-in."""
+    return hashlib.sha1(("_id:" + repo_id).encode()).hexdigest()[:24]
+
+
+@dataclass
+class SimFile:
+    """One file of a repo: its bytes live at ``path``; hashes are computed once."""
+
+    name: str
+    path: Path
+    size: int = 0
+    sha1: str = ""
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        data = self.path.read_bytes()
+        self.size = len(data)
+        # git's blob id is sha1("blob <size>\0" + content); LFS keys on sha256 of the content
+        self.sha1 = hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+
+    @property
+    def lfs(self) -> bool:
+        return self.name.endswith(LFS_SUFFIXES)
+
+
+@dataclass
+class SimRepo:
+    """A model repo as the stand-in serves it."""
+
+    repo_id: str
+    files: dict[str, SimFile]
+    created_at: datetime
+    last_modified: datetime
+    gated: Gated = False
+    private: bool = False
+    card: dict[str, Any] = field(default_factory=dict)
+    pipeline_tag: str | None = "text-generation"
+    library_name: str | None = None
+    _id: str = ""
+
+    def __post_init__(self) -> None:
+        self._id = self._id or object_id(self.repo_id)
+        if not self.card and "README.md" in self.files:
+            self.card = front_matter(self.files["README.md"].path.read_text("utf-8", errors="replace"))
+        self.library_name = self.library_name or self.card.get("library_name") or (
+            "gguf" if any(f.endswith(".gguf") for f in self.files) else "transformers")
+
+    @property
+    def author(self) -> str:
+        return self.repo_id.split("/")[0]
+
+    @property
+    def sha(self) -> str:
+        """The commit: a hash of every file's name and blob id, so any change of content changes it."""
+        h = hashlib.sha1(self.repo_id.encode())
+        for name in sorted(self.files):
+            h.update(f"{name}\x00{self.files[name].sha1}\x00".encode())
+        return h.hexdigest()
+
+    def config(self) -> dict[str, Any] | None:
+        f = self.files.get("config.json")
+        if f is None:
+            return None
+        try:
+            cfg = json.loads(f.path.read_text("utf-8"))
+        except ValueError:
+            return None
+        keep = ("architectures", "model_type", "tokenizer_config", "quantization_config")
+        return {k: cfg[k] for k in keep if k in cfg} if isinstance(cfg, dict) else None
+
+    def tags(self) -> list[str]:
+        tags = [self.library_name or "transformers"]
+        if any(n.endswith(".safetensors") for n in self.files):
+            tags.append("safetensors")
+        if any(n.endswith(".gguf") for n in self.files):
+            tags.append("gguf")
+        if self.pipeline_tag:
+            tags.append(self.pipeline_tag)
+        lic = self.card.get("license")
+        if isinstance(lic, str):
+            tags.append(f"license:{lic}")
+        base = self.base_models()
+        if base:
+            for m in base["models"]:
+                tags += [f"base_model:{m['id']}", f"base_model:{base['relation']}:{m['id']}"]
+        return tags
+
+    def base_models(self) -> dict[str, Any] | None:
+        """``baseModels`` as the Hub computes it from the card (relation inferred when not declared)."""
+        base = self.card.get("base_model")
+        if not base:
+            return None
+        ids = [base] if isinstance(base, str) else [b for b in base if isinstance(b, str)]
+        relation = self.card.get("base_model_relation")
+        if relation not in ("finetune", "adapter", "merge", "quantized"):
+            if any(n.endswith(".gguf") for n in self.files):
+                relation = "quantized"
+            elif "adapter_config.json" in self.files:
+                relation = "adapter"
+            else:
+                relation = "merge" if len(ids) > 1 else "finetune"
+        return {"relation": relation, "models": [{"_id": object_id(i), "id": i} for i in ids]}
+
+    def safetensors_info(self) -> dict[str, Any] | None:
+        """``safetensors`` parameter counts per dtype, from the headers (as the Hub computes it)."""
+        params: dict[str, int] = {}
+        for f in self.files.values():
+            if not f.name.endswith(".safetensors"):
+                continue
+            with open(f.path, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__":
+                    count = 1
+                    for s in v["shape"]:
+                        count *= s
+                    params[v["dtype"]] = params.get(v["dtype"], 0) + count
+        return {"parameters": params, "total": sum(params.values())} if params else None
+
+    def sibling(self, f: SimFile, blobs: bool) -> dict[str, Any]:
+        s: dict[str, Any] = {"rfilename": f.name}
+        if blobs:
+            s.update(size=f.size, blobId=f.sha1)
+            if f.lfs:
+                s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": 134}
+        return s
+
+    def info(self, blobs: bool = False) -> dict[str, Any]:
+        """The full ``/api/models/{id}`` payload."""
+        return {
+            "_id": self._id, "id": self.repo_id, "modelId": self.repo_id, "author": self.author,
+            "sha": self.sha, "createdAt": iso(self.created_at), "lastModified": iso(self.last_modified),
+            "private": self.private, "gated": self.gated, "disabled": False, "downloads": 0, "likes": 0,
+            "tags": self.tags(), "pipeline_tag": self.pipeline_tag, "library_name": self.library_name,
+            "cardData": self.card or None, "config": self.config(),
+            "siblings": [self.sibling(f, blobs) for f in sorted(self.files.values(), key=lambda f: f.name)],
+            "safetensors": self.safetensors_info(), "baseModels": self.base_models(), "childrenModelCount": 0,
+        }
+
+
+_FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+
+
+def front_matter(text: str) -> dict[str, Any]:
+    """The YAML front matter of a model card, for the flat keys and ``- item`` lists cards use.
+
+    The Hub parses full YAML; the stand-in only needs the keys the zoo writes (no PyYAML dependency).
+    """
+    m = _FRONT.match(text)
+    if not m:
+        return {}
+    out: dict[str, Any] = {}
+    key: str | None = None
+    for line in m.group(1).splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith(("- ", "  - ")) and key is not None:
+            item = line.split("-", 1)[1].strip().strip("'\"")
+            cur = out.get(key)
+            out[key] = [*cur, item] if isinstance(cur, list) else [item]
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            key, v = k.strip(), v.strip().strip("'\"")
+            out[key] = v if v else []
+    return {k: v for k, v in out.items() if v != []}
+
+
+def files_of(directory: Path) -> dict[str, SimFile]:
+    """Every file under ``directory`` keyed by its POSIX relative name."""
+    return {p.relative_to(directory).as_posix(): SimFile(p.relative_to(directory).as_posix(), p)
+            for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith(".")}

@@ -1,0 +1,171 @@
+"""What the crawler knows about a Hub model: frozen records parsed once, at the boundary.
+
+Nothing past this module sees a raw API payload. Every field from the Hub is validated (type, length,
+path safety) because every header, size and name from the Hub is untrusted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fingerprint.errors import UnsafePathError
+from fingerprint.io.source import safe_relative_name
+
+Relation = Literal["finetune", "adapter", "merge", "quantized", "unknown"]
+WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_FILES = 10_000
+
+
+def valid_repo_id(s: object) -> str | None:
+    """``s`` if it is a well-formed ``namespace/name`` repo id (no traversal, no URL), else None."""
+    if isinstance(s, str) and _REPO_ID.match(s) and ".." not in s:
+        return s
+    return None
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A weight file of a repo. ``sha256`` is the LFS content hash: equal hashes are equal bytes."""
+
+    name: str
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """One model repo at one commit, as listed and described by the Hub.
+
+    Attributes:
+        key: the Hub's ``_id`` (stable across renames); the graph's node key.
+        id: ``namespace/name``.
+        sha: the commit the metadata (and any weights read) belong to.
+        gated: ``False``, ``"auto"`` or ``"manual"``.
+        license, license_name, license_link: from the card.
+        base_models: declared bases (``base_model`` in the card, or ``baseModels``), validated ids.
+        base_keys: ``(id, _id)`` of declared bases the payload's ``baseModels`` names.
+        relation: declared or Hub-inferred relation to the bases.
+        architecture: ``config.architectures[0]`` read through the API (not ``/resolve``).
+        weights: safetensors/GGUF files with sizes and LFS hashes.
+        file_sizes: every file's size (what a ranged reader may be asked to read).
+        params: the server's parameter count (``safetensors.total``), if any.
+        adapter, gguf, quantized: flags from files, config and dtypes.
+    """
+
+    key: str
+    id: str
+    sha: str
+    author: str
+    created_at: datetime | None
+    last_modified: datetime | None
+    private: bool
+    gated: str | bool
+    license: str | None
+    license_name: str | None
+    license_link: str | None
+    base_models: tuple[str, ...]
+    base_keys: tuple[tuple[str, str], ...]
+    relation: Relation | None
+    tags: tuple[str, ...]
+    pipeline_tag: str | None
+    library: str | None
+    architecture: str | None
+    weights: tuple[WeightFile, ...]
+    file_sizes: dict[str, int] = field(hash=False, compare=False)
+    params: int | None = None
+    adapter: bool = False
+    gguf: bool = False
+    quantized: bool = False
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(w.size for w in self.weights)
+
+
+def _str(v: object, limit: int = 512) -> str | None:
+    return v[:limit] if isinstance(v, str) and v else None
+
+
+def _date(v: object) -> datetime | None:
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    if isinstance(v, str):
+        try:
+            d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return None
+
+
+def from_info(info: Any) -> HubModel:
+    """Build a :class:`HubModel` from a ``huggingface_hub`` ``ModelInfo`` (``files_metadata=True``).
+
+    Raises:
+        ValueError: the payload lacks an id, ``_id`` or sha, or names an unsafe file.
+    """
+    raw = vars(info)
+    repo_id = valid_repo_id(getattr(info, "id", None))
+    key = _str(raw.get("_id"), 64)
+    sha = _str(getattr(info, "sha", None), 64)
+    if repo_id is None or key is None or sha is None:
+        raise ValueError(f"model payload without a valid id/_id/sha: {getattr(info, 'id', None)!r}")
+    raw_card = getattr(info, "card_data", None)
+    card: dict[str, Any] = raw_card if isinstance(raw_card, dict) else {}
+    if raw_card is not None and hasattr(raw_card, "to_dict"):  # a ModelCardData
+        card = raw_card.to_dict()
+    declared = card.get("base_model") or card.get("finetuned_from")
+    bases = [declared] if isinstance(declared, str) else list(declared) if isinstance(declared, list) else []
+    bm = getattr(info, "base_models", None)
+    relation = None
+    keys: list[tuple[str, str]] = []
+    if isinstance(bm, dict):
+        relation = bm.get("relation")
+        for m in bm.get("models") or []:
+            if isinstance(m, dict) and valid_repo_id(m.get("id")) and _str(m.get("_id"), 64):
+                keys.append((str(m["id"]), str(m["_id"])[:64]))
+        if not bases:
+            bases = [m.get("id") for m in bm.get("models") or [] if isinstance(m, dict)]
+    rel = card.get("base_model_relation") or relation
+    sizes: dict[str, int] = {}
+    weights: list[WeightFile] = []
+    for s in (getattr(info, "siblings", None) or [])[:MAX_FILES]:
+        try:
+            name = safe_relative_name(s.rfilename, repo_id)
+        except UnsafePathError as e:
+            raise ValueError(str(e)) from e
+        size = s.lfs.size if s.lfs is not None else s.size
+        if not isinstance(size, int) or size < 0:
+            continue  # no size, no read: the reader refuses files it cannot bound
+        sizes[name] = size
+        if name.endswith(WEIGHT_SUFFIXES):
+            sha256 = s.lfs.sha256 if s.lfs is not None and _SHA256.match(str(s.lfs.sha256)) else None
+            weights.append(WeightFile(name, size, sha256))
+    cfg = getattr(info, "config", None) or {}
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    st = getattr(info, "safetensors", None)
+    dtypes = set(st.parameters) if st is not None else set()
+    names = set(sizes)
+    return HubModel(
+        key=key, id=repo_id, sha=sha, author=repo_id.split("/")[0],
+        created_at=_date(getattr(info, "created_at", None)), last_modified=_date(getattr(info, "last_modified", None)),
+        private=bool(getattr(info, "private", False)), gated=getattr(info, "gated", False) or False,
+        license=_str(card.get("license"), 64), license_name=_str(card.get("license_name"), 128),
+        license_link=_str(card.get("license_link")),
+        base_models=tuple(b for b in (valid_repo_id(x) for x in bases) if b), base_keys=tuple(keys),
+        relation=rel if rel in ("finetune", "adapter", "merge", "quantized") else None,
+        tags=tuple(t for t in (getattr(info, "tags", None) or []) if isinstance(t, str))[:200],
+        pipeline_tag=_str(getattr(info, "pipeline_tag", None), 64), library=_str(getattr(info, "library_name", None), 64),
+        architecture=_str(archs[0], 128) if isinstance(archs, list) and archs else None,
+        weights=tuple(weights), file_sizes=sizes,
+        params=st.total if st is not None and isinstance(st.total, int) else None,
+        adapter="adapter_config.json" in names or any(n.startswith("adapter_model") for n in names),
+        gguf=any(n.endswith(".gguf") for n in names),
+        quantized=bool(dtypes & {"I8", "U8", "I32", "I4", "F8_E4M3", "F8_E5M2"})
+        or (isinstance(cfg, dict) and "quantization_config" in cfg),
+    )

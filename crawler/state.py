@@ -1,0 +1,133 @@
+"""Persisted crawl state: watermarks, the work queue and the results, in one SQLite file.
+
+Why SQLite: every step commits atomically, so a crawler killed at any instant (SIGKILL included)
+restarts from what was committed: a model is either queued, or done with its result, never half.
+Keys are the Hub's ``(_id, sha)``: a new commit of a repo is new work, the same commit is not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from crawler.errors import CrawlStateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermark (endpoint TEXT, name TEXT, value TEXT, PRIMARY KEY (endpoint, name));
+CREATE TABLE IF NOT EXISTS queue (
+    endpoint TEXT, key TEXT, sha TEXT, id TEXT, created_at TEXT, last_modified TEXT,
+    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, seq INTEGER,
+    PRIMARY KEY (endpoint, key, sha));
+CREATE INDEX IF NOT EXISTS queue_pending ON queue (endpoint, status, seq);
+CREATE TABLE IF NOT EXISTS result (
+    endpoint TEXT, key TEXT, sha TEXT, id TEXT, status TEXT, reason TEXT, record TEXT,
+    processed_at TEXT, PRIMARY KEY (endpoint, key, sha));
+"""
+
+
+class CrawlState:
+    """The crawl state of one endpoint in ``path`` (see module docstring)."""
+
+    def __init__(self, path: str | Path, endpoint: str) -> None:
+        self.path = Path(path)
+        self.endpoint = endpoint.rstrip("/")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise CrawlStateError(f"cannot open crawl state {self.path}: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One atomic step."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    # -- watermarks -------------------------------------------------------------------------
+    def watermark(self, name: str) -> datetime | None:
+        row = self.db.execute("SELECT value FROM watermark WHERE endpoint=? AND name=?", (self.endpoint, name)).fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
+    def set_watermark(self, con: sqlite3.Connection, name: str, value: datetime) -> None:
+        con.execute("INSERT INTO watermark VALUES (?,?,?) ON CONFLICT DO UPDATE SET value=excluded.value "
+                    "WHERE excluded.value > watermark.value", (self.endpoint, name, value.isoformat()))
+
+    # -- queue ------------------------------------------------------------------------------
+    def enqueue(self, con: sqlite3.Connection, key: str, sha: str, repo_id: str,
+                created_at: datetime | None, last_modified: datetime | None) -> bool:
+        """Queue ``(key, sha)`` unless it is queued or done already; True if it is new work."""
+        seq = con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM queue WHERE endpoint=?", (self.endpoint,)).fetchone()[0]
+        cur = con.execute(
+            "INSERT OR IGNORE INTO queue (endpoint, key, sha, id, created_at, last_modified, seq) VALUES (?,?,?,?,?,?,?)",
+            (self.endpoint, key, sha, repo_id, _iso(created_at), _iso(last_modified), seq))
+        return cur.rowcount == 1
+
+    def known(self, key: str, sha: str) -> bool:
+        return self.db.execute("SELECT 1 FROM queue WHERE endpoint=? AND key=? AND sha=?",
+                               (self.endpoint, key, sha)).fetchone() is not None
+
+    def pending(self, limit: int | None = None) -> list[tuple[str, str, str]]:
+        """``(key, sha, id)`` of queued work, oldest first (parents were usually published first)."""
+        rows = self.db.execute(
+            "SELECT key, sha, id FROM queue WHERE endpoint=? AND status='pending' ORDER BY created_at, seq LIMIT ?",
+            (self.endpoint, -1 if limit is None else limit)).fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    def attempt(self, key: str, sha: str) -> int:
+        """Count an attempt before working on an item (a crash then counts too); returns the count."""
+        with self.tx() as con:
+            con.execute("UPDATE queue SET attempts = attempts + 1 WHERE endpoint=? AND key=? AND sha=?",
+                        (self.endpoint, key, sha))
+            row = con.execute("SELECT attempts FROM queue WHERE endpoint=? AND key=? AND sha=?",
+                              (self.endpoint, key, sha)).fetchone()
+        return int(row[0]) if row else 0
+
+    def finish(self, key: str, sha: str, repo_id: str, status: str, reason: str | None,
+               record: dict[str, Any]) -> None:
+        """Store the result and mark the item done, in one transaction (exactly once per ``(key, sha)``)."""
+        with self.tx() as con:
+            con.execute("INSERT OR REPLACE INTO result VALUES (?,?,?,?,?,?,?,?)",
+                        (self.endpoint, key, sha, repo_id, status, reason, json.dumps(record, sort_keys=True),
+                         datetime.now(timezone.utc).isoformat()))
+            con.execute("UPDATE queue SET status='done' WHERE endpoint=? AND key=? AND sha=?", (self.endpoint, key, sha))
+
+    def results(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT key, sha, id, status, reason, record FROM result WHERE endpoint=? "
+                               "ORDER BY processed_at", (self.endpoint,)).fetchall()
+        return [{"key": k, "sha": s, "id": i, "status": st, "reason": r, **json.loads(rec)}
+                for k, s, i, st, r, rec in rows]
+
+    def counts(self) -> dict[str, int]:
+        q = self.db.execute("SELECT status, COUNT(*) FROM queue WHERE endpoint=? GROUP BY status", (self.endpoint,))
+        return {str(s): int(n) for s, n in q.fetchall()}
+
+    def lfs_owner(self, sha256s: list[str]) -> tuple[str, str] | None:
+        """``(key, id)`` of an already-processed model whose weight files have exactly these LFS hashes."""
+        if not sha256s:
+            return None
+        digest = ",".join(sorted(sha256s))
+        row = self.db.execute("SELECT key, id FROM result WHERE endpoint=? AND status='fingerprinted' AND "
+                              "json_extract(record, '$.weights_digest') = ? ORDER BY processed_at LIMIT 1",
+                              (self.endpoint, digest)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+
+def _iso(d: datetime | None) -> str | None:
+    return d.isoformat() if d else None

@@ -1,0 +1,187 @@
+"""The loop that joins the packages: a crawled model → family → direct parent → graph edges → index.
+
+For each :class:`crawler.crawl.Outcome` (the crawler calls :meth:`Pipeline.__call__` as its sink):
+
+1. the model node, with what the card declares (``DECLARES_BASE`` to each named base; a base not yet
+   crawled gets a placeholder node keyed on its ``_id``);
+2. exact copies (same LFS sha256 as a model already processed): ``SAME_WEIGHTS``, the copy's family,
+   no weight read;
+3. a fingerprinted model is matched against the index, which holds the base families *and* every
+   member placed so far. Among the members scored ``derived``, the highest score is the **direct
+   parent** (a derivative is closer to its parent than to its grandparent: each generation of
+   training moves the weights further away); the declared parent is always scored too, even when
+   the prefilter did not shortlist it;
+4. no confident match, no declared base, and a full model (not an adapter, not quantized): a
+   **candidate new family**, flagged on the node, with the model as its root;
+5. the fingerprint joins the index under the family, so later models can derive from it.
+
+Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
+write and the crawl-state commit) leaves the graph as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from crawler.crawl import Outcome
+from crawler.records import HubModel
+from fingerprint.index import Index, Match
+from fingerprint.similarity.compare import METHOD_VERSION, compare_fingerprints
+from fingerprint.sketch import Sketch
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.store import LineageStore
+
+SHORTLIST = 16
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ms(d: Any) -> int | None:
+    return int(d.timestamp() * 1000) if d is not None else None
+
+
+@dataclass
+class Placement:
+    """Where a model landed: family, direct parent (index entry name) and the evidence."""
+
+    family: str | None
+    parent: str | None
+    score: float | None
+    z: float | None
+    verdict: str
+    candidate_family: bool = False
+    considered: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "parent": self.parent, "score": self.score, "z": self.z,
+                "verdict": self.verdict, "candidate_family": self.candidate_family, "considered": self.considered}
+
+
+class Pipeline:
+    """Places crawled models in the lineage graph (see module docstring)."""
+
+    def __init__(self, store: LineageStore, index: Index, shortlist: int = SHORTLIST) -> None:
+        self.store = store
+        self.index = index
+        self.shortlist = shortlist
+        self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0}
+
+    def __call__(self, out: Outcome) -> dict[str, Any] | None:
+        m = out.model
+        if m is None:
+            return None
+        t = time.perf_counter()
+        self._write_model(m, out.sketch)
+        self._declared(m, out.base_keys)
+        self.seconds["write"] += time.perf_counter() - t
+        if out.status == "duplicate" and out.duplicate_of and out.duplicate_of[0] != m.key:
+            t = time.perf_counter()
+            self._copy(m, out.duplicate_of[0])
+            self.seconds["write"] += time.perf_counter() - t
+            return {"placement": {"same_weights_as": out.duplicate_of[1]}}
+        if out.status != "fingerprinted" or out.sketch is None or out.fingerprint is None:
+            return None
+        t = time.perf_counter()
+        p = self.place(m, out.sketch)
+        self.seconds["match"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self._write_placement(m, p, out)
+        self.seconds["write"] += time.perf_counter() - t
+        return {"placement": p.as_dict()}
+
+    # -- deciding -------------------------------------------------------------------------------------
+    def place(self, m: HubModel, sk: Sketch) -> Placement:
+        """Family and direct parent of ``m`` from the index (see module docstring, step 3-4)."""
+        known = self.index.entries.get(m.id)
+        if known is not None and not self._derived(m.key):
+            # an indexed model seen again (a catalog base reached by the crawl): it stays where it is
+            return Placement(known.family, None, None, None, "indexed")
+        matches, _ = self.index.match(sk, top=self.shortlist, shortlist=self.shortlist)
+        matches = [x for x in matches if x.name != m.id]
+        seen = {x.name for x in matches}
+        for base in m.base_models:  # the declared parent is always scored
+            if base in self.index.entries and base not in seen and base != m.id:
+                r = compare_fingerprints(self.index.sketch(base), sk)
+                e = self.index.entries[base]
+                matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {}))
+        derived = [x for x in matches if x.verdict == "derived"]
+        if derived:
+            best = max(derived, key=lambda x: x.score)
+            return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
+        top = max(matches, key=lambda x: x.score) if matches else None
+        verdict = top.verdict if top else "no candidates"
+        full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
+        if full_pretrain and (top is None or top.verdict == "independent" or verdict == "no candidates"):
+            return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
+        return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
+                         considered=len(matches))
+
+    def _derived(self, key: str) -> bool:
+        """Whether the store already has a detected parent for ``key`` (placed by an earlier crawl)."""
+        return any(e.src == key for e in self.store.reach(key, upward=True, mode="detected", depth=1, min_score=-1.0))
+
+    # -- writing --------------------------------------------------------------------------------------
+    def _write_model(self, m: HubModel, sk: Sketch | None, candidate: bool = False) -> None:
+        meta = sk.meta if sk is not None else {}
+        rec = ModelRecord(
+            key=m.key, id=m.id, sha=m.sha, author=m.author, created_at_ms=_ms(m.created_at),
+            last_modified_ms=_ms(m.last_modified), license=m.license, license_name=m.license_name,
+            license_link=m.license_link, gated=bool(m.gated), architecture=m.architecture or meta.get("architecture"),
+            hidden_size=meta.get("hidden_size"), num_layers=meta.get("num_layers"), vocab_size=meta.get("vocab_size"),
+            num_params=m.params, fingerprint_version=str(meta["version"]) if "version" in meta else None,
+            pipeline_tag=m.pipeline_tag, library=m.library, candidate_family=candidate)
+        self.store.upsert_models([rec], now_ms())
+
+    def _declared(self, m: HubModel, keys: dict[str, str]) -> None:
+        rows = []
+        for base in m.base_models:
+            key = keys.get(base)
+            if key is None or key == m.key:
+                continue
+            if not self.store.get_models([key]):  # not crawled yet: a placeholder the crawl fills in later
+                self.store.upsert_models([ModelRecord(key=key, id=base)], now_ms())
+            rows.append(DeclaredEdge(m.key, key, m.relation or "unknown", "model_card"))
+        if rows:
+            self.store.upsert_declared(rows, now_ms())
+
+    def _copy(self, m: HubModel, owner_key: str) -> None:
+        self.store.upsert_same_weights([SameWeights(m.key, owner_key, ",".join(w.sha256 or "" for w in m.weights))],
+                                       now_ms())
+        fam = self.store.family_of(owner_key)
+        if fam is not None:
+            self.store.set_families([InFamily(m.key, fam.name, "matched")], now_ms())
+
+    def _write_placement(self, m: HubModel, p: Placement, out: Outcome) -> None:
+        t = now_ms()
+        if p.candidate_family:
+            self._write_model(m, out.sketch, candidate=True)
+            self.store.upsert_families([FamilyRecord(m.id, m.key, f"{m.id} (candidate)", m.license)], t)
+            self.store.set_families([InFamily(m.key, m.id, "root")], t)
+        elif p.family is not None and p.parent is not None:
+            parent = self.store.get_models([p.parent])
+            if parent:
+                evidence = json.dumps({"considered": p.considered, "family": p.family}, sort_keys=True)
+                self.store.upsert_derived([DerivedEdge(m.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
+                                                       p.z, "derived", "lineage", METHOD_VERSION, t, evidence)],
+                                          t, replace=True)
+            self.store.set_families([InFamily(m.key, p.family, "matched")], t)
+        if p.family is not None and out.fingerprint is not None:
+            self.index.add(out.fingerprint, name=m.id, family=p.family)
+
+
+def register_base(store: LineageStore, index: Index, m: HubModel, fingerprint: str, family: str,
+                  license: str | None = None) -> None:
+    """Index a base family's root and write its node, family and membership (``lineage index add``)."""
+    from fingerprint.sketch import load
+
+    sk = load(fingerprint)
+    Pipeline(store, index)._write_model(m, sk)
+    t = now_ms()
+    store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
+    store.set_families([InFamily(m.key, family, "root")], t)
+    index.add(fingerprint, name=m.id, family=family)
