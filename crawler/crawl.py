@@ -185,7 +185,7 @@ class Crawler:
         """
         s = summary or Summary()
         t0 = time.perf_counter()
-        found: dict[tuple[str, str], Any] = {}
+        found: dict[tuple[str, str], Any] = {}  # None: seen and filtered out
         marks: dict[str, datetime] = {}
         loops = [("createdAt", "created_at"), ("lastModified", "last_modified")]
         for name, attr in loops:
@@ -208,7 +208,7 @@ class Crawler:
                     self._found(info, found, s)
         with self.state.tx() as con:
             for (key, sha), info in found.items():
-                if self.state.enqueue(con, key, sha, info.id, getattr(info, "created_at", None),
+                if info is not None and self.state.enqueue(con, key, sha, info.id, getattr(info, "created_at", None),
                                       getattr(info, "last_modified", None)):
                     s.discovered += 1
             for name, value in marks.items():
@@ -221,8 +221,9 @@ class Crawler:
         if not isinstance(key, str) or not isinstance(sha, str):
             s.filtered["no _id or sha in listing"] += 1
             return
-        if (key, sha) not in found and self._keep(info, s):
-            found[(key, sha)] = info
+        if (key, sha) in found:
+            return  # both listings see most new repos; count and filter each commit once
+        found[(key, sha)] = info if self._keep(info, s) else None
 
     # -- processing -------------------------------------------------------------------------------
     def process(self, limit: int | None = None, summary: Summary | None = None) -> Summary:

@@ -42,6 +42,7 @@ def pin_endpoint(endpoint: str) -> None:
     of a loopback stand-in would still contact huggingface.co.
     """
     constants.ENDPOINT = endpoint.rstrip("/")
+    constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
 
 
 def retry_delay(status: int | None, headers: Any, attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -184,6 +185,7 @@ class HttpRepo:
         self.token, self.timeout, self.attempts = token, timeout, attempts
         self.client = get_session()
         self._sources: dict[str, HttpFileSource] = {}
+        self._small: dict[str, bytes] = {}  # the commit is fixed, so a small file is fetched once
         self.small_bytes_read = 0
         self.resolver_requests = 0
 
@@ -205,6 +207,8 @@ class HttpRepo:
         size = self.sizes.get(safe_relative_name(filename, self.repo_id))
         if size is None:
             raise HubRequestError(self.url(filename), 404, f"{filename} is not in {self.repo_id}")
+        if filename in self._small:
+            return self._small[filename]
         if size > max_bytes:
             raise HubRequestError(self.url(filename), None, f"file of {size} bytes exceeds the {max_bytes}-byte limit")
 
@@ -219,6 +223,7 @@ class HttpRepo:
 
         data = with_retries(get, f"{self.repo_id}/{filename}", self.attempts)
         self.small_bytes_read += len(data)
+        self._small[filename] = data
         return data
 
     def source(self, filename: str) -> HttpFileSource:

@@ -1,13 +1,40 @@
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tinymodels import HF_ARCHITECTURES, build_hf, build_llava
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Any:
+    """Nothing in the suite may reach a non-loopback address: every connect is checked."""
+    real = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            raise ConnectionRefusedError(f"test suite tried to reach a non-loopback address: {address!r}")
+        return real(self, address)
+
+    real_lookup = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in (*LOOPBACK, None) and not str(host).startswith("127."):
+            raise socket.gaierror(f"test suite tried to resolve a non-loopback host: {host!r}")
+        return real_lookup(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield
 
 
 @pytest.fixture(autouse=True)

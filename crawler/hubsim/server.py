@@ -19,6 +19,7 @@ import base64
 import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,12 +56,15 @@ class HubSim:
     """The stand-in: repos, counters and faults behind two loopback HTTP origins (API and CDN)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
-                 accepted_tokens: frozenset[str] = frozenset()) -> None:
+                 accepted_tokens: frozenset[str] = frozenset(), page_size: int = PAGE_DEFAULT,
+                 delay_s: float = 0.0) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the Hub stand-in binds loopback addresses only, not {host!r}")
         self.repos: dict[str, SimRepo] = {}
         #: tokens whose account "accepted the terms" of every gated repo (the operator's, in the demo)
         self.accepted_tokens = accepted_tokens
+        self.page_size = page_size  # listing page size when the client sends no ``limit``
+        self.delay_s = delay_s  # added to every CDN response (tests that must interrupt a crawl mid-way)
         self.bytes_served: Counter[tuple[str, str]] = Counter()  # (repo_id, filename) -> bytes
         self.requests: Counter[str] = Counter()  # "api" / "resolve" / "cdn" / "429" / "fault"
         self.log: list[tuple[str, str, int]] = []  # (method, path, status), for assertions
@@ -143,7 +147,7 @@ class HubSim:
             return v[0] if v else None
 
         sort = {"createdAt": "created_at", "lastModified": "last_modified"}.get(one("sort") or "", "created_at")
-        limit = max(1, min(PAGE_MAX, int(one("limit") or PAGE_DEFAULT)))
+        limit = max(1, min(PAGE_MAX, int(one("limit") or self.page_size)))
         with self.lock:
             repos = [r for r in self.repos.values() if not r.private]
         if one("author"):
@@ -244,6 +248,8 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
         def _cdn_get(self) -> None:
             with sim.lock:
                 sim.requests["cdn"] += 1
+            if sim.delay_s:
+                time.sleep(sim.delay_s)
             parts = urlsplit(self.path)
             q = parse_qs(parts.query)
             repo_id, filename = (q.get("repo") or [""])[0], (q.get("file") or [""])[0]

@@ -1,0 +1,242 @@
+"""The crawler against the loopback Hub stand-in, through the real ``huggingface_hub`` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+from tinymodels import build_hf, perturb, save_state_dict, write_wordlevel_tokenizer
+
+from crawler.crawl import Crawler, CrawlOptions
+from crawler.errors import HubRequestError, RangeNotHonouredError
+from crawler.http import HttpFileSource, HttpRepo, pin_endpoint
+from crawler.hubsim import Fault, HubSim, SimRepo, files_of
+from fingerprint.canonical import open_model
+from fingerprint.inspect import inspect_model
+from fingerprint.sketch import load, sketch_model
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A base, two fine-tunes (one of them two generations down) and an unrelated base, on disk."""
+    root = tmp_path_factory.mktemp("hubmodels")
+    base = build_hf("llama", root / "base", seed=1)
+    write_wordlevel_tokenizer(base, json.loads((base / "config.json").read_text())["vocab_size"])
+    cfg = json.loads((base / "config.json").read_text())
+    sd = load_file(str(base / "model.safetensors"))
+    out = {"base": base}
+    ft = perturb(sd, 0.02, seed=2)
+    out["ft"] = save_state_dict(ft, cfg, root / "ft", tokenizer_from=base)
+    out["ft2"] = save_state_dict(perturb(ft, 0.02, seed=3), cfg, root / "ft2", tokenizer_from=base)
+    other = build_hf("llama", root / "other", seed=9)
+    write_wordlevel_tokenizer(other, cfg["vocab_size"])
+    out["other"] = other
+    for name, card in [("ft", "base_model: org/base\nlicense: llama2"), ("ft2", "license: apache-2.0")]:
+        (out[name] / "README.md").write_text(f"---\n{card}\n---\n# {name}\n")
+    return out
+
+
+def repo(sim: HubSim, repo_id: str, path: Path, minutes: int, **kw: Any) -> SimRepo:
+    t = T0 + timedelta(minutes=minutes)
+    return sim.add(SimRepo(repo_id, files_of(path), created_at=t, last_modified=t, **kw))
+
+
+@pytest.fixture()
+def hub(models: dict[str, Path]) -> Any:
+    with HubSim(page_size=2) as sim:
+        repo(sim, "org/base", models["base"], 1)
+        repo(sim, "alice/ft", models["ft"], 2)
+        repo(sim, "bob/ft2", models["ft2"], 3)
+        repo(sim, "carol/other", models["other"], 4)
+        repo(sim, "meta/gated", models["base"], 5, gated="manual")
+        yield sim
+
+
+def crawler(sim: HubSim, home: Path, **kw: Any) -> Crawler:
+    return Crawler(CrawlOptions(endpoint=sim.endpoint, home=home, attempts=4, **kw), progress=False)
+
+
+def test_pages_watermarks_gated_and_duplicates(hub: HubSim, tmp_path: Path) -> None:
+    c = crawler(hub, tmp_path)
+    s = c.run()
+    assert s.discovered == 5
+    cursors = [p for m, p, st in hub.log if p.startswith("/api/models?") and "cursor=" in p]
+    assert len(cursors) >= 4  # 5 repos, 2 per page, two listings
+    res = {r["id"]: r for r in c.state.results()}
+    assert res["meta/gated"]["status"] == "gated"
+    assert res["meta/gated"]["model"]["gated"] == "manual"
+    assert hub.served("meta/gated") == 0  # metadata only, not a byte of its files
+    # the gated repo's weights are byte-identical to org/base: recorded, no read needed
+    assert {r["status"] for n, r in res.items() if n != "meta/gated"} == {"fingerprinted"}
+    assert res["alice/ft"]["model"]["base_models"] == ["org/base"]
+    assert res["alice/ft"]["model"]["license"] == "llama2"
+    # a second pass finds nothing new; a newer repo is found and only it is processed
+    assert c.run().discovered == 0
+    repo(hub, "dave/copy", tmp_path_copy(hub, "org/base", tmp_path), 10)
+    s = c.run()
+    assert s.discovered == 1 and s.statuses == {"duplicate": 1}
+    assert hub.served("dave/copy") == 0
+    assert c.state.results()[-1]["duplicate_of"][1] == "org/base"
+    c.close()
+
+
+def tmp_path_copy(sim: HubSim, repo_id: str, tmp: Path) -> Path:
+    out = tmp / f"copy-{repo_id.replace('/', '_')}"
+    out.mkdir()
+    for name, f in sim.repos[repo_id].files.items():
+        (out / name).write_bytes(f.path.read_bytes())
+    return out
+
+
+def test_late_weight_commit_and_private_flip(models: dict[str, Path], tmp_path: Path) -> None:
+    with HubSim() as sim:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        (empty / "README.md").write_text("---\nlicense: mit\n---\n")
+        r = repo(sim, "org/late", empty, 1)
+        old = repo(sim, "org/secret", models["other"], -600, private=True)  # created long ago, private
+        c = crawler(sim, tmp_path / "home")
+        c.run()
+        assert [x["status"] for x in c.state.results()] == ["no-weights"]
+        # the weights land in a second commit, hours later: only lastModified moves
+        sim.commit("org/late", files_of(models["ft"]), T0 + timedelta(hours=5))
+        s = c.run()
+        assert s.discovered == 1 and s.statuses == {"fingerprinted": 1}
+        assert r.sha == c.state.results()[-1]["sha"]
+        # made public with its old dates: invisible to both watermarks, found by the sweep
+        sim.publish("org/secret")
+        assert c.run().discovered == 0
+        sweep = crawler(sim, tmp_path / "home", sweep=True)
+        s = sweep.run()
+        assert s.discovered == 1 and s.statuses == {"fingerprinted": 1}
+        assert c.state.results()[-1]["id"] == old.repo_id
+        c.close()
+        sweep.close()
+
+
+def test_ranged_reads_match_local_fingerprint(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:
+    c = crawler(hub, tmp_path)
+    c.run()
+    for rid, name in [("org/base", "base"), ("alice/ft", "ft"), ("carol/other", "other")]:
+        r = next(x for x in c.state.results() if x["id"] == rid)
+        remote = load(r["fingerprint"])
+        local = sketch_model(open_model(models[name]), source=rid, revision=hub.repos[rid].sha)
+        assert remote.keys == local.keys
+        assert np.array_equal(remote.embed, local.embed)
+        assert all(np.array_equal(a, b) for a, b in zip(remote.q, local.q, strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(remote.k, local.k, strict=True))
+        need = inspect_model(models[name])
+        small = sum(f.size for n, f in hub.repos[rid].files.items() if not f.lfs and n != "README.md")
+        weights = sum(v for (rr, n), v in hub.bytes_served.items() if rr == rid and n.endswith(".safetensors"))
+        # ranged reads: the needed tensors plus the header read, never the whole file
+        assert weights <= need["bytes_needed"] + 100_000, (rid, weights, need["bytes_needed"])
+        assert weights < hub.repos[rid].files["model.safetensors"].size
+        assert hub.served(rid) - weights <= small, {n: v for (rr, n), v in hub.bytes_served.items() if rr == rid}
+    # every weight read went to the CDN origin after a 302
+    resolves = [(p, st) for m, p, st in hub.log if "/resolve/" in p and p.endswith(".safetensors")]
+    assert resolves and all(st == 302 for _, st in resolves)
+    c.close()
+
+
+def test_429_storm_and_5xx_mid_download(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:
+    hub.inject(Fault("429", "api", count=3, retry_after=0))
+    hub.inject(Fault("status", "cdn", count=2, status=503, after=1))
+    hub.inject(Fault("truncate", "cdn", count=1, after=3))
+    c = crawler(hub, tmp_path)
+    s = c.run()
+    assert hub.requests["429"] == 3 and hub.requests["fault"] >= 6
+    assert s.statuses == {"fingerprinted": 4, "gated": 1}
+    r = next(x for x in c.state.results() if x["id"] == "org/base")
+    local = sketch_model(open_model(models["base"]))
+    remote = load(r["fingerprint"])
+    assert np.array_equal(remote.embed, local.embed)
+    c.close()
+
+
+def test_errors_are_typed(hub: HubSim, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RemoteEntryNotFoundError
+
+    pin_endpoint(hub.endpoint)  # hf_hub_download builds its URL from the global endpoint
+    api = HfApi(endpoint=hub.endpoint)
+    with pytest.raises(RemoteEntryNotFoundError):
+        api.hf_hub_download("org/base", "nope.json", cache_dir=str(tmp_path))
+    with pytest.raises(GatedRepoError):
+        api.hf_hub_download("meta/gated", "config.json", cache_dir=str(tmp_path))
+    sizes = {"missing.safetensors": 10}
+    with pytest.raises(HubRequestError) as e:
+        HttpRepo(hub.endpoint, "org/base", hub.repos["org/base"].sha, sizes, attempts=1).source("missing.safetensors")
+    assert e.value.status == 404
+    # a server that ignores Range (here: a JSON route answering 200 with the whole body) is refused
+    import httpx2
+
+    src = HttpFileSource(httpx2.Client(), f"{hub.endpoint}/api/models", 10_000, "org/base", "x.safetensors", attempts=1)
+    with pytest.raises(RangeNotHonouredError):
+        src.read(0, 16)
+
+
+def test_sigkill_mid_crawl_resumes_without_loss_or_repeats(hub: HubSim, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    hub.delay_s = 0.05  # slow enough to be killed mid-way
+    code = ("import sys; from pathlib import Path; from crawler.crawl import CrawlOptions, Crawler; "
+            "Crawler(CrawlOptions(endpoint=sys.argv[1], home=Path(sys.argv[2])), progress=False).run()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HF_HUB_OFFLINE", None)
+    p = subprocess.Popen([sys.executable, "-c", code, hub.endpoint, str(home)], env=env)
+    db = home / "crawl.sqlite"
+    done = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as con:
+                    done = con.execute("SELECT COUNT(*) FROM result").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+        if done >= 2:
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    p.wait(30)
+    assert p.returncode == -signal.SIGKILL, "the crawler finished before it could be killed"
+    served_before = {r: hub.served(r) for r in hub.repos}
+    c = crawler(hub, home)
+    assert c.state.counts().get("done", 0) == done
+    s = c.run()
+    results = c.state.results()
+    assert sorted(r["id"] for r in results) == sorted(hub.repos)  # none lost, none twice
+    assert s.discovered == 0  # the queue survived the kill
+    finished_before = [r["id"] for r in results[:done]]
+    for rid in finished_before:  # models done before the kill were not read again
+        assert hub.served(rid) == served_before[rid]
+    c.close()
+
+
+def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineage.cli import main
+
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json", "--exclude-author", "carol"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["processed"] == 4 and doc["filtered"] == {"author denied": 1}
+    assert 0 < doc["bytes_read"] < doc["checkpoint_bytes"]
+    r = CliRunner().invoke(main, ["derivatives", "org/base", "--json"])
+    assert r.exit_code == 0, r.output
+    ids = {x["id"] for x in json.loads(r.stdout)["derivatives"]}
+    assert "alice/ft" in ids and "carol/other" not in ids
