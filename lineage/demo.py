@@ -59,6 +59,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
             finally:
                 c.close()
             served = sum(hub.bytes_served.values())
+            served_by_repo = {r: hub.served(r) for r in hub.repos}
             families = []
             for fam, n in store.families():
                 if fam.root_key is None:
@@ -72,7 +73,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
         finally:
             store.close()
     return {"zoo": str(zoo), "catalog": [m["id"] for m in bases if m["name"] not in UNCATALOGUED],
-            "crawl": summary, "bytes_served": served, "families": families, "undeclared": alerts,
+            "crawl": summary, "bytes_served": served, "served_by_repo": served_by_repo, "families": families, "undeclared": alerts,
             "stats": stats, "seconds": round(time.perf_counter() - t0, 1)}
 
 

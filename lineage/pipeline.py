@@ -34,7 +34,9 @@ from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
 
-SHORTLIST = 16
+SHORTLIST = 10
+#: Score differences below this are not resolvable: fingerprint files reproduce exact scores within 0.003.
+SCORE_RESOLUTION = 0.003
 
 
 def now_ms() -> int:
@@ -111,7 +113,8 @@ class Pipeline:
                 matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {}))
         derived = [x for x in matches if x.verdict == "derived"]
         if derived:
-            best = max(derived, key=lambda x: x.score)
+            scored = {x.name: x for x in matches}
+            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], scored, sk)
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict = top.verdict if top else "no candidates"
@@ -120,6 +123,49 @@ class Pipeline:
             return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
         return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
                          considered=len(matches))
+
+    def _up(self, name: str) -> tuple[str, float] | None:
+        """The detected parent of an indexed model and the edge's score, from the store."""
+        entry = self.store.get_models([name])
+        if not entry:
+            return None
+        up = [e for e in self.store.reach(entry[0].key, upward=True, mode="detected", depth=1, min_score=-1.0)
+              if e.src == entry[0].key and e.score is not None]
+        if not up:
+            return None
+        return self.store.labels([up[0].dst]).get(up[0].dst, (up[0].dst, None))[0], float(up[0].score or 0.0)
+
+    def _score(self, name: str, scored: dict[str, Match], sk: Sketch) -> Match | None:
+        if name not in scored and name in self.index.entries:
+            r = compare_fingerprints(self.index.sketch(name), sk)
+            scored[name] = Match(name, self.index.entries[name].family, r.score, r.z, r.verdict, 0.0, 0.0, {})
+        return scored.get(name)
+
+    def _choose(self, best: Match, declared: list[str], scored: dict[str, Match], sk: Sketch) -> Match:
+        """The direct parent: a declared base the weights confirm, else the best-scoring member, moved up
+        its detected chain while the evidence for going lower is weak.
+
+        A claim the weights confirm (verdict ``derived`` against the declared base) wins: fine-tunes of
+        one base resemble each other more than they resemble the base (shared training dynamics), so
+        similarity alone confuses siblings with parents, and a verified claim is better evidence than a
+        small score difference. Without a claim: with distances d = 1 − score roughly additive along the
+        tree, a child C of ``best`` (whose parent is P) has d(C,P) − d(C,best) ≈ d(best,P); we stay at
+        ``best`` only if the observed gap is more than half that and more than the fingerprint's own
+        score resolution, so on a tie (attacks and quantized copies score ≈ 1 against each other) the
+        older model wins.
+        """
+        claims = [x for x in (self._score(d, scored, sk) for d in declared) if x is not None and x.verdict == "derived"]
+        if claims:
+            return max(claims, key=lambda x: x.score)
+        for _ in range(32):
+            up = self._up(best.name)
+            p = self._score(up[0], scored, sk) if up else None
+            if up is None or p is None or p.verdict != "derived":
+                break
+            if best.score - p.score > max(0.5 * (1.0 - up[1]), SCORE_RESOLUTION):
+                return best
+            best = p
+        return best
 
     def _derived(self, key: str) -> bool:
         """Whether the store already has a detected parent for ``key`` (placed by an earlier crawl)."""
@@ -135,6 +181,12 @@ class Pipeline:
             hidden_size=meta.get("hidden_size"), num_layers=meta.get("num_layers"), vocab_size=meta.get("vocab_size"),
             num_params=m.params, fingerprint_version=str(meta["version"]) if "version" in meta else None,
             pipeline_tag=m.pipeline_tag, library=m.library, candidate_family=candidate)
+        old = self.store.get_models([m.key])
+        if old:  # what we learned before (from the weights, or a flag) is kept when this pass has no value
+            prev = old[0].props()
+            new = {k: (prev[k] if v is None else v) for k, v in rec.props().items()}
+            new["candidate_family"] = bool(rec.candidate_family or prev["candidate_family"])
+            rec = ModelRecord(**new)
         self.store.upsert_models([rec], now_ms())
 
     def _declared(self, m: HubModel, keys: dict[str, str]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {name: build_hf(name, root / name) for name in HF_ARCHITECTURES}
     out["llava"] = build_llava(root / "llava")
     return out
+
+
+@pytest.fixture(scope="session")
+def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Bolt + Cypher server (ArcadeDB from PyPI) for the Neo4j backend, one per session."""
+    from bench.boltserver import bolt_server
+
+    with bolt_server(tmp_path_factory.mktemp("arcadedb")) as server:
+        yield server

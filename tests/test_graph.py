@@ -13,7 +13,7 @@ import networkx as nx
 import pytest
 from graphdata import DAY, DECLARED, DERIVED, MODELS, T0, load, model
 
-from bench.boltserver import BoltServer, bolt_server
+from bench.boltserver import BoltServer
 from graph import queries
 from graph.errors import InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
 from graph.export import export
@@ -21,12 +21,6 @@ from graph.neo4j import Neo4jStore, connect
 from graph.records import DeclaredEdge, DerivedEdge, InFamily, ModelRecord
 from graph.sqlite import SqliteStore
 from graph.store import LineageStore
-
-
-@pytest.fixture(scope="session")
-def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoltServer]:
-    with bolt_server(tmp_path_factory.mktemp("arcadedb")) as server:
-        yield server
 
 
 def _clear(store: Neo4jStore) -> None:

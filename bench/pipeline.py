@@ -1,0 +1,92 @@
+"""End-to-end benchmark: the whole loop over a zoo served by the loopback Hub stand-in.
+
+    python -m bench.pipeline [--zoo DIR]          # default: the small zoo (bench/.cache/zoo/small)
+
+Prints models/minute end to end, where the time goes (listing, metadata, bytes+fingerprint, match,
+write), bytes read as a share of checkpoint bytes, and the placement quality against the manifest:
+family accuracy, direct-parent accuracy (all single-parent derivatives, and multi-generation ones:
+those whose true parent is itself a derivative), and detected edges between independent families.
+Also `bench/crawl.py` reads its numbers from here (crawl only, no graph: ``--crawl-only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lineage.settings import Settings
+
+
+def placement_quality(models: list[dict[str, Any]], dump: dict[str, Any]) -> dict[str, Any]:
+    """Family accuracy, direct-parent accuracy and cross-family edges against the manifest."""
+    nodes = {m["key"]: m["id"] for m in dump["models"]}
+    fam_root = {f["name"]: nodes.get(f["root_key"]) for f in dump["families"]}
+    family = {nodes[r["src"]]: fam_root.get(r["dst"]) for r in dump["IN_FAMILY"]}
+    parent = {nodes[e["src"]]: nodes[e["dst"]] for e in dump["DERIVED_FROM"]}
+    for r in dump["SAME_WEIGHTS"]:  # an exact copy has no edge of its own: it shares its twin's parent
+        a, b = nodes[r["src"]], nodes[r["dst"]]
+        for x, y in ((a, b), (b, a)):
+            if x not in parent and y in parent:
+                parent[x] = parent[y]
+    by_name = {m["name"]: m for m in models}
+    roots = {m["id"]: {by_name[r]["id"] for r in m["roots"]} for m in models}
+    fam_ok = [family.get(m["id"]) in roots[m["id"]] for m in models]
+    single = [m for m in models if len(m["parents"]) == 1]
+    par_ok = {m["id"]: parent.get(m["id"]) == by_name[m["parents"][0]]["id"] for m in single}
+    chain = [ok for mid, ok in par_ok.items() if by_name[next(m for m in single if m["id"] == mid)["parents"][0]]["parents"]]
+    cross = [(a, b) for a, b in parent.items() if a in roots and b in roots and not roots[a] & roots[b]]
+    wrong = sorted(f"{mid} -> {parent.get(mid)}" for mid, ok in par_ok.items() if not ok)
+    return {"family_accuracy": sum(fam_ok) / len(fam_ok), "direct_parent_accuracy": sum(par_ok.values()) / len(par_ok),
+            "multi_generation_accuracy": sum(chain) / max(1, len(chain)), "multi_generation_n": len(chain),
+            "single_parent_n": len(par_ok), "cross_family_edges": len(cross), "misplaced": wrong}
+
+
+def run(zoo: Path) -> dict[str, Any]:
+    from crawler.hubsim.zoo import read_manifest
+    from graph.sqlite import SqliteStore
+    from lineage.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as home:
+        s = Settings.from_env({"LINEAGE_HOME": home, "LINEAGE_DISABLE_PROGRESS_BARS": "1"})
+        t = time.perf_counter()
+        doc = run_demo(zoo, s, quiet=True)
+        wall = time.perf_counter() - t
+        store = SqliteStore(Path(home) / "graph.sqlite")
+        quality = placement_quality(read_manifest(zoo), store.dump())
+        store.close()
+    c = doc["crawl"]
+    return {"zoo": str(zoo), "wall_seconds": round(wall, 1), "crawl": c, "quality": quality,
+            "bytes_served": doc["bytes_served"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--zoo", type=Path, default=Path(__file__).parent / ".cache" / "zoo" / "small")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    r = run(a.zoo)
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return
+    c, q = r["crawl"], r["quality"]
+    print(f"zoo {r['zoo']}: {c['processed']} models in {c['seconds']:.1f} s of crawl "
+          f"({c['models_per_minute']} models/min end to end; {r['wall_seconds']} s with bootstrap and start-up)")
+    print("\n| phase | seconds | share |\n|---|---|---|")
+    total = sum(c["phases"].values())
+    for k, v in sorted(c["phases"].items(), key=lambda kv: -kv[1]):
+        print(f"| {k} | {v:.2f} | {100 * v / total:.0f}% |")
+    print(f"\nbytes read {c['bytes_read']:,} of {c['checkpoint_bytes']:,} checkpoint bytes "
+          f"({100 * (c['bytes_share'] or 0):.1f}%); statuses {c['statuses']}")
+    print(f"\nfamily accuracy {q['family_accuracy']:.3f}; direct parent {q['direct_parent_accuracy']:.3f} "
+          f"over {q['single_parent_n']} single-parent derivatives; multi-generation {q['multi_generation_accuracy']:.3f} "
+          f"(n={q['multi_generation_n']}); detected edges across independent families: {q['cross_family_edges']}")
+    if q["misplaced"]:
+        print("misplaced: " + "; ".join(q["misplaced"]))
+
+
+if __name__ == "__main__":
+    main()
