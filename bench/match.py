@@ -32,9 +32,10 @@ from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, load, save, sketch_model
 
 def size_formula(d: int, layers: int, q_rows: int, k_rows: int, anchors: int, rank: int, untied: bool) -> int:
     """Bytes of a fingerprint file, without the JSON header: int8 anchor rows (+ head rows when untied) and
-    their fp16 row scales, fp16 Q and K factors, fp32 prefilter."""
+    their fp16 row scales, int8 Q and K factors with fp16 column scales, fp32 prefilter."""
     per_anchor_matrix = anchors * d + 2 * anchors
-    factors = layers * d * (min(rank, q_rows) + min(rank, k_rows)) * 2
+    cols = min(rank, q_rows) + min(rank, k_rows)
+    factors = layers * (d + 2) * cols
     return per_anchor_matrix * (2 if untied else 1) + factors + layers * 2 * 16 * 4
 
 
@@ -94,7 +95,7 @@ def main() -> None:
     man = json.loads((root / "manifest.json").read_text())
     pairs = zoo_pairs(man, a.negatives)
 
-    print("1. Fingerprint size (4096 anchors max, untied head, fp16 factors)")
+    print("1. Fingerprint size (4096 anchors max, untied head, int8 factors)")
     rows = []
     for d, layers, vocab, kv_rows, label in ((64, 3, 512, 64, "tiny zoo"), (256, 4, 2048, 256, "small zoo"),
                                              (2048, 16, 128256, 512, "Llama-3.2-1B"), (4096, 32, 32000, 4096, "LLaMA-2-7B"),

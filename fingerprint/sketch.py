@@ -9,7 +9,8 @@ A sketch holds exactly what the ``lineage`` method needs, so two sketches compar
   stored int8 with one fp16 scale per token (row).
 * **per layer, Q and K**: the pair-normalized input Gram ``G = Fᵀ F``-factor ``F`` (``d × r``): exact when
   ``r`` is the number of rows, else the top-``r`` eigenpairs ``F = V_r Λ_r^{1/2}`` with the dropped
-  (tail) share of ``tr G²`` recorded, stored fp16.
+  (tail) share of ``tr G²`` recorded, stored int8 with one fp16 scale per column (eigen-component):
+  half the bytes of fp16, and each component keeps its own relative precision.
 * **prefilter**: the top-16 eigenvalues of every Q and K Gram, normalized to unit sum of squares, for
   screening thousands of bases cheaply (invariant to permutation, rotation and scale of the residual).
 
@@ -38,7 +39,7 @@ from fingerprint.io.tensors import decode
 from fingerprint.similarity.grams import row_blocks
 
 FORMAT = "lineage-fingerprint"
-VERSION = 1
+VERSION = 2  # 2: int8 layer factors with per-column scales (1: fp16)
 PREFILTER_K = 16
 DEFAULT_RANK = 64
 DEFAULT_ANCHORS = 4096
@@ -143,8 +144,8 @@ def sketch_model(m: CanonicalModel, rank: int | None = DEFAULT_RANK, n_anchors: 
     # read back from disk score identically (the exact pairwise path uses it too).
     embed = _dq8(embed)
     head = None if head is None else _dq8(head.astype(np.float64))
-    qs = [q.astype(np.float16).astype(np.float64) for q in qs]
-    ks = [k.astype(np.float16).astype(np.float64) for k in ks]
+    qs = [_dq8(q.T).T for q in qs]
+    ks = [_dq8(k.T).T for k in ks]
     meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
             "hidden_size": s.hidden_size, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest(), "anchors": len(keys),
@@ -176,8 +177,8 @@ def to_bytes(sk: Sketch) -> bytes:
     if sk.lm_head is not None:
         tensors["lm_head.q8"], tensors["lm_head.scale"] = _q8(sk.lm_head)
     for i, (fq, fk) in enumerate(zip(sk.q, sk.k)):
-        tensors[f"layers.{i}.q"] = fq.astype(np.float16)
-        tensors[f"layers.{i}.k"] = fk.astype(np.float16)
+        tensors[f"layers.{i}.q.q8"], tensors[f"layers.{i}.q.scale"] = _q8(fq.T)
+        tensors[f"layers.{i}.k.q8"], tensors[f"layers.{i}.k.scale"] = _q8(fk.T)
     tensors["prefilter"] = sk.prefilter.astype(np.float32)
     doc = {**sk.meta, "keys": sk.keys, "tails": [[round(a, 8), round(b, 8)] for a, b in sk.tails]}
     header: dict[str, Any] = {"__metadata__": {"lineage.fingerprint": json.dumps(doc, sort_keys=True, ensure_ascii=True)}}
@@ -240,14 +241,20 @@ def load(path: str | Path) -> Sketch:
         info = infos[name]
         return decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
 
+    def factor(name: str) -> np.ndarray:
+        q8, scale = arr(f"{name}.q8"), arr(f"{name}.scale")
+        if q8.ndim != 2 or scale.shape != (q8.shape[0],) or q8.shape[1] != d:
+            raise FingerprintFileError(where, f"{name}: factor {q8.shape} and scales {scale.shape} do not match width {d}")
+        return (q8 * scale[:, None]).T
+
     try:
         d, n_layers, keys = int(doc["hidden_size"]), int(doc["num_layers"]), doc["keys"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
             raise FingerprintFileError(where, "anchor keys must be distinct strings")
         embed = arr("embed.q8") * arr("embed.scale")[:, None]
         head = arr("lm_head.q8") * arr("lm_head.scale")[:, None] if "lm_head.q8" in infos else None
-        q = [arr(f"layers.{i}.q") for i in range(n_layers)]
-        k = [arr(f"layers.{i}.k") for i in range(n_layers)]
+        q = [factor(f"layers.{i}.q") for i in range(n_layers)]
+        k = [factor(f"layers.{i}.k") for i in range(n_layers)]
         pre = arr("prefilter").astype(np.float32)
         tails = [(float(a), float(b)) for a, b in doc["tails"]]
     except (KeyError, TypeError, ValueError) as e:

@@ -113,7 +113,8 @@ def test_corrupt_and_incompatible_files_are_rejected(tmp_path: Path) -> None:
         "format": (lambda h: set_meta(h, format="other"), "not a lineage fingerprint"),
         "width": (lambda h: set_meta(h, hidden_size=48), "do not match"),
         "layers": (lambda h: set_meta(h, num_layers=5), "missing"),
-        "shape": (lambda h: h["layers.0.q"].update(shape=[16, 64]), "do not match"),
+        "shape": (lambda h: h["layers.0.q.q8"].update(shape=[h["layers.0.q.q8"]["shape"][0] // 2,
+                                                             h["layers.0.q.q8"]["shape"][1] * 2]), "do not match"),
         "nometa": (lambda h: h.pop("__metadata__"), "no lineage.fingerprint metadata"),
     }
     for name, (edit, msg) in cases.items():
