@@ -245,7 +245,7 @@ def load(path: str | Path) -> Sketch:
         q8, scale = arr(f"{name}.q8"), arr(f"{name}.scale")
         if q8.ndim != 2 or scale.shape != (q8.shape[0],) or q8.shape[1] != d:
             raise FingerprintFileError(where, f"{name}: factor {q8.shape} and scales {scale.shape} do not match width {d}")
-        return (q8 * scale[:, None]).T
+        return np.asarray((q8 * scale[:, None]).T)
 
     try:
         d, n_layers, keys = int(doc["hidden_size"]), int(doc["num_layers"]), doc["keys"]
