@@ -45,12 +45,13 @@ def placement_quality(models: list[dict[str, Any]], dump: dict[str, Any]) -> dic
             "single_parent_n": len(par_ok), "cross_family_edges": len(cross), "misplaced": wrong}
 
 
-def run(zoo: Path) -> dict[str, Any]:
+def run(zoo: Path, keep: Path | None = None) -> dict[str, Any]:
     from crawler.hubsim.zoo import read_manifest
     from graph.sqlite import SqliteStore
     from lineage.demo import run_demo
 
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = str(keep) if keep else tmp
         s = Settings.from_env({"LINEAGE_HOME": home, "LINEAGE_DISABLE_PROGRESS_BARS": "1"})
         t = time.perf_counter()
         doc = run_demo(zoo, s, quiet=True)
@@ -67,8 +68,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--zoo", type=Path, default=Path(__file__).parent / ".cache" / "zoo" / "small")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--home", type=Path, default=None, help="Keep the store, index and crawl state here.")
     a = p.parse_args()
-    r = run(a.zoo)
+    r = run(a.zoo, a.home)
     if a.json:
         print(json.dumps(r, indent=2))
         return

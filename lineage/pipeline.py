@@ -7,12 +7,12 @@ For each :class:`crawler.crawl.Outcome` (the crawler calls :meth:`Pipeline.__cal
 2. exact copies (same LFS sha256 as a model already processed): ``SAME_WEIGHTS``, the copy's family,
    no weight read;
 3. a fingerprinted model is matched against the index, which holds the base families *and* every
-   member placed so far. Among the members scored ``derived``, the highest score is the **direct
-   parent** (a derivative is closer to its parent than to its grandparent: each generation of
-   training moves the weights further away); the declared parent is always scored too, even when
-   the prefilter did not shortlist it;
-4. no confident match, no declared base, and a full model (not an adapter, not quantized): a
-   **candidate new family**, flagged on the node, with the model as its root;
+   member placed so far; the declared parent is always scored too, even when the prefilter did not
+   shortlist it. The family is that of the best ``derived`` member; the **direct parent** is chosen
+   by :meth:`Pipeline._choose` (a verified claim inside that family, else the best member moved up
+   its chain on ties);
+4. no confident match (or only a weak one), no declared base, and a full model (not an adapter, not
+   quantized): a **candidate new family**, flagged on the node, with the model as its root;
 5. the fingerprint joins the index under the family, so later models can derive from it.
 
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
@@ -29,7 +29,7 @@ from typing import Any
 from crawler.crawl import Outcome
 from crawler.records import HubModel
 from fingerprint.index import Index, Match
-from fingerprint.similarity.compare import METHOD_VERSION, compare_fingerprints
+from fingerprint.similarity.compare import METHOD_VERSION, compare_fingerprints, score_thresholds
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
@@ -37,6 +37,9 @@ from graph.store import LineageStore
 SHORTLIST = 10
 #: Score differences below this are not resolvable: fingerprint files reproduce exact scores within 0.003.
 SCORE_RESOLUTION = 0.003
+#: A pretrain-looking model whose best "derived" score is under this multiple of the width's derived
+#: threshold becomes a candidate family, not a member: derivatives score far above the threshold.
+WEAK_MATCH = 2.0
 
 
 def now_ms() -> int:
@@ -112,13 +115,20 @@ class Pipeline:
                 e = self.index.entries[base]
                 matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {}))
         derived = [x for x in matches if x.verdict == "derived"]
+        full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
+        if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(sk.width)[0]:
+            # A model that claims no base and looks like a pretrain, matched only just above the
+            # threshold: models trained on the same text with the same tokenizer sit there too. Flag
+            # it as a candidate family for review instead of silently filing it under that base.
+            weak = max(derived, key=lambda x: x.score)
+            return Placement(m.id, None, weak.score, weak.z, "weak match", candidate_family=True,
+                             considered=len(matches))
         if derived:
             scored = {x.name: x for x in matches}
             best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], scored, sk)
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict = top.verdict if top else "no candidates"
-        full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
         if full_pretrain and (top is None or top.verdict == "independent" or verdict == "no candidates"):
             return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
         return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
@@ -154,7 +164,10 @@ class Pipeline:
         score resolution, so on a tie (attacks and quantized copies score ≈ 1 against each other) the
         older model wins.
         """
-        claims = [x for x in (self._score(d, scored, sk) for d in declared) if x is not None and x.verdict == "derived"]
+        # the family comes from the strongest evidence; a claim only picks the parent inside it (a card
+        # naming another family's base is a misstatement even if that base also scores "derived")
+        claims = [x for x in (self._score(d, scored, sk) for d in declared)
+                  if x is not None and x.verdict == "derived" and x.family == best.family]
         if claims:
             return max(claims, key=lambda x: x.score)
         for _ in range(32):
