@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import get_session
 
 from crawler.errors import GatedRepoError, HubRequestError, RangeNotHonouredError, RepoNotFoundError
-from fingerprint.io.source import MAX_SMALL_FILE_BYTES, check_range, safe_relative_name
+from fingerprint.io.source import MAX_SMALL_FILE_BYTES, CountingSource, check_range, safe_relative_name
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,7 +115,7 @@ def _check(r: httpx2.Response, url: str, repo_id: str, token: str | None) -> Non
         raise HubRequestError(url, r.status_code, r.headers.get("X-Error-Message") or code or "request failed")
 
 
-class HttpFileSource:
+class HttpFileSource(CountingSource):
     """A :class:`fingerprint.io.source.ByteSource` over one Hub file, read by ``Range`` requests.
 
     Every response must be 206 with ``Content-Range: bytes a-b/size`` for exactly the bytes asked for;
@@ -129,29 +128,17 @@ class HttpFileSource:
 
     def __init__(self, client: httpx2.Client, url: str, size: int, repo_id: str, name: str,
                  token: str | None = None, timeout: float = 30.0, attempts: int = 6) -> None:
-        self.client, self.url, self._size = client, url, size
-        self.repo_id, self.name, self.token = repo_id, name, token
+        super().__init__(name, size)
+        self.client, self.url = client, url
+        self.repo_id, self.token = repo_id, token
         self.timeout, self.attempts = timeout, attempts
-        self._bytes_read = 0
         self.requests = 0
-        self._lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def bytes_read(self) -> int:
-        return self._bytes_read
 
     def read(self, offset: int, length: int) -> bytes:
         check_range(self.name, self._size, offset, length)
         if length == 0:
             return b""
-        data = with_retries(lambda: self._get(offset, length), f"{self.repo_id}/{self.name}", self.attempts)
-        with self._lock:
-            self._bytes_read += length
-        return data
+        return self._count(with_retries(lambda: self._get(offset, length), f"{self.repo_id}/{self.name}", self.attempts))
 
     def _get(self, offset: int, length: int) -> bytes:
         end = offset + length - 1

@@ -42,16 +42,12 @@ class ByteSource(Protocol):
         ...
 
 
-class LocalFileSource:
-    """A :class:`ByteSource` over a local file, one ``pread`` per call."""
+class CountingSource:
+    """What every byte source shares: a name, a size, and a thread-safe count of the bytes it served."""
 
-    #: Local reads are free to repeat, so read the 8-byte header length first, then the header.
-    header_prefetch = 8
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.name = str(self.path)
-        self._size = self.path.stat().st_size
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self._size = size
         self._bytes_read = 0
         self._lock = threading.Lock()
 
@@ -63,15 +59,29 @@ class LocalFileSource:
     def bytes_read(self) -> int:
         return self._bytes_read
 
+    def _count(self, data: bytes) -> bytes:
+        with self._lock:
+            self._bytes_read += len(data)
+        return data
+
+
+class LocalFileSource(CountingSource):
+    """A :class:`ByteSource` over a local file, one ``pread`` per call."""
+
+    #: Local reads are free to repeat, so read the 8-byte header length first, then the header.
+    header_prefetch = 8
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        super().__init__(str(self.path), self.path.stat().st_size)
+
     def read(self, offset: int, length: int) -> bytes:
         check_range(self.name, self._size, offset, length)
         with open(self.path, "rb") as f:
             data = os.pread(f.fileno(), length, offset)
         if len(data) != length:
             raise CheckpointFormatError(self.name, f"short read at {offset}: wanted {length}, got {len(data)}")
-        with self._lock:
-            self._bytes_read += length
-        return data
+        return self._count(data)
 
 
 def check_range(name: str, size: int, offset: int, length: int) -> None:
