@@ -18,6 +18,7 @@ def main(verbose: int) -> None:
 
     Example:
 
+        lineage demo                      # the whole loop, offline
         lineage inspect ./my-model --json
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
