@@ -18,6 +18,7 @@ def main(verbose: int) -> None:
 
     Example:
 
+    \b
         lineage demo                      # the whole loop, offline
         lineage inspect ./my-model --json
     """
