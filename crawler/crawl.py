@@ -207,10 +207,12 @@ class Crawler:
                 if not self.state.known(str(vars(info).get("_id")), str(getattr(info, "sha", ""))):
                     self._found(info, found, s)
         with self.state.tx() as con:
+            seq = self.state.next_seq(con)
             for (key, sha), info in found.items():
                 if info is not None and self.state.enqueue(con, key, sha, info.id, getattr(info, "created_at", None),
-                                      getattr(info, "last_modified", None)):
+                                                           getattr(info, "last_modified", None), seq):
                     s.discovered += 1
+                    seq += 1
             for name, value in marks.items():
                 self.state.set_watermark(con, name, value)
         s.phases["listing"] = s.phases.get("listing", 0.0) + time.perf_counter() - t0

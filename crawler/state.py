@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE INDEX IF NOT EXISTS queue_pending ON queue (endpoint, status, seq);
 CREATE TABLE IF NOT EXISTS result (
     endpoint TEXT, key TEXT, sha TEXT, id TEXT, status TEXT, reason TEXT, record TEXT,
-    processed_at TEXT, PRIMARY KEY (endpoint, key, sha));
+    processed_at TEXT, weights_digest TEXT, PRIMARY KEY (endpoint, key, sha));
+CREATE INDEX IF NOT EXISTS result_weights ON result (endpoint, weights_digest, status);
 """
 
 
@@ -70,10 +71,14 @@ class CrawlState:
                     "WHERE excluded.value > watermark.value", (self.endpoint, name, value.isoformat()))
 
     # -- queue ------------------------------------------------------------------------------
+    def next_seq(self, con: sqlite3.Connection) -> int:
+        """The first free queue position; a discovery numbers its items from here in one transaction."""
+        return int(con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM queue WHERE endpoint=?",
+                               (self.endpoint,)).fetchone()[0])
+
     def enqueue(self, con: sqlite3.Connection, key: str, sha: str, repo_id: str,
-                created_at: datetime | None, last_modified: datetime | None) -> bool:
-        """Queue ``(key, sha)`` unless it is queued or done already; True if it is new work."""
-        seq = con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM queue WHERE endpoint=?", (self.endpoint,)).fetchone()[0]
+                created_at: datetime | None, last_modified: datetime | None, seq: int) -> bool:
+        """Queue ``(key, sha)`` at position ``seq`` unless it is queued or done already; True if new work."""
         cur = con.execute(
             "INSERT OR IGNORE INTO queue (endpoint, key, sha, id, created_at, last_modified, seq) VALUES (?,?,?,?,?,?,?)",
             (self.endpoint, key, sha, repo_id, _iso(created_at), _iso(last_modified), seq))
@@ -103,9 +108,9 @@ class CrawlState:
                record: dict[str, Any]) -> None:
         """Store the result and mark the item done, in one transaction (exactly once per ``(key, sha)``)."""
         with self.tx() as con:
-            con.execute("INSERT OR REPLACE INTO result VALUES (?,?,?,?,?,?,?,?)",
+            con.execute("INSERT OR REPLACE INTO result VALUES (?,?,?,?,?,?,?,?,?)",
                         (self.endpoint, key, sha, repo_id, status, reason, json.dumps(record, sort_keys=True),
-                         datetime.now(timezone.utc).isoformat()))
+                         datetime.now(timezone.utc).isoformat(), record.get("weights_digest")))
             con.execute("UPDATE queue SET status='done' WHERE endpoint=? AND key=? AND sha=?", (self.endpoint, key, sha))
 
     def results(self) -> list[dict[str, Any]]:
@@ -123,8 +128,9 @@ class CrawlState:
         if not sha256s:
             return None
         digest = ",".join(sorted(sha256s))
-        row = self.db.execute("SELECT key, id FROM result WHERE endpoint=? AND status='fingerprinted' AND "
-                              "json_extract(record, '$.weights_digest') = ? ORDER BY processed_at LIMIT 1",
+        # an indexed column, not json_extract over every result: this runs once per crawled model
+        row = self.db.execute("SELECT key, id FROM result WHERE endpoint=? AND weights_digest = ? AND "
+                              "status='fingerprinted' ORDER BY processed_at LIMIT 1",
                               (self.endpoint, digest)).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
