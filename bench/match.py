@@ -1,9 +1,11 @@
 """Fingerprint index benchmark: file size, agreement with full checkpoints, match time vs N, recall.
 
-    python -m bench.match [--zoo DIR] [--negatives roots|all] [--ranks 16 32 64]
+    python -m bench.match [--zoo DIR] [--negatives roots|all] [--ranks auto 64 32]
+    python -m bench.match --real bench/.cache/real --ranks auto 64   # part 2 only, on real checkpoints
 
 1. Fingerprint size as a function of d and L (formula checked against real files), extrapolated to a
-   LLaMA-2-7B shape (d=4096, L=32, 32k vocabulary, untied head).
+   LLaMA-2-7B shape (d=4096, L=32, 32k vocabulary, untied head), at the default rank (``auto``: as many
+   components as a 16 MiB factor budget allows, at least 64) and at fixed ranks.
 2. Agreement: for every labelled pair of the zoo, the score from two fingerprint files vs the score from
    the two full checkpoints (max |Δ|, identical verdicts), for each factor rank.
 3. Match time for one suspect against N = 10 … 10,000 indexed bases (synthetic bases: random sketches of the
@@ -27,7 +29,7 @@ from bench.eval import zoo_pairs
 from fingerprint.canonical import open_model
 from fingerprint.index import Index
 from fingerprint.similarity.compare import compare_fingerprints, compare_models
-from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, load, save, sketch_model, truncate
+from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, auto_rank, load, save, sketch_model, truncate
 
 
 def size_formula(d: int, layers: int, q_rows: int, k_rows: int, anchors: int, rank: int, untied: bool) -> int:
@@ -57,9 +59,10 @@ def synthetic(like: Sketch, seed: int) -> Sketch:
                   np.stack(pre).astype(np.float32))
 
 
-def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[int], tmp: Path) -> list[list[str]]:
+def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[str], tmp: Path) -> list[list[str]]:
     names = sorted({x for p in pairs for x in p[:2]})
-    files = {r: {n: save(sketch_model(open_model(root / n), rank=r), tmp / f"r{r}" / f"{n}.lfp") for n in names} for r in ranks}
+    files = {r: {n: save(sketch_model(open_model(root / n), rank="auto" if r == "auto" else int(r)), tmp / f"r{r}" / f"{n}.lfp")
+                 for n in names} for r in ranks}
     sizes = {r: np.mean([f.stat().st_size for f in files[r].values()]) for r in ranks}
     full = {}
     for a, b, _, _ in pairs:
@@ -75,7 +78,8 @@ def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[in
             deltas.append(abs(c.score - full[(a, b)][0]))
             same += c.verdict == full[(a, b)][1]
         per = (time.perf_counter() - t) / len(pairs)
-        rows.append([str(r), f"{sizes[r] / 1e3:.1f} KB", f"{max(deltas):.5f}", f"{np.mean(deltas):.5f}", f"{same}/{len(pairs)}",
+        stored = max(int(load(f).meta["rank"]) for f in files[r].values())
+        rows.append([f"{r} (stored ≤ {stored})", f"{sizes[r] / 1e3:.1f} KB", f"{max(deltas):.5f}", f"{np.mean(deltas):.5f}", f"{same}/{len(pairs)}",
                      f"{per * 1000:.1f} ms"])
     return rows
 
@@ -88,22 +92,35 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", type=Path, default=None)
     p.add_argument("--negatives", choices=["roots", "all"], default="roots")
-    p.add_argument("--ranks", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--ranks", nargs="+", default=["auto", "64"], help="factor ranks to compare: integers or 'auto'")
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    p.add_argument("--real", type=Path, default=None,
+                   help="a bench.real directory: run only the agreement part on its pairs (real spectra, wider models)")
     a = p.parse_args()
+    if a.real:
+        real_pairs = []
+        for line in (a.real / "pairs.txt").read_text().splitlines():
+            f = line.split()
+            if f and not f[0].startswith("#") and all((a.real / "models" / x).exists() for x in f[:2]):
+                real_pairs.append((f[0], f[1], int(f[2]), f[3] if len(f) > 3 else ""))
+        with tempfile.TemporaryDirectory() as tmpd:
+            print(f"2. Fingerprint vs full checkpoints on {len(real_pairs)} pairs of {a.real}")
+            print(table(agreement(a.real / "models", real_pairs, a.ranks, Path(tmpd)),
+                        ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
+        return
     root = a.zoo or default_dir("small")
     man = json.loads((root / "manifest.json").read_text())
     pairs = zoo_pairs(man, a.negatives)
 
-    print("1. Fingerprint size (4096 anchors max, untied head, int8 factors)")
+    print(f"1. Fingerprint size ({DEFAULT_ANCHORS} anchors max, untied head, int8 factors)")
     rows = []
     for d, layers, vocab, kv_rows, label in ((64, 3, 512, 64, "tiny zoo"), (256, 4, 2048, 256, "small zoo"),
-                                             (2048, 16, 128256, 512, "Llama-3.2-1B"), (4096, 32, 32000, 4096, "LLaMA-2-7B"),
-                                             (8192, 80, 32000, 1024, "LLaMA-2-70B")):
-        for rank in (16, 32, 64):
-            size = size_formula(d, layers, d, kv_rows, min(DEFAULT_ANCHORS, vocab), rank, True)
-            rows.append([label, d, layers, rank, f"{size / 1e6:.2f} MB"])
-    print(table(rows, ["model", "d", "L", "rank", "size"]))
+                                             (576, 30, 49152, 192, "SmolLM2-135M"), (2048, 16, 128256, 512, "Llama-3.2-1B"),
+                                             (4096, 32, 32000, 4096, "LLaMA-2-7B"), (8192, 80, 32000, 1024, "LLaMA-2-70B")):
+        auto = auto_rank(d, layers)
+        sizes = [size_formula(d, layers, d, kv_rows, min(DEFAULT_ANCHORS, vocab), r, True) for r in (auto, 64, 32)]
+        rows.append([label, d, layers, f"{min(auto, d)}{' (exact)' if auto >= d else ''}", *(f"{x / 1e6:.2f} MB" for x in sizes)])
+    print(table(rows, ["model", "d", "L", "default rank", "size (default)", "size (rank 64)", "size (rank 32)"]))
     real = save(sketch_model(open_model(root / man["models"][0]["path"])), Path(tempfile.mkdtemp()) / "x.lfp")
     sk = load(real)
     n_body = size_formula(sk.width, sk.num_layers, sk.q[0].shape[1], sk.k[0].shape[1], len(sk.keys), 10**9, sk.lm_head is not None)

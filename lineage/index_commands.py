@@ -24,15 +24,15 @@ def sketch_of(path: str, rank: int | None = None, anchors: int | None = None) ->
         return sk.load(path)
     from fingerprint.canonical import open_model
 
-    return sk.sketch_model(open_model(path), rank=rank or sk.DEFAULT_RANK, n_anchors=anchors or sk.DEFAULT_ANCHORS,
+    return sk.sketch_model(open_model(path), rank=rank or "auto", n_anchors=anchors or sk.DEFAULT_ANCHORS,
                            source=str(Path(path).name))
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Fingerprint file to write (.lfp).")
-@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default 64).")
-@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4096).")
+@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact up to ~1B parameters).")
+@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000).")
 @output_options
 @handle_errors
 def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, as_json: bool) -> None:

@@ -67,7 +67,17 @@ def test_fingerprint_is_reproducible_and_matches_the_golden_file(tmp_path: Path)
         GOLDEN.write_bytes(a)
     assert a == GOLDEN.read_bytes(), "fingerprint bytes changed: bump sketch.VERSION and regenerate the golden file"
     sk = load(GOLDEN)
-    assert (sk.width, sk.num_layers, sk.meta["anchors"], sk.meta["rank"]) == (32, 2, 96, 64)
+    # The default rank keeps exact factors at this width: every Q/K row, no tail.
+    assert (sk.width, sk.num_layers, sk.meta["anchors"], sk.meta["rank"]) == (32, 2, 96, 32)
+    assert all(t == (0.0, 0.0) for t in sk.tails)
+
+
+def test_default_rank_spends_the_factor_budget() -> None:
+    from fingerprint.sketch import FACTOR_BUDGET, auto_rank
+
+    assert auto_rank(4096, 32) == 64  # LLaMA-2-7B: 32 layers × (Q + K) × 4096 × 64 int8 = 16 MiB
+    assert auto_rank(256, 4) >= 256 and auto_rank(576, 30) * 2 * 30 * 576 <= FACTOR_BUDGET  # small zoo exact, SmolLM2 485
+    assert auto_rank(8192, 80) == 64  # the floor for the widest models
 
 
 def test_fingerprint_scores_agree_with_checkpoint_scores(tmp_path: Path) -> None:
