@@ -12,7 +12,7 @@ from typing import Any
 
 from graph import cypher
 from graph.errors import StoreAuthError, StoreUnavailableError
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
 from graph.store import BATCH, EdgeRow, Mode
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,9 @@ class Neo4jStore:
         for i in range(0, len(ks), BATCH):
             out.update((r["key"], (r["id"], r["license"])) for r in self._run(cypher.LABELS, {"keys": ks[i : i + BATCH]}))
         return out
+
+    def descendants(self, key: str, *, depth: int, min_score: float) -> list[Lineage] | None:
+        return None  # no closure kept here: traversals expand hop by hop on the server (reach)
 
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
         # Breadth-first, one statement per hop and frontier batch; the visited set ends cycles.

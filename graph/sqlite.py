@@ -8,15 +8,18 @@ embedded Cypher databases on every operation (point lookup < 1 ms, 17k-descendan
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from graph import closure
 from graph.errors import StoreUnavailableError
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
 from graph.store import BATCH, MAX_DEPTH, EdgeRow, Mode
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MODEL_COLS = tuple(ModelRecord.__dataclass_fields__)
 DERIVED_COLS = tuple(DerivedEdge.__dataclass_fields__)
@@ -51,7 +54,7 @@ CREATE TABLE IF NOT EXISTS same_weights (
   a TEXT NOT NULL, b TEXT NOT NULL, sha256 TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
   PRIMARY KEY (a, b)) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-"""
+""" + closure.DDL
 
 # Traversals: one constant statement per (mode, direction), each recursive step reading a table through
 # its index (a CTE over a UNION view would be materialized and scanned: 0.4 s instead of ms at 100k edges).
@@ -143,7 +146,30 @@ class SqliteStore:
 
     def ensure_schema(self) -> list[str]:
         self.db.executescript(_DDL)
+        if self._meta("closure") != closure.VERSION:
+            # A store written before the closure existed (or by another version of it): build it once.
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                log.info("building the derivative closure of %s (once, after an upgrade)", self.path)
+                closure.rebuild(self.db)
+                low = self.db.execute("SELECT MIN(score) FROM derived_from").fetchone()[0]
+                self._set_meta("closure_floor", None if low is None else repr(float(low)))
+                self._set_meta("closure", closure.VERSION)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         return []
+
+    def _meta(self, k: str) -> str | None:
+        row = self.db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, k: str, v: str | None) -> None:
+        if v is None:
+            self.db.execute("DELETE FROM meta WHERE k = ?", (k,))
+        else:
+            self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", (k, v))
 
     def upsert_models(self, rows: Sequence[ModelRecord], now_ms: int) -> int:
         cols = ", ".join(MODEL_COLS)
@@ -177,27 +203,56 @@ class SqliteStore:
 
     def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
         have = self._existing({r.src for r in rows} | {r.dst for r in rows})
-        ok = [r for r in rows if r.src in have and r.dst in have]
-        if replace:
-            keep: dict[str, list[str]] = {}
-            for r in ok:
-                keep.setdefault(r.src, []).append(r.dst)
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for src, dsts in keep.items():
-                    self.db.execute(f"DELETE FROM derived_from WHERE src = ? AND dst NOT IN ({', '.join('?' * len(dsts))})",
-                                    [src, *dsts])
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        by_src: dict[str, list[DerivedEdge]] = {}
+        for r in rows:
+            if r.src in have and r.dst in have:
+                by_src.setdefault(r.src, []).append(r)
         cols = [c for c in DERIVED_COLS]
         sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("src", "dst"))
         sql = (f"INSERT INTO derived_from ({', '.join(cols)}, created_at_ms, updated_at_ms) VALUES "
                f"({', '.join('?' * (len(cols) + 2))}) ON CONFLICT(src, dst) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms")
-        for i in range(0, len(ok), BATCH):
-            self._write(sql, ([getattr(r, c) for c in cols] + [now_ms, now_ms] for r in ok[i : i + BATCH]))
-        return len(ok)
+        # Batches never split one model's edges, so `replace` sees all of them, and each batch commits its
+        # edges together with the closure rows they change: a crash leaves both old or both new.
+        batch: list[DerivedEdge] = []
+        groups = list(by_src.values())
+        for i, group in enumerate(groups):
+            batch.extend(group)
+            if len(batch) >= BATCH or i == len(groups) - 1:
+                self._derived_batch(sql, batch, replace, now_ms)
+                batch = []
+        return sum(len(g) for g in groups)
+
+    def _derived_batch(self, sql: str, batch: list[DerivedEdge], replace: bool, now_ms: int) -> None:
+        self._reached = {}
+        srcs = {r.src for r in batch}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if replace:
+                keep: dict[str, list[str]] = {}
+                for r in batch:
+                    keep.setdefault(r.src, []).append(r.dst)
+                for src, dsts in keep.items():
+                    self.db.execute(f"DELETE FROM derived_from WHERE src = ? AND dst NOT IN ({', '.join('?' * len(dsts))})",
+                                    [src, *dsts])
+            before = self._out_edges(srcs)
+            self.db.executemany(sql, ([getattr(r, c) for c in DERIVED_COLS] + [now_ms, now_ms] for r in batch))
+            # Only models whose parents or scores changed move the closure: a re-detection that confirms
+            # what is stored (the usual re-crawl) recomputes nothing below it.
+            closure.refresh(self.db, {src for src, _, _ in before ^ self._out_edges(srcs)})
+            # A lower bound of every stored score: the closure answers queries whose min score is at or
+            # below it (their score filter removes nothing); a bound never raised keeps that rule safe.
+            floor = self._meta("closure_floor")
+            low = min(r.score for r in batch)
+            if floor is None or low < float(floor):
+                self._set_meta("closure_floor", repr(float(low)))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _out_edges(self, srcs: set[str]) -> set[tuple[str, str, float]]:
+        return set(self.db.execute("SELECT src, dst, score FROM derived_from WHERE src IN (SELECT value FROM json_each(?))",
+                                   (json.dumps(sorted(srcs)),)))
 
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
         have = self._existing({r.src for r in rows} | {r.dst for r in rows})
@@ -249,6 +304,24 @@ class SqliteStore:
         far = 1 if upward else 0
         self._reached = {r[far]: (r[6], r[7]) for r in rows}
         return [EdgeRow._make(r[:6]) for r in rows]
+
+    def descendants(self, key: str, *, depth: int, min_score: float) -> list[Lineage] | None:
+        """Detected derivatives of ``key`` from the closure (see :mod:`graph.closure`); None when it cannot
+        answer: no closure yet, or a min score above the weakest stored edge (the score filter would cut
+        chains the closure does not know about)."""
+        if self._meta("closure") != closure.VERSION:
+            return None
+        floor = self._meta("closure_floor")
+        if floor is not None and min_score > float(floor):
+            return None
+        rows = self.db.execute("SELECT c.dsc, c.hops, c.low, c.parent, c.score, m.id, m.license FROM derived_closure c "
+                               "JOIN model m ON m.key = c.dsc WHERE c.anc = ? AND c.hops <= ?", (key, depth)).fetchall()
+        ids = {r[0]: r[5] for r in rows}
+        ids.update((k, v[0]) for k, v in self.labels([key, *{r[3] for r in rows if r[3] not in ids}]).items())
+        out = [Lineage(id=rid, key=k, hops=hops, min_score=low, via="detected", parent=ids.get(p, p),
+                       extra={"license": lic, "score": score}) for k, hops, low, p, score, rid, lic in rows]
+        out.sort(key=lambda r: (r.hops, r.id))
+        return out
 
     def family_of(self, key: str) -> FamilyRecord | None:
         row = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license FROM in_family i "

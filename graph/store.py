@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
 
 Mode = Literal["detected", "declared", "both"]
 MODES: tuple[str, ...] = ("detected", "declared", "both")
@@ -74,6 +74,11 @@ class LineageStore(Protocol):
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
         """Every edge on a path of at most ``depth`` hops that ends (or, upward, starts) at ``key``,
         following ``mode`` edges whose score is at least ``min_score`` (declared edges have no score)."""
+        ...
+
+    def descendants(self, key: str, *, depth: int, min_score: float) -> list[Lineage] | None:
+        """Detected derivatives from a materialized closure, exactly as :func:`graph.queries.derivatives`
+        would compute them from :meth:`reach`; None when the backend keeps none or it cannot answer."""
         ...
 
     def family_of(self, key: str) -> FamilyRecord | None: ...
