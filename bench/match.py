@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--negatives", choices=["roots", "all"], default="roots")
     p.add_argument("--ranks", nargs="+", default=["auto", "64"], help="factor ranks to compare: integers or 'auto'")
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    p.add_argument("--skip-agreement", action="store_true", help="skip part 2 (the slowest)")
     p.add_argument("--real", type=Path, default=None,
                    help="a bench.real directory: run only the agreement part on its pairs (real spectra, wider models)")
     a = p.parse_args()
@@ -131,7 +132,10 @@ def main() -> None:
         tmp = Path(tmpd)
         print(f"2. Fingerprint vs full checkpoints on {len(pairs)} labelled pairs of the {man['size']} zoo "
               f"(negatives: {a.negatives})")
-        print(table(agreement(root, pairs, a.ranks, tmp), ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
+        if a.skip_agreement:
+            print("(skipped: --skip-agreement)")
+        else:
+            print(table(agreement(root, pairs, a.ranks, tmp), ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
         print()
 
         roots = [m for m in man["models"] if not m["parents"]]

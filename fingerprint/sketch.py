@@ -129,7 +129,7 @@ def auto_rank(hidden_size: int, num_layers: int) -> int:
     return max(MIN_RANK, FACTOR_BUDGET // max(1, 2 * num_layers * hidden_size))
 
 
-def sketch_model(m: CanonicalModel, rank: int | None | Literal["auto"] = "auto", n_anchors: int | None = DEFAULT_ANCHORS,
+def sketch_model(m: CanonicalModel, rank: int | Literal["auto"] | None = "auto", n_anchors: int | None = DEFAULT_ANCHORS,
                  source: str | None = None, revision: str | None = None, keys: list[str] | None = None) -> Sketch:
     """Read a model once and keep what the lineage method needs.
 

@@ -172,9 +172,13 @@ class SameWeights:
         return asdict(self.ordered())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lineage:
-    """One row of a traversal answer: a model reached in ``hops`` steps, the weakest detected score on the way."""
+    """One row of a traversal answer: a model reached in ``hops`` steps, the weakest detected score on the way.
+
+    Not frozen: a transitive answer builds ~10k of these, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) was a fifth of a 1M-model query.
+    """
 
     id: str
     key: str
