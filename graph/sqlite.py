@@ -127,8 +127,10 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=OFF")
-            # Traversals touch pages all over the file: map it (256 MB) and keep a 64 MB page cache.
-            self.db.execute("PRAGMA mmap_size=268435456")
+            # Traversals touch pages all over the file: map up to 2 GiB of it (address space, not memory: a 1M-model
+            # store with its closure is ~0.6 GB, and reads past the mapping go through the page cache) and keep
+            # a 64 MB page cache.
+            self.db.execute("PRAGMA mmap_size=2147418112")
             self.db.execute("PRAGMA cache_size=-65536")
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailableError(f"cannot open the embedded lineage store {self.path}: {e}") from e
