@@ -128,14 +128,20 @@ def _dense_null(aligned: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Fac
     n = t.shape[1]
     self_a = torch.tensor([f.self_h for i, _ in pairs for f in aligned[i]], dtype=t.dtype)
     tr2 = (t * t).sum(dim=(1, 2))
-    null = []
+    # Both sides are symmetric with a zero diagonal: the cross term is twice the sum over i < j, which
+    # halves the gather; B̃s is read off the unpermuted Gram, (T̃v)[p] with v[p] = s, with no gather.
+    iu, ju = torch.triu_indices(n, n, 1)
+    a_up = a[:, iu, ju].contiguous()
     flat_t = t.reshape(len(t), n * n)
+    null = []
     for perm, sign in draws:
         idx = torch.from_numpy(perm)
         sg = torch.from_numpy(sign).to(t.dtype)
-        b = flat_t[:, (idx[:, None] * n + idx[None, :]).reshape(-1)].reshape(-1, n, n)  # one gather: P T Pᵀ
-        bs = b @ sg
-        cross = (b.mul_(a) @ sg) @ sg  # sᵀ (A ∘ B) s, in place: b is not used again
+        v = torch.zeros(n, dtype=t.dtype)
+        v[idx] = sg
+        bs = (t @ v)[:, idx]
+        b_up = flat_t[:, idx[iu] * n + idx[ju]]
+        cross = 2.0 * (b_up.mul_(a_up) @ (sg[iu] * sg[ju]))
         self_b = tr2 + (bs @ sg) ** 2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (bs * bs).sum(dim=1)
         den = (self_a * self_b).clamp_min(0.0).sqrt()
         ok = (self_a > 1e-30) & (self_b > 1e-30)
