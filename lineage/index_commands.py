@@ -31,7 +31,7 @@ def sketch_of(path: str, rank: int | None = None, anchors: int | None = None) ->
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Fingerprint file to write (.lfp).")
-@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact up to ~1B parameters).")
+@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact while layers × width² ≤ 2²³, 64 at 7B).")
 @click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000).")
 @output_options
 @handle_errors
