@@ -14,7 +14,7 @@ from tinymodels import build_hf, llama_config, perturb, save_state_dict, write_w
 from bench.attacks import ATTACKS
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
-from fingerprint.similarity.align import procrustes, signed_lap
+from fingerprint.similarity.align import procrustes, procrustes_fit, signed_lap
 from fingerprint.similarity.cka import biased_cka, feature_cka, unbiased_cka
 from fingerprint.similarity.compare import compare_models
 
@@ -56,6 +56,15 @@ def test_procrustes_recovers_planted_rotation() -> None:
     r, fit = procrustes(torch.from_numpy(e_b), torch.from_numpy(e_b @ rot))
     np.testing.assert_allclose(r.numpy(), rot, atol=1e-8)
     assert fit == pytest.approx(1.0)
+
+
+def test_procrustes_fit_from_singular_values_equals_the_full_fit() -> None:
+    rng = np.random.default_rng(4)
+    for d_b, d_t in ((32, 32), (48, 32)):  # square (singular values only) and rectangular (full path)
+        e_b = torch.from_numpy(rng.standard_normal((500, d_b)))
+        noisy = e_b[:, :d_t] + 2.0 * torch.from_numpy(rng.standard_normal((500, d_t)))
+        for e_t in (noisy, torch.from_numpy(rng.standard_normal((500, d_t)))):
+            assert procrustes_fit(e_b, e_t) == pytest.approx(procrustes(e_b, e_t)[1], rel=1e-10, abs=1e-12)
 
 
 # -- tiny model families -------------------------------------------------------------------------

@@ -83,3 +83,19 @@ def procrustes(e_b: torch.Tensor, e_t: torch.Tensor) -> tuple[torch.Tensor, floa
     scale = float((fit * t).sum() / (fit * fit).sum().clamp_min(1e-30))
     resid = float(((scale * fit - t) ** 2).sum() / (t * t).sum().clamp_min(1e-30))
     return r, 1.0 - resid
+
+
+def procrustes_fit(e_b: torch.Tensor, e_t: torch.Tensor) -> float:
+    """The explained share of :func:`procrustes` without forming ``R`` when the widths are equal.
+
+    With ``Bᵀ T = U Σ Vᵀ`` and ``R = U Vᵀ`` square orthogonal, ``⟨B R, T⟩ = tr Σ`` and ``‖B R‖ = ‖B‖``, and
+    the optimally scaled residual gives ``1 − resid = (tr Σ)² / (‖B‖² ‖T‖²)``: singular values only, no
+    ``anchors × d × d`` product (most of the cost when the fit is only a gate, as for unrelated pairs).
+    """
+    b = e_b.to(torch.float64)
+    t = e_t.to(torch.float64)
+    if b.shape[1] != t.shape[1]:
+        return procrustes(b, t)[1]
+    nuc = float(torch.linalg.svdvals(b.T @ t).sum())
+    return nuc * nuc / max(float((b * b).sum()) * float((t * t).sum()), 1e-300)
+

@@ -21,7 +21,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from fingerprint.errors import ComparisonError
-from fingerprint.similarity.align import chance_lap_quality, procrustes, signed_lap
+from fingerprint.similarity.align import chance_lap_quality, procrustes, procrustes_fit, signed_lap
 from fingerprint.sketch import Sketch, bottom_k
 
 #: Below this width, and when factors are wide (r² ≥ n), a pair is scored on dense U-centred Grams:
@@ -207,10 +207,11 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
             view_b.append(torch.from_numpy(mb.lm_head[rb]))
             view_t.append(torch.from_numpy(mt.lm_head[rt]))
         xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
-        r, fit = procrustes(xb, xt)
+        fit = procrustes_fit(xb, xt)
         g = torch.Generator().manual_seed(1)
-        _, fit0 = procrustes(xb, xt[torch.randperm(xt.shape[0], generator=g)])
+        fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
         if fit >= min_fit and fit - fit0 >= min_gain:
+            r, _ = procrustes(xb, xt)  # the rotation itself only when the fit passes the gates
             rot = [(factor(r.T @ q, dense), factor(r.T @ k, dense)) for q, k in tb]
             prow, pscore = score_layers(rot, ft, None)
             if pscore > score:
