@@ -1,4 +1,5 @@
-"""Embedded lineage store: one SQLite file, recursive CTEs for traversals.
+"""Embedded lineage store: one SQLite file, recursive CTEs for traversals, and a closure of the detected
+edges (:mod:`graph.closure`) that answers detected ``derivatives`` with one range scan.
 
 Why SQLite (measured at 1M models / 1.1M edges on 2 cores, see the README): it matched or beat the
 embedded Cypher databases on every operation (point lookup < 1 ms, 17k-descendant traversal 80 ms,
