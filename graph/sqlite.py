@@ -231,6 +231,7 @@ class SqliteStore:
         srcs = {r.src for r in batch}
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            before = self._out_edges(srcs)  # before the deletes too: a dropped parent changes the closure
             if replace:
                 keep: dict[str, list[str]] = {}
                 for r in batch:
@@ -238,7 +239,6 @@ class SqliteStore:
                 for src, dsts in keep.items():
                     self.db.execute(f"DELETE FROM derived_from WHERE src = ? AND dst NOT IN ({', '.join('?' * len(dsts))})",
                                     [src, *dsts])
-            before = self._out_edges(srcs)
             self.db.executemany(sql, ([getattr(r, c) for c in DERIVED_COLS] + [now_ms, now_ms] for r in batch))
             # Only models whose parents or scores changed move the closure: a re-detection that confirms
             # what is stored (the usual re-crawl) recomputes nothing below it.

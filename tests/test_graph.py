@@ -234,6 +234,12 @@ def test_closure_answers_exactly_like_the_traversal(tmp_path: Path) -> None:
     check()
     store.upsert_derived([DerivedEdge("k40", "k2", 0.7), DerivedEdge("k59", "k0", 0.4)], T0, replace=True)
     check()
+    # A re-detection that keeps one of two stored parents unchanged and drops the other.
+    store.upsert_derived([DerivedEdge("k30", "k20", 0.6), DerivedEdge("k30", "k10", 0.8)], T0)
+    check()
+    store.upsert_derived([DerivedEdge("k30", "k20", 0.6)], T0, replace=True)
+    assert [e.dst for e in store.reach("k30", upward=True, mode="detected", depth=1, min_score=0.0)] == ["k20"]
+    check()
     big = max(range(n), key=lambda i: len(_traversed(store, f"k{i}", 32)))
     assert len(_traversed(store, f"k{big}", 32)) >= n // 2  # the comparison covered real transitive answers
     # A store written before the closure existed builds it on open.
