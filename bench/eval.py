@@ -30,6 +30,16 @@ from fingerprint.similarity.compare import compare_huref, compare_models
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def read_pairs(path: Path) -> list[tuple[str, str, int, str]]:
+    """A pairs file: ``A B 1|0 [category]`` per line, ``#`` comments."""
+    pairs = []
+    for line in path.read_text().splitlines():
+        f = line.split()
+        if f and not f[0].startswith("#"):
+            pairs.append((f[0], f[1], int(f[2]), f[3] if len(f) > 3 else ("positive" if f[2] == "1" else "negative")))
+    return pairs
+
+
 def zoo_pairs(manifest: dict[str, Any], negatives: str = "all") -> list[tuple[str, str, int, str]]:
     """(ancestor or model A, descendant or model B, label, category) for a zoo manifest."""
     models = {m["name"]: m for m in manifest["models"]}
@@ -255,11 +265,7 @@ def main() -> None:
     if a.models:
         if not a.pairs:
             p.error("--models needs --pairs")
-        pairs = []
-        for line in a.pairs.read_text().splitlines():
-            f = line.split()
-            if f and not f[0].startswith("#"):
-                pairs.append((f[0], f[1], int(f[2]), f[3] if len(f) > 3 else ("positive" if f[2] == "1" else "negative")))
+        pairs = read_pairs(a.pairs)
         root, title = a.models, f"{a.models} ({len(pairs)} pairs)"
     else:
         from bench.zoo.build import default_dir

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval import zoo_pairs
+from bench.eval import read_pairs, zoo_pairs
 from fingerprint.canonical import open_model
 from fingerprint.index import Index
 from fingerprint.similarity.compare import compare_fingerprints, compare_models
@@ -99,11 +99,7 @@ def main() -> None:
                    help="a bench.real directory: run only the agreement part on its pairs (real spectra, wider models)")
     a = p.parse_args()
     if a.real:
-        real_pairs = []
-        for line in (a.real / "pairs.txt").read_text().splitlines():
-            f = line.split()
-            if f and not f[0].startswith("#") and all((a.real / "models" / x).exists() for x in f[:2]):
-                real_pairs.append((f[0], f[1], int(f[2]), f[3] if len(f) > 3 else ""))
+        real_pairs = [x for x in read_pairs(a.real / "pairs.txt") if all((a.real / "models" / n).exists() for n in x[:2])]
         with tempfile.TemporaryDirectory() as tmpd:
             print(f"2. Fingerprint vs full checkpoints on {len(real_pairs)} pairs of {a.real}")
             print(table(agreement(a.real / "models", real_pairs, a.ranks, Path(tmpd)),

@@ -49,10 +49,15 @@ def _in(keys: Iterable[str]) -> str:
     return json.dumps(sorted(set(keys)))
 
 
+def out_edges(db: sqlite3.Connection, srcs: Iterable[str]) -> list[tuple[str, str, float]]:
+    """``(src, dst, score)`` of every detected edge out of ``srcs``."""
+    return db.execute("SELECT src, dst, score FROM derived_from WHERE src IN (SELECT value FROM json_each(?))",
+                      (_in(srcs),)).fetchall()
+
+
 def _up_edges(db: sqlite3.Connection, srcs: Iterable[str]) -> dict[str, list[tuple[str, float]]]:
     out: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for s, d, score in db.execute("SELECT src, dst, score FROM derived_from WHERE src IN (SELECT value FROM json_each(?))",
-                                  (_in(srcs),)):
+    for s, d, score in out_edges(db, srcs):
         if s != d:
             out[s].append((d, score))
     return out

@@ -231,7 +231,7 @@ class SqliteStore:
         srcs = {r.src for r in batch}
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            before = self._out_edges(srcs)  # before the deletes too: a dropped parent changes the closure
+            before = set(closure.out_edges(self.db, srcs))  # before the deletes too: a dropped parent counts
             if replace:
                 keep: dict[str, list[str]] = {}
                 for r in batch:
@@ -242,7 +242,7 @@ class SqliteStore:
             self.db.executemany(sql, ([getattr(r, c) for c in DERIVED_COLS] + [now_ms, now_ms] for r in batch))
             # Only models whose parents or scores changed move the closure: a re-detection that confirms
             # what is stored (the usual re-crawl) recomputes nothing below it.
-            closure.refresh(self.db, {src for src, _, _ in before ^ self._out_edges(srcs)})
+            closure.refresh(self.db, {src for src, _, _ in before ^ set(closure.out_edges(self.db, srcs))})
             # A lower bound of every stored score: the closure answers queries whose min score is at or
             # below it (their score filter removes nothing); a bound never raised keeps that rule safe.
             floor = self._meta("closure_floor")
@@ -253,10 +253,6 @@ class SqliteStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-
-    def _out_edges(self, srcs: set[str]) -> set[tuple[str, str, float]]:
-        return set(self.db.execute("SELECT src, dst, score FROM derived_from WHERE src IN (SELECT value FROM json_each(?))",
-                                   (json.dumps(sorted(srcs)),)))
 
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
         have = self._existing({r.src for r in rows} | {r.dst for r in rows})

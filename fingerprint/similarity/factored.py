@@ -76,11 +76,9 @@ def _dense(f: torch.Tensor, gram: torch.Tensor) -> Factor:
 
 
 def permuted(a: Factor, index: np.ndarray, sign: np.ndarray) -> Factor:
-    """The factor of ``D P G Pᵀ D`` (rows of ``F`` reindexed and signed); dense Grams are reindexed, O(n²)."""
+    """The factor of ``D P G Pᵀ D`` (rows of ``F`` reindexed and signed); dense Grams use :func:`_dense_null`."""
     if a.gram is not None:
-        idx = torch.from_numpy(index)
-        sg = torch.from_numpy(sign).to(a.gram.dtype)
-        return _dense(a.f, a.gram[idx][:, idx] * sg[:, None] * sg[None, :])
+        raise ValueError("a dense Gram is permuted inside _dense_null, not one factor at a time")
     return factor(_signed_rows(a.f, index, sign))
 
 
@@ -207,11 +205,13 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
             view_b.append(torch.from_numpy(mb.lm_head[rb]))
             view_t.append(torch.from_numpy(mt.lm_head[rt]))
         xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
-        fit = procrustes_fit(xb, xt)
+        # Equal widths: the gate needs singular values only; otherwise the full solve gives R and the fit.
+        r, fit = (None, procrustes_fit(xb, xt)) if xb.shape[1] == xt.shape[1] else procrustes(xb, xt)
         g = torch.Generator().manual_seed(1)
         fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
         if fit >= min_fit and fit - fit0 >= min_gain:
-            r, _ = procrustes(xb, xt)  # the rotation itself only when the fit passes the gates
+            if r is None:  # the rotation itself only when the fit passes the gates
+                r, _ = procrustes(xb, xt)
             rot = [(factor(r.T @ q, dense), factor(r.T @ k, dense)) for q, k in tb]
             prow, pscore = score_layers(rot, ft, None)
             if pscore > score:
