@@ -172,3 +172,48 @@ def test_index_add_list_match_and_tamper(tmp_path: Path, monkeypatch: pytest.Mon
     (idx_dir / "index.json").write_text("{not json")
     with pytest.raises(FingerprintIndexError, match="corrupt index"):
         Index(idx_dir)
+
+
+def test_screen_in_blocks_equals_screening_every_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shortlist is the best-prefilter entries that pass the width and token-overlap gates, however
+    many blocks of entries the screen has to read to fill it."""
+    import numpy as np
+
+    from fingerprint import index as index_mod
+    from fingerprint.index import screen_vector, token_sketch
+    from fingerprint.sketch import Sketch
+
+    like = sketch_model(open_model(golden_model(tmp_path / "m")))
+    rng = np.random.default_rng(8)
+    vocab_a, vocab_b = [f"a{i}" for i in range(300)], [f"b{i}" for i in range(300)]
+
+    def fake(width: int, keys: list[str], seed: int) -> Sketch:
+        r = np.random.default_rng(seed)
+        return Sketch({**like.meta, "hidden_size": width, "num_layers": 2, "source": f"s{seed}"}, keys,
+                      r.standard_normal((len(keys), width)), None, [r.standard_normal((width, 4)) for _ in range(2)],
+                      [r.standard_normal((width, 4)) for _ in range(2)], [(0.0, 0.0)] * 2,
+                      r.random((2, 2, 16)).astype(np.float32))
+
+    items: list[tuple[str | Path, str | None, str | None]] = []
+    fakes = {}
+    for i in range(40):
+        keys = sorted(rng.choice(vocab_a if i % 3 else vocab_b, 200, replace=False).tolist())
+        fakes[f"e{i}"] = fake(int(rng.choice([16, 32, 48])), keys, i)
+        items.append((save(fakes[f"e{i}"], tmp_path / f"e{i}.lfp"), f"e{i}", None))
+    idx = Index(tmp_path / "idx")
+    idx.add_many(items)
+    suspect = fake(32, vocab_a[:250], 99)
+    mine = set(token_sketch(suspect).tolist()) - {np.iinfo(np.uint64).max}
+    brute = []
+    for name, sk in fakes.items():
+        overlap = len(mine & set(token_sketch(sk).tolist())) / len(mine)
+        if sk.width >= 32 and overlap >= index_mod.MIN_TOKEN_OVERLAP:
+            brute.append((name, float(idx._screen[list(fakes).index(name)] @ screen_vector(suspect)), overlap))
+    brute.sort(key=lambda x: -x[1])
+    assert 5 < len(brute) < 30  # both gates reject some entries
+    for block in (3, 256):
+        monkeypatch.setattr(index_mod, "SCREEN_BLOCK", block)
+        for k in (1, 4, 40):
+            got = idx.screen(suspect, k)
+            assert [g[0] for g in got] == [b[0] for b in brute[:k]]
+            assert [g[2] for g in got] == pytest.approx([b[2] for b in brute[:k]])

@@ -27,7 +27,7 @@ from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import ComparisonError
 from fingerprint.similarity.align import chance_lap_quality, signed_lap
 from fingerprint.similarity.cka import cka_centered, u_center
-from fingerprint.similarity.factored import too_few_shared
+from fingerprint.similarity.factored import TargetWork, too_few_shared
 from fingerprint.similarity.grams import plain_gram
 from fingerprint.tokenizer import shared_tokens
 
@@ -250,13 +250,17 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
     )
 
 
-def compare_fingerprints(a: Any, b: Any) -> CompareResult:
-    """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files."""
+def compare_fingerprints(a: Any, b: Any, work: TargetWork | None = None) -> CompareResult:
+    """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files.
+
+    ``work`` (a :class:`TargetWork` of ``b``) carries the suspect's share
+    of the work from one base to the next when one suspect is scored against several.
+    """
     from fingerprint.similarity.factored import compare_sketches
 
     c = compare_sketches(a, b, max_anchors=MAX_ANCHORS, null_draws=NULL_DRAWS, poor_ratio=POOR_ALIGNMENT_RATIO,
                          poor_abs=POOR_ALIGNMENT_ABS, min_fit=MIN_PROCRUSTES_FIT, min_gain=MIN_PROCRUSTES_GAIN,
-                         min_shared=MIN_SHARED_TOKENS)
+                         min_shared=MIN_SHARED_TOKENS, work=work)
     mu, sd = float(np.mean(c.null)), float(np.std(c.null, ddof=1))
     z = (c.score - mu) / max(sd, 1e-6)
     notes = list(c.notes)

@@ -14,6 +14,7 @@ factors are wide (r² ≥ n) and n is moderate, dense U-centred Grams are cheape
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,44 +109,107 @@ def _signed_rows(f: torch.Tensor, index: np.ndarray, sign: np.ndarray) -> torch.
 LayerRow = tuple[int, int, float, float]
 
 
+#: The permuted target Grams of a dense null (draws × Grams × n(n−1)/2 float64) are kept for the next
+#: base of a shortlist up to this size; above it they are streamed, a few draws at a time.
+NULL_CACHE_BYTES = 256 * 1024**2
+NullChunk = tuple[torch.Tensor, torch.Tensor]
+
+
+def _target_null(ft: list[tuple[Factor, Factor]], draws: list[tuple[np.ndarray, np.ndarray]], per_chunk: int) -> Iterator[NullChunk]:
+    """The target's side of :func:`_dense_null`, which no base changes, ``per_chunk`` draws at a time.
+
+    Yields ``W`` (Grams × draws × n(n−1)/2): the upper triangle of ``D P T̃ Pᵀ D`` for each target Gram
+    (``T̃``: zero diagonal), read as ``s_i s_j T̃[p_i, p_j]``; and ``‖u(D P T̃ Pᵀ D)‖²`` (Grams × draws), with
+    ``B̃s`` read off the unpermuted Gram, ``(T̃v)[p]`` with ``v[p] = s``, so that needs no gather.
+    """
+    t = torch.stack([f.gram for pair in ft for f in pair if f.gram is not None])
+    if len(t) != 2 * len(ft):
+        raise ValueError("the dense null needs dense factors on both sides")
+    t = t.clone()
+    t.diagonal(dim1=1, dim2=2).zero_()
+    n = t.shape[1]
+    tr2 = (t * t).sum(dim=(1, 2))
+    iu, ju = torch.triu_indices(n, n, 1)
+    flat_t = t.reshape(len(t), n * n)
+    for start in range(0, len(draws), per_chunk):
+        chunk = draws[start:start + per_chunk]
+        w = torch.empty(len(t), len(chunk), len(iu), dtype=t.dtype)
+        self_b = torch.empty(len(t), len(chunk), dtype=t.dtype)
+        for c, (perm, sign) in enumerate(chunk):
+            idx = torch.from_numpy(perm)
+            sg = torch.from_numpy(sign).to(t.dtype)
+            v = torch.zeros(n, dtype=t.dtype)
+            v[idx] = sg
+            bs = (t @ v)[:, idx]
+            torch.mul(flat_t[:, idx[iu] * n + idx[ju]], sg[iu] * sg[ju], out=w[:, c])
+            self_b[:, c] = tr2 + (bs @ sg) ** 2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (bs * bs).sum(dim=1)
+        yield w, self_b
+
+
 def _dense_null(aligned: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Factor]], pairs: list[tuple[int, int]],
-                draws: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+                draws: list[tuple[np.ndarray, np.ndarray]], work: TargetWork | None = None) -> list[float]:
     """:func:`score_layers` against ``D P T Pᵀ D`` for each draw, every layer at once, no re-centring.
 
     U-centring is an orthogonal projection (Székely & Rizzo 2014), so with ``A_c`` already U-centred
     ``⟨A_c, u(L)⟩ = ⟨A_c, L̃⟩`` (``L̃``: zero diagonal), and for ``L̃ = D B̃ D`` (``B̃`` the permuted
     target) ``‖u(L)‖² = tr(B̃²) + (sᵀB̃s)² / ((n−1)(n−2)) − 2‖B̃s‖² / (n−2)``, where ``tr(B̃²)`` does not
-    depend on the draw. Same numbers as permuting and re-centring each Gram, a fraction of the work.
+    depend on the draw. Both Grams are symmetric with a zero diagonal, so the cross term is twice the
+    sum over ``i < j``. Same numbers as permuting and re-centring each Gram, a fraction of the work;
+    the target's side (:func:`_target_null`) is computed once per suspect when ``work`` keeps it.
     """
     a = torch.stack([f.centred for i, _ in pairs for f in aligned[i] if f.centred is not None])
-    t = torch.stack([f.gram for _, j in pairs for f in ft[j] if f.gram is not None])
-    if len(a) != 2 * len(pairs) or len(t) != 2 * len(pairs):
+    if len(a) != 2 * len(pairs):
         raise ValueError("the dense null needs dense factors on both sides")
-    t = t.clone()
-    t.diagonal(dim1=1, dim2=2).zero_()
-    n = t.shape[1]
-    self_a = torch.tensor([f.self_h for i, _ in pairs for f in aligned[i]], dtype=t.dtype)
-    tr2 = (t * t).sum(dim=(1, 2))
-    # Both sides are symmetric with a zero diagonal: the cross term is twice the sum over i < j, which
-    # halves the gather; B̃s is read off the unpermuted Gram, (T̃v)[p] with v[p] = s, with no gather.
+    n = a.shape[1]
     iu, ju = torch.triu_indices(n, n, 1)
-    a_up = a[:, iu, ju].contiguous()
-    flat_t = t.reshape(len(t), n * n)
-    null = []
-    for perm, sign in draws:
-        idx = torch.from_numpy(perm)
-        sg = torch.from_numpy(sign).to(t.dtype)
-        v = torch.zeros(n, dtype=t.dtype)
-        v[idx] = sg
-        bs = (t @ v)[:, idx]
-        b_up = flat_t[:, idx[iu] * n + idx[ju]]
-        cross = 2.0 * (b_up.mul_(a_up) @ (sg[iu] * sg[ju]))
-        self_b = tr2 + (bs @ sg) ** 2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (bs * bs).sum(dim=1)
+    a_up = a[:, iu, ju].unsqueeze(2)
+    self_a = torch.tensor([f.self_h for i, _ in pairs for f in aligned[i]], dtype=a.dtype)[:, None]
+    slots = torch.tensor([2 * j + s for _, j in pairs for s in (0, 1)])
+    chunks: Iterable[NullChunk] | None = work.null_chunks(ft, draws) if work is not None else None
+    if chunks is None:
+        per_chunk = max(1, NULL_CACHE_BYTES // 4 // (2 * len(ft) * len(iu) * 8))
+        chunks = _target_null(ft, draws, per_chunk)
+    null: list[float] = []
+    for w, self_b in chunks:
+        if len(slots) != len(w) or bool((slots != torch.arange(len(w))).any()):
+            w, self_b = w[slots], self_b[slots]
+        cross = 2.0 * torch.bmm(w, a_up).squeeze(2)  # (Grams, draws)
         den = (self_a * self_b).clamp_min(0.0).sqrt()
         ok = (self_a > 1e-30) & (self_b > 1e-30)
         c = torch.where(ok, cross / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(cross))
-        null.append((float(c[0::2].mean()) + float(c[1::2].mean())) / 2)
+        null += ((c[0::2].mean(dim=0) + c[1::2].mean(dim=0)) / 2).tolist()
     return null
+
+
+class TargetWork:
+    """Work on one suspect that no base changes, kept across the bases of a shortlist.
+
+    Matching scores one suspect against several bases; the suspect is the target of every comparison
+    (bases are at least as wide), so its factors and its side of the dense null are computed once.
+    """
+
+    def __init__(self, sketch: Sketch) -> None:
+        self.sketch = sketch
+        self._factors: dict[bool, list[tuple[Factor, Factor]]] = {}
+        self._null: dict[int, list[NullChunk]] = {}
+
+    def factors(self, dense: bool) -> list[tuple[Factor, Factor]]:
+        if dense not in self._factors:
+            self._factors[dense] = [(factor(torch.from_numpy(q), dense), factor(torch.from_numpy(k), dense))
+                                    for q, k in zip(self.sketch.q, self.sketch.k)]
+        return self._factors[dense]
+
+    def null_chunks(self, ft: list[tuple[Factor, Factor]], draws: list[tuple[np.ndarray, np.ndarray]]) -> list[NullChunk] | None:
+        """The target's side of the dense null as one chunk, or None when it exceeds ``NULL_CACHE_BYTES``.
+
+        ``ft`` must be :meth:`factors` (dense), and ``draws`` depend only on the width and their number.
+        """
+        n = self.sketch.width
+        if len(draws) * 2 * len(ft) * (n * (n - 1) // 2) * 8 > NULL_CACHE_BYTES:
+            return None
+        if len(draws) not in self._null:
+            self._null[len(draws)] = list(_target_null(ft, draws, len(draws)))
+        return self._null[len(draws)]
 
 
 def score_layers(fb: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Factor]],
@@ -179,8 +243,12 @@ class SketchComparison:
 
 
 def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int, poor_ratio: float, poor_abs: float,
-                     min_fit: float, min_gain: float, min_shared: int) -> SketchComparison:
-    """Align ``b`` onto ``a`` (the wider one is the reference) and score; see :mod:`.compare` for the rules."""
+                     min_fit: float, min_gain: float, min_shared: int, work: TargetWork | None = None) -> SketchComparison:
+    """Align ``b`` onto ``a`` (the wider one is the reference) and score; see :mod:`.compare` for the rules.
+
+    ``work`` keeps the target's share of the work for the next comparison; it is used only when its
+    sketch is the target here (the narrower one, ``b`` on a tie).
+    """
     t0 = time.perf_counter()
     keys = bottom_k(sorted(set(a.index) & set(b.index)), max_anchors)
     if len(keys) < min_shared:
@@ -194,7 +262,9 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
     chance = chance_lap_quality(e_b, e_t)
     tb = [(torch.from_numpy(q), torch.from_numpy(k)) for q, k in zip(mb.q, mb.k)]
     dense = use_dense(mt.width, [f.shape[1] for f in [*mb.q, *mb.k, *mt.q, *mt.k]])
-    ft = [(factor(torch.from_numpy(q), dense), factor(torch.from_numpy(k), dense)) for q, k in zip(mt.q, mt.k)]
+    if work is None or work.sketch is not mt:
+        work = TargetWork(mt)
+    ft = work.factors(dense)
     aligned = [(factor(_signed_rows(q, sp.index, sp.sign), dense), factor(_signed_rows(k, sp.index, sp.sign), dense))
                for q, k in tb]
     rows, score = score_layers(aligned, ft, None)
@@ -207,9 +277,13 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
         xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
         # Equal widths: the gate needs singular values only; otherwise the full solve gives R and the fit.
         r, fit = (None, procrustes_fit(xb, xt)) if xb.shape[1] == xt.shape[1] else procrustes(xb, xt)
-        g = torch.Generator().manual_seed(1)
-        fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
-        if fit >= min_fit and fit - fit0 >= min_gain:
+        # The shuffled-row fit (chance level) only matters once the fit itself clears ``min_fit``;
+        # most unrelated pairs stop here, and it is a second anchors × d × d product.
+        fit0 = None
+        if fit >= min_fit:
+            g = torch.Generator().manual_seed(1)
+            fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
+        if fit0 is not None and fit - fit0 >= min_gain:
             if r is None:  # the rotation itself only when the fit passes the gates
                 r, _ = procrustes(xb, xt)
             rot = [(factor(r.T @ q, dense), factor(r.T @ k, dense)) for q, k in tb]
@@ -219,15 +293,15 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
                 notes.append(f"signed LAP was poor ({sp.quality:.3f} vs chance {chance:.3f}); "
                              f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
         else:
-            notes.append(f"signed LAP poor ({sp.quality:.3f} vs chance {chance:.3f}) and Procrustes rejected "
-                         f"(fit {fit:.2f}, shuffled {fit0:.2f})")
+            why = f"fit {fit:.2f} < {min_fit:g}" if fit0 is None else f"fit {fit:.2f}, shuffled {fit0:.2f}"
+            notes.append(f"signed LAP poor ({sp.quality:.3f} vs chance {chance:.3f}) and Procrustes rejected ({why})")
     # Per-pair null: the same statistic after random signed permutations of T's coordinates.
     pairs = [(i, j) for i, j, _, _ in rows]
     d_t = mt.width
     rng = np.random.default_rng(12345)
     draws = [(rng.permutation(d_t), rng.choice([-1.0, 1.0], d_t)) for _ in range(null_draws)]
     if dense:
-        null = _dense_null(aligned, ft, pairs, draws)
+        null = _dense_null(aligned, ft, pairs, draws, work)
     else:
         null = [score_layers(aligned, [(permuted(q, perm, sg), permuted(k, perm, sg)) for q, k in ft], pairs)[1]
                 for perm, sg in draws]
