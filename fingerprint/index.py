@@ -197,7 +197,7 @@ class Index:
         for name, sim, ov in cands:
             r = compare_fingerprints(self.sketch(name), sk, work)
             out.append(Match(name, self.entries[name].family, r.score, r.z, r.verdict, sim, ov,
-                             {"alignment": r.alignment, "alignment_quality": round(r.alignment_quality, 4),
+                             {"alignment": r.alignment, "aligned": r.aligned, "alignment_quality": round(r.alignment_quality, 4),
                               "shared_tokens": r.shared_tokens, "layers": len(r.layers), "notes": r.notes}))
         out.sort(key=lambda m: -m.score)
         stats = {"indexed": len(self.entries), "shortlisted": len(cands), "screen_seconds": t1 - t0,

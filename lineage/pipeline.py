@@ -113,7 +113,7 @@ class Pipeline:
             if base in self.index.entries and base not in seen and base != m.id:
                 r = compare_fingerprints(self.index.sketch(base), sk)
                 e = self.index.entries[base]
-                matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {}))
+                matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {"aligned": r.aligned}))
         derived = [x for x in matches if x.verdict == "derived"]
         full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
         if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(sk.width)[0]:
@@ -129,7 +129,10 @@ class Pipeline:
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict = top.verdict if top else "no candidates"
-        if full_pretrain and (top is None or top.verdict == "independent" or verdict == "no candidates"):
+        # Inconclusive without a credible alignment is what a new base trained on similar text gets
+        # against existing ones; an aligned but weak match may be a heavily changed derivative: left open.
+        unaligned = top is not None and not top.evidence.get("aligned", True)
+        if full_pretrain and (top is None or top.verdict == "independent" or unaligned):
             return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
         return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
                          considered=len(matches))
@@ -148,7 +151,7 @@ class Pipeline:
     def _score(self, name: str, scored: dict[str, Match], sk: Sketch) -> Match | None:
         if name not in scored and name in self.index.entries:
             r = compare_fingerprints(self.index.sketch(name), sk)
-            scored[name] = Match(name, self.index.entries[name].family, r.score, r.z, r.verdict, 0.0, 0.0, {})
+            scored[name] = Match(name, self.index.entries[name].family, r.score, r.z, r.verdict, 0.0, 0.0, {"aligned": r.aligned})
         return scored.get(name)
 
     def _choose(self, best: Match, declared: list[str], scored: dict[str, Match], sk: Sketch) -> Match:

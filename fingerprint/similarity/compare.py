@@ -31,7 +31,7 @@ from fingerprint.similarity.factored import TargetWork, too_few_shared
 from fingerprint.similarity.grams import plain_gram
 from fingerprint.tokenizer import shared_tokens
 
-METHOD_VERSION = "2"
+METHOD_VERSION = "3"  # 3: no `derived` without a credible residual alignment
 #: Verdict thresholds. The per-pair null (random signed permutations) says whether there is *any*
 #: residual-basis correspondence; independently trained models have a little, because they share a
 #: few universal residual directions (token frequency, position, outlier dimensions) that the LAP
@@ -40,6 +40,15 @@ METHOD_VERSION = "2"
 #: 7B models (mean 0.375%, max ≈ 0.7%), and ≈ 7% at d = 64, where the zoo's independent bases sit.
 #: Derived needs 3× that background (and never less than 0.02, 5σ above AWM's negatives); independent
 #: needs less than 2× (and is always allowed below 0.01); in between is inconclusive.
+#:
+#: Those directions are not the only background. Independently trained models learn similar embedding
+#: *geometry* in unrelated bases (roughly ``E_T ≈ E_B R`` for some rotation ``R``); the signed LAP then
+#: matches each column to the one with the largest ``|R_ij|``, about ``√(2 ln d / d)`` for a random ``R``
+#: (0.15–0.2 at d = 256, against ≈ 0.9 for a derivative), and the Q/K Grams under that partial match
+#: score ~``ln d / d`` with a huge z, since the signed-permutation null destroys the match too. So a
+#: pair whose alignment is not credible (LAP poor and no Procrustes rotation accepted) is never
+#: called derived, whatever its score: an embedding-level correspondence is the evidence a derivative
+#: leaves and an independent model does not.
 Z_DERIVED = 6.0
 Z_INDEPENDENT = 3.0
 MIN_DERIVED_SCORE = 0.02
@@ -107,6 +116,7 @@ class CompareResult:
     seconds: float
     reference: str
     notes: list[str] = field(default_factory=list)
+    aligned: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,11 +129,12 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None) -> str:
+def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True) -> str:
     """``derived`` / ``independent`` / ``inconclusive`` from the score, its z against the null and, for
-    weight methods, the residual width (see :func:`score_thresholds`)."""
+    weight methods, the residual width (see :func:`score_thresholds`) and whether the residual streams
+    were credibly aligned (``derived`` needs it; see the note above :data:`Z_DERIVED`)."""
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
-    if z >= Z_DERIVED and score >= hi:
+    if z >= Z_DERIVED and score >= hi and aligned:
         return "derived"
     if (z < Z_INDEPENDENT or score < lo) and trustworthy:
         return "independent"
@@ -271,9 +282,12 @@ def compare_fingerprints(a: Any, b: Any, work: TargetWork | None = None) -> Comp
     if tails and max(tails) > 0:
         notes.append(f"compact factors: largest dropped tail share {max(tails):.2e} of a Gram's energy")
     hi, lo = score_thresholds(c.width)
+    if not c.aligned and z >= Z_DERIVED and c.score >= hi:
+        notes.append("no credible residual alignment: independently trained models with similar embeddings "
+                     "score this high too, so the pair is not called derived")
     layers = [LayerScore(j, i, q, k) if c.swap else LayerScore(i, j, q, k) for i, j, q, k in c.rows]
     return CompareResult(
-        method="lineage", verdict=verdict_of(c.score, z, trustworthy, c.width), score=c.score, z=z,
+        method="lineage", verdict=verdict_of(c.score, z, trustworthy, c.width, c.aligned), score=c.score, z=z,
         alignment=c.alignment, alignment_quality=c.quality, alignment_chance=c.chance, procrustes_fit=c.fit,
         shared_tokens=c.shared, layers=layers, null_mean=mu, null_std=sd,
         thresholds={"z_derived": Z_DERIVED, "z_independent": Z_INDEPENDENT,
@@ -281,7 +295,7 @@ def compare_fingerprints(a: Any, b: Any, work: TargetWork | None = None) -> Comp
         background=(f"per-pair null: {NULL_DRAWS} random signed permutations of the aligned coordinates (seed 12345); "
                     f"shared-direction background {SHARED_DIRECTIONS:g}/d at d={c.width}"),
         bytes_read={"a": int(a.meta.get("bytes_read", 0)), "b": int(b.meta.get("bytes_read", 0))},
-        seconds=c.seconds, reference="b" if c.swap else "a", notes=notes,
+        seconds=c.seconds, reference="b" if c.swap else "a", notes=notes, aligned=c.aligned,
     )
 
 

@@ -240,6 +240,10 @@ class SketchComparison:
     swap: bool
     notes: list[str]
     seconds: float
+    aligned: bool = True
+    """A credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
+    Procrustes rotation passed its gates. Without one a score is no evidence of derivation (see
+    :func:`~fingerprint.similarity.compare.verdict_of`)."""
 
 
 def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int, poor_ratio: float, poor_abs: float,
@@ -269,7 +273,8 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
                for q, k in tb]
     rows, score = score_layers(aligned, ft, None)
     alignment, fit, notes = "signed-lap", None, []
-    if sp.quality < poor_ratio * chance or sp.quality < poor_abs:
+    credible = not (sp.quality < poor_ratio * chance or sp.quality < poor_abs)
+    if not credible:
         view_b, view_t = [e_b], [e_t]
         if mb.lm_head is not None and mt.lm_head is not None:
             view_b.append(torch.from_numpy(mb.lm_head[rb]))
@@ -284,6 +289,7 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
             g = torch.Generator().manual_seed(1)
             fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
         if fit0 is not None and fit - fit0 >= min_gain:
+            credible = True
             if r is None:  # the rotation itself only when the fit passes the gates
                 r, _ = procrustes(xb, xt)
             rot = [(factor(r.T @ q, dense), factor(r.T @ k, dense)) for q, k in tb]
@@ -306,4 +312,4 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
         null = [score_layers(aligned, [(permuted(q, perm, sg), permuted(k, perm, sg)) for q, k in ft], pairs)[1]
                 for perm, sg in draws]
     return SketchComparison(score, null, rows, alignment, sp.quality, chance, fit, len(keys), d_t, swap, notes,
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, credible)
