@@ -203,3 +203,32 @@ def test_dense_null_equals_permuting_and_recentring(monkeypatch: pytest.MonkeyPa
             m.setattr(factored, "NULL_CACHE_BYTES", 2 * 6 * (n * (n - 1) // 2) * 8)
             assert TargetWork(target).null_chunks(ft, draws) is None
             assert _dense_null(aligned, ft, pairs, draws, TargetWork(target)) == pytest.approx(explicit, abs=1e-12)
+
+
+def test_no_derived_verdict_without_a_credible_alignment() -> None:
+    """Q/K Grams that still match under a partial (blockwise-rotated) coordinate match give a high score
+    and z; with embeddings no rotation explains, the pair is inconclusive. A dense rotation whose
+    embeddings Procrustes explains is derived."""
+    from fingerprint.similarity.compare import compare_fingerprints, score_thresholds
+    from fingerprint.sketch import Sketch
+
+    rng = np.random.default_rng(11)
+    d, n, layers = 128, 1024, 3
+    blocks = np.zeros((d, d))
+    for b in range(0, d, 16):  # 16-wide random rotations: a column's best match has |cos| ≈ 0.5
+        blocks[b:b + 16, b:b + 16] = np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    dense = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    keys = [f"t{i}" for i in range(n)]
+    emb = rng.standard_normal((n, d))
+    qs, ks = [rng.standard_normal((d, 16)) for _ in range(layers)], [rng.standard_normal((d, 8)) for _ in range(layers)]
+
+    def sk(e: np.ndarray, q: list[np.ndarray], k: list[np.ndarray]) -> Sketch:
+        return Sketch({"hidden_size": d}, keys, e, None, q, k, [(0.0, 0.0)] * layers, np.zeros((layers, 2, 16), np.float32))
+
+    base = sk(emb, qs, ks)
+    for rot, noise, expect in ((blocks, 2.0, "inconclusive"), (dense, 0.1, "derived")):
+        t = sk(emb @ rot + noise * rng.standard_normal((n, d)), [rot.T @ q for q in qs], [rot.T @ k for k in ks])
+        r = compare_fingerprints(base, t)
+        assert r.alignment_quality < 0.5 and r.z > 6 and r.score >= score_thresholds(d)[0], (r.alignment_quality, r.z, r.score)
+        assert r.verdict == expect and r.aligned == (expect == "derived"), (r.verdict, r.procrustes_fit, r.notes)
+        assert any("no credible residual alignment" in x for x in r.notes) == (expect == "inconclusive")
