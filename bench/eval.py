@@ -2,6 +2,7 @@
 
     python -m bench.eval [--zoo DIR] [--methods lineage awm huref reef] [--negatives all|roots] [--out DIR]
     python -m bench.eval --models DIR --pairs pairs.txt     # real checkpoints: "A B 1|0 [category]" per line
+    python -m bench.eval --methods lineage --reuse bench/results/small/scores.csv  # re-score one method
 
 Positives: every (ancestor, descendant) pair of the manifest. Negatives: every pair whose root sets are
 disjoint (``--negatives roots``: only each model against the other families' roots, plus root pairs; the
@@ -251,6 +252,27 @@ def evaluate(root: Path, pairs: list[tuple[str, str, int, str]], methods: list[s
     return rows
 
 
+def reuse_columns(rows: list[dict[str, Any]], path: Path, methods: list[str]) -> list[str]:
+    """Copy the columns of methods not in ``methods`` from an earlier ``scores.csv`` into ``rows``
+    (matched on the pair); returns every method to report, in the earlier file's order.
+
+    Raises:
+        SystemExit: the earlier file does not cover exactly the same pairs.
+    """
+    with open(path, newline="") as f:
+        old = {(r["a"], r["b"]): r for r in csv.DictReader(f)}
+    if set(old) != {(r["a"], r["b"]) for r in rows}:
+        raise SystemExit(f"{path} scores other pairs than this run; re-score every method instead")
+    header = list(next(iter(old.values())))
+    kept = [c for c in header if f"{c}_verdict" in header and c not in methods]
+    for r in rows:
+        o = old[(r["a"], r["b"])]
+        for m in kept:
+            r[m], r[f"{m}_verdict"], r[f"{m}_s"] = float(o[m]) if o[m] else math.nan, o[f"{m}_verdict"], float(o[f"{m}_s"])
+    order = [c for c in header if f"{c}_verdict" in header]
+    return [m for m in order if m in methods or m in kept] + [m for m in methods if m not in order]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,6 +282,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["lineage", "awm", "huref", "reef"])
     p.add_argument("--negatives", choices=["all", "roots"], default="all")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="an earlier scores.csv of the same pairs: its other methods' columns are copied, not re-scored "
+                        "(re-run one method after a change without the hour HuRef takes)")
     a = p.parse_args()
     t = time.perf_counter()
     if a.models:
@@ -275,13 +300,16 @@ def main() -> None:
         pairs = zoo_pairs(manifest, a.negatives)
         title = f"zoo {manifest['size']}: {len(manifest['models'])} models, {len(pairs)} pairs (negatives: {a.negatives})"
     rows = evaluate(root, pairs, a.methods)
+    methods = list(a.methods)
+    if a.reuse:
+        methods = reuse_columns(rows, a.reuse, methods)
     out = a.out or RESULTS / (root.name if a.models else json.loads((root / "manifest.json").read_text())["size"])
-    print(write_report(rows, a.methods, out, title))
+    print(write_report(rows, methods, out, title))
     by_method = defaultdict(float)
     for r in rows:
-        for m in a.methods:
+        for m in methods:
             by_method[m] += r[f"{m}_s"]
-    print("seconds per method: " + ", ".join(f"{m} {v:.0f}" for m, v in by_method.items())
+    print("seconds per method: " + ", ".join(f"{m} {v:.0f}" + ("" if m in a.methods else " (reused)") for m, v in by_method.items())
           + f"; total {time.perf_counter() - t:.0f} s; written to {out}")
 
 
