@@ -232,3 +232,32 @@ def test_no_derived_verdict_without_a_credible_alignment() -> None:
         assert r.alignment_quality < 0.5 and r.z > 6 and r.score >= score_thresholds(d)[0], (r.alignment_quality, r.z, r.score)
         assert r.verdict == expect and r.aligned == (expect == "derived"), (r.verdict, r.procrustes_fit, r.notes)
         assert any("no credible residual alignment" in x for x in r.notes) == (expect == "inconclusive")
+
+
+def test_independent_needs_enough_anchor_rows_to_rule_out_a_rotation() -> None:
+    """With fewer shared tokens than the width, an untied pair (two views of the basis) still recovers a
+    dense rotation and may be called independent; a tied pair may not."""
+    from fingerprint.similarity.compare import compare_fingerprints
+    from fingerprint.sketch import Sketch
+
+    rng = np.random.default_rng(12)
+    d, n, layers = 384, 300, 2
+    keys = [f"t{i}" for i in range(n)]
+
+    def sk(e: np.ndarray, head: np.ndarray | None, q: list[np.ndarray], k: list[np.ndarray]) -> Sketch:
+        return Sketch({"hidden_size": d}, keys, e, head, q, k, [(0.0, 0.0)] * layers, np.zeros((layers, 2, 16), np.float32))
+
+    def model() -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        return (rng.standard_normal((n, d)), rng.standard_normal((n, d)), [rng.standard_normal((d, 8)) for _ in range(layers)],
+                [rng.standard_normal((d, 4)) for _ in range(layers)])
+
+    e, h, q, k = model()
+    e2, h2, q2, k2 = model()
+    untied = compare_fingerprints(sk(e, h, q, k), sk(e2, h2, q2, k2))
+    tied = compare_fingerprints(sk(e, None, q, k), sk(e2, None, q2, k2))
+    assert untied.verdict == "independent" and untied.score < 0.01
+    assert tied.verdict == "inconclusive" and any("rotated derivative" in x for x in tied.notes)
+    rot = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    kid = sk(e @ rot, h @ rot, [rot.T @ x for x in q], [rot.T @ x for x in k])
+    found = compare_fingerprints(sk(e, h, q, k), kid)
+    assert found.alignment == "procrustes" and found.verdict == "derived" and found.score > 0.99

@@ -76,6 +76,8 @@ POOR_ALIGNMENT_ABS = 0.5
 MIN_PROCRUSTES_FIT = 0.75
 MIN_PROCRUSTES_GAIN = 0.25
 NULL_DRAWS = 24
+#: `independent` needs at least this many shared tokens (the LAP's chance level falls as 1/√n).
+MIN_TRUSTED_TOKENS = 256
 MAX_ANCHORS = 65536
 MIN_SHARED_TOKENS = 8
 
@@ -242,7 +244,7 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
         null.append(_score_layers(aligned, shuffled, pairs)[1])
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
     z = (score - mu) / max(sd, 1e-6)
-    trustworthy = len(ids_a) >= max(256, d_t)
+    trustworthy = len(ids_a) >= max(MIN_TRUSTED_TOKENS, d_t)
     if not trustworthy:
         notes.append(f"only {len(ids_a)} shared tokens for width {d_t}: too few to call a pair independent")
     verdict = verdict_of(score, z, trustworthy, d_t)
@@ -275,9 +277,15 @@ def compare_fingerprints(a: Any, b: Any, work: TargetWork | None = None) -> Comp
     mu, sd = float(np.mean(c.null)), float(np.std(c.null, ddof=1))
     z = (c.score - mu) / max(sd, 1e-6)
     notes = list(c.notes)
-    trustworthy = c.shared >= max(256, c.width)
+    # `independent` must rule out a rotated derivative, which only Procrustes finds, and Procrustes
+    # recovers a d-wide rotation from no fewer than d anchor rows: shared tokens, counted twice when
+    # both models are untied (their lm_head rows are a second view of the same basis).
+    views = 2 if a.lm_head is not None and b.lm_head is not None else 1
+    trustworthy = c.shared >= MIN_TRUSTED_TOKENS and c.shared * views >= c.width
     if not trustworthy:
-        notes.append(f"only {c.shared} shared tokens for width {c.width}: too few to call a pair independent")
+        rows = f" ({c.shared * views} rows with both lm_heads)" if views == 2 else ""
+        notes.append(f"only {c.shared} shared tokens{rows} for width {c.width}: too few to rule out a rotated "
+                     "derivative, so the pair is not called independent")
     tails = [max(t) for sk in (a, b) for t in sk.tails]
     if tails and max(tails) > 0:
         notes.append(f"compact factors: largest dropped tail share {max(tails):.2e} of a Gram's energy")
