@@ -131,7 +131,7 @@ class Pipeline:
         verdict = top.verdict if top else "no candidates"
         # Inconclusive without a credible alignment is what a new base trained on similar text gets
         # against existing ones; an aligned but weak match may be a heavily changed derivative: left open.
-        unaligned = top is not None and not top.evidence.get("aligned", True)
+        unaligned = top is not None and top.evidence.get("aligned") is False
         if full_pretrain and (top is None or top.verdict == "independent" or unaligned):
             return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
         return Placement(None, None, top.score if top else None, top.z if top else None, verdict,

@@ -118,7 +118,7 @@ class CompareResult:
     seconds: float
     reference: str
     notes: list[str] = field(default_factory=list)
-    aligned: bool = True
+    aligned: bool | None = None  # lineage only: a credible residual alignment was found (None: not assessed)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -266,8 +266,8 @@ def compare_models(a: CanonicalModel, b: CanonicalModel, method: str = "lineage"
 def compare_fingerprints(a: Any, b: Any, work: TargetWork | None = None) -> CompareResult:
     """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files.
 
-    ``work`` (a :class:`TargetWork` of ``b``) carries the suspect's share
-    of the work from one base to the next when one suspect is scored against several.
+    ``work`` (a :class:`TargetWork` of ``b``) carries the suspect's share of the work from one base to
+    the next when one suspect is scored against several.
     """
     from fingerprint.similarity.factored import compare_sketches
 
