@@ -20,12 +20,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.sketch import Sketch, digest, load, token_hash
+
+if TYPE_CHECKING:  # torch is imported only when something is scored
+    from fingerprint.similarity.factored import TargetWork
 
 INDEX_VERSION = 1
 DEPTH_BINS = 8
@@ -184,21 +187,27 @@ class Index:
                 break
         return out[:shortlist]
 
-    def match(self, sk: Sketch, top: int = 5, shortlist: int = 8) -> tuple[list[Match], dict[str, Any]]:
-        """Screen every entry, score the shortlist with the full method, rank by score."""
+    def score(self, name: str, work: TargetWork, screen: float = 0.0, overlap: float = 0.0) -> Match:
+        """Score the indexed base ``name`` against the suspect ``work.sketch`` with the full method; ``work``
+        keeps the suspect's share of the work for the next base (``screen``/``overlap``: from :meth:`screen`)."""
         from fingerprint.similarity.compare import compare_fingerprints
+
+        r = compare_fingerprints(self.sketch(name), work.sketch, work)
+        return Match(name, self.entries[name].family, r.score, r.z, r.verdict, screen, overlap,
+                     {"alignment": r.alignment, "aligned": r.aligned, "alignment_quality": round(r.alignment_quality, 4),
+                      "shared_tokens": r.shared_tokens, "layers": len(r.layers), "notes": r.notes})
+
+    def match(self, sk: Sketch, top: int = 5, shortlist: int = 8,
+              work: TargetWork | None = None) -> tuple[list[Match], dict[str, Any]]:
+        """Screen every entry, score the shortlist with the full method, rank by score (``work``: a
+        :class:`TargetWork` of ``sk`` to share with later scoring of the same suspect)."""
         from fingerprint.similarity.factored import TargetWork
 
         t0 = time.perf_counter()
         cands = self.screen(sk, shortlist)
         t1 = time.perf_counter()
-        out = []
-        work = TargetWork(sk)  # the suspect's factors and null side, computed for the first base only
-        for name, sim, ov in cands:
-            r = compare_fingerprints(self.sketch(name), sk, work)
-            out.append(Match(name, self.entries[name].family, r.score, r.z, r.verdict, sim, ov,
-                             {"alignment": r.alignment, "aligned": r.aligned, "alignment_quality": round(r.alignment_quality, 4),
-                              "shared_tokens": r.shared_tokens, "layers": len(r.layers), "notes": r.notes}))
+        work = work if work is not None and work.sketch is sk else TargetWork(sk)
+        out = [self.score(name, work, sim, ov) for name, sim, ov in cands]
         out.sort(key=lambda m: -m.score)
         stats = {"indexed": len(self.entries), "shortlisted": len(cands), "screen_seconds": t1 - t0,
                  "score_seconds": time.perf_counter() - t1}

@@ -29,7 +29,8 @@ from typing import Any
 from crawler.crawl import Outcome
 from crawler.records import HubModel
 from fingerprint.index import Index, Match
-from fingerprint.similarity.compare import METHOD_VERSION, compare_fingerprints, score_thresholds
+from fingerprint.similarity.compare import METHOD_VERSION, score_thresholds
+from fingerprint.similarity.factored import TargetWork
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
@@ -106,14 +107,13 @@ class Pipeline:
         if known is not None and not self._derived(m.key):
             # an indexed model seen again (a catalog base reached by the crawl): it stays where it is
             return Placement(known.family, None, None, None, "indexed")
-        matches, _ = self.index.match(sk, top=self.shortlist, shortlist=self.shortlist)
+        work = TargetWork(sk)  # the suspect's share of every comparison below, computed once
+        matches, _ = self.index.match(sk, top=self.shortlist, shortlist=self.shortlist, work=work)
         matches = [x for x in matches if x.name != m.id]
         seen = {x.name for x in matches}
         for base in m.base_models:  # the declared parent is always scored
             if base in self.index.entries and base not in seen and base != m.id:
-                r = compare_fingerprints(self.index.sketch(base), sk)
-                e = self.index.entries[base]
-                matches.append(Match(base, e.family, r.score, r.z, r.verdict, 0.0, 0.0, {"aligned": r.aligned}))
+                matches.append(self.index.score(base, work))
         derived = [x for x in matches if x.verdict == "derived"]
         full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
         if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(sk.width)[0]:
@@ -125,7 +125,7 @@ class Pipeline:
                              considered=len(matches))
         if derived:
             scored = {x.name: x for x in matches}
-            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], scored, sk)
+            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], scored, work)
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict = top.verdict if top else "no candidates"
@@ -148,13 +148,12 @@ class Pipeline:
             return None
         return self.store.labels([up[0].dst]).get(up[0].dst, (up[0].dst, None))[0], float(up[0].score or 0.0)
 
-    def _score(self, name: str, scored: dict[str, Match], sk: Sketch) -> Match | None:
+    def _score(self, name: str, scored: dict[str, Match], work: TargetWork) -> Match | None:
         if name not in scored and name in self.index.entries:
-            r = compare_fingerprints(self.index.sketch(name), sk)
-            scored[name] = Match(name, self.index.entries[name].family, r.score, r.z, r.verdict, 0.0, 0.0, {"aligned": r.aligned})
+            scored[name] = self.index.score(name, work)
         return scored.get(name)
 
-    def _choose(self, best: Match, declared: list[str], scored: dict[str, Match], sk: Sketch) -> Match:
+    def _choose(self, best: Match, declared: list[str], scored: dict[str, Match], work: TargetWork) -> Match:
         """The direct parent: a declared base the weights confirm, else the best-scoring member, moved up
         its detected chain while the evidence for going lower is weak.
 
@@ -169,13 +168,13 @@ class Pipeline:
         """
         # the family comes from the strongest evidence; a claim only picks the parent inside it (a card
         # naming another family's base is a misstatement even if that base also scores "derived")
-        claims = [x for x in (self._score(d, scored, sk) for d in declared)
+        claims = [x for x in (self._score(d, scored, work) for d in declared)
                   if x is not None and x.verdict == "derived" and x.family == best.family]
         if claims:
             return max(claims, key=lambda x: x.score)
         for _ in range(32):
             up = self._up(best.name)
-            p = self._score(up[0], scored, sk) if up else None
+            p = self._score(up[0], scored, work) if up else None
             if up is None or p is None or p.verdict != "derived":
                 break
             if best.score - p.score > max(0.5 * (1.0 - up[1]), SCORE_RESOLUTION):
