@@ -77,21 +77,21 @@ def _run(which: str, a: str, b: str) -> tuple[float, float, str]:
     t = time.perf_counter()
     if which == "lineage":
         from fingerprint.canonical import open_model
-        from fingerprint.similarity.compare import compare_models
+        from fingerprint.similarity import METHODS
 
-        r = compare_models(open_model(a), open_model(b), "lineage")
+        r = METHODS["lineage"](open_model(a), open_model(b))
     else:
         from fingerprint.architectures import resolve_architecture
         from fingerprint.canonical import CanonicalModel
         from fingerprint.io.source import LocalRepo
-        from fingerprint.similarity.compare import compare_models
+        from fingerprint.similarity import METHODS
 
         def load(p: str) -> CanonicalModel:
             cfg = json.loads((Path(p) / "config.json").read_text())
             arch, text_cfg, _ = resolve_architecture(cfg)
             return CanonicalModel(LocalRepo(p), StateDictReader(Path(p)), arch, text_cfg, "safetensors", "LlamaForCausalLM", None)
 
-        r = compare_models(load(a), load(b), "awm")
+        r = METHODS["awm"](load(a), load(b))
     return time.perf_counter() - t, r.score, r.verdict
 
 

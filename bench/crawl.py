@@ -19,10 +19,12 @@ import httpx2
 
 def main() -> None:
     from crawler.crawl import Crawler, CrawlOptions
-    from crawler.hubsim import HubSim, populate
+    from hubsim import HubSim
+    from lineage.zoohub import populate
+    from zoo.build import default_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--zoo", type=Path, default=Path(__file__).parent / ".cache" / "zoo" / "small")
+    p.add_argument("--zoo", type=Path, default=default_dir("small"))
     a = p.parse_args()
     with HubSim() as hub, tempfile.TemporaryDirectory() as home:
         repos = populate(hub, a.zoo)

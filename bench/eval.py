@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import FingerprintError
-from fingerprint.similarity.compare import compare_huref, compare_models
+from fingerprint.similarity import METHODS
+from zoo.manifest import Manifest, ZooModel, read_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,25 +42,25 @@ def read_pairs(path: Path) -> list[tuple[str, str, int, str]]:
     return pairs
 
 
-def zoo_pairs(manifest: dict[str, Any], negatives: str = "all") -> list[tuple[str, str, int, str]]:
+def zoo_pairs(manifest: Manifest, negatives: str = "all") -> list[tuple[str, str, int, str]]:
     """(ancestor or model A, descendant or model B, label, category) for a zoo manifest."""
-    models = {m["name"]: m for m in manifest["models"]}
+    models = manifest.by_name()
 
     def ancestors(n: str) -> set[str]:
         out: set[str] = set()
-        for p in models[n]["parents"]:
+        for p in models[n].parents:
             out |= {p} | ancestors(p)
         return out
 
     pairs = []
     for n, m in models.items():
         for a in sorted(ancestors(n)):
-            pairs.append((a, n, 1, m["category"]))
+            pairs.append((a, n, 1, m.category))
     names = sorted(models)
-    roots = {n for n, m in models.items() if not m["parents"]}
+    roots = {n for n, m in models.items() if m.is_base}
     for i, x in enumerate(names):
         for y in names[i + 1 :]:
-            if set(models[x]["roots"]) & set(models[y]["roots"]):
+            if set(models[x].roots) & set(models[y].roots):
                 continue
             if negatives == "roots" and x not in roots and y not in roots:
                 continue
@@ -67,11 +68,11 @@ def zoo_pairs(manifest: dict[str, Any], negatives: str = "all") -> list[tuple[st
     return pairs
 
 
-def _negative_kind(models: dict[str, Any], x: str, y: str) -> str:
+def _negative_kind(models: dict[str, ZooModel], x: str, y: str) -> str:
     """Which hard-negative case a cross-family pair is: its roots share the random init (same seed and
     shape), the training text, the tokenizer, or nothing."""
-    rx = [models[r]["args"] for r in models[x]["roots"]]
-    ry = [models[r]["args"] for r in models[y]["roots"]]
+    rx = [models[r].args for r in models[x].roots]
+    ry = [models[r].args for r in models[y].roots]
     same = lambda k: any(a.get(k) == b.get(k) for a in rx for b in ry)  # noqa: E731
     if any(a.get("seed") == b.get("seed") and a.get("arch") == b.get("arch") and a.get("gqa") == b.get("gqa")
            for a in rx for b in ry):
@@ -95,14 +96,11 @@ class Scorer:
 
     def score(self, method: str, a: str, b: str) -> tuple[float, str]:
         try:
-            if method in ("lineage", "awm"):
-                r = compare_models(self.open(a), self.open(b), method)
-                return r.score, r.verdict
-            if method == "huref":
-                r = compare_huref(self.open(a), self.open(b))
-                return r.score, r.verdict
-            if method == "reef":
+            if method == "reef":  # cached representations per model, not the per-pair path
                 return self._reef(a, b)
+            if method in METHODS:
+                r = METHODS[method](self.open(a), self.open(b))
+                return r.score, r.verdict
         except FingerprintError as e:
             return math.nan, f"error: {e}"
         raise ValueError(method)
@@ -293,17 +291,17 @@ def main() -> None:
         pairs = read_pairs(a.pairs)
         root, title = a.models, f"{a.models} ({len(pairs)} pairs)"
     else:
-        from bench.zoo.build import default_dir
+        from zoo.build import default_dir
 
         root = a.zoo or default_dir("small")
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = read_manifest(root)
         pairs = zoo_pairs(manifest, a.negatives)
-        title = f"zoo {manifest['size']}: {len(manifest['models'])} models, {len(pairs)} pairs (negatives: {a.negatives})"
+        title = f"zoo {manifest.size}: {len(manifest)} models, {len(pairs)} pairs (negatives: {a.negatives})"
     rows = evaluate(root, pairs, a.methods)
     methods = list(a.methods)
     if a.reuse:
         methods = reuse_columns(rows, a.reuse, methods)
-    out = a.out or RESULTS / (root.name if a.models else json.loads((root / "manifest.json").read_text())["size"])
+    out = a.out or RESULTS / (root.name if a.models else read_manifest(root).size)
     print(write_report(rows, methods, out, title))
     by_method = defaultdict(float)
     for r in rows:

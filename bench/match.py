@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ import torch
 from bench.eval import read_pairs, zoo_pairs
 from fingerprint.canonical import open_model
 from fingerprint.index import Index
-from fingerprint.similarity.compare import compare_fingerprints, compare_models
+from fingerprint.similarity.lineage import compare_fingerprints, compare_lineage
 from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, auto_rank, load, save, sketch_model, truncate
+from zoo.manifest import read_manifest
 
 
 def size_formula(d: int, layers: int, q_rows: int, k_rows: int, anchors: int, rank: int, untied: bool) -> int:
@@ -66,7 +66,7 @@ def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[st
     sizes = {r: np.mean([f.stat().st_size for f in files[r].values()]) for r in ranks}
     full = {}
     for a, b, _, _ in pairs:
-        c = compare_models(open_model(root / a), open_model(root / b))
+        c = compare_lineage(open_model(root / a), open_model(root / b))
         full[(a, b)] = (c.score, c.verdict)
     rows = []
     for r in ranks:
@@ -85,8 +85,9 @@ def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[st
 
 
 def main() -> None:
-    from bench.zoo.build import default_dir
     from lineage.output import table
+
+    from zoo.build import default_dir
 
     p = argparse.ArgumentParser(prog="python -m bench.match", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +107,7 @@ def main() -> None:
                         ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
         return
     root = a.zoo or default_dir("small")
-    man = json.loads((root / "manifest.json").read_text())
+    man = read_manifest(root)
     pairs = zoo_pairs(man, a.negatives)
 
     print(f"1. Fingerprint size ({DEFAULT_ANCHORS} anchors max, untied head, int8 factors)")
@@ -118,7 +119,7 @@ def main() -> None:
         sizes = [size_formula(d, layers, d, kv_rows, min(DEFAULT_ANCHORS, vocab), r, True) for r in (auto, 64, 32)]
         rows.append([label, d, layers, f"{min(auto, d)}{' (exact)' if auto >= d else ''}", *(f"{x / 1e6:.2f} MB" for x in sizes)])
     print(table(rows, ["model", "d", "L", "default rank", "size (default)", "size (rank 64)", "size (rank 32)"]))
-    real = save(sketch_model(open_model(root / man["models"][0]["path"])), Path(tempfile.mkdtemp()) / "x.lfp")
+    real = save(sketch_model(open_model(root / man.models[0].path)), Path(tempfile.mkdtemp()) / "x.lfp")
     sk = load(real)
     n_body = size_formula(sk.width, sk.num_layers, sk.q[0].shape[1], sk.k[0].shape[1], len(sk.keys), 10**9, sk.lm_head is not None)
     print(f"check: {man['models'][0]['name']} file {real.stat().st_size:,} B = formula {n_body:,} B + header "
@@ -134,8 +135,8 @@ def main() -> None:
             print(table(agreement(root, pairs, a.ranks, tmp), ["rank", "mean file", "max |Δ|", "mean |Δ|", "same verdict", "per pair"]))
         print()
 
-        roots = [m for m in man["models"] if not m["parents"]]
-        base_files = {m["name"]: save(sketch_model(open_model(root / m["path"])), tmp / "bases" / f"{m['name']}.lfp") for m in roots}
+        roots = [m for m in man if m.is_base]
+        base_files = {m.name: save(sketch_model(open_model(root / m.path)), tmp / "bases" / f"{m.name}.lfp") for m in roots}
         like = load(next(iter(base_files.values())))
         decoys = [save(synthetic(like, 10_000 + i), tmp / "decoys" / f"d{i}.lfp") for i in range(50)]
         suspect = sketch_model(open_model(root / "llama-a-sft"))
@@ -164,12 +165,12 @@ def main() -> None:
         items += [(decoys[i % len(decoys)], f"decoy-{i}", f"decoy-{i}") for i in range(1000)]
         idx.add_many(items)
         hits, total, worst = 0, 0, 0
-        for m in man["models"]:
-            if not m["parents"]:
+        for m in man:
+            if m.is_base:
                 continue
-            sk2 = sketch_model(open_model(root / m["path"]))
+            sk2 = sketch_model(open_model(root / m.path))
             short = [name for name, _, _ in idx.screen(sk2, 8)]
-            for r in m["roots"]:
+            for r in m.roots:
                 total += 1
                 if r in short:
                     hits += 1

@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole loop over a zoo served by the loopback Hub stand-in.
 
-    python -m bench.pipeline [--zoo DIR]          # default: the small zoo (bench/.cache/zoo/small)
+    python -m bench.pipeline [--zoo DIR]          # default: the small zoo (.cache/zoo/small)
 
 Prints models/minute end to end, where the time goes (listing, metadata, bytes+fingerprint, match,
 write), bytes read as a share of checkpoint bytes, and the placement quality against the manifest:
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lineage.settings import Settings
+from zoo.build import default_dir
+from zoo.manifest import Manifest
 
 
-def placement_quality(models: list[dict[str, Any]], dump: dict[str, Any]) -> dict[str, Any]:
+def placement_quality(models: Manifest, dump: dict[str, Any]) -> dict[str, Any]:
     """Family accuracy, direct-parent accuracy and cross-family edges against the manifest."""
     nodes = {m["key"]: m["id"] for m in dump["models"]}
     fam_root = {f["name"]: nodes.get(f["root_key"]) for f in dump["families"]}
@@ -32,12 +34,12 @@ def placement_quality(models: list[dict[str, Any]], dump: dict[str, Any]) -> dic
         for x, y in ((a, b), (b, a)):
             if x not in parent and y in parent:
                 parent[x] = parent[y]
-    by_name = {m["name"]: m for m in models}
-    roots = {m["id"]: {by_name[r]["id"] for r in m["roots"]} for m in models}
-    fam_ok = [family.get(m["id"]) in roots[m["id"]] for m in models]
-    single = [m for m in models if len(m["parents"]) == 1]
-    par_ok = {m["id"]: parent.get(m["id"]) == by_name[m["parents"][0]]["id"] for m in single}
-    chain = [ok for mid, ok in par_ok.items() if by_name[next(m for m in single if m["id"] == mid)["parents"][0]]["parents"]]
+    by_name = models.by_name()
+    roots = {m.id: {by_name[r].id for r in m.roots} for m in models}
+    fam_ok = [family.get(m.id) in roots[m.id] for m in models]
+    single = [m for m in models if len(m.parents) == 1]
+    par_ok = {m.id: parent.get(m.id) == by_name[m.parents[0]].id for m in single}
+    chain = [ok for mid, ok in par_ok.items() if by_name[next(m for m in single if m.id == mid).parents[0]].parents]
     cross = [(a, b) for a, b in parent.items() if a in roots and b in roots and not roots[a] & roots[b]]
     wrong = sorted(f"{mid} -> {parent.get(mid)}" for mid, ok in par_ok.items() if not ok)
     return {"family_accuracy": sum(fam_ok) / len(fam_ok), "direct_parent_accuracy": sum(par_ok.values()) / len(par_ok),
@@ -46,9 +48,9 @@ def placement_quality(models: list[dict[str, Any]], dump: dict[str, Any]) -> dic
 
 
 def run(zoo: Path, keep: Path | None = None) -> dict[str, Any]:
-    from crawler.hubsim.zoo import read_manifest
     from graph.sqlite import SqliteStore
     from lineage.demo import run_demo
+    from zoo.manifest import read_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         home = str(keep) if keep else tmp
@@ -66,7 +68,7 @@ def run(zoo: Path, keep: Path | None = None) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--zoo", type=Path, default=Path(__file__).parent / ".cache" / "zoo" / "small")
+    p.add_argument("--zoo", type=Path, default=default_dir("small"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", type=Path, default=None, help="Keep the store, index and crawl state here.")
     a = p.parse_args()

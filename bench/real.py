@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.attacks import ATTACKS
 from fingerprint.canonical import open_model
+from zoo.attacks import ATTACKS
 
 OUT = Path(__file__).resolve().parent / ".cache" / "real"
 
@@ -104,17 +104,18 @@ def main() -> None:
         (d / "config.json").write_text(json.dumps(cfg))
         (d / "tokenizer.json").write_text((root / "smollm2-dequant" / "tokenizer.json").read_text())
         pairs.append(f"smollm2-q4_1.gguf smollm2-{name} 1 attack")
-    from bench.zoo.build import default_dir
+    from zoo.build import default_dir
+    from zoo.manifest import read_manifest
 
     for size in ("small", "tiny"):
         zoo = default_dir(size)
         if (zoo / "manifest.json").exists():
-            for m in json.loads((zoo / "manifest.json").read_text())["models"]:
-                if not m["parents"]:
-                    link = root / f"zoo-{size}-{m['name']}"
+            for m in read_manifest(zoo):
+                if m.is_base:
+                    link = root / f"zoo-{size}-{m.name}"
                     if not link.exists():
-                        link.symlink_to(zoo / m["path"])
-                    pairs.append(f"zoo-{size}-{m['name']} smollm2-q4_1.gguf 0 negative")
+                        link.symlink_to(zoo / m.path)
+                    pairs.append(f"zoo-{size}-{m.name} smollm2-q4_1.gguf 0 negative")
             break
     (OUT / "pairs.txt").write_text("\n".join(pairs) + "\n")
     print(f"{len(pairs) - 1} pairs in {OUT / 'pairs.txt'}; models in {root}")

@@ -1,4 +1,4 @@
-"""``python -m bench.zoo build [--size tiny|small] [--out DIR]``"""
+"""``python -m zoo build [--size tiny|small] [--out DIR]``"""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from bench.zoo.build import Builder, default_dir
+from zoo.build import Builder, default_dir
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.zoo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or finish building) a zoo; cached and resumable")
     b.add_argument("--size", choices=["tiny", "small"], default="tiny")

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from crawler.hubsim.repos import SimFile, SimRepo
+from hubsim.repos import SimFile, SimRepo
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000

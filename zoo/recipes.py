@@ -106,7 +106,7 @@ ATTACK_TARGETS = ("llama-a-sft", "llama-d-cpt")
 
 
 def attacks() -> list[Recipe]:
-    from bench.attacks import ATTACKS
+    from zoo.attacks import ATTACKS
 
     return [Recipe(f"{t}-{a}", "attack", (t,), "attack", dict(attack=a, seed=900 + i), org="mallory",
                    card_base=None, license="mit")

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.zoo import corpus, ops
-from bench.zoo.recipes import SIZES, TOKENIZERS, Recipe, all_recipes
-from bench.zoo.train import encode, seed_all, train_dpo, train_lm, train_tokenizer
+from zoo import corpus, ops
+from zoo.recipes import SIZES, TOKENIZERS, Recipe, all_recipes
+from zoo.train import encode, seed_all, train_dpo, train_lm, train_tokenizer
 
+# The checkout's cache, shared by the tests and the benchmarks (the demo builds into $LINEAGE_HOME/zoo).
 ROOT = Path(__file__).resolve().parents[1] / ".cache" / "zoo"
 FORMAT = 1
 
@@ -128,7 +129,7 @@ class Builder:
             m = ops.extend_vocab(_copy(p), a["new_tokens"], a["seed"])
             losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "lora":
-            from bench.zoo.train import apply_lora, merge_lora
+            from zoo.train import apply_lora, merge_lora
 
             m = _copy(p)
             for q in m.parameters():
@@ -159,14 +160,14 @@ class Builder:
         parent_dir = self.out / r.parents[0] if r.parents else None
         fmt = "hf"
         if r.op == "gguf":
-            from bench.convert import to_gguf
+            from zoo.convert import to_gguf
 
             d.mkdir(parents=True)
             assert parent_dir is not None
             to_gguf(parent_dir, d / f"{r.name}.{r.args['qtype']}.gguf", r.args["qtype"])
             fmt = "gguf"
         elif r.op == "fp8":
-            from bench.convert import to_fp8
+            from zoo.convert import to_fp8
 
             assert parent_dir is not None
             to_fp8(parent_dir, d, r.args["scheme"])
@@ -264,7 +265,7 @@ def _llava(p: Any, seed: int) -> Any:
 
 def _attack(p: Any, name: str, seed: int, probe: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """Apply a function-preserving transform and check, in float64, that the logits did not move."""
-    from bench.attacks import ATTACKS
+    from zoo.attacks import ATTACKS
 
     sd = ops.state_dict_np(p)
     new = ATTACKS[name]({k: v.astype(np.float64) for k, v in sd.items()}, p.config.to_dict(), seed)
