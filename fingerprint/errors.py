@@ -99,3 +99,11 @@ class FingerprintFileError(FingerprintError, ValueError):
 
 class FingerprintIndexError(FingerprintError):
     """The fingerprint index directory is unusable (corrupt index.json, missing or altered files)."""
+
+
+class DeviceError(FingerprintError, ValueError):
+    """A compute device that is malformed (``cuda:x``) or that torch cannot see (``cuda`` on a CPU box)."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        super().__init__(f"device {spec!r}: {reason}")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.similarity.verdict import Verdict
 from fingerprint.sketch import Sketch, digest, load, token_hash
 
 if TYPE_CHECKING:  # torch is imported only when something is scored
@@ -79,16 +80,28 @@ class Entry:
     bytes_read: int
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a match's verdict rests on, beyond score and z (see :class:`~fingerprint.similarity.CompareResult`)."""
+
+    alignment: str
+    aligned: bool | None
+    alignment_quality: float
+    shared_tokens: int
+    layers: int
+    notes: tuple[str, ...]
+
+
 @dataclass
 class Match:
     name: str
     family: str
     score: float
     z: float
-    verdict: str
+    verdict: Verdict
     screen: float
     token_overlap: float
-    evidence: dict[str, Any]
+    evidence: Evidence
 
 
 class Index:
@@ -190,12 +203,12 @@ class Index:
     def score(self, name: str, work: TargetWork, screen: float = 0.0, overlap: float = 0.0) -> Match:
         """Score the indexed base ``name`` against the suspect ``work.sketch`` with the full method; ``work``
         keeps the suspect's share of the work for the next base (``screen``/``overlap``: from :meth:`screen`)."""
-        from fingerprint.similarity.compare import compare_fingerprints
+        from fingerprint.similarity.lineage import compare_fingerprints
 
         r = compare_fingerprints(self.sketch(name), work.sketch, work)
         return Match(name, self.entries[name].family, r.score, r.z, r.verdict, screen, overlap,
-                     {"alignment": r.alignment, "aligned": r.aligned, "alignment_quality": round(r.alignment_quality, 4),
-                      "shared_tokens": r.shared_tokens, "layers": len(r.layers), "notes": r.notes})
+                     Evidence(r.alignment, r.aligned, round(r.alignment_quality, 4), r.shared_tokens, len(r.layers),
+                              tuple(r.notes)))
 
     def match(self, sk: Sketch, top: int = 5, shortlist: int = 8,
               work: TargetWork | None = None) -> tuple[list[Match], dict[str, Any]]:

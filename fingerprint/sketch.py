@@ -31,12 +31,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fingerprint.canonical import CanonicalModel
+from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
+from fingerprint.grams import row_blocks
 from fingerprint.io.safetensors import parse_json_bounded, read_header
 from fingerprint.io.source import LocalFileSource
 from fingerprint.io.tensors import decode
-from fingerprint.similarity.grams import row_blocks
 
 FORMAT = "lineage-fingerprint"
 VERSION = 2  # 2: int8 layer factors with per-column scales (1: fp16)
@@ -288,6 +288,15 @@ def load(path: str | Path) -> Sketch:
         raise FingerprintFileError(where, "non-finite values")
     meta = {k2: v for k2, v in doc.items() if k2 not in ("keys", "tails")}
     return Sketch(meta, keys, embed, head, q, k, tails, pre)
+
+
+def sketch_of(path: str | Path, rank: int | None = None, anchors: int | None = None) -> Sketch:
+    """A fingerprint file (``.lfp``) is loaded; a model directory or ``.gguf`` is fingerprinted now
+    (``rank`` and ``anchors`` as :func:`sketch_model`'s defaults when None)."""
+    p = Path(path)
+    if p.suffix == ".lfp":
+        return load(p)
+    return sketch_model(open_model(str(p)), rank=rank or "auto", n_anchors=anchors or DEFAULT_ANCHORS, source=p.name)
 
 
 def digest(path: str | Path) -> str:

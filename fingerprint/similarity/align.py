@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,7 @@ def chance_lap_quality(e_b: torch.Tensor, e_t: torch.Tensor, seed: int = 0) -> f
     (about ``1.4/√n`` for isotropic columns) does, but is measured on these very matrices.
     """
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(e_t.shape[0], generator=g)
+    perm = torch.randperm(e_t.shape[0], generator=g).to(e_t.device)
     return signed_lap(e_b, e_t[perm]).quality
 
 
@@ -99,3 +100,13 @@ def procrustes_fit(e_b: torch.Tensor, e_t: torch.Tensor) -> float:
     nuc = float(torch.linalg.svdvals(b.T @ t).sum())
     return nuc * nuc / max(float((b * b).sum()) * float((t * t).sum()), 1e-300)
 
+
+
+def match_layers(n_b: int, n_t: int, similarity: Callable[[int, int], float]) -> list[tuple[int, int]]:
+    """Which layer of B each layer of T is compared with: the identity when the depths agree, else AWM's
+    linear assignment maximising the summed ``similarity(i, j)`` (for depth-pruned or grown models)."""
+    if n_b == n_t:
+        return [(i, i) for i in range(n_b)]
+    mat = np.array([[similarity(i, j) for j in range(n_t)] for i in range(n_b)])
+    r, c = linear_sum_assignment(-mat)
+    return sorted(zip(r.tolist(), c.tolist()))

@@ -64,7 +64,7 @@ def unbiased_cka(k: torch.Tensor, l: torch.Tensor) -> float:
 def biased_cka(k: torch.Tensor, l: torch.Tensor) -> float:
     """Biased linear CKA: ``⟨HKH, HLH⟩ / √(⟨HKH, HKH⟩⟨HLH, HLH⟩)`` with ``H = I − 11ᵀ/n``."""
     n = k.shape[0]
-    h = torch.eye(n, dtype=k.dtype) - 1.0 / n
+    h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
     return cka_centered(h @ k @ h, h @ l @ h)
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from fingerprint import device
 from fingerprint.errors import ComparisonError
-from fingerprint.similarity.align import chance_lap_quality, procrustes, procrustes_fit, signed_lap
+from fingerprint.similarity.align import chance_lap_quality, match_layers, procrustes, procrustes_fit, signed_lap
+from fingerprint.similarity.verdict import NULL_SEED, Gates
 from fingerprint.sketch import Sketch, bottom_k
 
 #: Below this width, and when factors are wide (r² ≥ n), a pair is scored on dense U-centred Grams:
@@ -51,6 +52,11 @@ class Factor:
     gram: torch.Tensor | None = None
 
 
+def _on(x: np.ndarray) -> torch.Tensor:
+    """A sketch array as a tensor on the compute device (:mod:`fingerprint.device`; no copy on the CPU)."""
+    return torch.from_numpy(x).to(device.current())
+
+
 def use_dense(n: int, ranks: list[int]) -> bool:
     return n <= DENSE_MAX and max(ranks) ** 2 >= n
 
@@ -72,7 +78,7 @@ def _dense(f: torch.Tensor, gram: torch.Tensor) -> Factor:
     from fingerprint.similarity.cka import u_center
 
     c = u_center(gram)
-    empty = torch.empty(0, dtype=gram.dtype)
+    empty = torch.empty(0, dtype=gram.dtype, device=gram.device)
     return Factor(f, empty, empty, 0.0, float((c * c).sum()), c, gram)
 
 
@@ -103,7 +109,7 @@ def cka(a: Factor, b: Factor) -> float:
 
 
 def _signed_rows(f: torch.Tensor, index: np.ndarray, sign: np.ndarray) -> torch.Tensor:
-    return f[torch.from_numpy(index)] * torch.from_numpy(sign).to(f.dtype)[:, None]
+    return f[torch.from_numpy(index).to(f.device)] * torch.from_numpy(sign).to(f.device, f.dtype)[:, None]
 
 
 LayerRow = tuple[int, int, float, float]
@@ -129,16 +135,16 @@ def _target_null(ft: list[tuple[Factor, Factor]], draws: list[tuple[np.ndarray, 
     t.diagonal(dim1=1, dim2=2).zero_()
     n = t.shape[1]
     tr2 = (t * t).sum(dim=(1, 2))
-    iu, ju = torch.triu_indices(n, n, 1)
+    iu, ju = torch.triu_indices(n, n, 1, device=t.device)
     flat_t = t.reshape(len(t), n * n)
     for start in range(0, len(draws), per_chunk):
         chunk = draws[start:start + per_chunk]
-        w = torch.empty(len(t), len(chunk), len(iu), dtype=t.dtype)
-        self_b = torch.empty(len(t), len(chunk), dtype=t.dtype)
+        w = torch.empty(len(t), len(chunk), len(iu), dtype=t.dtype, device=t.device)
+        self_b = torch.empty(len(t), len(chunk), dtype=t.dtype, device=t.device)
         for c, (perm, sign) in enumerate(chunk):
-            idx = torch.from_numpy(perm)
-            sg = torch.from_numpy(sign).to(t.dtype)
-            v = torch.zeros(n, dtype=t.dtype)
+            idx = torch.from_numpy(perm).to(t.device)
+            sg = torch.from_numpy(sign).to(t.device, t.dtype)
+            v = torch.zeros(n, dtype=t.dtype, device=t.device)
             v[idx] = sg
             bs = (t @ v)[:, idx]
             torch.mul(flat_t[:, idx[iu] * n + idx[ju]], sg[iu] * sg[ju], out=w[:, c])
@@ -161,17 +167,17 @@ def _dense_null(aligned: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Fac
     if len(a) != 2 * len(pairs):
         raise ValueError("the dense null needs dense factors on both sides")
     n = a.shape[1]
-    iu, ju = torch.triu_indices(n, n, 1)
+    iu, ju = torch.triu_indices(n, n, 1, device=a.device)
     a_up = a[:, iu, ju].unsqueeze(2)
-    self_a = torch.tensor([f.self_h for i, _ in pairs for f in aligned[i]], dtype=a.dtype)[:, None]
-    slots = torch.tensor([2 * j + s for _, j in pairs for s in (0, 1)])
+    self_a = torch.tensor([f.self_h for i, _ in pairs for f in aligned[i]], dtype=a.dtype, device=a.device)[:, None]
+    slots = torch.tensor([2 * j + s for _, j in pairs for s in (0, 1)], device=a.device)
     chunks: Iterable[NullChunk] | None = work.null_chunks(ft, draws) if work is not None else None
     if chunks is None:
         per_chunk = max(1, NULL_CACHE_BYTES // 4 // (2 * len(ft) * len(iu) * 8))
         chunks = _target_null(ft, draws, per_chunk)
     null: list[float] = []
     for w, self_b in chunks:
-        if len(slots) != len(w) or bool((slots != torch.arange(len(w))).any()):
+        if len(slots) != len(w) or bool((slots != torch.arange(len(w), device=w.device)).any()):
             w, self_b = w[slots], self_b[slots]
         cross = 2.0 * torch.bmm(w, a_up).squeeze(2)  # (Grams, draws)
         den = (self_a * self_b).clamp_min(0.0).sqrt()
@@ -195,7 +201,7 @@ class TargetWork:
 
     def factors(self, dense: bool) -> list[tuple[Factor, Factor]]:
         if dense not in self._factors:
-            self._factors[dense] = [(factor(torch.from_numpy(q), dense), factor(torch.from_numpy(k), dense))
+            self._factors[dense] = [(factor(_on(q), dense), factor(_on(k), dense))
                                     for q, k in zip(self.sketch.q, self.sketch.k)]
         return self._factors[dense]
 
@@ -216,12 +222,7 @@ def score_layers(fb: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Factor]
                  pairs: list[tuple[int, int]] | None) -> tuple[list[LayerRow], float]:
     """Mean CKA of Q and K over matched layers (identity when depths agree, else LAP on the CKA matrix)."""
     if pairs is None:
-        if len(fb) == len(ft):
-            pairs = [(i, i) for i in range(len(fb))]
-        else:
-            mat = np.array([[(cka(b[0], t[0]) + cka(b[1], t[1])) / 2 for t in ft] for b in fb])
-            r, c = linear_sum_assignment(-mat)
-            pairs = sorted(zip(r.tolist(), c.tolist()))
+        pairs = match_layers(len(fb), len(ft), lambda i, j: (cka(fb[i][0], ft[j][0]) + cka(fb[i][1], ft[j][1])) / 2)
     rows = [(i, j, cka(fb[i][0], ft[j][0]), cka(fb[i][1], ft[j][1])) for i, j in pairs]
     return rows, (float(np.mean([r[2] for r in rows])) + float(np.mean([r[3] for r in rows]))) / 2
 
@@ -243,28 +244,27 @@ class SketchComparison:
     aligned: bool = True
     """A credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
     Procrustes rotation passed its gates. Without one a score is no evidence of derivation (see
-    :func:`~fingerprint.similarity.compare.verdict_of`)."""
+    :func:`~fingerprint.similarity.verdict.verdict_of`)."""
 
 
-def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int, poor_ratio: float, poor_abs: float,
-                     min_fit: float, min_gain: float, min_shared: int, work: TargetWork | None = None) -> SketchComparison:
-    """Align ``b`` onto ``a`` (the wider one is the reference) and score; see :mod:`.compare` for the rules.
+def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None = None) -> SketchComparison:
+    """Align ``b`` onto ``a`` (the wider one is the reference) and score; see :mod:`.lineage` for the rules.
 
     ``work`` keeps the target's share of the work for the next comparison; it is used only when its
     sketch is the target here (the narrower one, ``b`` on a tie).
     """
     t0 = time.perf_counter()
-    keys = bottom_k(sorted(set(a.index) & set(b.index)), max_anchors)
-    if len(keys) < min_shared:
+    keys = bottom_k(sorted(set(a.index) & set(b.index)), gates.max_anchors)
+    if len(keys) < gates.min_shared:
         raise too_few_shared(len(keys))
     swap = b.width > a.width
     mb, mt = (b, a) if swap else (a, b)
     rb = [mb.index[k] for k in keys]
     rt = [mt.index[k] for k in keys]
-    e_b, e_t = torch.from_numpy(mb.embed[rb]), torch.from_numpy(mt.embed[rt])
+    e_b, e_t = _on(mb.embed[rb]), _on(mt.embed[rt])
     sp = signed_lap(e_b, e_t)
     chance = chance_lap_quality(e_b, e_t)
-    tb = [(torch.from_numpy(q), torch.from_numpy(k)) for q, k in zip(mb.q, mb.k)]
+    tb = [(_on(q), _on(k)) for q, k in zip(mb.q, mb.k)]
     dense = use_dense(mt.width, [f.shape[1] for f in [*mb.q, *mb.k, *mt.q, *mt.k]])
     if work is None or work.sketch is not mt:
         work = TargetWork(mt)
@@ -273,22 +273,22 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
                for q, k in tb]
     rows, score = score_layers(aligned, ft, None)
     alignment, fit, notes = "signed-lap", None, []
-    credible = not (sp.quality < poor_ratio * chance or sp.quality < poor_abs)
+    credible = not (sp.quality < gates.poor_ratio * chance or sp.quality < gates.poor_abs)
     if not credible:
         view_b, view_t = [e_b], [e_t]
         if mb.lm_head is not None and mt.lm_head is not None:
-            view_b.append(torch.from_numpy(mb.lm_head[rb]))
-            view_t.append(torch.from_numpy(mt.lm_head[rt]))
+            view_b.append(_on(mb.lm_head[rb]))
+            view_t.append(_on(mt.lm_head[rt]))
         xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
         # Equal widths: the gate needs singular values only; otherwise the full solve gives R and the fit.
         r, fit = (None, procrustes_fit(xb, xt)) if xb.shape[1] == xt.shape[1] else procrustes(xb, xt)
         # The shuffled-row fit (chance level) only matters once the fit itself clears ``min_fit``;
         # most unrelated pairs stop here, and it is a second anchors × d × d product.
         fit0 = None
-        if fit >= min_fit:
+        if fit >= gates.min_fit:
             g = torch.Generator().manual_seed(1)
-            fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g)])
-        if fit0 is not None and fit - fit0 >= min_gain:
+            fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g).to(xt.device)])
+        if fit0 is not None and fit - fit0 >= gates.min_gain:
             credible = True
             if r is None:  # the rotation itself only when the fit passes the gates
                 r, _ = procrustes(xb, xt)
@@ -299,13 +299,13 @@ def compare_sketches(a: Sketch, b: Sketch, *, max_anchors: int, null_draws: int,
                 notes.append(f"signed LAP was poor ({sp.quality:.3f} vs chance {chance:.3f}); "
                              f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
         else:
-            why = f"fit {fit:.2f} < {min_fit:g}" if fit0 is None else f"fit {fit:.2f}, shuffled {fit0:.2f}"
+            why = f"fit {fit:.2f} < {gates.min_fit:g}" if fit0 is None else f"fit {fit:.2f}, shuffled {fit0:.2f}"
             notes.append(f"signed LAP poor ({sp.quality:.3f} vs chance {chance:.3f}) and Procrustes rejected ({why})")
     # Per-pair null: the same statistic after random signed permutations of T's coordinates.
     pairs = [(i, j) for i, j, _, _ in rows]
     d_t = mt.width
-    rng = np.random.default_rng(12345)
-    draws = [(rng.permutation(d_t), rng.choice([-1.0, 1.0], d_t)) for _ in range(null_draws)]
+    rng = np.random.default_rng(NULL_SEED)
+    draws = [(rng.permutation(d_t), rng.choice([-1.0, 1.0], d_t)) for _ in range(gates.null_draws)]
     if dense:
         null = _dense_null(aligned, ft, pairs, draws, work)
     else:

@@ -18,12 +18,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fingerprint.canonical import CanonicalModel
+from fingerprint.errors import ComparisonError
+from fingerprint.similarity.verdict import MIN_SHARED_TOKENS, NULL_DRAWS, NULL_SEED, CompareResult, build_result
+from fingerprint.tokenizer import shared_tokens
 
 CORPUS_BYTES = 2_000_000
 
@@ -122,3 +126,26 @@ def ics(a_terms: list[torch.Tensor], b_terms: list[torch.Tensor]) -> float:
     va = torch.cat([t.flatten() for t in a_terms])
     vb = torch.cat([t.flatten() for t in b_terms])
     return float(va @ vb / (va.norm() * vb.norm()).clamp_min(1e-30))
+
+
+def compare_huref(a: CanonicalModel, b: CanonicalModel, n_tokens: int = 4096) -> CompareResult:
+    """HuRef's invariant-terms cosine (ICS) on rare shared tokens, against a null of random permutations
+    of the selected tokens (the terms' row/column order is what a derivative keeps)."""
+    t0 = time.perf_counter()
+    ids_a, ids_b, keys = shared_tokens(a.vocab(), b.vocab())
+    if len(ids_a) < MIN_SHARED_TOKENS:
+        raise ComparisonError(f"the two tokenizers share only {len(ids_a)} tokens; HuRef needs shared tokens")
+    sa, sb = select_rare(a, ids_a, ids_b, keys, min(n_tokens, len(ids_a)))
+    ta, tb = invariant_terms(a, sa), invariant_terms(b, sb)
+    if len(ta) != len(tb):
+        raise ComparisonError("HuRef terms differ in number (one model lacks an MLP term)")
+    score = ics(ta, tb)
+    rng = np.random.default_rng(NULL_SEED)
+    null = []
+    for _ in range(NULL_DRAWS):
+        p = torch.from_numpy(rng.permutation(len(sb)))
+        null.append(ics(ta, [t[p][:, p] for t in tb]))
+    return build_result("huref", score, null, alignment="token-space (none needed)",
+                        background=f"per-pair null: {NULL_DRAWS} random permutations of the selected tokens (seed {NULL_SEED})",
+                        bytes_read={"a": a.bytes_read, "b": b.bytes_read}, seconds=time.perf_counter() - t0,
+                        shared=len(ids_a), notes=[f"{len(sa)} rare shared tokens, last 2 layers"])

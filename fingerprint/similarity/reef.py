@@ -9,6 +9,7 @@ safetensors only.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 
 from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import ComparisonError
+from fingerprint.similarity.cka import feature_cka
+from fingerprint.similarity.verdict import NULL_DRAWS, NULL_SEED, CompareResult, build_result
 
 
 def probe_texts() -> list[str]:
@@ -49,3 +52,19 @@ def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") ->
 def zscore(x: np.ndarray) -> np.ndarray:
     out: np.ndarray = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
     return out
+
+
+def compare_reef(a: CanonicalModel, b: CanonicalModel, device: str = "cpu", texts: list[str] | None = None) -> CompareResult:
+    """REEF's biased CKA of z-scored middle-layer last-token representations on ``texts`` (default: the
+    shipped probe statements), against a null of random text pairings."""
+    t0 = time.perf_counter()
+    texts = texts or probe_texts()
+    xa = torch.from_numpy(zscore(representations(a, texts, device)))
+    xb = torch.from_numpy(zscore(representations(b, texts, device)))
+    score = feature_cka(xa, xb, unbiased=False)
+    rng = np.random.default_rng(NULL_SEED)
+    null = [feature_cka(xa, xb[torch.from_numpy(rng.permutation(len(texts)))], unbiased=False) for _ in range(NULL_DRAWS)]
+    return build_result("reef", score, null, alignment="representations (none needed)",
+                        background=f"per-pair null: {NULL_DRAWS} random pairings of the {len(texts)} probe texts (seed {NULL_SEED})",
+                        bytes_read={"a": a.bytes_read, "b": b.bytes_read}, seconds=time.perf_counter() - t0, shared=0,
+                        notes=[f"{len(texts)} probe texts"])

@@ -1,0 +1,173 @@
+"""The verdict policy every comparison method shares, the result type, and its one builder.
+
+A method computes a score and a per-pair null (the same statistic under random signed permutations of
+the aligned coordinates, token permutations for HuRef, text pairings for REEF); this module turns them
+into ``z = (s − μ₀) / σ₀`` and a verdict:
+
+* ``derived``: ``z ≥ Z_DERIVED``, ``s ≥ max(0.02, 3k/d)`` and a credible residual alignment;
+* ``independent``: ``z < Z_INDEPENDENT`` or ``s < max(0.01, 2k/d)``, and enough anchor rows that a
+  derivative would have shown an alignment (``trustworthy``);
+* ``inconclusive``: everything else.
+
+Why each threshold (``k = SHARED_DIRECTIONS``) is argued in the README's *Verdict* paragraph and in
+the comments below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+METHOD_VERSION = "3"  # 3: no `derived` without a credible residual alignment
+#: Verdicts, as :mod:`graph.records` spells them too (a test keeps the two equal).
+Verdict = Literal["derived", "inconclusive", "independent"]
+
+#: Verdict thresholds. The per-pair null (random signed permutations) says whether there is *any*
+#: residual-basis correspondence; independently trained models have a little, because they share a
+#: few universal residual directions (token frequency, position, outlier dimensions) that the LAP
+#: matches. If about ``SHARED_DIRECTIONS`` of ``d`` coordinates line up, their share of the score is
+#: ``SHARED_DIRECTIONS / d``: ≤ 0.15% at d = 4096, inside AWM's published independent pairs on real
+#: 7B models (mean 0.375%, max ≈ 0.7%), and ≈ 7% at d = 64, where the zoo's independent bases sit.
+#: Derived needs 3× that background (and never less than 0.02, 5σ above AWM's negatives); independent
+#: needs less than 2× (and is always allowed below 0.01); in between is inconclusive.
+#:
+#: Those directions are not the only background. Independently trained models learn similar embedding
+#: *geometry* in unrelated bases (roughly ``E_T ≈ E_B R`` for some rotation ``R``); the signed LAP then
+#: matches each column to the one with the largest ``|R_ij|``, about ``√(2 ln d / d)`` for a random ``R``
+#: (0.15–0.2 at d = 256, against ≈ 0.9 for a derivative), and the Q/K Grams under that partial match
+#: score ~``ln d / d`` with a huge z, since the signed-permutation null destroys the match too. So a
+#: pair whose alignment is not credible (LAP poor and no Procrustes rotation accepted) is never
+#: called derived, whatever its score: an embedding-level correspondence is the evidence a derivative
+#: leaves and an independent model does not.
+Z_DERIVED = 6.0
+Z_INDEPENDENT = 3.0
+MIN_DERIVED_SCORE = 0.02
+MAX_INDEPENDENT_SCORE = 0.01
+SHARED_DIRECTIONS = 6.0
+NULL_DRAWS = 24
+NULL_SEED = 12345
+#: `independent` needs at least this many shared tokens (the LAP's chance level falls as 1/√n).
+MIN_TRUSTED_TOKENS = 256
+MAX_ANCHORS = 65536
+MIN_SHARED_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class Gates:
+    """When an alignment is credible (see :mod:`fingerprint.similarity.lineage`).
+
+    The signed LAP is *poor* below ``poor_ratio`` × its chance level, or below ``poor_abs`` mean matched
+    |cos| (a signed permutation of a fine-tune matches columns at |cos| ≈ 0.9 or more; a dense rotation
+    spreads every column over many); Procrustes is then tried. It is accepted when the rotation
+    explains ``min_fit`` of the target embeddings and ``min_gain`` more than on token-shuffled rows: a
+    derivative keeps its embeddings (fine-tunes move them little), so a rotated derivative is explained
+    almost fully, while independent models' embedding spaces share semantics an orthogonal map also
+    captures in part (besides the Gaussian spurious level 0.85·√(d/n)), so the bar is three quarters.
+    """
+
+    poor_ratio: float = 2.0
+    poor_abs: float = 0.5
+    min_fit: float = 0.75
+    min_gain: float = 0.25
+    max_anchors: int = MAX_ANCHORS
+    min_shared: int = MIN_SHARED_TOKENS
+    null_draws: int = NULL_DRAWS
+
+
+GATES = Gates()
+
+
+def score_thresholds(width: int) -> tuple[float, float]:
+    """(least score called derived, greatest score called independent) at residual width ``width``:
+    ``max(0.02, 3·k/d)`` and ``max(0.01, 2·k/d)`` with ``k = SHARED_DIRECTIONS``."""
+    bg = SHARED_DIRECTIONS / max(1, width)
+    return max(MIN_DERIVED_SCORE, 3 * bg), max(MAX_INDEPENDENT_SCORE, 2 * bg)
+
+
+def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True) -> Verdict:
+    """``derived`` / ``independent`` / ``inconclusive`` from the score, its z against the null and, for
+    weight methods, the residual width (see :func:`score_thresholds`) and whether the residual streams
+    were credibly aligned (``derived`` needs it; see the note above :data:`Z_DERIVED`)."""
+    hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
+    if z >= Z_DERIVED and score >= hi and aligned:
+        return "derived"
+    if (z < Z_INDEPENDENT or score < lo) and trustworthy:
+        return "independent"
+    return "inconclusive"
+
+
+def weight_background(width: int) -> str:
+    """How a weight method's null was drawn, for the report."""
+    return (f"per-pair null: {NULL_DRAWS} random signed permutations of the aligned coordinates (seed {NULL_SEED}); "
+            f"shared-direction background {SHARED_DIRECTIONS:g}/d at d={width}")
+
+
+@dataclass
+class LayerScore:
+    """CKA of one matched layer pair."""
+
+    layer_a: int
+    layer_b: int
+    q: float
+    k: float
+
+    @property
+    def score(self) -> float:
+        return (self.q + self.k) / 2
+
+
+@dataclass
+class CompareResult:
+    """Everything ``lineage compare`` reports (``to_dict`` is the ``--json`` document)."""
+
+    method: str
+    verdict: Verdict
+    score: float
+    z: float
+    alignment: str
+    alignment_quality: float
+    alignment_chance: float
+    procrustes_fit: float | None
+    shared_tokens: int
+    layers: list[LayerScore]
+    null_mean: float
+    null_std: float
+    thresholds: dict[str, float]
+    background: str
+    bytes_read: dict[str, int]
+    seconds: float
+    reference: str
+    notes: list[str] = field(default_factory=list)
+    aligned: bool | None = None  # lineage only: a credible residual alignment was found (None: not assessed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = [{**asdict(x), "score": x.score} for x in self.layers]
+        d["method_version"] = METHOD_VERSION
+        return d
+
+
+def build_result(method: str, score: float, null: list[float], *, background: str, bytes_read: dict[str, int],
+                 seconds: float, shared: int, alignment: str, width: int | None = None, trustworthy: bool = True,
+                 aligned: bool | None = None, quality: float = math.nan, chance: float = math.nan,
+                 fit: float | None = None, layers: list[LayerScore] | None = None, reference: str = "a",
+                 notes: list[str] | None = None) -> CompareResult:
+    """The one place a score and its null become a :class:`CompareResult`: ``z``, thresholds, verdict.
+
+    ``width`` (weight methods) makes the score thresholds width-aware; ``aligned`` is None for methods
+    that do not assess alignment (then it does not gate ``derived``).
+    """
+    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    z = (score - mu) / max(sd, 1e-6)
+    hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
+    return CompareResult(
+        method=method, verdict=verdict_of(score, z, trustworthy, width, aligned is not False), score=score, z=z,
+        alignment=alignment, alignment_quality=quality, alignment_chance=chance, procrustes_fit=fit,
+        shared_tokens=shared, layers=layers or [], null_mean=mu, null_std=sd,
+        thresholds={"z_derived": Z_DERIVED, "z_independent": Z_INDEPENDENT,
+                    "min_derived_score": round(hi, 5), "max_independent_score": round(lo, 5)},
+        background=background, bytes_read=bytes_read, seconds=seconds, reference=reference, notes=notes or [],
+        aligned=aligned)
