@@ -14,7 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,12 @@ from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
 
-from crawler.errors import CrawlerError, GatedRepoError, HubRequestError, RepoNotFoundError
-from crawler.http import HttpRepo, pin_endpoint, with_retries
-from crawler.records import HubModel, from_info
+from crawler.errors import GatedRepoError, HubRequestError, RepoNotFoundError
+from crawler.fetch import FetchOptions, fingerprint_repo
+from crawler.http import pin_endpoint, with_retries
+from crawler.records import HubModel, Outcome, WorkItem, from_info
 from crawler.state import CrawlState
-from fingerprint.canonical import open_model
-from fingerprint.errors import FingerprintError
-from fingerprint.sketch import Sketch, save, sketch_model
+from fingerprint.sketch import load
 
 LOG = logging.getLogger(__name__)
 
@@ -73,42 +72,18 @@ class CrawlOptions:
     state_label: str | None = None
 
 
-@dataclass
-class Outcome:
-    """What processing one model gave: the record, a status and, when fingerprinted, the file."""
-
-    model: HubModel | None
-    status: str  # fingerprinted | duplicate | gated | adapter | no-weights | unsupported | gone | failed
-    reason: str | None = None
-    fingerprint: Path | None = None
-    sketch: Sketch | None = None
-    duplicate_of: tuple[str, str] | None = None
-    base_keys: dict[str, str] = field(default_factory=dict)
-    bytes_read: int = 0
-    requests: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        m = self.model
-        doc: dict[str, Any] = {"status": self.status, "reason": self.reason, "bytes_read": self.bytes_read,
-                               "requests": self.requests, "seconds": self.seconds,
-                               "fingerprint": str(self.fingerprint) if self.fingerprint else None,
-                               "duplicate_of": list(self.duplicate_of) if self.duplicate_of else None,
-                               "base_keys": self.base_keys}
-        if m is not None:
-            d = asdict(m)
-            d.pop("file_sizes")
-            d["created_at"] = m.created_at.isoformat() if m.created_at else None
-            d["last_modified"] = m.last_modified.isoformat() if m.last_modified else None
-            d["weights"] = [asdict(w) for w in m.weights]
-            d["checkpoint_bytes"] = m.weight_bytes
-            d["weights_digest"] = ",".join(sorted(w.sha256 for w in m.weights if w.sha256)) or None
-            doc["model"] = d
-            doc["weights_digest"] = d["weights_digest"]
-        return doc
+#: Runs the unit of work for a batch of models: in this process by default; a worker pool or a
+#: Ray cluster passes its own (it must return the outcomes in order).
+Runner = Callable[[list[HubModel], FetchOptions], list[Outcome]]
+#: Receives each finished outcome before it is committed (the pipeline: it writes the graph). It must
+#: be idempotent, because a crash between it and the commit repeats it; it returns nothing, so what it
+#: decides lives in the graph only.
+Place = Callable[[Outcome], None]
 
 
-Sink = Callable[[Outcome], dict[str, Any] | None]
+def run_here(models: list[HubModel], options: FetchOptions) -> list[Outcome]:
+    """The default :data:`Runner`: one model after the other, in this process."""
+    return [fingerprint_repo(m, options) for m in models]
 
 
 @dataclass
@@ -135,17 +110,19 @@ class Summary:
 class Crawler:
     """Discovery and processing against one endpoint, with state in ``options.home``.
 
-    ``sink`` (optional) receives every :class:`Outcome` before it is committed; it must be idempotent
-    (the pipeline's graph writes are MERGEs), because a crash between the sink and the commit repeats it.
+    It claims queued work, settles what metadata alone settles, runs the fingerprint unit of work
+    (:func:`crawler.fetch.fingerprint_repo`) through a :data:`Runner`, and finishes each item in the
+    crawl state, which keeps crawl facts only. Where a model lands in the graph is the caller's
+    ``place`` callback's business.
     """
 
-    def __init__(self, options: CrawlOptions, sink: Sink | None = None, progress: bool = True) -> None:
+    def __init__(self, options: CrawlOptions, progress: bool = True) -> None:
         self.o = options
         pin_endpoint(options.endpoint)
         self.api = HfApi(endpoint=options.endpoint, token=options.token or False)
         self.state = CrawlState(options.home / "crawl.sqlite", options.state_label or options.endpoint)
         self.fp_dir = options.home / "fingerprints"
-        self.sink = sink
+        self.fetch_options = FetchOptions(options.endpoint, options.token, options.timeout, options.attempts)
         self.progress = progress
         self._keys: dict[str, str | None] = {}
 
@@ -228,40 +205,113 @@ class Crawler:
         found[(key, sha)] = info if self._keep(info, s) else None
 
     # -- processing -------------------------------------------------------------------------------
-    def process(self, limit: int | None = None, summary: Summary | None = None) -> Summary:
-        """Process queued models, oldest first, each committed with its result."""
+    def claim(self, limit: int | None = None) -> list[WorkItem]:
+        """Take up to ``limit`` queued models, oldest first, counting an attempt for each (a crash counts)."""
+        return self.state.claim(limit)
+
+    def finish(self, item: WorkItem, out: Outcome, summary: Summary) -> None:
+        """Commit a final outcome's crawl facts and close the claim, and count it; a ``retry`` keeps its
+        claim until :meth:`process` ends the pass (then it is queued again for the next pass)."""
+        if out.status == "retry":
+            summary.statuses["retry later"] += 1
+            LOG.warning("%s: %s (will retry)", item.repo_id, out.reason)
+            return
+        self.state.finish(item.key, item.sha, item.repo_id, out.status, out.reason, out.record())
+        summary.statuses[out.status] += 1
+        summary.bytes_read += out.bytes_read
+        if out.model is not None and out.status == "fingerprinted":
+            summary.checkpoint_bytes += out.model.weight_bytes
+        for k, v in out.seconds.items():
+            summary.phases[k] = summary.phases.get(k, 0.0) + v
+
+    def process(self, limit: int | None = None, summary: Summary | None = None, place: Place | None = None,
+                runner: Runner = run_here, batch: int = 1) -> Summary:
+        """Process queued models, oldest first: claim ``batch`` at a time, settle what metadata settles,
+        fingerprint the rest with ``runner``, hand every outcome to ``place``, then commit it.
+
+        A batch of 1 keeps the order strict: a model is placed before the next one is read, so an exact
+        copy always finds its twin, and a child its parent, already processed.
+        """
         s = summary or Summary()
-        work = self.state.pending(limit)
         t0 = time.perf_counter()
-        bar = tqdm(work, desc="models", unit="model", disable=not self.progress)
-        for key, sha, repo_id in bar:
-            if self.state.attempt(key, sha) > MAX_ATTEMPTS:
-                out = Outcome(None, "failed", f"gave up after {MAX_ATTEMPTS} attempts")
-            else:
-                out = self.process_one(repo_id, sha)
-                if out.status == "retry":  # transient: leave it queued for the next run
-                    s.statuses["retry later"] += 1
-                    LOG.warning("%s: %s (will retry)", repo_id, out.reason)
-                    continue
-            if out.model is not None:
-                out.base_keys = self.base_keys(out.model)
-            extra = self.sink(out) if self.sink else None
-            record = out.record()
-            if extra:
-                record.update(extra)
-            self.state.finish(key, sha, repo_id, out.status, out.reason, record)
-            s.statuses[out.status] += 1
-            s.bytes_read += out.bytes_read
-            if out.model is not None and out.status == "fingerprinted":
-                s.checkpoint_bytes += out.model.weight_bytes
-            for k, v in out.seconds.items():
-                s.phases[k] = s.phases.get(k, 0.0) + v
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(rate=f"{60 * sum(s.statuses.values()) / max(elapsed, 1e-9):.0f}/min",
-                            read=f"{s.bytes_read / 2**20:.1f}MB")
+        total = self.state.pending_count() if limit is None else min(limit, self.state.pending_count())
+        bar = tqdm(total=total, desc="models", unit="model", disable=not self.progress)
+        done = 0
+        later: list[WorkItem] = []  # transient failures: tried again next pass, not again in this one
+        try:
+            while limit is None or done < limit:
+                items = self.claim(batch if limit is None else min(batch, limit - done))
+                if not items:
+                    break
+                settled = [self.settle(item) for item in items]
+                todo = [x for x in settled if isinstance(x, tuple)]
+                fetched = iter(runner([m for m, _ in todo], self.fetch_options) if todo else [])
+                for item, x in zip(items, settled):
+                    out = self.receive(next(fetched), x[1]) if isinstance(x, tuple) else x
+                    if out.status == "retry":
+                        later.append(item)
+                    else:
+                        if out.model is not None:
+                            out.base_keys = self.base_keys(out.model)
+                        if place is not None:
+                            place(out)
+                    self.finish(item, out, s)
+                    done += 1
+                    bar.update(1)
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(rate=f"{60 * sum(s.statuses.values()) / max(elapsed, 1e-9):.0f}/min",
+                                    read=f"{s.bytes_read / 2**20:.1f}MB")
+        finally:
+            for item in later:
+                self.state.release(item.key, item.sha)
+            bar.close()
         s.seconds += time.perf_counter() - t0
-        s.pending = len(self.state.pending())
+        s.pending = self.state.pending_count()
         return s
+
+    def settle(self, item: WorkItem) -> Outcome | tuple[HubModel, dict[str, float]]:
+        """Metadata, then the cheapest step that settles the model; ``(model, seconds)`` when only its
+        weights can (see :data:`~crawler.records.OutcomeStatus`)."""
+        if item.attempts > MAX_ATTEMPTS:
+            return Outcome(None, "failed", f"gave up after {MAX_ATTEMPTS} attempts")
+        t0 = time.perf_counter()
+        try:
+            m = self.info(item.repo_id, item.sha)
+        except RepoNotFoundError as e:
+            return Outcome(None, "gone", str(e))
+        except HubRequestError as e:
+            return Outcome(None, "retry", str(e))
+        secs = {"metadata": time.perf_counter() - t0}
+        if m.gated:
+            return Outcome(m, "gated", "weights need an accepted licence; metadata recorded", seconds=secs)
+        if m.adapter and not any(w.name.startswith("model") for w in m.weights):
+            return Outcome(m, "adapter", f"adapter of {', '.join(m.base_models) or 'an undeclared base'}",
+                           seconds=secs)
+        if not m.weights:
+            return Outcome(m, "no-weights", "no safetensors or GGUF weights", seconds=secs)
+        hashes = [w.sha256 for w in m.weights]
+        if all(hashes):
+            owner = self.state.lfs_owner([h for h in hashes if h])
+            if owner is not None and owner[0] != m.key:
+                return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner, seconds=secs)
+            if owner is not None:
+                return Outcome(m, "duplicate", "weights unchanged since an earlier commit", duplicate_of=owner,
+                               seconds=secs)
+        return m, secs
+
+    def receive(self, out: Outcome, secs: dict[str, float]) -> Outcome:
+        """Take a worker's outcome: write its fingerprint bytes atomically under the crawl home and read
+        them back, so the pipeline matches exactly what the index will store."""
+        out.seconds = {**secs, **out.seconds}
+        if out.status != "fingerprinted" or out.data is None or out.model is None:
+            return out
+        self.fp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.fp_dir / f"{out.model.key}-{out.model.sha[:12]}.lfp"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(out.data)
+        os.replace(tmp, path)
+        out.fingerprint, out.sketch, out.data = path, load(path), None
+        return out
 
     def info(self, repo_id: str, sha: str) -> HubModel:
         """Metadata at ``sha`` (at ``main`` if that commit is gone), with our retries around it."""
@@ -302,56 +352,6 @@ class Crawler:
                 out[b] = key
         return out
 
-    def process_one(self, repo_id: str, sha: str) -> Outcome:
-        """Metadata, then the cheapest step that settles the model (see the statuses of :class:`Outcome`)."""
-        t0 = time.perf_counter()
-        try:
-            m = self.info(repo_id, sha)
-        except RepoNotFoundError as e:
-            return Outcome(None, "gone", str(e))
-        except HubRequestError as e:
-            return Outcome(None, "retry", str(e))
-        secs = {"metadata": time.perf_counter() - t0}
-        if m.gated:
-            return Outcome(m, "gated", "weights need an accepted licence; metadata recorded", seconds=secs)
-        if m.adapter and not any(w.name.startswith("model") for w in m.weights):
-            return Outcome(m, "adapter", f"adapter of {', '.join(m.base_models) or 'an undeclared base'}",
-                           seconds=secs)
-        if not m.weights:
-            return Outcome(m, "no-weights", "no safetensors or GGUF weights", seconds=secs)
-        hashes = [w.sha256 for w in m.weights]
-        if all(hashes):
-            owner = self.state.lfs_owner([h for h in hashes if h])
-            if owner is not None and owner[0] != m.key:
-                return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner, seconds=secs)
-            if owner is not None:
-                return Outcome(m, "duplicate", "weights unchanged since an earlier commit", duplicate_of=owner,
-                               seconds=secs)
-        return self.fingerprint(m, secs)
-
-    def fingerprint(self, m: HubModel, secs: dict[str, float]) -> Outcome:
-        """Read the needed tensors by ranged requests and save the fingerprint (written atomically)."""
-        t0 = time.perf_counter()
-        repo = HttpRepo(self.o.endpoint, m.id, m.sha, m.file_sizes, self.o.token, self.o.timeout, self.o.attempts)
-        try:
-            model = open_model(repo)
-            sk = sketch_model(model, source=m.id, revision=m.sha)
-        except (GatedRepoError, RepoNotFoundError) as e:
-            return Outcome(m, "gated" if isinstance(e, GatedRepoError) else "gone", str(e), seconds=secs)
-        except HubRequestError as e:
-            return Outcome(m, "retry", str(e), bytes_read=repo.weight_bytes_read + repo.small_bytes_read)
-        except (FingerprintError, CrawlerError) as e:
-            return Outcome(m, "unsupported", str(e), seconds=secs,
-                           bytes_read=repo.weight_bytes_read + repo.small_bytes_read)
-        secs["fingerprint"] = time.perf_counter() - t0
-        self.fp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.fp_dir / f"{m.key}-{m.sha[:12]}.lfp"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save(sk, tmp)
-        os.replace(tmp, path)
-        return Outcome(m, "fingerprinted", None, path, sk, bytes_read=repo.weight_bytes_read + repo.small_bytes_read,
-                       requests=repo.range_requests + repo.resolver_requests, seconds=secs)
-
     def fetch(self, repo_id: str) -> Outcome:
         """Fingerprint one repo at ``main`` now (``lineage index add REPO_ID``), outside the queue.
 
@@ -360,7 +360,7 @@ class Crawler:
             RepoNotFoundError, HubRequestError: as the Hub answers.
         """
         m = self.info(repo_id, "main")
-        out = self.fingerprint(m, {})
+        out = self.receive(fingerprint_repo(m, self.fetch_options), {})
         if out.status == "gated":
             raise GatedRepoError(repo_id, bool(self.o.token))
         if out.status != "fingerprinted":
@@ -368,7 +368,7 @@ class Crawler:
         out.base_keys = self.base_keys(m)
         return out
 
-    def run(self, limit: int | None = None) -> Summary:
-        """One pass: discover, then process up to ``limit`` queued models."""
+    def run(self, limit: int | None = None, place: Place | None = None, runner: Runner = run_here) -> Summary:
+        """One pass: discover, then process up to ``limit`` queued models (see :meth:`process`)."""
         s = self.discover()
-        return self.process(limit, s)
+        return self.process(limit, s, place, runner)

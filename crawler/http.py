@@ -20,8 +20,7 @@ import httpx2
 from huggingface_hub import constants
 from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-from huggingface_hub.utils._headers import build_hf_headers
-from huggingface_hub.utils._http import get_session
+from huggingface_hub.utils import build_hf_headers, get_session  # type: ignore[attr-defined]  # public (in __all__), stubs lack re-export
 
 from crawler.errors import GatedRepoError, HubRequestError, RangeNotHonouredError, RepoNotFoundError
 from fingerprint.io.source import MAX_SMALL_FILE_BYTES, CountingSource, check_range, safe_relative_name

@@ -7,14 +7,15 @@ path safety) because every header, size and name from the Hub is untrusted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from fingerprint.errors import UnsafePathError
 from fingerprint.io.source import safe_relative_name
+from graph.records import Relation  # one definition: a card's relation becomes a DECLARES_BASE property
 
-Relation = Literal["finetune", "adapter", "merge", "quantized", "unknown"]
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -169,3 +170,62 @@ def from_info(info: Any) -> HubModel:
         quantized=bool(dtypes & {"I8", "U8", "I32", "I4", "F8_E4M3", "F8_E5M2"})
         or (isinstance(cfg, dict) and "quantization_config" in cfg),
     )
+
+
+#: What processing one queued model gave. ``retry`` is transient (the item goes back to the queue);
+#: every other status is final for that ``(_id, sha)``.
+OutcomeStatus = Literal["fingerprinted", "duplicate", "gated", "adapter", "no-weights", "unsupported", "gone", "failed",
+                        "retry"]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One claimed queue entry: the Hub's ``(_id, sha)``, the repo id when queued, and the attempts so far
+    (this one included)."""
+
+    key: str
+    sha: str
+    repo_id: str
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    """What processing one model gave: the record, a status and, when fingerprinted, the fingerprint.
+
+    A worker (:func:`crawler.fetch.fingerprint_repo`) fills ``data`` with the fingerprint file's bytes;
+    the crawler that receives it writes them under its home and sets ``fingerprint`` (the path) and
+    ``sketch`` (the file read back, so every consumer sees exactly what is stored).
+    """
+
+    model: HubModel | None
+    status: OutcomeStatus
+    reason: str | None = None
+    fingerprint: Path | None = None
+    sketch: Any = None  # fingerprint.sketch.Sketch once received
+    data: bytes | None = None
+    duplicate_of: tuple[str, str] | None = None
+    base_keys: dict[str, str] = field(default_factory=dict)
+    bytes_read: int = 0
+    requests: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The crawl facts stored in the crawl state (no placement: that lives in the graph only)."""
+        m = self.model
+        doc: dict[str, Any] = {"status": self.status, "reason": self.reason, "bytes_read": self.bytes_read,
+                               "requests": self.requests, "seconds": self.seconds,
+                               "fingerprint": str(self.fingerprint) if self.fingerprint else None,
+                               "duplicate_of": list(self.duplicate_of) if self.duplicate_of else None,
+                               "base_keys": self.base_keys}
+        if m is not None:
+            d = asdict(m)
+            d.pop("file_sizes")
+            d["created_at"] = m.created_at.isoformat() if m.created_at else None
+            d["last_modified"] = m.last_modified.isoformat() if m.last_modified else None
+            d["weights"] = [asdict(w) for w in m.weights]
+            d["checkpoint_bytes"] = m.weight_bytes
+            d["weights_digest"] = ",".join(sorted(w.sha256 for w in m.weights if w.sha256)) or None
+            doc["model"] = d
+            doc["weights_digest"] = d["weights_digest"]
+        return doc

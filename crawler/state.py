@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import CrawlStateError
+from crawler.records import WorkItem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermark (endpoint TEXT, name TEXT, value TEXT, PRIMARY KEY (endpoint, name));
@@ -43,6 +44,9 @@ class CrawlState:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            # a claim still open belongs to a process that died mid-item: the item is queued again
+            # (its attempt stays counted, so a model that kills its worker every time ends `failed`)
+            self.db.execute("UPDATE queue SET status='pending' WHERE endpoint=? AND status='claimed'", (self.endpoint,))
         except sqlite3.Error as e:
             raise CrawlStateError(f"cannot open crawl state {self.path}: {e}") from e
 
@@ -95,14 +99,27 @@ class CrawlState:
             (self.endpoint, -1 if limit is None else limit)).fetchall()
         return [(str(a), str(b), str(c)) for a, b, c in rows]
 
-    def attempt(self, key: str, sha: str) -> int:
-        """Count an attempt before working on an item (a crash then counts too); returns the count."""
+    def pending_count(self) -> int:
+        """Queued items not yet done (claimed ones included)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM queue WHERE endpoint=? AND status IN ('pending','claimed')",
+                                   (self.endpoint,)).fetchone()[0])
+
+    def claim(self, limit: int | None = None) -> list[WorkItem]:
+        """Mark up to ``limit`` pending items claimed, oldest first, and count an attempt for each, in one
+        transaction; a claim is closed by :meth:`finish` or :meth:`release`."""
         with self.tx() as con:
-            con.execute("UPDATE queue SET attempts = attempts + 1 WHERE endpoint=? AND key=? AND sha=?",
+            rows = con.execute(
+                "SELECT key, sha, id, attempts FROM queue WHERE endpoint=? AND status='pending' "
+                "ORDER BY created_at, seq LIMIT ?", (self.endpoint, -1 if limit is None else limit)).fetchall()
+            con.executemany("UPDATE queue SET status='claimed', attempts = attempts + 1 WHERE endpoint=? AND key=? "
+                            "AND sha=?", [(self.endpoint, k, s) for k, s, _, _ in rows])
+        return [WorkItem(str(k), str(s), str(i), int(n) + 1) for k, s, i, n in rows]
+
+    def release(self, key: str, sha: str) -> None:
+        """Put a claimed item back in the queue (a transient failure: the next run tries it again)."""
+        with self.tx() as con:
+            con.execute("UPDATE queue SET status='pending' WHERE endpoint=? AND key=? AND sha=? AND status='claimed'",
                         (self.endpoint, key, sha))
-            row = con.execute("SELECT attempts FROM queue WHERE endpoint=? AND key=? AND sha=?",
-                              (self.endpoint, key, sha)).fetchone()
-        return int(row[0]) if row else 0
 
     def finish(self, key: str, sha: str, repo_id: str, status: str, reason: str | None,
                record: dict[str, Any]) -> None:
