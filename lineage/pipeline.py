@@ -1,6 +1,7 @@
 """The loop that joins the packages: a crawled model → family → direct parent → graph edges → index.
 
-For each :class:`crawler.crawl.Outcome` (the crawler calls :meth:`Pipeline.__call__` as its sink):
+For each :class:`crawler.records.Outcome` (the crawler calls :meth:`Pipeline.__call__` before it
+commits the model):
 
 1. the model node, with what the card declares (``DECLARES_BASE`` to each named base; a base not yet
    crawled gets a placeholder node keyed on its ``_id``);
@@ -23,14 +24,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from crawler.crawl import Outcome
-from crawler.records import HubModel
+from crawler.records import HubModel, Outcome
 from fingerprint.index import Index, Match
-from fingerprint.similarity.compare import METHOD_VERSION, score_thresholds
 from fingerprint.similarity.factored import TargetWork
+from fingerprint.similarity.verdict import METHOD_VERSION, score_thresholds
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
@@ -51,6 +52,10 @@ def _ms(d: Any) -> int | None:
     return int(d.timestamp() * 1000) if d is not None else None
 
 
+#: How a placement was decided: a match verdict, or why there was none to act on.
+PlacementVerdict = Literal["derived", "inconclusive", "independent", "indexed", "weak match", "no candidates"]
+
+
 @dataclass
 class Placement:
     """Where a model landed: family, direct parent (index entry name) and the evidence."""
@@ -59,7 +64,7 @@ class Placement:
     parent: str | None
     score: float | None
     z: float | None
-    verdict: str
+    verdict: PlacementVerdict
     candidate_family: bool = False
     considered: int = 0
 
@@ -77,10 +82,11 @@ class Pipeline:
         self.shortlist = shortlist
         self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0}
 
-    def __call__(self, out: Outcome) -> dict[str, Any] | None:
+    def __call__(self, out: Outcome) -> None:
+        """Write what ``out`` says into the graph and the index (the crawler's ``place`` callback)."""
         m = out.model
         if m is None:
-            return None
+            return
         t = time.perf_counter()
         self._write_model(m, out.sketch)
         self._declared(m, out.base_keys)
@@ -89,16 +95,15 @@ class Pipeline:
             t = time.perf_counter()
             self._copy(m, out.duplicate_of[0])
             self.seconds["write"] += time.perf_counter() - t
-            return {"placement": {"same_weights_as": out.duplicate_of[1]}}
+            return
         if out.status != "fingerprinted" or out.sketch is None or out.fingerprint is None:
-            return None
+            return
         t = time.perf_counter()
         p = self.place(m, out.sketch)
         self.seconds["match"] += time.perf_counter() - t
         t = time.perf_counter()
         self._write_placement(m, p, out)
         self.seconds["write"] += time.perf_counter() - t
-        return {"placement": p.as_dict()}
 
     # -- deciding -------------------------------------------------------------------------------------
     def place(self, m: HubModel, sk: Sketch) -> Placement:
@@ -110,13 +115,27 @@ class Pipeline:
         work = TargetWork(sk)  # the suspect's share of every comparison below, computed once
         matches, _ = self.index.match(sk, top=self.shortlist, shortlist=self.shortlist, work=work)
         matches = [x for x in matches if x.name != m.id]
-        seen = {x.name for x in matches}
+        scored = {x.name: x for x in matches}
+
+        def score(name: str) -> Match | None:
+            if name not in scored and name in self.index.entries:
+                scored[name] = self.index.score(name, work)
+            return scored.get(name)
+
+        seen = set(scored)
         for base in m.base_models:  # the declared parent is always scored
             if base in self.index.entries and base not in seen and base != m.id:
                 matches.append(self.index.score(base, work))
+                scored[base] = matches[-1]
+        return self.decide(m, matches, sk.width, score)
+
+    def decide(self, m: HubModel, matches: list[Match], width: int, score: Callable[[str], Match | None]) -> Placement:
+        """The placement rules (module docstring, steps 3-4) on the matches of ``m`` (residual width
+        ``width``); ``score(name)`` scores one more indexed model when the parent walk needs it (None: not
+        indexed)."""
         derived = [x for x in matches if x.verdict == "derived"]
         full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
-        if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(sk.width)[0]:
+        if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(width)[0]:
             # A model that claims no base and looks like a pretrain, matched only just above the
             # threshold: models trained on the same text with the same tokenizer sit there too. Flag
             # it as a candidate family for review instead of silently filing it under that base.
@@ -124,14 +143,13 @@ class Pipeline:
             return Placement(m.id, None, weak.score, weak.z, "weak match", candidate_family=True,
                              considered=len(matches))
         if derived:
-            scored = {x.name: x for x in matches}
-            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], scored, work)
+            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], score)
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
         top = max(matches, key=lambda x: x.score) if matches else None
-        verdict = top.verdict if top else "no candidates"
+        verdict: PlacementVerdict = top.verdict if top else "no candidates"
         # Inconclusive without a credible alignment is what a new base trained on similar text gets
         # against existing ones; an aligned but weak match may be a heavily changed derivative: left open.
-        unaligned = top is not None and top.evidence.get("aligned") is False
+        unaligned = top is not None and top.evidence.aligned is False
         if full_pretrain and (top is None or top.verdict == "independent" or unaligned):
             return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
         return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
@@ -148,12 +166,7 @@ class Pipeline:
             return None
         return self.store.labels([up[0].dst]).get(up[0].dst, (up[0].dst, None))[0], float(up[0].score or 0.0)
 
-    def _score(self, name: str, scored: dict[str, Match], work: TargetWork) -> Match | None:
-        if name not in scored and name in self.index.entries:
-            scored[name] = self.index.score(name, work)
-        return scored.get(name)
-
-    def _choose(self, best: Match, declared: list[str], scored: dict[str, Match], work: TargetWork) -> Match:
+    def _choose(self, best: Match, declared: list[str], score: Callable[[str], Match | None]) -> Match:
         """The direct parent: a declared base the weights confirm, else the best-scoring member, moved up
         its detected chain while the evidence for going lower is weak.
 
@@ -168,13 +181,13 @@ class Pipeline:
         """
         # the family comes from the strongest evidence; a claim only picks the parent inside it (a card
         # naming another family's base is a misstatement even if that base also scores "derived")
-        claims = [x for x in (self._score(d, scored, work) for d in declared)
+        claims = [x for x in (score(d) for d in declared)
                   if x is not None and x.verdict == "derived" and x.family == best.family]
         if claims:
             return max(claims, key=lambda x: x.score)
         for _ in range(32):
             up = self._up(best.name)
-            p = self._score(up[0], scored, work) if up else None
+            p = score(up[0]) if up else None
             if up is None or p is None or p.verdict != "derived":
                 break
             if best.score - p.score > max(0.5 * (1.0 - up[1]), SCORE_RESOLUTION):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from lineage.errors import SettingsError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_NEO4J_DATABASE", "neo4j", "Neo4j database name (when LINEAGE_GRAPH is a URI)."),
     Setting("LINEAGE_HUB_ENDPOINT", "https://huggingface.co",
             "Hub the crawler reads (lineage crawl --endpoint overrides it); the token is HF_TOKEN."),
+    Setting("HF_TOKEN", "", "Hugging Face token for the crawler and lineage index bootstrap (gated bases need one "
+            "whose account accepted their terms); empty: anonymous."),
 )
 
 
@@ -46,24 +53,38 @@ class Settings:
     neo4j_password: str
     neo4j_database: str
     hub_endpoint: str
+    hub_token: str | None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read every setting once; values are checked here, so a bad one fails at start-up.
+
+        Raises:
+            SettingsError: a malformed ``LINEAGE_DEVICE``, or a ``LINEAGE_HOME`` that exists and is not a
+                directory.
+        """
         e = dict(os.environ if env is None else env)
 
         def get(name: str) -> str:
             default = next(s.default for s in SETTINGS if s.env == name)
             return e.get(name, default)
 
+        home = Path(get("LINEAGE_HOME")).expanduser()
+        if home.exists() and not home.is_dir():
+            raise SettingsError("LINEAGE_HOME", str(home), "exists and is not a directory")
+        device = get("LINEAGE_DEVICE").strip().lower()
+        if not _DEVICE.match(device):
+            raise SettingsError("LINEAGE_DEVICE", device, "use auto, cpu, cuda or cuda:N")
         return cls(
-            home=Path(get("LINEAGE_HOME")).expanduser(),
-            device=get("LINEAGE_DEVICE"),
+            home=home,
+            device=device,
             disable_progress_bars=_truthy(get("LINEAGE_DISABLE_PROGRESS_BARS")),
             graph=get("LINEAGE_GRAPH"),
             neo4j_user=get("LINEAGE_NEO4J_USER"),
             neo4j_password=get("LINEAGE_NEO4J_PASSWORD"),
             neo4j_database=get("LINEAGE_NEO4J_DATABASE"),
             hub_endpoint=get("LINEAGE_HUB_ENDPOINT"),
+            hub_token=get("HF_TOKEN").strip() or None,
         )
 
 

@@ -10,7 +10,7 @@ import click
 from graph import queries
 from graph.records import Lineage
 from graph.store import MAX_DEPTH, LineageStore
-from lineage.output import emit_json, handle_errors, output_options, table
+from lineage.cli.output import emit_json, handle_errors, output_options, table
 
 
 def _with_store(fn: Callable[[LineageStore], Any]) -> Any:

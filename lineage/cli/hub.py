@@ -1,20 +1,16 @@
-"""``lineage crawl``, ``lineage hubsim``, ``lineage index bootstrap``: the commands that talk to a Hub."""
+"""``lineage crawl``, ``lineage hubsim``: the commands that talk to a Hub (or serve a stand-in of one)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lineage.output import emit_json, fmt_bytes, handle_errors, output_options, table
-from lineage.settings import Settings
+from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -31,52 +27,6 @@ def parse_since(value: str | None) -> datetime | None:
     except ValueError as e:
         raise click.BadParameter(f"{value!r}: use 7d / 24h / 90m or an ISO date like 2026-11-01") from e
     return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
-
-
-def make_crawler(endpoint: str | None, settings: Settings | None = None, store: Any = None, progress: bool = True,
-                 token: str | None = None, **options: Any) -> Any:
-    """A :class:`crawler.crawl.Crawler` whose sink is the pipeline into the configured store and index."""
-    from crawler.crawl import Crawler, CrawlOptions
-    from fingerprint.index import Index
-    from lineage.pipeline import Pipeline
-    from lineage.store import open_store
-
-    s = settings or Settings.from_env()
-    opts = CrawlOptions(endpoint=endpoint or s.hub_endpoint, home=s.home / "crawl",
-                        token=token or os.environ.get("HF_TOKEN") or None, **options)
-    store = store or open_store(s)
-    pipe = Pipeline(store, Index(s.home / "index"))
-    c = Crawler(opts, sink=pipe, progress=progress and not s.disable_progress_bars)
-    c.pipeline = pipe  # type: ignore[attr-defined]
-    return c
-
-
-def add_from_hub(repo_id: str, family: str | None, endpoint: str | None, settings: Settings | None = None,
-                 store: Any = None, token: str | None = None) -> Any:
-    """Fingerprint ``repo_id`` from the Hub, index it as a family root and write it to the store."""
-    from crawler.records import valid_repo_id
-    from fingerprint.index import Index
-    from lineage.pipeline import register_base
-
-    if valid_repo_id(repo_id) is None:
-        raise click.BadParameter(f"{repo_id!r} is neither an existing path nor a Hub repo id (namespace/name)")
-    s = settings or Settings.from_env()
-    c = make_crawler(endpoint, s, store=store, progress=False, token=token)
-    try:
-        out = c.fetch(repo_id)
-        index = Index(s.home / "index")
-        register_base(c.pipeline.store, index, out.model, str(out.fingerprint), family or repo_id)
-        return index.entries[repo_id]
-    finally:
-        c.close()
-        if store is None:
-            c.pipeline.store.close()
-
-
-def catalog() -> list[dict[str, Any]]:
-    """The shipped catalog of well-known base families (``lineage/data/catalog.json``)."""
-    data = json.loads(resources.files("lineage").joinpath("data/catalog.json").read_text("utf-8"))
-    return list(data["families"])
 
 
 @click.command()
@@ -106,34 +56,32 @@ def crawl(endpoint: str | None, since: str | None, limit: int | None, once: bool
 
         lineage crawl --since 24h --pipeline-tag text-generation --once
     """
-    c = make_crawler(endpoint, progress=not as_json, since=parse_since(since), sweep=sweep,
-                     pipeline_tags=pipeline_tags, libraries=libraries, min_params=min_params, max_params=max_params,
-                     allow_authors=allow_authors, deny_authors=deny_authors)
+    from lineage.app import open_app
 
-    def one_pass() -> None:
-        s = c.run(limit)
-        doc = s.as_dict()
-        doc["phases"].update({k: round(v, 3) for k, v in c.pipeline.seconds.items()})
-        if as_json:
-            emit_json(doc)
-        else:
-            print_summary(doc)
+    with open_app() as app:
+        c = app.crawler(endpoint, progress=not as_json, since=parse_since(since), sweep=sweep,
+                        pipeline_tags=pipeline_tags, libraries=libraries, min_params=min_params, max_params=max_params,
+                        allow_authors=allow_authors, deny_authors=deny_authors)
 
-    try:
-        one_pass()
-        if not once:
-            from apscheduler.schedulers.blocking import BlockingScheduler
+        def one_pass() -> None:
+            doc = app.crawl(c, limit).as_dict()
+            if as_json:
+                emit_json(doc)
+            else:
+                print_summary(doc)
 
-            sched = BlockingScheduler(timezone="UTC")
-            # one pass at a time; a pass that overruns the interval is not stacked
-            sched.add_job(one_pass, "interval", minutes=interval, max_instances=1, coalesce=True)
-            click.echo(f"next pass in {interval:g} min (Ctrl-C to stop)", err=True)
-            sched.start()
-    except KeyboardInterrupt:
-        click.echo("stopped; the next run resumes from the saved state", err=True)
-    finally:
-        c.close()
-        c.pipeline.store.close()
+        try:
+            one_pass()
+            if not once:
+                from apscheduler.schedulers.blocking import BlockingScheduler
+
+                sched = BlockingScheduler(timezone="UTC")
+                # one pass at a time; a pass that overruns the interval is not stacked
+                sched.add_job(one_pass, "interval", minutes=interval, max_instances=1, coalesce=True)
+                click.echo(f"next pass in {interval:g} min (Ctrl-C to stop)", err=True)
+                sched.start()
+        except KeyboardInterrupt:
+            click.echo("stopped; the next run resumes from the saved state", err=True)
 
 
 def print_summary(doc: dict[str, Any]) -> None:
@@ -161,7 +109,8 @@ def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...])
         lineage hubsim ~/.lineage/zoo/tiny --port 8765 &
         lineage crawl --endpoint http://127.0.0.1:8765 --once
     """
-    from crawler.hubsim import HubSim, populate
+    from hubsim import HubSim
+    from lineage.zoohub import populate
 
     with HubSim(port=port, accepted_tokens=frozenset(tokens)) as hub:
         repos = populate(hub, Path(zoo), gated=gated)
@@ -173,45 +122,4 @@ def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...])
             pass
 
 
-@click.command()
-@click.option("--family", "families", multiple=True, help="Only this catalog family (repeatable).")
-@click.option("--endpoint", default=None, help="Hub URL (default $LINEAGE_HUB_ENDPOINT).")
-@click.option("--list", "list_only", is_flag=True, help="Print the catalog and exit.")
-@output_options
-@handle_errors
-def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, as_json: bool) -> None:
-    """Fingerprint the catalog of well-known base families from the Hub into the index.
-
-    Gated families (Llama, Gemma) need HF_TOKEN for an account that accepted their terms; they are
-    reported and skipped otherwise. The catalog is lineage/data/catalog.json.
-
-    Example:
-
-        HF_TOKEN=hf_... lineage index bootstrap --family llama-2 --family mistral
-    """
-    cat = [f for f in catalog() if not families or f["family"] in families]
-    unknown = set(families) - {f["family"] for f in cat}
-    if unknown:
-        raise click.BadParameter(f"not in the catalog: {', '.join(sorted(unknown))}")
-    if list_only:
-        rows = [[f["family"], f["license"], "yes" if f["gated"] else "", ", ".join(f["repos"])] for f in cat]
-        emit_json(cat) if as_json else click.echo(table(rows, ["family", "license", "gated", "repos"]))
-        return
-    from crawler.errors import CrawlerError
-
-    done, failed = [], []
-    for f in cat:
-        for repo in f["repos"]:
-            try:
-                add_from_hub(repo, f["family"], endpoint)
-                done.append(repo)
-                if not as_json:
-                    click.echo(f"indexed {repo} ({f['family']})", err=True)
-            except CrawlerError as e:
-                failed.append({"repo": repo, "error": str(e)})
-                if not as_json:
-                    click.echo(f"skipped {repo}: {e}", err=True)
-    if as_json:
-        emit_json({"indexed": done, "failed": failed})
-    else:
-        click.echo(f"{len(done)} bases indexed, {len(failed)} skipped")
+COMMANDS = (crawl, hubsim)

@@ -1,59 +1,14 @@
-"""``lineage fingerprint``, ``lineage index add|list``, ``lineage match``: compact fingerprints and the index."""
+"""``lineage index add|list|bootstrap``, ``lineage match``: the base-family index."""
 
 from __future__ import annotations
 
-import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import click
 
-from lineage.output import emit_json, fmt_bytes, handle_errors, output_options, table
+from lineage.cli.output import emit_json, handle_errors, output_options, table
 from lineage.settings import Settings
-
-
-def index_dir() -> Path:
-    return Settings.from_env().home / "index"
-
-
-def sketch_of(path: str, rank: int | None = None, anchors: int | None = None) -> Any:
-    """A fingerprint file (``.lfp``) is loaded; a model directory or .gguf is fingerprinted now."""
-    from fingerprint import sketch as sk
-
-    if path.endswith(".lfp"):
-        return sk.load(path)
-    from fingerprint.canonical import open_model
-
-    return sk.sketch_model(open_model(path), rank=rank or "auto", n_anchors=anchors or sk.DEFAULT_ANCHORS,
-                           source=str(Path(path).name))
-
-
-@click.command()
-@click.argument("path", type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Fingerprint file to write (.lfp).")
-@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact while layers × width² ≤ 2²³, 64 at 7B).")
-@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000).")
-@output_options
-@handle_errors
-def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, as_json: bool) -> None:
-    """Fingerprint a model (reads only embeddings, Q, K and norms) into a compact file.
-
-    Example:
-
-        lineage fingerprint ./Llama-2-7b-hf -o llama-2-7b.lfp
-    """
-    from fingerprint.sketch import save
-
-    t = time.perf_counter()
-    sk = sketch_of(path, rank, anchors)
-    out = save(sk, output)
-    doc = {"file": str(out), "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t, 3), **sk.meta}
-    if as_json:
-        emit_json(doc)
-    else:
-        click.echo(f"{out}: {fmt_bytes(doc['bytes'])} ({sk.meta['architecture']}, d={sk.width}, {sk.num_layers} layers, "
-                   f"{sk.meta['anchors']} anchors, rank {sk.meta['rank']}); read {fmt_bytes(sk.meta['bytes_read'])} of "
-                   f"{fmt_bytes(sk.meta['total_bytes'])} in {doc['seconds']:.2f} s")
 
 
 @click.group()
@@ -80,26 +35,15 @@ def index_add(path: str, family: str | None, name: str | None, endpoint: str | N
         lineage index add ./Llama-2-7b-hf --family llama-2
         lineage index add meta-llama/Llama-2-7b-hf --family llama-2
     """
-    import tempfile
-    from dataclasses import asdict
+    from lineage.app import open_app
 
-    from fingerprint.index import Index
-    from fingerprint.sketch import save
-
-    if not Path(path).exists():
-        from lineage.hub_commands import add_from_hub
-
-        e = add_from_hub(path, family, endpoint)
-    elif path.endswith(".lfp"):
-        e = Index(index_dir()).add(path, name=name, family=family)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            f = save(sketch_of(path), Path(tmp) / "fp.lfp")
-            e = Index(index_dir()).add(f, name=name or Path(path).name, family=family)
+    with open_app() as app:
+        e = app.add_path(path, name, family) if Path(path).exists() else app.add_base(path, family, endpoint)
+        where = app.index.root
     if as_json:
         emit_json(asdict(e))
     else:
-        click.echo(f"indexed {e.name} (family {e.family}, {e.architecture}, d={e.width}, {e.layers} layers) in {index_dir()}")
+        click.echo(f"indexed {e.name} (family {e.family}, {e.architecture}, d={e.width}, {e.layers} layers) in {where}")
 
 
 @index.command("list")
@@ -112,19 +56,62 @@ def index_list(as_json: bool) -> None:
 
         lineage index list --json
     """
-    from dataclasses import asdict
-
     from fingerprint.index import Index
 
-    idx = Index(index_dir())
+    root = Settings.from_env().home / "index"
+    idx = Index(root)
     if as_json:
-        emit_json({"index": str(index_dir()), "entries": [asdict(e) for e in idx.entries.values()]})
+        emit_json({"index": str(root), "entries": [asdict(e) for e in idx.entries.values()]})
         return
     if not idx.entries:
-        click.echo(f"The index at {index_dir()} is empty: add bases with lineage index add PATH --family NAME.")
+        click.echo(f"The index at {root} is empty: add bases with lineage index add PATH --family NAME.")
         return
     click.echo(table([[e.name, e.family, e.architecture, e.width, e.layers, e.vocab_digest[:12]] for e in idx.entries.values()],
                      ["name", "family", "architecture", "width", "layers", "vocab"]))
+
+
+@index.command()
+@click.option("--family", "families", multiple=True, help="Only this catalog family (repeatable).")
+@click.option("--endpoint", default=None, help="Hub URL (default $LINEAGE_HUB_ENDPOINT).")
+@click.option("--list", "list_only", is_flag=True, help="Print the catalog and exit.")
+@output_options
+@handle_errors
+def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, as_json: bool) -> None:
+    """Fingerprint the catalog of well-known base families from the Hub into the index.
+
+    Gated families (Llama, Gemma) need HF_TOKEN for an account that accepted their terms; they are
+    reported and skipped otherwise. The catalog is lineage/data/catalog.json.
+
+    Example:
+
+        HF_TOKEN=hf_... lineage index bootstrap --family llama-2 --family mistral
+    """
+    from crawler.errors import CrawlerError
+    from lineage.app import open_app
+    from lineage.catalog import select
+
+    cat = select(families)
+    if list_only:
+        rows = [[f["family"], f["license"], "yes" if f["gated"] else "", ", ".join(f["repos"])] for f in cat]
+        emit_json(cat) if as_json else click.echo(table(rows, ["family", "license", "gated", "repos"]))
+        return
+    done, failed = [], []
+    with open_app() as app:
+        for f in cat:
+            for repo in f["repos"]:
+                try:
+                    app.add_base(repo, f["family"], endpoint)
+                    done.append(repo)
+                    if not as_json:
+                        click.echo(f"indexed {repo} ({f['family']})", err=True)
+                except CrawlerError as e:
+                    failed.append({"repo": repo, "error": str(e)})
+                    if not as_json:
+                        click.echo(f"skipped {repo}: {e}", err=True)
+    if as_json:
+        emit_json({"indexed": done, "failed": failed})
+    else:
+        click.echo(f"{len(done)} bases indexed, {len(failed)} skipped")
 
 
 @click.command()
@@ -140,15 +127,9 @@ def match(path: str, top: int, shortlist: int, as_json: bool) -> None:
 
         lineage match ./some-finetune --top 3
     """
-    from dataclasses import asdict
+    from lineage.app import match_path
 
-    from fingerprint.index import Index
-
-    t = time.perf_counter()
-    sk = sketch_of(path)
-    t_fp = time.perf_counter() - t
-    matches, stats = Index(index_dir()).match(sk, top=top, shortlist=shortlist)
-    stats["fingerprint_seconds"] = t_fp
+    matches, stats = match_path(path, top, shortlist)
     if as_json:
         emit_json({"model": path, "matches": [asdict(m) for m in matches], "stats": stats})
         return
@@ -158,7 +139,7 @@ def match(path: str, top: int, shortlist: int, as_json: bool) -> None:
     click.echo(table([[m.family, m.name, f"{m.score:.4f}", f"{m.z:.1f}", m.verdict, f"{m.screen:.3f}", f"{m.token_overlap:.2f}"]
                       for m in matches], ["family", "base", "score", "z", "verdict", "screen", "tokens"]))
     click.echo(f"\n{stats['indexed']} bases screened in {stats['screen_seconds'] * 1000:.0f} ms, {stats['shortlisted']} scored in "
-               f"{stats['score_seconds']:.2f} s (fingerprint {t_fp:.2f} s)")
+               f"{stats['score_seconds']:.2f} s (fingerprint {stats['fingerprint_seconds']:.2f} s)")
 
 
-COMMANDS = (fingerprint, index, match)
+COMMANDS = (index, match)

@@ -1,32 +1,16 @@
-"""The ``lineage`` command line."""
+"""``lineage inspect``, ``lineage compare``, ``lineage fingerprint``: commands on checkpoints and fingerprint files."""
 
 from __future__ import annotations
 
-import logging
+import time
 
 import click
 
-from lineage import __version__
-from lineage.output import emit_json, fmt_bytes, handle_errors, output_options, table
+from fingerprint.similarity import DESCRIPTIONS, METHODS
+from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options, table
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="lineage")
-@click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug (and tracebacks).")
-def main(verbose: int) -> None:
-    """Model lineage: is a model derived from a known base, and does its licence say so?
-
-    Example:
-
-    \b
-        lineage demo                      # the whole loop, offline
-        lineage inspect ./my-model --json
-    """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-@main.command()
+@click.command()
 @click.argument("path", type=click.Path(exists=True))
 @output_options
 @handle_errors
@@ -64,11 +48,11 @@ def inspect(path: str, as_json: bool) -> None:
                f"({100 * r['share_needed']:.1f}%); bytes read to inspect: {fmt_bytes(r['bytes_read'])}")
 
 
-@main.command()
+@click.command()
 @click.argument("a", type=click.Path(exists=True))
 @click.argument("b", type=click.Path(exists=True))
-@click.option("--method", type=click.Choice(["lineage", "awm", "huref", "reef"]), default="lineage", show_default=True,
-              help="lineage (default, robust to function-preserving attacks), awm (faithful baseline), huref, reef.")
+@click.option("--method", type=click.Choice(list(METHODS)), default="lineage", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()) + ".")
 @output_options
 @handle_errors
 def compare(a: str, b: str, method: str, as_json: bool) -> None:
@@ -76,33 +60,18 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
 
     A and B are model directories (safetensors + config.json + tokenizer), .gguf files, or fingerprint
     files (.lfp, from lineage fingerprint; the lineage method only). A model compared with a fingerprint
-    file is fingerprinted first.
+    file is fingerprinted first. The math runs on LINEAGE_DEVICE.
 
     Example:
 
         lineage compare ./Llama-2-7b ./vicuna-7b --json
     """
-    import time
-
-    from fingerprint.canonical import open_model
-    from fingerprint.similarity.compare import compare as run
+    from lineage.app import compare_paths
 
     t = time.perf_counter()
-    if a.endswith(".lfp") or b.endswith(".lfp"):
-        from fingerprint.errors import ComparisonError
-        from fingerprint.similarity.compare import compare_fingerprints
-        from lineage.index_commands import sketch_of
-
-        if method != "lineage":
-            raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}")
-        r = compare_fingerprints(sketch_of(a), sketch_of(b))
-    else:
-        if not as_json:
-            click.echo(f"opening {a} and {b} ...", err=True)
-        ma, mb = open_model(a), open_model(b)
-        if not as_json:
-            click.echo(f"comparing ({method}) ...", err=True)
-        r = run(ma, mb, method)
+    if not as_json and not (a.endswith(".lfp") or b.endswith(".lfp")):  # checkpoints take a while to read
+        click.echo(f"opening and comparing {a} and {b} ({method}) ...", err=True)
+    r = compare_paths(a, b, method)
     if as_json:
         emit_json(r.to_dict())
         return
@@ -125,17 +94,32 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
                f"time {time.perf_counter() - t:.2f} s")
 
 
-def _register() -> None:
-    from lineage import demo, graph_commands, hub_commands, index_commands
+@click.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Fingerprint file to write (.lfp).")
+@click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact while layers × width² ≤ 2²³, 64 at 7B).")
+@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000).")
+@output_options
+@handle_errors
+def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, as_json: bool) -> None:
+    """Fingerprint a model (reads only embeddings, Q, K and norms) into a compact file.
 
-    for cmd in (demo.demo, hub_commands.crawl, hub_commands.hubsim, *index_commands.COMMANDS,
-                *graph_commands.COMMANDS):
-        main.add_command(cmd)
-    index_commands.index.add_command(hub_commands.bootstrap)
+    Example:
+
+        lineage fingerprint ./Llama-2-7b-hf -o llama-2-7b.lfp
+    """
+    from fingerprint.sketch import save, sketch_of
+
+    t = time.perf_counter()
+    sk = sketch_of(path, rank, anchors)
+    out = save(sk, output)
+    doc = {"file": str(out), "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t, 3), **sk.meta}
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"{out}: {fmt_bytes(doc['bytes'])} ({sk.meta['architecture']}, d={sk.width}, {sk.num_layers} layers, "
+                   f"{sk.meta['anchors']} anchors, rank {sk.meta['rank']}); read {fmt_bytes(sk.meta['bytes_read'])} of "
+                   f"{fmt_bytes(sk.meta['total_bytes'])} in {doc['seconds']:.2f} s")
 
 
-_register()
-
-
-if __name__ == "__main__":
-    main()
+COMMANDS = (inspect, compare, fingerprint)

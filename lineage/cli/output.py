@@ -45,12 +45,14 @@ def handle_errors(f: F) -> F:
     from crawler.errors import CrawlerError
     from fingerprint.errors import FingerprintError
     from graph.errors import GraphError
+    from lineage.errors import LineageError
+    from zoo.manifest import ManifestError
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (FingerprintError, GraphError, CrawlerError, OSError) as e:
+        except (FingerprintError, GraphError, CrawlerError, LineageError, ManifestError, OSError) as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             click.echo(f"Error: {e}", err=True)

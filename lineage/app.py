@@ -1,0 +1,182 @@
+"""The composition root: one place that joins settings, store, index, pipeline and crawler.
+
+Every entry point (the CLI, the demo, later the scheduler, the workers and the web server) opens an
+:class:`App` for its :class:`~lineage.settings.Settings` and calls it; none wires the packages itself.
+
+    with open_app(Settings.from_env()) as app:
+        crawler = app.crawler()
+        summary = app.crawl(crawler)
+
+Opening resolves ``LINEAGE_DEVICE`` (a CUDA device that torch cannot see is one clear error here, at
+start-up) and makes it the device the similarity math runs on while the app is open.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crawler.crawl import Crawler, CrawlOptions, Summary
+from crawler.errors import HubRequestError
+from crawler.records import valid_repo_id
+from fingerprint import device
+from fingerprint.canonical import open_model
+from fingerprint.errors import ComparisonError
+from fingerprint.index import Entry, Index, Match
+from fingerprint.similarity import CompareResult, compare, compare_fingerprints
+from fingerprint.sketch import save, sketch_of
+from graph.store import LineageStore
+from lineage.errors import InvalidRepoIdError
+from lineage.pipeline import Pipeline, register_base
+from lineage.settings import Settings
+from lineage.store import open_store
+
+
+@dataclass
+class App:
+    """An open application: the store, the base-family index and the pipeline over them.
+
+    Attributes:
+        settings: what it was opened with.
+        store: the lineage graph (embedded SQLite or Neo4j, as ``LINEAGE_GRAPH`` says).
+        index: the fingerprint index in ``$LINEAGE_HOME/index``.
+        pipeline: the single graph writer for crawled models.
+        device: the torch device the similarity math runs on.
+    """
+
+    settings: Settings
+    store: LineageStore
+    index: Index
+    pipeline: Pipeline
+    device: torch.device
+    _crawlers: list[Crawler] = field(default_factory=list)
+
+    def crawler(self, endpoint: str | None = None, *, token: str | None = None, progress: bool = True,
+                **options: Any) -> Crawler:
+        """A crawler of ``endpoint`` (default ``LINEAGE_HUB_ENDPOINT``) with its state in the home; the
+        token defaults to ``HF_TOKEN``. Closed with the app."""
+        s = self.settings
+        opts = CrawlOptions(endpoint=endpoint or s.hub_endpoint, home=s.home / "crawl",
+                            token=token or s.hub_token, **options)
+        c = Crawler(opts, progress=progress and not s.disable_progress_bars)
+        self._crawlers.append(c)
+        return c
+
+    def crawl(self, crawler: Crawler, limit: int | None = None) -> Summary:
+        """One pass: discover, then process up to ``limit`` queued models into the graph and the index.
+
+        The summary's phases include the pipeline's (``match``, ``write``) for this pass.
+        """
+        before = dict(self.pipeline.seconds)
+        summary = crawler.run(limit, place=self.pipeline)
+        for k, v in self.pipeline.seconds.items():
+            summary.phases[k] = summary.phases.get(k, 0.0) + v - before.get(k, 0.0)
+        return summary
+
+    def add_base(self, repo_id: str, family: str | None = None, endpoint: str | None = None,
+                 token: str | None = None) -> Entry:
+        """Fingerprint ``repo_id`` from the Hub at ``main``, index it as the root of ``family`` (default:
+        its id) and write it to the store.
+
+        Raises:
+            InvalidRepoIdError: not a ``namespace/name`` id.
+            GatedRepoError, RepoNotFoundError, HubRequestError: as the Hub answers.
+        """
+        if valid_repo_id(repo_id) is None:
+            raise InvalidRepoIdError(repo_id)
+        c = self.crawler(endpoint, token=token, progress=False)
+        try:
+            out = c.fetch(repo_id)
+        finally:
+            self._close(c)
+        if out.model is None or out.fingerprint is None:
+            raise HubRequestError(repo_id, None, out.reason or out.status)
+        register_base(self.store, self.index, out.model, str(out.fingerprint), family or repo_id)
+        return self.index.entries[repo_id]
+
+    def add_path(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
+        """Index a fingerprint file as is, or a local model directory / ``.gguf`` fingerprinted now."""
+        p = Path(path)
+        if p.suffix == ".lfp":
+            return self.index.add(p, name=name, family=family)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = save(sketch_of(p), Path(tmp) / "fp.lfp")
+            return self.index.add(f, name=name or p.name, family=family)
+
+    def _close(self, c: Crawler) -> None:
+        c.close()
+        if c in self._crawlers:
+            self._crawlers.remove(c)
+
+
+@contextmanager
+def on_device(settings: Settings | None = None) -> Iterator[torch.device]:
+    """Run a block's similarity math on ``LINEAGE_DEVICE`` without opening a store (``compare``, ``match``).
+
+    Raises:
+        DeviceError: the device is one torch cannot see.
+    """
+    s = settings or Settings.from_env()
+    with device.using(s.device) as dev:
+        yield dev
+
+
+def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | None = None) -> CompareResult:
+    """Compare two checkpoints (model directories or ``.gguf``) with one of ``METHODS``, or two fingerprint
+    files (``.lfp``; a checkpoint beside one is fingerprinted first) with the ``lineage`` method.
+
+    Raises:
+        ComparisonError: an unknown method, a method fingerprint files cannot serve, or a pair that
+            cannot be compared.
+    """
+    with on_device(settings):
+        if a.endswith(".lfp") or b.endswith(".lfp"):
+            if method != "lineage":
+                raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}")
+            return compare_fingerprints(sketch_of(a), sketch_of(b))
+        return compare(open_model(a), open_model(b), method)
+
+
+def match_path(path: str, top: int, shortlist: int, settings: Settings | None = None) -> tuple[list[Match], dict[str, Any]]:
+    """Screen the index against a model or fingerprint file and score the shortlist (``lineage match``)."""
+    s = settings or Settings.from_env()
+    with on_device(s):
+        t = time.perf_counter()
+        sk = sketch_of(path)
+        t_fp = time.perf_counter() - t
+        matches, stats = Index(s.home / "index").match(sk, top=top, shortlist=shortlist)
+    stats["fingerprint_seconds"] = t_fp
+    return matches, stats
+
+
+@contextmanager
+def open_app(settings: Settings | None = None, store: LineageStore | None = None) -> Iterator[App]:
+    """Open the application for ``settings`` (default: the environment).
+
+    ``store`` lets a caller that already holds one (a test, a web server) pass it in; it is then not
+    closed here.
+
+    Raises:
+        DeviceError: ``LINEAGE_DEVICE`` names a device torch cannot see.
+        StoreUnavailableError: the graph backend cannot be opened.
+    """
+    s = settings or Settings.from_env()
+    with on_device(s) as dev:
+        own = store is None
+        st = store if store is not None else open_store(s)
+        index = Index(s.home / "index")
+        app = App(s, st, index, Pipeline(st, index), dev)
+        try:
+            yield app
+        finally:
+            for c in list(app._crawlers):
+                app._close(c)
+            if own:
+                st.close()

@@ -1,0 +1,30 @@
+"""The ``lineage`` command line: a group of thin commands (parse → one call into :mod:`lineage.app` → render)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from lineage import __version__
+from lineage.cli import demo, graph, hub, index, models
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lineage")
+@click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug (and tracebacks).")
+def main(verbose: int) -> None:
+    """Model lineage: is a model derived from a known base, and does its licence say so?
+
+    Example:
+
+    \b
+        lineage demo                      # the whole loop, offline
+        lineage inspect ./my-model --json
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+for _cmd in (demo.demo, *models.COMMANDS, hub.crawl, hub.hubsim, *index.COMMANDS, *graph.COMMANDS):
+    main.add_command(_cmd)

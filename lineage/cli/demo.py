@@ -1,0 +1,77 @@
+"""``lineage demo``: the whole loop, offline, in one command (the loop itself is :mod:`lineage.demo`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lineage.cli.hub import print_summary
+from lineage.cli.output import emit_json, handle_errors, output_options
+from lineage.settings import Settings
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    click.echo("")
+    print_summary(doc["crawl"])
+    click.echo("")
+    for f in doc["families"]:
+        tag = "  (candidate new family: no catalog base matched, no base declared)" if f["candidate"] else ""
+        click.echo(f"family {f['family']}: root {f['root']}, licence {f['license']}, {f['members']} models{tag}")
+        children: dict[str, list[dict[str, Any]]] = {}
+        for r in f["tree"]:
+            children.setdefault(r["parent"] or f["root"], []).append(r)
+
+        _show_tree(children, f["root"], 0)
+        click.echo("")
+    if doc["undeclared"]:
+        click.echo("derivatives whose card hides or misstates their base:")
+        for a in doc["undeclared"]:
+            lic = (f"; licence {a['license']} but the family's is {a['family_license']}"
+                   if a.get("license_differs") else "")
+            claimed = ", ".join(a.get("declared") or []) or "nothing"
+            click.echo(f"  {a['id']}: {a['reason']} (weights say {a['detected_parent']}, card says {claimed}){lic}")
+        click.echo("")
+    root = doc["families"][0]["root"] if doc["families"] else "ROOT"
+    click.echo("next, try:")
+    click.echo(f"  lineage derivatives {root}            # everything derived from it, with scores")
+    click.echo(f"  lineage family {root} --json")
+    click.echo("  lineage undeclared                      # suspected unlicensed derivatives")
+    click.echo("  lineage export --format graphml -o lineage.graphml")
+    click.echo(f"finished in {doc['seconds']:.0f} s")
+
+
+def _show_tree(children: dict[str, list[dict[str, Any]]], node: str, depth: int) -> None:
+    for r in sorted(children.get(node, []), key=lambda r: r["id"]):
+        score = f"{r['score']:.3f}" if r.get("score") is not None else "-"
+        click.echo(f"  {'   ' * depth}└─ {r['id']}  (score {score})")
+        if depth < 8:
+            _show_tree(children, r["id"], depth + 1)
+
+
+@click.command()
+@click.option("--zoo", type=click.Path(file_okay=False), default=None,
+              help="Zoo directory (default $LINEAGE_HOME/zoo/tiny; built there if missing).")
+@output_options
+@handle_errors
+def demo(zoo: str | None, as_json: bool) -> None:
+    """Run the whole loop offline: a Hub stand-in over a model zoo → crawl → fingerprints → graph.
+
+    Uses the embedded store in $LINEAGE_HOME (default ~/.lineage); rerunning it changes nothing.
+
+    Example:
+
+        lineage demo
+    """
+    from lineage.demo import ensure_zoo, run_demo
+
+    s = Settings.from_env()
+    quiet = as_json or s.disable_progress_bars
+    z = ensure_zoo(Path(zoo) if zoo else s.home / "zoo" / "tiny", quiet, say=lambda m: click.echo(m, err=True))
+    doc = run_demo(z, s, quiet=quiet)
+    if as_json:
+        emit_json(json.loads(json.dumps(doc, default=str)))
+    else:
+        print_report(doc)
