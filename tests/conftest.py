@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -9,8 +10,15 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Test folders are named after our packages (tests/zoo, tests/graph...); with the checkout on the path
+# the real packages always win over those folders as namespace packages.
+sys.path.insert(1, str(Path(__file__).parents[1]))
 
-from tinymodels import HF_ARCHITECTURES, build_hf, build_llava
+from hubdata import repo
+from safetensors.numpy import load_file
+from tinymodels import HF_ARCHITECTURES, build_hf, build_llava, perturb, save_state_dict, write_wordlevel_tokenizer
+
+from hubsim import HubSim
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -63,3 +71,47 @@ def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with bolt_server(tmp_path_factory.mktemp("arcadedb")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo() -> Any:
+    """The tiny zoo (built once into the shared cache, about 3 minutes on 2 cores), as its manifest."""
+    from zoo.build import Builder, default_dir
+    from zoo.manifest import read_manifest
+
+    out = default_dir("tiny")
+    Builder("tiny", out, quiet=True).build()
+    return read_manifest(out)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A base, two fine-tunes (one of them two generations down) and an unrelated base, on disk."""
+    root = tmp_path_factory.mktemp("hubmodels")
+    base = build_hf("llama", root / "base", seed=1)
+    write_wordlevel_tokenizer(base, json.loads((base / "config.json").read_text())["vocab_size"])
+    cfg = json.loads((base / "config.json").read_text())
+    sd = load_file(str(base / "model.safetensors"))
+    out = {"base": base}
+    ft = perturb(sd, 0.02, seed=2)
+    out["ft"] = save_state_dict(ft, cfg, root / "ft", tokenizer_from=base)
+    out["ft2"] = save_state_dict(perturb(ft, 0.02, seed=3), cfg, root / "ft2", tokenizer_from=base)
+    other = build_hf("llama", root / "other", seed=9)
+    write_wordlevel_tokenizer(other, cfg["vocab_size"])
+    out["other"] = other
+    for name, card in [("ft", "base_model: org/base\nlicense: llama2"), ("ft2", "license: apache-2.0")]:
+        (out[name] / "README.md").write_text(f"---\n{card}\n---\n# {name}\n")
+    return out
+
+
+@pytest.fixture()
+def hub(models: dict[str, Path]) -> Any:
+    with HubSim(page_size=2) as sim:
+        repo(sim, "org/base", models["base"], 1)
+        repo(sim, "alice/ft", models["ft"], 2)
+        repo(sim, "bob/ft2", models["ft2"], 3)
+        repo(sim, "carol/other", models["other"], 4)
+        repo(sim, "meta/gated", models["base"], 5, gated="manual")
+        yield sim
+
+

@@ -2,69 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from safetensors.numpy import load_file
-from tinymodels import build_hf, perturb, save_state_dict, write_wordlevel_tokenizer
+from hubdata import T0, repo
 
 from crawler.crawl import Crawler, CrawlOptions
 from crawler.errors import HubRequestError, RangeNotHonouredError
 from crawler.http import HttpFileSource, HttpRepo, pin_endpoint
-from crawler.hubsim import Fault, HubSim, SimRepo, files_of
 from fingerprint.canonical import open_model
 from fingerprint.inspect import inspect_model
 from fingerprint.sketch import load, sketch_model
+from hubsim import Fault, HubSim, files_of
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A base, two fine-tunes (one of them two generations down) and an unrelated base, on disk."""
-    root = tmp_path_factory.mktemp("hubmodels")
-    base = build_hf("llama", root / "base", seed=1)
-    write_wordlevel_tokenizer(base, json.loads((base / "config.json").read_text())["vocab_size"])
-    cfg = json.loads((base / "config.json").read_text())
-    sd = load_file(str(base / "model.safetensors"))
-    out = {"base": base}
-    ft = perturb(sd, 0.02, seed=2)
-    out["ft"] = save_state_dict(ft, cfg, root / "ft", tokenizer_from=base)
-    out["ft2"] = save_state_dict(perturb(ft, 0.02, seed=3), cfg, root / "ft2", tokenizer_from=base)
-    other = build_hf("llama", root / "other", seed=9)
-    write_wordlevel_tokenizer(other, cfg["vocab_size"])
-    out["other"] = other
-    for name, card in [("ft", "base_model: org/base\nlicense: llama2"), ("ft2", "license: apache-2.0")]:
-        (out[name] / "README.md").write_text(f"---\n{card}\n---\n# {name}\n")
-    return out
-
-
-def repo(sim: HubSim, repo_id: str, path: Path, minutes: int, **kw: Any) -> SimRepo:
-    t = T0 + timedelta(minutes=minutes)
-    return sim.add(SimRepo(repo_id, files_of(path), created_at=t, last_modified=t, **kw))
-
-
-@pytest.fixture()
-def hub(models: dict[str, Path]) -> Any:
-    with HubSim(page_size=2) as sim:
-        repo(sim, "org/base", models["base"], 1)
-        repo(sim, "alice/ft", models["ft"], 2)
-        repo(sim, "bob/ft2", models["ft2"], 3)
-        repo(sim, "carol/other", models["other"], 4)
-        repo(sim, "meta/gated", models["base"], 5, gated="manual")
-        yield sim
+ROOT = Path(__file__).parents[2]
 
 
 def crawler(sim: HubSim, home: Path, **kw: Any) -> Crawler:
@@ -168,6 +128,19 @@ def test_429_storm_and_5xx_mid_download(hub: HubSim, models: dict[str, Path], tm
     c.close()
 
 
+def test_a_model_failing_past_its_retries_waits_for_the_next_pass(hub: HubSim, tmp_path: Path) -> None:
+    c = crawler(hub, tmp_path)  # 4 attempts per request
+    c.discover()
+    hub.inject(Fault("status", "cdn", count=4, status=503))  # the first model's first range, past its retries
+    s = c.process()
+    assert s.statuses == {"fingerprinted": 3, "gated": 1, "retry later": 1}  # not tried again in this pass
+    assert c.state.counts() == {"done": 4, "pending": 1} and s.pending == 1
+    s = c.run()
+    assert s.statuses == {"fingerprinted": 1} and c.state.counts() == {"done": 5}
+    assert next(r for r in c.state.results() if r["id"] == "org/base")["status"] == "fingerprinted"
+    c.close()
+
+
 def test_errors_are_typed(hub: HubSim, tmp_path: Path) -> None:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RemoteEntryNotFoundError
@@ -225,79 +198,3 @@ def test_sigkill_mid_crawl_resumes_without_loss_or_repeats(hub: HubSim, tmp_path
     for rid in finished_before:  # models done before the kill were not read again
         assert hub.served(rid) == served_before[rid]
     c.close()
-
-
-def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lineage.cli import main
-
-    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
-    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json", "--exclude-author", "carol"])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["processed"] == 4 and doc["filtered"] == {"author denied": 1}
-    assert 0 < doc["bytes_read"] < doc["checkpoint_bytes"]
-    r = CliRunner().invoke(main, ["derivatives", "org/base", "--json"])
-    assert r.exit_code == 0, r.output
-    ids = {x["id"] for x in json.loads(r.stdout)["derivatives"]}
-    assert "alice/ft" in ids and "carol/other" not in ids
-
-
-def _graph(home: Path) -> dict[str, Any]:
-    from graph.sqlite import SqliteStore
-
-    s = SqliteStore(home / "graph.sqlite")
-    d = s.dump()
-    s.close()
-    return {k: [{a: b for a, b in r.items() if not a.endswith("_ms")} for r in v] for k, v in d.items()}
-
-
-def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path) -> None:
-    """`lineage crawl` (crawler + pipeline + store) SIGKILLed mid-run, then resumed, gives the graph an
-    uninterrupted crawl gives."""
-    from lineage.cli import main
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LINEAGE_HOME": str(tmp_path / "a"),
-           "LINEAGE_DISABLE_PROGRESS_BARS": "1"}
-    env.pop("HF_HUB_OFFLINE", None)
-    for home in ("a", "b"):  # both stores start with the same base family indexed
-        r = CliRunner().invoke(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint],
-                               env={"LINEAGE_HOME": str(tmp_path / home)})
-        assert r.exit_code == 0, r.output
-    hub.delay_s = 0.05
-    p = subprocess.Popen([sys.executable, "-m", "lineage.cli", "crawl", "--endpoint", hub.endpoint, "--once"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "a" / "crawl" / "crawl.sqlite"
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        try:
-            with sqlite3.connect(db, timeout=1) as con:
-                if con.execute("SELECT COUNT(*) FROM result").fetchone()[0] >= 2:
-                    p.send_signal(signal.SIGKILL)
-                    break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.01)
-    p.wait(30)
-    assert p.returncode == -signal.SIGKILL, "the crawl finished before it could be killed"
-    hub.delay_s = 0.0
-    for home in ("a", "b"):
-        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json"],
-                               env={"LINEAGE_HOME": str(tmp_path / home), "LINEAGE_DISABLE_PROGRESS_BARS": "1"})
-        assert r.exit_code == 0, r.output
-    assert _graph(tmp_path / "a") == _graph(tmp_path / "b")
-    assert len(_graph(tmp_path / "a")["DERIVED_FROM"]) >= 2
-
-
-def test_index_add_from_hub_and_gated_message(hub: HubSim, tmp_path: Path) -> None:
-    from lineage.cli import main
-
-    env = {"LINEAGE_HOME": str(tmp_path)}
-    r = CliRunner().invoke(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint, "--json"],
-                           env=env)
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["family"] == "base"
-    assert 0 < hub.served("org/base") < hub.repos["org/base"].files["model.safetensors"].size
-    r = CliRunner().invoke(main, ["index", "add", "meta/gated", "--endpoint", hub.endpoint], env=env)
-    assert r.exit_code == 2 and "gated" in r.output and "HF_TOKEN" in r.output
-    r = CliRunner().invoke(main, ["index", "bootstrap", "--list", "--json"], env=env)
-    assert r.exit_code == 0 and any(f["family"] == "llama-2" and f["gated"] for f in json.loads(r.stdout))

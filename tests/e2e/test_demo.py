@@ -1,4 +1,4 @@
-"""The whole loop on the tiny zoo: stand-in → crawl → fingerprints → index → graph, against ground truth."""
+"""lineage demo end to end on the tiny zoo: stand-in → crawl → fingerprints → index → graph, against ground truth."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from bench.pipeline import placement_quality
-from bench.zoo.build import Builder, default_dir
 from fingerprint.canonical import open_model
 from fingerprint.inspect import inspect_model
 from fingerprint.io.gguf import CHUNK
@@ -18,21 +17,15 @@ from fingerprint.sketch import load, sketch_model
 from graph.sqlite import SqliteStore
 from lineage.demo import UNCATALOGUED, run_demo
 from lineage.settings import Settings
+from zoo.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def zoo() -> tuple[Path, list[dict[str, Any]]]:
-    out = default_dir("tiny")
-    manifest = Builder("tiny", out, quiet=True).build()
-    return out, json.loads(manifest.read_text())["models"]
-
-
 @pytest.mark.parametrize("backend", ["embedded", "neo4j"])
-def test_whole_loop_matches_ground_truth(zoo: tuple[Path, list[dict[str, Any]]], backend: str, tmp_path: Path,
+def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    root, models = zoo
+    root, models = tiny_zoo.root, tiny_zoo
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     if backend == "neo4j":
         server = request.getfixturevalue("bolt")
@@ -56,19 +49,19 @@ def test_whole_loop_matches_ground_truth(zoo: tuple[Path, list[dict[str, Any]]],
     family_of = {r["src"]: r["dst"] for r in dump["IN_FAMILY"]}
     fam_root = {f["name"]: nodes[f["root_key"]]["id"] for f in dump["families"] if f.get("root_key")}
     store.close()
-    truth = {m["id"]: m for m in models}
-    root_id = {m["name"]: m["id"] for m in models}
+    truth = {m.id: m for m in models}
+    root_id = {m.name: m.id for m in models}
     # every zoo model is a node, in the family of (one of) its true roots
     for mid, m in truth.items():
         assert mid in by_id, mid
         fam = family_of.get(by_id[mid]["key"])
         assert fam is not None, mid
-        assert fam_root[fam] in {root_id[r] for r in m["roots"]}, (mid, fam_root[fam], m["roots"])
+        assert fam_root[fam] in {root_id[r] for r in m.roots}, (mid, fam_root[fam], m.roots)
     # the bases the catalog left out were found as candidate families, with their derivatives under them
     for name in UNCATALOGUED:
         assert by_id[root_id[name]]["candidate_family"] in (True, 1)
     # no detected edge between independent families
-    roots = {mid: set(m["roots"]) for mid, m in truth.items()}
+    roots = {mid: set(m.roots) for mid, m in truth.items()}
     edges = {}
     for e in dump["DERIVED_FROM"]:
         a, b = nodes[e["src"]]["id"], nodes[e["dst"]]["id"]
@@ -78,7 +71,7 @@ def test_whole_loop_matches_ground_truth(zoo: tuple[Path, list[dict[str, Any]]],
     # exact re-uploads: SAME_WEIGHTS, not a byte of their weights read
     same = {frozenset((nodes[r["src"]]["id"], nodes[r["dst"]]["id"])) for r in dump["SAME_WEIGHTS"]}
     for mirror in [r for r in doc["served_by_repo"] if r.startswith("mirror/")]:
-        original = next(m["id"] for m in models if m["id"].split("/")[1] == mirror.split("/")[1])
+        original = next(m.id for m in models if m.id.split("/")[1] == mirror.split("/")[1])
         assert frozenset((mirror, original)) in same
         assert doc["served_by_repo"][mirror] == 0
     q = placement_quality(models, dump)
@@ -91,7 +84,7 @@ def test_whole_loop_matches_ground_truth(zoo: tuple[Path, list[dict[str, Any]]],
         check_reads_and_rerun(root, models, settings, doc)
 
 
-def check_reads_and_rerun(root: Path, models: list[dict[str, Any]], settings: Settings, doc: dict[str, Any]) -> None:
+def check_reads_and_rerun(root: Path, models: Manifest, settings: Settings, doc: dict[str, Any]) -> None:
     """Bytes served ≤ what `lineage inspect` says is needed (+ the header read); fingerprints equal the
     local ones; a second run changes nothing."""
     crawl = settings.home / "crawl" / "crawl.sqlite"
@@ -99,12 +92,12 @@ def check_reads_and_rerun(root: Path, models: list[dict[str, Any]], settings: Se
 
     with sqlite3.connect(crawl) as con:
         rows = con.execute("SELECT id, record FROM result WHERE status='fingerprinted'").fetchall()
-    by_id = {m["id"]: m for m in models}
+    by_id = {m.id: m for m in models}
     checked = 0
     for rid, rec in rows:
         if rid not in by_id:
             continue
-        path = root / by_id[rid]["path"]
+        path = root / by_id[rid].path
         target = next(iter(sorted(path.glob("*.gguf"))), path)
         need = inspect_model(target)
         small = sum(f.stat().st_size for f in path.iterdir() if f.suffix not in (".safetensors", ".gguf"))

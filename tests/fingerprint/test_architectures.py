@@ -67,7 +67,7 @@ def test_llava_language_model_equals_plain_llama(tiny_models: dict[str, Path]) -
 
 def test_gguf_architecture_file_roles(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """The GGUF naming file resolves every role of a llama.cpp-style conversion."""
-    from bench.convert import to_gguf
+    from zoo.convert import to_gguf
 
     m = open_model(to_gguf(tiny_models["llama"], tmp_path / "m.gguf", "F16"))
     s = m.spec

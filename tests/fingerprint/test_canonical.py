@@ -10,8 +10,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from tinymodels import build_hf
 
-from bench.convert import to_fp8, to_gguf
 from fingerprint.canonical import open_model, split_fused_qkv, unpermute_gguf_rows
+from zoo.convert import to_fp8, to_gguf
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:

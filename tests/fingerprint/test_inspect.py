@@ -9,8 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from tinymodels import build_hf
 
-from bench.convert import shard, to_gguf
 from lineage.cli import main
+from zoo.convert import shard, to_gguf
 
 
 def test_inspect_sharded_reads_only_headers(tmp_path: Path) -> None:

@@ -11,12 +11,14 @@ import torch
 from safetensors.numpy import load_file
 from tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
 
-from bench.attacks import ATTACKS
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
+from fingerprint.similarity import METHODS
 from fingerprint.similarity.align import procrustes, procrustes_fit, signed_lap
+from fingerprint.similarity.awm import compare_awm
 from fingerprint.similarity.cka import biased_cka, feature_cka, unbiased_cka
-from fingerprint.similarity.compare import compare_models
+from fingerprint.similarity.lineage import compare_lineage
+from zoo.attacks import ATTACKS
 
 
 def test_unbiased_cka_near_zero_where_biased_is_half() -> None:
@@ -103,26 +105,26 @@ def test_attack_preserves_function(family: dict[str, Path], attack: str) -> None
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_attacked_derivative_is_derived(family: dict[str, Path], attack: str) -> None:
-    r = compare_models(open_model(family["base"]), open_model(family[attack]), "lineage")
+    r = compare_lineage(open_model(family["base"]), open_model(family[attack]))
     assert r.verdict == "derived", (r.score, r.z, r.notes)
     assert r.score > 0.8
 
 
 def test_faithful_awm_fails_rotation_but_not_plain_derivative(family: dict[str, Path]) -> None:
     base = open_model(family["base"])
-    plain = compare_models(base, open_model(family["derived"]), "awm")
-    rotated = compare_models(base, open_model(family["fold_and_rotate"]), "awm")
-    scaled = compare_models(base, open_model(family["scale_qk_pairs"]), "awm")
+    plain = compare_awm(base, open_model(family["derived"]))
+    rotated = compare_awm(base, open_model(family["fold_and_rotate"]))
+    scaled = compare_awm(base, open_model(family["scale_qk_pairs"]))
     assert plain.score > 0.8
     assert rotated.score < 0.3 * plain.score  # the known blind spot of AWM
     assert scaled.score < plain.score - 0.05  # per-pair Q/K rescaling costs AWM points
-    ours = compare_models(base, open_model(family["fold_and_rotate"]), "lineage")
+    ours = compare_lineage(base, open_model(family["fold_and_rotate"]))
     assert ours.alignment == "procrustes"
 
 
 def test_independent_models_are_independent(family: dict[str, Path]) -> None:
     for method in ("lineage", "awm"):
-        r = compare_models(open_model(family["base"]), open_model(family["other"]), method)
+        r = METHODS[method](open_model(family["base"]), open_model(family["other"]))
         assert r.verdict == "independent", (method, r.score, r.z, r.notes)
         assert abs(r.score) < 0.1
 
@@ -131,11 +133,12 @@ def test_no_shared_tokens_is_a_clear_error(family: dict[str, Path], tmp_path: Pa
     other = build_hf("llama", tmp_path / "x", seed=5, config=llama_config())
     write_wordlevel_tokenizer(other, 512, prefix="zz")
     with pytest.raises(ComparisonError, match="share only 0 tokens"):
-        compare_models(open_model(family["base"]), open_model(other))
+        compare_lineage(open_model(family["base"]), open_model(other))
 
 
 def test_huref_and_reef_baselines(family: dict[str, Path]) -> None:
-    from fingerprint.similarity.compare import compare_huref, compare_reef
+    from fingerprint.similarity.huref import compare_huref
+    from fingerprint.similarity.reef import compare_reef
 
     base = open_model(family["base"])
     pos = compare_huref(base, open_model(family["derived"]))
@@ -209,7 +212,8 @@ def test_no_derived_verdict_without_a_credible_alignment() -> None:
     """Q/K Grams that still match under a partial (blockwise-rotated) coordinate match give a high score
     and z; with embeddings no rotation explains, the pair is inconclusive. A dense rotation whose
     embeddings Procrustes explains is derived."""
-    from fingerprint.similarity.compare import compare_fingerprints, score_thresholds
+    from fingerprint.similarity.lineage import compare_fingerprints
+    from fingerprint.similarity.verdict import score_thresholds
     from fingerprint.sketch import Sketch
 
     rng = np.random.default_rng(11)
@@ -237,7 +241,7 @@ def test_no_derived_verdict_without_a_credible_alignment() -> None:
 def test_independent_needs_enough_anchor_rows_to_rule_out_a_rotation() -> None:
     """With fewer shared tokens than the width, an untied pair (two views of the basis) still recovers a
     dense rotation and may be called independent; a tied pair may not."""
-    from fingerprint.similarity.compare import compare_fingerprints
+    from fingerprint.similarity.lineage import compare_fingerprints
     from fingerprint.sketch import Sketch
 
     rng = np.random.default_rng(12)

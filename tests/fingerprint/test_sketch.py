@@ -16,12 +16,12 @@ from fingerprint.canonical import open_model
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.index import Index
 from fingerprint.similarity.cka import cka_centered, u_center
-from fingerprint.similarity.compare import compare_fingerprints, compare_models
 from fingerprint.similarity.factored import cka, factor
+from fingerprint.similarity.lineage import compare_fingerprints, compare_lineage
 from fingerprint.sketch import bottom_k, load, save, sketch_model, to_bytes
 from lineage.cli import main
 
-GOLDEN = Path(__file__).parent / "data" / "golden-tiny-llama.lfp"
+GOLDEN = Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"
 
 
 def golden_model(out: Path) -> Path:
@@ -92,7 +92,7 @@ def test_fingerprint_scores_agree_with_checkpoint_scores(tmp_path: Path) -> None
     other = golden_model(tmp_path / "other")
     save_state_dict({k: randn(*v.shape, seed=99 + i) for i, (k, v) in enumerate(sd.items())}, cfg, other)
     for x, y in ((base, kid), (base, other)):
-        full = compare_models(open_model(x), open_model(y))
+        full = compare_lineage(open_model(x), open_model(y))
         fa, fb = save(sketch_model(open_model(x)), tmp_path / "a.lfp"), save(sketch_model(open_model(y)), tmp_path / "b.lfp")
         fp = compare_fingerprints(load(fa), load(fb))
         assert abs(fp.score - full.score) <= 0.003 and fp.verdict == full.verdict, (fp.score, full.score)

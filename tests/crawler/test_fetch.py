@@ -1,0 +1,70 @@
+"""crawler.fetch: the fingerprint unit of work is pure and picklable, so a worker process gives the same bytes."""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from crawler.crawl import Crawler, CrawlOptions, Runner
+from crawler.fetch import FetchOptions, fingerprint_repo
+from crawler.records import HubModel, Outcome
+from fingerprint.canonical import open_model
+from fingerprint.sketch import load, sketch_model
+from hubsim import HubSim
+
+
+def test_fingerprint_repo_in_a_process_pool_returns_the_in_process_bytes(
+        hub: HubSim, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the workers import huggingface_hub afresh
+    c = Crawler(CrawlOptions(endpoint=hub.endpoint, home=tmp_path), progress=False)
+    repos = ["org/base", "alice/ft"]
+    infos = [c.info(r, hub.repos[r].sha) for r in repos]
+    assert pickle.loads(pickle.dumps(infos)) == infos  # what a pool sends
+    here = [fingerprint_repo(m, c.fetch_options) for m in infos]
+    served = {r: hub.served(r) for r in repos}
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        there = list(pool.map(fingerprint_repo, infos, repeat(c.fetch_options)))
+    for r, a, b in zip(repos, here, there):
+        assert a.status == b.status == "fingerprinted", (a.reason, b.reason)
+        assert a.data is not None and a.data == b.data
+        assert a.bytes_read == b.bytes_read > 0
+        assert hub.served(r) == 2 * served[r]  # the workers read the same ranges again, over HTTP
+    # and they hold the fingerprint of the local checkpoint (its metadata differs: bytes read over HTTP)
+    (tmp_path / "remote.lfp").write_bytes(here[0].data or b"")
+    remote, local = load(tmp_path / "remote.lfp"), sketch_model(open_model(models["base"]))
+    assert remote.keys == local.keys and np.array_equal(remote.embed, local.embed)
+    assert all(np.array_equal(a, b) for a, b in zip(remote.q + remote.k, local.q + local.k, strict=True))
+    c.close()
+
+
+def _crawl(hub: HubSim, home: Path, runner: Runner | None) -> tuple[Any, ...]:
+    """One crawl (in this process, or through ``runner`` three models at a time): what it recorded."""
+    c = Crawler(CrawlOptions(endpoint=hub.endpoint, home=home), progress=False)
+    placed: list[str] = []
+    s = (c.run(place=lambda out: placed.append(out.status)) if runner is None
+         else c.process(None, c.discover(), lambda out: placed.append(out.status), runner, batch=3))
+    fps = sorted(p.name for p in (home / "fingerprints").glob("*.lfp"))
+    out = ({r["id"]: (r["status"], r["bytes_read"]) for r in c.state.results()}, sorted(placed), dict(s.statuses),
+           fps, [load(home / "fingerprints" / f).keys[:5] for f in fps])
+    c.close()
+    return out
+
+
+def test_a_crawl_through_a_process_pool_records_what_an_in_process_crawl_records(
+        hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    here = _crawl(hub, tmp_path / "here", None)
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        def runner(batch: list[HubModel], options: FetchOptions) -> list[Outcome]:
+            return list(pool.map(fingerprint_repo, batch, repeat(options)))
+
+        there = _crawl(hub, tmp_path / "pool", runner)
+    assert here == there
+    assert here[2] == {"fingerprinted": 4, "gated": 1}
