@@ -169,13 +169,18 @@ class Neo4jStore:
                 else self._run(cypher.DETECTED_IN_FAMILY, {"family": family}))
         return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"]) for r in rows]
 
-    def declared_edges(self, srcs: Sequence[str]) -> list[EdgeRow]:
+    def declared_edges(self, srcs: Sequence[str] | None) -> list[EdgeRow]:
+        if srcs is None:
+            return [EdgeRow(r["src"], r["dst"], "DECLARES_BASE", relation=r["relation"]) for r in self._run(cypher.DUMP_DECLARED)]
         out: list[EdgeRow] = []
         ks = list(srcs)
         for i in range(0, len(ks), BATCH):
             out += [EdgeRow(r["src"], r["dst"], "DECLARES_BASE", relation=r["relation"])
                     for r in self._run(cypher.DECLARED_FROM, {"srcs": ks[i : i + BATCH]})]
         return out
+
+    def copies(self) -> list[EdgeRow]:
+        return [EdgeRow(r["src"], r["dst"], "SAME_WEIGHTS") for r in self._run(cypher.DUMP_SAME)]
 
     def families(self) -> list[tuple[FamilyRecord, int]]:
         return [(FamilyRecord(r["name"], r["root_key"], r["display_name"], r["license"]), int(r["members"]))

@@ -336,7 +336,10 @@ class SqliteStore:
                 if family is not None else self.db.execute(base))
         return [EdgeRow(*r) for r in rows]
 
-    def declared_edges(self, srcs: Sequence[str]) -> list[EdgeRow]:
+    def declared_edges(self, srcs: Sequence[str] | None) -> list[EdgeRow]:
+        if srcs is None:
+            return [EdgeRow(s, d, "DECLARES_BASE", relation=rel)
+                    for s, d, rel in self.db.execute("SELECT src, dst, relation FROM declares_base ORDER BY src, dst")]
         out: list[EdgeRow] = []
         ks = list(srcs)
         for i in range(0, len(ks), 900):
@@ -344,6 +347,9 @@ class SqliteStore:
             out += [EdgeRow(s, d, "DECLARES_BASE", relation=rel) for s, d, rel in self.db.execute(
                 f"SELECT src, dst, relation FROM declares_base WHERE src IN ({', '.join('?' * len(part))})", part)]
         return out
+
+    def copies(self) -> list[EdgeRow]:
+        return [EdgeRow(a, b, "SAME_WEIGHTS") for a, b in self.db.execute("SELECT a, b FROM same_weights ORDER BY a, b")]
 
     def families(self) -> list[tuple[FamilyRecord, int]]:
         rows = self.db.execute("SELECT f.name, f.root_key, f.display_name, f.license, COUNT(i.model_key) FROM family f "

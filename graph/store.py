@@ -89,7 +89,14 @@ class LineageStore(Protocol):
         """All DERIVED_FROM edges whose child is in ``family`` (all of them for None)."""
         ...
 
-    def declared_edges(self, srcs: Sequence[str]) -> list[EdgeRow]: ...
+    def declared_edges(self, srcs: Sequence[str] | None) -> list[EdgeRow]:
+        """DECLARES_BASE edges from ``srcs`` (every one when None)."""
+        ...
+
+    def copies(self) -> list[EdgeRow]:
+        """Every SAME_WEIGHTS pair (unordered: ``src`` < ``dst`` by key; which one is the re-upload is the
+        caller's judgement, e.g. the later-created one)."""
+        ...
 
     def families(self) -> list[tuple[FamilyRecord, int]]:
         """Every family with its member count."""

@@ -23,6 +23,11 @@ from typing import Any
 
 import torch
 
+from alerts.delivery import Report, deliver
+from alerts.findings import Finding, evaluate
+from alerts.outbox import AlertStore, SyncResult
+from alerts.subscriptions import Subscription
+from alerts.subscriptions import load as load_subscriptions
 from crawler.crawl import Crawler, CrawlOptions, Summary
 from crawler.errors import HubRequestError
 from crawler.records import valid_repo_id
@@ -57,6 +62,7 @@ class App:
     pipeline: Pipeline
     device: torch.device
     _crawlers: list[Crawler] = field(default_factory=list)
+    _alerts: AlertStore | None = None
 
     def crawler(self, endpoint: str | None = None, *, token: str | None = None, progress: bool = True,
                 **options: Any) -> Crawler:
@@ -110,10 +116,31 @@ class App:
             f = save(sketch_of(p), Path(tmp) / "fp.lfp")
             return self.index.add(f, name=name or p.name, family=family)
 
+    def alert_state(self) -> AlertStore:
+        """The alerts state in the home (opened on first use, closed with the app)."""
+        if self._alerts is None:
+            self._alerts = open_alerts(self.settings)
+        return self._alerts
+
+    def evaluate_alerts(self) -> tuple[list[Finding], SyncResult]:
+        """Findings the graph supports now, synced into the alerts state with their events (one transaction)."""
+        findings = evaluate(self.store)
+        return findings, self.alert_state().sync(findings)
+
+    def deliver_alerts(self, subscriptions: list[Subscription] | None = None, **options: Any) -> Report:
+        """Deliver pending events to ``subscriptions`` (default: ``$LINEAGE_HOME/alerts.json``); evaluate first."""
+        subs = subscriptions if subscriptions is not None else load_subscriptions(self.settings.home / "alerts.json")
+        return deliver(self.alert_state(), subs, **options)
+
     def _close(self, c: Crawler) -> None:
         c.close()
         if c in self._crawlers:
             self._crawlers.remove(c)
+
+
+def open_alerts(settings: Settings | None = None) -> AlertStore:
+    """The alerts state of the home (``$LINEAGE_HOME/alerts.sqlite``), without the graph; close it when done."""
+    return AlertStore((settings or Settings.from_env()).home / "alerts.sqlite")
 
 
 @contextmanager
@@ -178,5 +205,7 @@ def open_app(settings: Settings | None = None, store: LineageStore | None = None
         finally:
             for c in list(app._crawlers):
                 app._close(c)
+            if app._alerts is not None:
+                app._alerts.close()
             if own:
                 st.close()

@@ -9,10 +9,13 @@ Two zoo bases are left out of the catalog on purpose: the crawl must find them a
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alerts.sinks import summary as alert_line
+from alerts.subscriptions import Subscription
 from graph import queries
 from hubsim import HubSim
 from lineage.app import open_app
@@ -61,6 +64,15 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
                              "members": n, "tree": tree["members"]})
         alerts = queries.undeclared(store)
         stats = queries.stats(store)
+        # the alerts a JSONL subscription would have been sent: new findings only (a rerun sends nothing)
+        sink = Subscription(name="demo", sink="jsonl", path=str(settings.home / "demo-alerts.jsonl"))
+        findings, sync = app.evaluate_alerts()
+        state = app.alert_state()
+        first = state.last_seq() - (sync.opened + sync.changed + sync.resolved)
+        report = app.deliver_alerts([sink])
+        sent = [alert_line(e) for e in state.events_after(first)]
+        notices = {"file": sink.path, "findings": len(findings), "by_kind": dict(Counter(f.kind for f in findings)),
+                   "sent": int(report.counts["demo"]["sent"]) if "demo" in report.counts else 0, "lines": sent}
     return {"zoo": str(zoo), "catalog": [m.id for m in catalog], "crawl": summary, "bytes_served": served,
-            "served_by_repo": served_by_repo, "families": families, "undeclared": alerts, "stats": stats,
+            "served_by_repo": served_by_repo, "families": families, "undeclared": alerts, "alerts": notices, "stats": stats,
             "seconds": round(time.perf_counter() - t0, 1)}

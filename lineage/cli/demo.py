@@ -34,11 +34,21 @@ def print_report(doc: dict[str, Any]) -> None:
             claimed = ", ".join(a.get("declared") or []) or "nothing"
             click.echo(f"  {a['id']}: {a['reason']} (weights say {a['detected_parent']}, card says {claimed}){lic}")
         click.echo("")
+    a = doc["alerts"]
+    if a["lines"]:
+        click.echo(f"alerts sent to {a['file']} (a JSONL subscription; webhook, Slack and e-mail work the same):")
+        for line in a["lines"]:
+            click.echo(f"  {line}")
+        click.echo("")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(a["by_kind"].items())) or "none"
+    click.echo(f"alerts: {a['findings']} open findings ({kinds}); {a['sent']} sent this run")
+    click.echo("")
     root = doc["families"][0]["root"] if doc["families"] else "ROOT"
     click.echo("next, try:")
     click.echo(f"  lineage derivatives {root}            # everything derived from it, with scores")
     click.echo(f"  lineage family {root} --json")
     click.echo("  lineage undeclared                      # suspected unlicensed derivatives")
+    click.echo("  lineage alerts list                     # licence findings; lineage alerts deliver sends them")
     click.echo("  lineage export --format graphml -o lineage.graphml")
     click.echo(f"finished in {doc['seconds']:.0f} s")
 

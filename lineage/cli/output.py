@@ -42,6 +42,7 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
 
 def handle_errors(f: F) -> F:
     """Turn the packages' errors into one line on stderr and exit status 2 (traceback with -v)."""
+    from alerts.errors import AlertsError
     from crawler.errors import CrawlerError
     from fingerprint.errors import FingerprintError
     from graph.errors import GraphError
@@ -52,7 +53,7 @@ def handle_errors(f: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (FingerprintError, GraphError, CrawlerError, LineageError, ManifestError, OSError) as e:
+        except (FingerprintError, GraphError, CrawlerError, LineageError, AlertsError, ManifestError, OSError) as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             click.echo(f"Error: {e}", err=True)

@@ -1,0 +1,229 @@
+"""The alerts state: findings as last evaluated, an outbox of events, deliveries, acks and mutes.
+
+One SQLite file (``$LINEAGE_HOME/alerts.sqlite``). :meth:`AlertStore.sync` compares a fresh evaluation
+with the stored findings and, **in one transaction**, records every change and the outbox event that
+announces it (``opened``, ``changed`` when the finding's material digest moves, ``resolved`` when it is
+no longer found). The same evaluation twice writes nothing; a crash before the commit leaves the state
+as it was, and the next evaluation derives the same changes again, so no event is lost or doubled.
+
+Deliveries are at least once: an event's ``id`` (its idempotency key, sent as ``webhook-id``) is fixed
+when the event is written, so a redelivery after a crash carries the same key and a receiver dedupes on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from alerts.errors import AlertStateError, UnknownFindingError
+from alerts.findings import Finding
+
+EventType = Literal["opened", "changed", "resolved", "test"]
+DeliveryStatus = Literal["pending", "sent", "dead", "skipped"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS finding (
+    dedup_key TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, model_key TEXT NOT NULL,
+    model_id TEXT NOT NULL, organization TEXT NOT NULL, family TEXT, license TEXT, digest TEXT NOT NULL,
+    doc TEXT NOT NULL, status TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+    resolved_ms INTEGER, acked_ms INTEGER);
+CREATE INDEX IF NOT EXISTS finding_model ON finding (model_id);
+CREATE INDEX IF NOT EXISTS finding_family ON finding (family);
+CREATE TABLE IF NOT EXISTS event (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, dedup_key TEXT NOT NULL, type TEXT NOT NULL,
+    doc TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS delivery (
+    event_id TEXT NOT NULL, subscription TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_ms INTEGER, PRIMARY KEY (event_id, subscription));
+CREATE INDEX IF NOT EXISTS delivery_pending ON delivery (subscription, status, next_ms);
+CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY, since_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS mute (scope TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, value));
+"""
+MUTE_SCOPES = ("model", "organization", "family", "kind")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Event:
+    """An outbox row: ``id`` is the idempotency key; ``finding`` the finding's document at that moment."""
+
+    seq: int
+    id: str
+    dedup_key: str
+    type: EventType
+    finding: dict[str, Any]
+    created_ms: int
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON document every sink serialises (a CloudEvents-like envelope)."""
+        return {"id": self.id, "type": f"lineage.finding.{self.type}", "time_ms": self.created_ms,
+                "dedup_key": self.dedup_key, "data": self.finding}
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    opened: int
+    changed: int
+    resolved: int
+    unchanged: int
+
+
+class AlertStore:
+    """The alerts state in ``path`` (see module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise AlertStateError(f"cannot open the alerts state {self.path}: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    # -- findings and the outbox ------------------------------------------------------------------
+    def sync(self, findings: list[Finding], now: int | None = None) -> SyncResult:
+        """Store this evaluation; write an event for each opened, changed or resolved finding (one transaction)."""
+        t = now_ms() if now is None else now
+        fresh = {f.dedup_key: f for f in findings}
+        opened = changed = resolved = unchanged = 0
+        with self.tx() as con:
+            old = {k: (d, s) for k, d, s in con.execute("SELECT dedup_key, digest, status FROM finding")}
+            for key, f in fresh.items():
+                doc = json.dumps(f.to_dict(), sort_keys=True)
+                prev = old.get(key)
+                if prev is None or prev[1] == "resolved":
+                    con.execute("INSERT INTO finding VALUES (?,?,?,?,?,?,?,?,?,?,'open',?,?,NULL,NULL) ON CONFLICT(dedup_key) "
+                                "DO UPDATE SET digest=excluded.digest, doc=excluded.doc, severity=excluded.severity, "
+                                "status='open', last_seen_ms=excluded.last_seen_ms, resolved_ms=NULL, acked_ms=NULL",
+                                (key, f.kind, f.severity, f.model_key, f.model_id, f.organization, f.family, f.license,
+                                 f.digest, doc, t, t))
+                    self._event(con, key, "opened", doc, t)
+                    opened += 1
+                elif prev[0] != f.digest:
+                    con.execute("UPDATE finding SET digest=?, doc=?, severity=?, last_seen_ms=? WHERE dedup_key=?",
+                                (f.digest, doc, f.severity, t, key))
+                    if con.execute("SELECT acked_ms FROM finding WHERE dedup_key=?", (key,)).fetchone()[0] is None:
+                        self._event(con, key, "changed", doc, t)  # an acknowledged finding changes quietly
+                    changed += 1
+                else:
+                    con.execute("UPDATE finding SET last_seen_ms=? WHERE dedup_key=?", (t, key))
+                    unchanged += 1
+            for key, (_, status) in old.items():
+                if key not in fresh and status == "open":
+                    doc = con.execute("SELECT doc FROM finding WHERE dedup_key=?", (key,)).fetchone()[0]
+                    con.execute("UPDATE finding SET status='resolved', resolved_ms=? WHERE dedup_key=?", (t, key))
+                    self._event(con, key, "resolved", doc, t)
+                    resolved += 1
+        return SyncResult(opened, changed, resolved, unchanged)
+
+    @staticmethod
+    def _event(con: sqlite3.Connection, key: str, kind: EventType, doc: str, t: int) -> None:
+        con.execute("INSERT INTO event (id, dedup_key, type, doc, created_ms) VALUES (?,?,?,?,?)",
+                    (uuid.uuid4().hex, key, kind, doc, t))
+
+    def add_test_event(self, finding: dict[str, Any]) -> Event:
+        """An event for ``lineage alerts test``: written to the outbox like any other, never a finding."""
+        t = now_ms()
+        with self.tx() as con:
+            self._event(con, "test", "test", json.dumps(finding, sort_keys=True), t)
+            seq = int(con.execute("SELECT MAX(seq) FROM event").fetchone()[0])
+        return self.events_after(seq - 1)[0]
+
+    def events_after(self, seq: int, limit: int = 10_000) -> list[Event]:
+        rows = self.db.execute("SELECT seq, id, dedup_key, type, doc, created_ms FROM event WHERE seq > ? ORDER BY seq "
+                               "LIMIT ?", (seq, limit)).fetchall()
+        return [Event(int(s), str(i), str(k), t, json.loads(d), int(c)) for s, i, k, t, d, c in rows]
+
+    def event(self, event_id: str) -> Event:
+        row = self.db.execute("SELECT seq FROM event WHERE id=?", (event_id,)).fetchone()
+        if row is None:
+            raise UnknownFindingError(event_id)
+        return self.events_after(int(row[0]) - 1, 1)[0]
+
+    def last_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
+
+    # -- reading, acks and mutes ------------------------------------------------------------------
+    def findings(self, *, status: str = "open", kind: str | None = None, family: str | None = None,
+                 model: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        q, args = "SELECT doc, status, acked_ms, first_seen_ms, resolved_ms FROM finding WHERE 1=1", []
+        for col, v in (("status", None if status == "all" else status), ("kind", kind), ("family", family),
+                       ("model_id", model)):
+            if v is not None:
+                q += f" AND {col} = ?"
+                args.append(v)
+        q += " ORDER BY model_id, kind LIMIT ?"
+        mutes = set(self.mutes())
+        return [self._row(row, mutes) for row in self.db.execute(q, [*args, limit]).fetchall()]
+
+    @staticmethod
+    def _row(row: tuple[Any, ...], mutes: set[tuple[str, str]]) -> dict[str, Any]:
+        d, s, a, f, r = row
+        doc = json.loads(d)
+        return {**doc, "status": s, "acked": a is not None, "first_seen_ms": f, "resolved_ms": r,
+                "muted": is_muted(doc, mutes)}
+
+    def finding(self, key: str) -> dict[str, Any]:
+        """A finding by dedup key (a unique prefix of at least 6 characters works)."""
+        rows = self.db.execute("SELECT dedup_key FROM finding WHERE dedup_key LIKE ? LIMIT 2",
+                               (key.replace("%", "").replace("_", "") + "%",)).fetchall() if len(key) >= 6 else []
+        if len(rows) != 1:
+            raise UnknownFindingError(key)
+        full = str(rows[0][0])
+        found = self._row(self.db.execute("SELECT doc, status, acked_ms, first_seen_ms, resolved_ms FROM finding "
+                                          "WHERE dedup_key=?", (full,)).fetchone(), set(self.mutes()))
+        events = self.db.execute("SELECT id, type, created_ms FROM event WHERE dedup_key=? ORDER BY seq", (full,))
+        found["events"] = [{"id": i, "type": t, "created_ms": c} for i, t, c in events]
+        return found
+
+    def ack(self, key: str) -> str:
+        full = self.finding(key)["dedup_key"]
+        with self.tx() as con:
+            con.execute("UPDATE finding SET acked_ms=? WHERE dedup_key=?", (now_ms(), full))
+        return str(full)
+
+    def mute(self, scope: str, value: str, on: bool = True) -> None:
+        if scope not in MUTE_SCOPES:
+            raise ValueError(f"mute scope {scope!r}: use one of {', '.join(MUTE_SCOPES)}")
+        with self.tx() as con:
+            if on:
+                con.execute("INSERT OR IGNORE INTO mute VALUES (?, ?)", (scope, value))
+            else:
+                con.execute("DELETE FROM mute WHERE scope=? AND value=?", (scope, value))
+
+    def mutes(self) -> list[tuple[str, str]]:
+        return [(str(s), str(v)) for s, v in self.db.execute("SELECT scope, value FROM mute ORDER BY scope, value")]
+
+    def muted(self, finding: dict[str, Any]) -> bool:
+        return is_muted(finding, set(self.mutes()))
+
+
+def is_muted(finding: dict[str, Any], mutes: set[tuple[str, str]]) -> bool:
+    """Whether a mute covers the finding's model, organisation, family or kind."""
+    return bool(mutes & {("model", finding.get("model_id")), ("organization", finding.get("organization")),
+                         ("family", finding.get("family")), ("kind", finding.get("kind"))})

@@ -1,0 +1,233 @@
+"""``lineage alerts list|show|ack|mute|unmute|test|deliver|dead``: suspected unlicensed derivatives."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import click
+
+from alerts.outbox import MUTE_SCOPES
+from lineage.cli.output import emit_json, handle_errors, output_options, table
+
+
+@click.group()
+def alerts() -> None:
+    """Findings on suspected unlicensed derivatives, and their delivery (webhook, Slack, e-mail, JSONL).
+
+    Subscriptions live in $LINEAGE_HOME/alerts.json (see the README's Alerts section).
+    """
+
+
+def _scope(model: str | None, org: str | None, family: str | None, kind: str | None) -> tuple[str, str]:
+    given = [(s, v) for s, v in zip(MUTE_SCOPES, (model, org, family, kind)) if v]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --model, --org, --family, --kind")
+    return given[0]
+
+
+def _scope_options(f: Any) -> Any:
+    for name, help in (("--kind", "A finding kind."), ("--family", "A family name."),
+                       ("--org", "An organisation (the id's namespace)."), ("--model", "A model id.")):
+        f = click.option(name, default=None, help=help)(f)
+    return f
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["open", "resolved", "all"]), default="open", show_default=True)
+@click.option("--kind", default=None, help="Only this kind (license_conflict, undeclared_base, ...).")
+@click.option("--family", default=None, help="Only this family.")
+@click.option("--model", default=None, help="Only this model id.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@output_options
+@handle_errors
+def list_(status: str, kind: str | None, family: str | None, model: str | None, limit: int, as_json: bool) -> None:
+    """Findings as last evaluated (run lineage alerts deliver to re-evaluate the graph).
+
+    Example:
+
+        lineage alerts list --kind license_conflict --family llama-2
+    """
+    from lineage.app import open_alerts
+
+    state = open_alerts()
+    try:
+        rows = state.findings(status=status, kind=kind, family=family, model=model, limit=limit)
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"findings": rows})
+        return
+    if not rows:
+        click.echo(f"No {status if status != 'all' else ''} findings.".replace("  ", " "))
+        return
+    click.echo(table([[r["dedup_key"][:10], r["severity"], r["kind"], r["model_id"], r["base_id"] or "-", r["license"],
+                       ("muted " if r["muted"] else "") + ("acked" if r["acked"] else "")] for r in rows],
+                     ["key", "severity", "kind", "model", "base", "licence", "state"]))
+
+
+@alerts.command()
+@click.argument("key")
+@output_options
+@handle_errors
+def show(key: str, as_json: bool) -> None:
+    """One finding with its evidence and events (KEY: a unique prefix of its dedup key).
+
+    Example:
+
+        lineage alerts show 3f9a1c
+    """
+    from lineage.app import open_alerts
+
+    state = open_alerts()
+    try:
+        f = state.finding(key)
+    finally:
+        state.close()
+    if as_json:
+        emit_json(f)
+        return
+    click.echo(f"{f['severity'].upper()} {f['kind']}: {f['model_id']} ({f['status']})")
+    click.echo(f"  reason    {f['reason']}")
+    click.echo(f"  base      {f['base_id'] or '-'}   family {f['family'] or '-'}   licence {f['license']}")
+    for k, v in sorted(f["evidence"].items()):
+        click.echo(f"  {k:9s} {v}")
+    click.echo("  events    " + ", ".join(f"{e['type']} {e['id'][:12]}" for e in f["events"]))
+
+
+@alerts.command()
+@click.argument("key")
+@handle_errors
+def ack(key: str) -> None:
+    """Acknowledge a finding: no more "changed" notices for it (a "resolved" one is still sent)."""
+    from lineage.app import open_alerts
+
+    state = open_alerts()
+    try:
+        click.echo(f"acknowledged {state.ack(key)}")
+    finally:
+        state.close()
+
+
+@alerts.command()
+@_scope_options
+@handle_errors
+def mute(model: str | None, org: str | None, family: str | None, kind: str | None) -> None:
+    """Stop notices for a model, an organisation, a family or a kind (findings are still listed)."""
+    from lineage.app import open_alerts
+
+    scope, value = _scope(model, org, family, kind)
+    state = open_alerts()
+    try:
+        state.mute(scope, value)
+    finally:
+        state.close()
+    click.echo(f"muted {scope} {value}")
+
+
+@alerts.command()
+@_scope_options
+@handle_errors
+def unmute(model: str | None, org: str | None, family: str | None, kind: str | None) -> None:
+    """Undo lineage alerts mute."""
+    from lineage.app import open_alerts
+
+    scope, value = _scope(model, org, family, kind)
+    state = open_alerts()
+    try:
+        state.mute(scope, value, on=False)
+    finally:
+        state.close()
+    click.echo(f"unmuted {scope} {value}")
+
+
+@alerts.command()
+@click.argument("subscription")
+@output_options
+@handle_errors
+def test(subscription: str, as_json: bool) -> None:
+    """Send a test alert through one subscription of $LINEAGE_HOME/alerts.json now.
+
+    Example:
+
+        lineage alerts test security-webhook
+    """
+    from alerts.delivery import deliver
+    from alerts.errors import SubscriptionError
+    from alerts.subscriptions import load
+    from lineage.app import open_alerts
+    from lineage.settings import Settings
+
+    s = Settings.from_env()
+    subs = [x for x in load(s.home / "alerts.json") if x.name == subscription]
+    if not subs:
+        raise SubscriptionError(f"no subscription {subscription!r} in {s.home / 'alerts.json'}")
+    state = open_alerts(s)
+    try:
+        state.add_test_event({"kind": "test", "model_id": "model-lineage/test", "severity": "info",
+                              "reason": "lineage alerts test"})
+        report = deliver(state, subs)
+    finally:
+        state.close()
+    doc = report.as_dict()
+    if as_json:
+        emit_json(doc)
+    else:
+        got = report.counts.get(subscription, Counter())
+        click.echo(f"{subscription}: " + (", ".join(f"{k} {v}" for k, v in sorted(got.items())) or "nothing to send")
+                   + ("".join(f"\n  {e}" for e in report.errors)))
+    if report.errors:
+        raise SystemExit(2)
+
+
+@alerts.command()
+@output_options
+@handle_errors
+def deliver(as_json: bool) -> None:
+    """Re-evaluate findings from the graph, then deliver new, changed and resolved ones to every subscription.
+
+    Example:
+
+        lineage alerts deliver --json
+    """
+    from lineage.app import open_app
+
+    with open_app() as app:
+        findings, sync = app.evaluate_alerts()
+        report = app.deliver_alerts()
+    by_kind = dict(Counter(f.kind for f in findings))
+    doc = {"findings": len(findings), "by_kind": by_kind, "sync": vars(sync), **report.as_dict()}
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{len(findings)} open findings (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
+               + f"); {sync.opened} opened, {sync.changed} changed, {sync.resolved} resolved since the last evaluation")
+    for name, counts in report.counts.items():
+        click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for e in report.errors:
+        click.echo(f"  {e}", err=True)
+
+
+@alerts.command()
+@output_options
+@handle_errors
+def dead(as_json: bool) -> None:
+    """Deliveries that gave up (a permanent refusal, or too many failures)."""
+    from alerts.delivery import dead_letters
+    from lineage.app import open_alerts
+
+    state = open_alerts()
+    try:
+        rows = dead_letters(state)
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"dead": rows})
+    elif not rows:
+        click.echo("No dead letters.")
+    else:
+        click.echo(table([[r["subscription"], r["event_id"], r["type"], r["attempts"], r["error"]] for r in rows],
+                         ["subscription", "event", "type", "attempts", "error"]))
+
+
+COMMANDS = (alerts,)
