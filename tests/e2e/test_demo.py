@@ -80,8 +80,56 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     assert q["family_accuracy"] == 1.0 and q["cross_family_edges"] == 0
     # the bench reports these on the small zoo; here a floor that catches a broken placement rule
     assert acc >= 0.85 and chain >= 0.85
+    check_alerts(models, settings, doc)
     if backend == "embedded":
         check_reads_and_rerun(root, models, settings, doc)
+
+
+PERMISSIVE = ("apache-2.0", "mit")
+CARD_FINDINGS = {"undeclared_base", "declared_differently", "hidden_copy"}
+
+
+def check_alerts(models: Manifest, settings: Settings, doc: dict[str, Any]) -> None:
+    """Every dishonest card yields a finding about its card, every honest derivative with a compatible
+    licence yields none, and declared derivatives that relicense are found (the README's table)."""
+    from alerts.outbox import AlertStore
+
+    state = AlertStore(settings.home / "alerts.sqlite")
+    found: dict[str, set[str]] = {}
+    for f in state.findings():
+        found.setdefault(f["model_id"], set()).add(f["kind"])
+    state.close()
+    by = models.by_name()
+    table: dict[str, list[int]] = {}  # kind -> [true positives, false positives]
+    misses = []
+    for m in models:
+        if m.is_base:
+            continue
+        roots = {by[r].card.license for r in m.roots}
+        compatible = all(r in PERMISSIVE or r == m.card.license for r in roots)  # a merge: every restrictive root kept
+        kinds = found.get(m.id, set())
+        card_kinds, licence_kinds = kinds & CARD_FINDINGS, kinds - CARD_FINDINGS
+        for k in card_kinds:
+            table.setdefault(k, [0, 0])[0 if not m.card_honest else 1] += 1
+        for k in licence_kinds:
+            table.setdefault(k, [0, 0])[0 if not compatible else 1] += 1
+        if not m.card_honest and not card_kinds:
+            misses.append(m.id)
+        assert not (m.card_honest and compatible and kinds), (m.id, kinds)  # honest and compatible: silent
+        if not compatible:
+            assert "license_conflict" in kinds, (m.id, m.card.license, roots)
+    print("\nfindings on the tiny zoo, kind: true positives / false positives")
+    for k, (tp, fp) in sorted(table.items()):
+        print(f"  {k}: {tp} / {fp}")
+    print(f"  dishonest cards without a card finding: {misses}")
+    assert all(fp == 0 for _, fp in table.values()), table
+    assert "license_conflict" in found["frank/llama-a-moe"]  # declared honestly, relicensed apache-2.0 in llama2
+    assert "hidden_copy" in found["quant/llama-a-sft-q4k"] and "hidden_copy" in found["mirror/llama-a-sft"]
+    # The one dishonest card the graph cannot contradict: heidi's names the family root (its grandparent's
+    # parent) instead of its parent. The weights confirm the claim (derived from the root), the pipeline
+    # accepts a verified claim, and the licence is the root's: nothing in the graph says it is wrong.
+    assert set(misses) <= {"heidi/llama-a-sft-sft2-sft3"}, misses
+    assert doc["alerts"]["findings"] == sum(len(v) for v in found.values()) and doc["alerts"]["sent"] > 0
 
 
 def check_reads_and_rerun(root: Path, models: Manifest, settings: Settings, doc: dict[str, Any]) -> None:
