@@ -86,6 +86,9 @@ def _license(m: ModelRecord | None) -> License:
 def _finding(kind: Kind, severity: Severity, m: ModelRecord, base: ModelRecord | None, family: str | None, reason: str,
              **evidence: Any) -> Finding:
     mid = clean(m.id) or m.key
+    card = {k: v for k, v in (("license", clean(m.license, 64)), ("license_name", clean(m.license_name)),
+                              ("license_link", clean(m.license_link))) if v}
+    evidence = {"card": card, **evidence}
     return Finding(kind, severity, m.key, mid, mid.split("/")[0], base.key if base else None,
                    (clean(base.id) or base.key) if base else None, clean(family), _license(m).label(), clean(reason, 400)
                    or kind, {k: v for k, v in evidence.items() if v is not None})
@@ -99,8 +102,10 @@ def evaluate(store: LineageStore) -> list[Finding]:
         declared[e.src].append(e.dst)
     copies = store.copies()
     parents: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
+    zs: dict[tuple[str, str], float | None] = {}
     for e in detected:
         parents[e.src].append((e.dst, e.score))
+        zs[(e.src, e.dst)] = e.z
     keys = set(parents) | set(declared) | {d for v in declared.values() for d in v} | {p for v in parents.values()
                                                                                        for p, _ in v}
     keys |= {c.src for c in copies} | {c.dst for c in copies}
@@ -130,7 +135,8 @@ def evaluate(store: LineageStore) -> list[Finding]:
         what = ("the weights derive from {p}; the card names no base" if kind == "undeclared_base"
                 else "the weights derive from {p}; the card names " + ", ".join(row["declared"]))
         out.append(_finding(kind, DEFAULT_SEVERITY[kind], m, p, row["family"], what.format(p=row["detected_parent"]),
-                            score=row["score"], detected_parent=row["detected_parent"], declared=row["declared"]))
+                            score=row["score"], z=zs.get((m.key, p.key)) if p else None,
+                            detected_parent=row["detected_parent"], declared=row["declared"]))
     # licences: every derivative (detected or declared) against its strictest base
     for key in sorted(set(parents) | set(declared)):
         m = models.get(key)
@@ -141,10 +147,10 @@ def evaluate(store: LineageStore) -> list[Finding]:
         base = _strictest(list(bases.values()))
         if base is None:
             continue
-        score = next((s for _, s in parents.get(key, [])), None)
+        score, z = next(((s, zs.get((key, d))) for d, s in parents.get(key, [])), (None, None))
         for j in judge(_license(m), _license(base), m.id.split("/")[-1]):
             out.append(_finding(j.kind, j.severity, m, base, family(key), j.reason,
-                                rule=j.rule, clause=j.clause, base_license=_license(base).label(), score=score,
+                                rule=j.rule, clause=j.clause, base_license=_license(base).label(), score=score, z=z,
                                 declared=[models[d].id for d in declared.get(key, []) if d in models]))
     # exact copies: a re-upload that hides where its weights come from. SAME_WEIGHTS is unordered; the
     # copy is the later-created side (on a tie, the one whose card names no base).

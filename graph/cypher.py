@@ -171,13 +171,13 @@ RETURN m.key AS key ORDER BY key
 
 DETECTED_ALL = """
 MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
-RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
 """
 
 DETECTED_IN_FAMILY = """
 MATCH (a:Model)-[:IN_FAMILY]->(f:Family {name: $family})
 MATCH (a)-[r:DERIVED_FROM]->(b:Model)
-RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
 """
 
 DECLARED_FROM = """

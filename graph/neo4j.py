@@ -167,7 +167,7 @@ class Neo4jStore:
     def detected_edges(self, family: str | None) -> list[EdgeRow]:
         rows = (self._run(cypher.DETECTED_ALL) if family is None
                 else self._run(cypher.DETECTED_IN_FAMILY, {"family": family}))
-        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"]) for r in rows]
+        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], z=r["z"]) for r in rows]
 
     def declared_edges(self, srcs: Sequence[str] | None) -> list[EdgeRow]:
         if srcs is None:

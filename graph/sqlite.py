@@ -303,7 +303,7 @@ class SqliteStore:
             rows = self.db.execute(_REACH[(mode, upward)], params).fetchall()
         far = 1 if upward else 0
         self._reached = {r[far]: (r[6], r[7]) for r in rows}
-        return [EdgeRow._make(r[:6]) for r in rows]
+        return [EdgeRow._make((*r[:6], None)) for r in rows]  # z: only detected_edges reads it
 
     def descendants(self, key: str, *, depth: int, min_score: float) -> list[Lineage] | None:
         """Detected derivatives of ``key`` from the closure (see :mod:`graph.closure`); None when it cannot
@@ -331,7 +331,7 @@ class SqliteStore:
         return [k for (k,) in self.db.execute("SELECT model_key FROM in_family WHERE family = ? ORDER BY model_key", (name,))]
 
     def detected_edges(self, family: str | None) -> list[EdgeRow]:
-        base = "SELECT d.src, d.dst, 'DERIVED_FROM', d.score, d.verdict, NULL FROM derived_from d"
+        base = "SELECT d.src, d.dst, 'DERIVED_FROM', d.score, d.verdict, NULL, d.z FROM derived_from d"
         rows = (self.db.execute(base + " JOIN in_family i ON i.model_key = d.src WHERE i.family = ?", (family,))
                 if family is not None else self.db.execute(base))
         return [EdgeRow(*r) for r in rows]

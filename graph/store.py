@@ -32,6 +32,7 @@ class EdgeRow(NamedTuple):
     score: float | None = None
     verdict: str | None = None
     relation: str | None = None
+    z: float | None = None  # filled by detected_edges only (the alerts' evidence); traversals leave it None
 
 
 class LineageStore(Protocol):

@@ -33,6 +33,21 @@ def _scope_options(f: Any) -> Any:
     return f
 
 
+def _set_mute(scope: str, value: str, on: bool, as_json: bool) -> None:
+    from lineage.app import open_alerts
+
+    state = open_alerts()
+    try:
+        state.mute(scope, value, on=on)
+        mutes = state.mutes()
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"mutes": [{"scope": s, "value": v} for s, v in mutes]})
+    else:
+        click.echo(f"{'muted' if on else 'unmuted'} {scope} {value}")
+
+
 @alerts.command("list")
 @click.option("--status", type=click.Choice(["open", "resolved", "all"]), default="open", show_default=True)
 @click.option("--kind", default=None, help="Only this kind (license_conflict, undeclared_base, ...).")
@@ -97,48 +112,40 @@ def show(key: str, as_json: bool) -> None:
 
 @alerts.command()
 @click.argument("key")
+@output_options
 @handle_errors
-def ack(key: str) -> None:
+def ack(key: str, as_json: bool) -> None:
     """Acknowledge a finding: no more "changed" notices for it (a "resolved" one is still sent)."""
     from lineage.app import open_alerts
 
     state = open_alerts()
     try:
-        click.echo(f"acknowledged {state.ack(key)}")
+        full = state.ack(key)
     finally:
         state.close()
+    emit_json({"acknowledged": full}) if as_json else click.echo(f"acknowledged {full}")
 
 
 @alerts.command()
 @_scope_options
+@output_options
 @handle_errors
-def mute(model: str | None, org: str | None, family: str | None, kind: str | None) -> None:
+def mute(model: str | None, org: str | None, family: str | None, kind: str | None, as_json: bool) -> None:
     """Stop notices for a model, an organisation, a family or a kind (findings are still listed)."""
-    from lineage.app import open_alerts
 
     scope, value = _scope(model, org, family, kind)
-    state = open_alerts()
-    try:
-        state.mute(scope, value)
-    finally:
-        state.close()
-    click.echo(f"muted {scope} {value}")
+    _set_mute(scope, value, True, as_json)
 
 
 @alerts.command()
 @_scope_options
+@output_options
 @handle_errors
-def unmute(model: str | None, org: str | None, family: str | None, kind: str | None) -> None:
+def unmute(model: str | None, org: str | None, family: str | None, kind: str | None, as_json: bool) -> None:
     """Undo lineage alerts mute."""
-    from lineage.app import open_alerts
 
     scope, value = _scope(model, org, family, kind)
-    state = open_alerts()
-    try:
-        state.mute(scope, value, on=False)
-    finally:
-        state.close()
-    click.echo(f"unmuted {scope} {value}")
+    _set_mute(scope, value, False, as_json)
 
 
 @alerts.command()

@@ -264,3 +264,37 @@ def test_jsonl_sink_appends_one_envelope_per_event(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["data"]["model_id"] for x in lines] == ["frank/llama-a-moe", "judy/y"] and len({x["id"] for x in lines}) == 2
     state.close()
+
+
+def test_a_hostile_card_is_bounded_and_escaped_in_every_sink(tmp_path: Path, receiver: Receiver) -> None:
+    from alerts.findings import evaluate
+    from graph.records import DerivedEdge, FamilyRecord, InFamily, ModelRecord
+    from graph.sqlite import SqliteStore
+
+    g = SqliteStore(tmp_path / "graph.sqlite")
+    g.ensure_schema()
+    g.upsert_models([ModelRecord(key="b", id="meta/base", license="llama2"),
+                     ModelRecord(key="e", id="evil/x", license="other", license_name=(EVIL + "\x1b[2J\u202e") * 5000,
+                                 license_link="javascript:alert(1)//" + "y" * 50_000)], 1)
+    g.upsert_families([FamilyRecord("base", "b", "base", "llama2")], 1)
+    g.set_families([InFamily("b", "base", "root"), InFamily("e", "base", "matched")], 1)
+    g.upsert_derived([DerivedEdge("e", "b", 0.99, 40.0)], 1)
+    state = AlertStore(tmp_path / "alerts.sqlite")
+    state.sync(evaluate(g))
+    g.close()
+    slack, out = Receiver(), tmp_path / "a.jsonl"
+    subs = [hook(receiver), Subscription(name="chat", sink="slack", url=slack.url, allow_private=True),
+            Subscription(name="log", sink="jsonl", path=str(out))]
+    report = deliver(state, subs)
+    assert {k: dict(v) for k, v in report.counts.items()} == {"hook": {"sent": 2}, "chat": {"sent": 2}, "log": {"sent": 2}}
+    docs = [r["body"]["data"] for r in receiver.requests] + [json.loads(x)["data"] for x in out.read_text().splitlines()]
+    for d in docs:
+        text = json.dumps(d)
+        assert len(text) < 6000  # 250 kB of card fields became a few hundred characters
+        for field in (d["license"], *d["evidence"]["card"].values()):  # "other (<name>)": the name is cut at 200
+            assert len(field) <= 210 and not any(c in field for c in "\r\n\x1b\u202e")
+    for r in slack.requests:
+        body = json.dumps(r["body"])
+        assert "<!channel>" not in body and "<script>" not in body and "&lt;!channel&gt;" in body
+    slack.close()
+    state.close()

@@ -76,6 +76,8 @@ def test_each_kind_is_found_and_honest_derivatives_are_not(store: SqliteStore) -
     conflict = next(f for f in fs if f.model_id == "frank/moe")
     assert conflict.severity == "high" and conflict.evidence["rule"] == "llama-2" and "§1.b.i" in conflict.evidence["clause"]
     assert conflict.base_id == "meta/llama" and conflict.evidence["declared"] == ["meta/llama"]
+    assert conflict.evidence["score"] == 0.97 and conflict.evidence["z"] == 25.0
+    assert conflict.evidence["card"] == {"license": "apache-2.0"}
 
 
 def test_merges_are_judged_against_the_strictest_base_and_nc_nd_rules_hold(store: SqliteStore) -> None:
