@@ -16,14 +16,14 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from alerts.errors import AlertStateError, UnknownFindingError
 from alerts.findings import Finding
+from graph.sqlitedb import connect, transaction
 
 EventType = Literal["opened", "changed", "resolved", "test"]
 DeliveryStatus = Literal["pending", "sent", "dead", "skipped"]
@@ -84,26 +84,15 @@ class AlertStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            self.db = connect(self.path, SCHEMA, synchronous="FULL")  # an outbox row must survive a power cut
         except (sqlite3.Error, OSError) as e:
             raise AlertStateError(f"cannot open the alerts state {self.path}: {e}") from e
 
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     # -- findings and the outbox ------------------------------------------------------------------
     def sync(self, findings: list[Finding], now: int | None = None) -> SyncResult:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from crawler.errors import CrawlStateError
 from crawler.records import WorkItem
+from graph.sqlitedb import connect, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermark (endpoint TEXT, name TEXT, value TEXT, PRIMARY KEY (endpoint, name));
@@ -39,11 +39,7 @@ class CrawlState:
         self.path = Path(path)
         self.endpoint = endpoint.rstrip("/")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self.db = connect(self.path, SCHEMA)
             # a claim still open belongs to a process that died mid-item: the item is queued again
             # (its attempt stays counted, so a model that kills its worker every time ends `failed`)
             self.db.execute("UPDATE queue SET status='pending' WHERE endpoint=? AND status='claimed'", (self.endpoint,))
@@ -53,17 +49,9 @@ class CrawlState:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """One atomic step."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+        return transaction(self.db)
 
     # -- watermarks -------------------------------------------------------------------------
     def watermark(self, name: str) -> datetime | None:
