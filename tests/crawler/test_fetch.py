@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from multiprocessing import get_context
@@ -20,17 +21,25 @@ from fingerprint.sketch import load, sketch_model
 from hubsim import HubSim
 
 
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    """Two spawned worker processes, shared by this module's tests (each starts an interpreter and torch)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("HF_HUB_OFFLINE", raising=False)  # the workers import huggingface_hub afresh, online
+        with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as p:
+            list(p.map(abs, [1, 2]))  # start both now, while the variable is unset
+            yield p
+
+
 def test_fingerprint_repo_in_a_process_pool_returns_the_in_process_bytes(
-        hub: HubSim, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the workers import huggingface_hub afresh
+        hub: HubSim, models: dict[str, Path], tmp_path: Path, pool: ProcessPoolExecutor) -> None:
     c = Crawler(CrawlOptions(endpoint=hub.endpoint, home=tmp_path), progress=False)
     repos = ["org/base", "alice/ft"]
     infos = [c.info(r, hub.repos[r].sha) for r in repos]
     assert pickle.loads(pickle.dumps(infos)) == infos  # what a pool sends
     here = [fingerprint_repo(m, c.fetch_options) for m in infos]
     served = {r: hub.served(r) for r in repos}
-    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-        there = list(pool.map(fingerprint_repo, infos, repeat(c.fetch_options)))
+    there = list(pool.map(fingerprint_repo, infos, repeat(c.fetch_options)))
     for r, a, b in zip(repos, here, there):
         assert a.status == b.status == "fingerprinted", (a.reason, b.reason)
         assert a.data is not None and a.data == b.data
@@ -58,13 +67,11 @@ def _crawl(hub: HubSim, home: Path, runner: Runner | None) -> tuple[Any, ...]:
 
 
 def test_a_crawl_through_a_process_pool_records_what_an_in_process_crawl_records(
-        hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    here = _crawl(hub, tmp_path / "here", None)
-    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-        def runner(batch: list[HubModel], options: FetchOptions) -> list[Outcome]:
-            return list(pool.map(fingerprint_repo, batch, repeat(options)))
+        hub: HubSim, tmp_path: Path, pool: ProcessPoolExecutor) -> None:
+    def runner(batch: list[HubModel], options: FetchOptions) -> list[Outcome]:
+        return list(pool.map(fingerprint_repo, batch, repeat(options)))
 
-        there = _crawl(hub, tmp_path / "pool", runner)
+    here = _crawl(hub, tmp_path / "here", None)
+    there = _crawl(hub, tmp_path / "pool", runner)
     assert here == there
     assert here[2] == {"fingerprinted": 4, "gated": 1}
