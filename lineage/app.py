@@ -107,15 +107,6 @@ class App:
         register_base(self.store, self.index, out.model, str(out.fingerprint), family or repo_id)
         return self.index.entries[repo_id]
 
-    def add_path(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
-        """Index a fingerprint file as is, or a local model directory / ``.gguf`` fingerprinted now."""
-        p = Path(path)
-        if p.suffix == ".lfp":
-            return self.index.add(p, name=name, family=family)
-        with tempfile.TemporaryDirectory() as tmp:
-            f = save(sketch_of(p), Path(tmp) / "fp.lfp")
-            return self.index.add(f, name=name or p.name, family=family)
-
     def alert_state(self) -> AlertStore:
         """The alerts state in the home (opened on first use, closed with the app)."""
         if self._alerts is None:
@@ -136,6 +127,21 @@ class App:
         c.close()
         if c in self._crawlers:
             self._crawlers.remove(c)
+
+
+def add_path(path: str | Path, name: str | None = None, family: str | None = None,
+             settings: Settings | None = None) -> Entry:
+    """Index a fingerprint file as is, or a local model directory / ``.gguf`` fingerprinted now.
+
+    Only the index is touched (no store, no Hub): a local base has no Hub identity to put in the graph.
+    """
+    index = Index((settings or Settings.from_env()).home / "index")
+    p = Path(path)
+    if p.suffix == ".lfp":
+        return index.add(p, name=name, family=family)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = save(sketch_of(p), Path(tmp) / "fp.lfp")
+        return index.add(f, name=name or p.name, family=family)
 
 
 def open_alerts(settings: Settings | None = None) -> AlertStore:

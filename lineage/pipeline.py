@@ -68,9 +68,6 @@ class Placement:
     candidate_family: bool = False
     considered: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "parent": self.parent, "score": self.score, "z": self.z,
-                "verdict": self.verdict, "candidate_family": self.candidate_family, "considered": self.considered}
 
 
 class Pipeline:

@@ -35,11 +35,13 @@ def index_add(path: str, family: str | None, name: str | None, endpoint: str | N
         lineage index add ./Llama-2-7b-hf --family llama-2
         lineage index add meta-llama/Llama-2-7b-hf --family llama-2
     """
-    from lineage.app import open_app
+    from lineage.app import add_path, open_app
 
-    with open_app() as app:
-        e = app.add_path(path, name, family) if Path(path).exists() else app.add_base(path, family, endpoint)
-        where = app.index.root
+    if Path(path).exists():
+        e, where = add_path(path, name, family), Settings.from_env().home / "index"
+    else:
+        with open_app() as app:
+            e, where = app.add_base(path, family, endpoint), app.index.root
     if as_json:
         emit_json(asdict(e))
     else:
