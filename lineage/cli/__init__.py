@@ -7,7 +7,7 @@ import logging
 import click
 
 from lineage import __version__
-from lineage.cli import alerts, demo, graph, hub, index, models
+from lineage.cli import alerts, demo, graph, hub, index, models, service
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,5 +26,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _cmd in (demo.demo, *models.COMMANDS, hub.crawl, hub.hubsim, *index.COMMANDS, *graph.COMMANDS, *alerts.COMMANDS):
+for _cmd in (demo.demo, *models.COMMANDS, hub.crawl, hub.hubsim, *index.COMMANDS, *graph.COMMANDS, *alerts.COMMANDS,
+             *service.COMMANDS):
     main.add_command(_cmd)

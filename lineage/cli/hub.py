@@ -34,8 +34,9 @@ def parse_since(value: str | None) -> datetime | None:
 @click.option("--since", default=None, help="First run only: list back to this date or age (7d, 24h, 2026-11-01). "
               "Default: everything (use it on the real Hub).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Process at most N models per pass.")
-@click.option("--once", is_flag=True, help="One pass, then exit (default: a pass every --interval minutes).")
-@click.option("--interval", type=click.FloatRange(0.1), default=15.0, show_default=True, help="Minutes between passes.")
+@click.option("--once", is_flag=True, help="One pass, then exit (default: a pass every --interval minutes; "
+              "for an unattended watcher use lineage service run).")
+@click.option("--interval", type=click.FloatRange(0.001), default=15.0, show_default=True, help="Minutes between passes.")
 @click.option("--sweep", is_flag=True, help="Also list every model once (finds private repos made public).")
 @click.option("--pipeline-tag", "pipeline_tags", multiple=True, help="Keep only this pipeline tag (repeatable).")
 @click.option("--library", "libraries", multiple=True, help="Keep only this library, e.g. transformers (repeatable).")
@@ -72,14 +73,13 @@ def crawl(endpoint: str | None, since: str | None, limit: int | None, once: bool
 
         try:
             one_pass()
-            if not once:
-                from apscheduler.schedulers.blocking import BlockingScheduler
-
-                sched = BlockingScheduler(timezone="UTC")
-                # one pass at a time; a pass that overruns the interval is not stacked
-                sched.add_job(one_pass, "interval", minutes=interval, max_instances=1, coalesce=True)
+            # Later passes run here, in this thread: the crawler's SQLite handles belong to it (a
+            # scheduler's worker thread could not use them). A pass that overruns the interval is
+            # followed by the next one at once, never stacked. `lineage service run` is the unattended way.
+            while not once:
                 click.echo(f"next pass in {interval:g} min (Ctrl-C to stop)", err=True)
-                sched.start()
+                time.sleep(interval * 60)
+                one_pass()
         except KeyboardInterrupt:
             click.echo("stopped; the next run resumes from the saved state", err=True)
 

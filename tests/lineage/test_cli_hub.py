@@ -94,3 +94,29 @@ def test_index_add_from_hub_and_gated_message(hub: HubSim, tmp_path: Path) -> No
     assert r.exit_code == 2 and "gated" in r.output and "HF_TOKEN" in r.output
     r = CliRunner().invoke(main, ["index", "bootstrap", "--list", "--json"], env=env)
     assert r.exit_code == 0 and any(f["family"] == "llama-2" and f["gated"] for f in json.loads(r.stdout))
+
+
+def test_crawl_without_once_keeps_watching(hub: HubSim, tmp_path: Path) -> None:
+    """Every pass after the first used to fail (a SQLite handle used from a scheduler thread) while the
+    process stayed up: three passes in a row must each report."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LINEAGE_HOME": str(tmp_path), "LINEAGE_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    p = subprocess.Popen([sys.executable, "-m", "lineage", "crawl", "--endpoint", hub.endpoint, "--interval", "0.005",
+                          "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    docs: list[dict[str, Any]] = []
+    buf = ""
+    deadline = time.time() + 120
+    assert p.stdout is not None
+    while len(docs) < 3 and time.time() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        buf += line
+        if line.startswith("}"):
+            docs.append(json.loads(buf))
+            buf = ""
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert len(docs) == 3, err
+    assert docs[0]["processed"] == 5 and docs[1]["processed"] == docs[2]["processed"] == 0
+    assert "Traceback" not in err and "stopped; the next run resumes" in err

@@ -1,0 +1,91 @@
+"""``lineage service run|status|jobs|pause|resume|run-now``: the scheduler that keeps watching the Hub."""
+
+from __future__ import annotations
+
+import click
+
+from lineage.cli.output import emit_json, handle_errors, output_options, table
+from lineage.service.jobs import JOBS
+
+
+@click.group()
+def service() -> None:
+    """Scheduled crawl passes, sweeps and alert deliveries, one scheduler per $LINEAGE_HOME."""
+
+
+@service.command("run")
+@click.option("--crawl-minutes", type=click.FloatRange(0.01), default=JOBS["crawl"].minutes, show_default=True)
+@click.option("--sweep-minutes", type=click.FloatRange(0.01), default=JOBS["sweep"].minutes, show_default=True)
+@click.option("--alerts-minutes", type=click.FloatRange(0.01), default=JOBS["alerts"].minutes, show_default=True)
+@handle_errors
+def run(crawl_minutes: float, sweep_minutes: float, alerts_minutes: float) -> None:
+    """Run the scheduler in the foreground (for systemd or a container) until SIGINT/SIGTERM.
+
+    Jobs persist in $LINEAGE_HOME/jobs.sqlite, runs in $LINEAGE_HOME/service.sqlite, logs go to
+    $LINEAGE_HOME/service.log and stderr. The Hub is LINEAGE_HUB_ENDPOINT, the token HF_TOKEN.
+
+    Example:
+
+        lineage service run --crawl-minutes 15
+    """
+    import logging
+
+    from lineage.service.scheduler import run_service
+    from lineage.settings import Settings
+
+    logging.getLogger("lineage").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_service(Settings.from_env(), {"crawl": crawl_minutes, "sweep": sweep_minutes, "alerts": alerts_minutes})
+
+
+@service.command()
+@output_options
+@handle_errors
+def status(as_json: bool) -> None:
+    """Whether a service runs on this home, each job's next run and its last run's outcome."""
+    from lineage.service.scheduler import status as get
+    from lineage.settings import Settings
+
+    doc = get(Settings.from_env())
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{doc['home']}: " + (f"running ({doc['holder']})" if doc["running"] else "no service running"))
+    rows = []
+    for name, j in doc["jobs"].items():
+        last = j.get("last") or {}
+        rows.append([name, "paused" if j.get("paused") else (j.get("next_run") or "-"), j.get("runs", 0),
+                     last.get("outcome", "-")])
+    click.echo(table(rows, ["job", "next run", "runs", "last outcome"]))
+
+
+@service.command()
+@output_options
+def jobs(as_json: bool) -> None:
+    """The jobs a service schedules, with their default intervals."""
+    rows = [{"job": k, "minutes": v.minutes, "what": v.help} for k, v in JOBS.items()]
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(table([[r["job"], f"{r['minutes']:g}", r["what"]] for r in rows], ["job", "every (min)", "what"]))
+
+
+def _control(action: str) -> click.Command:
+    @click.argument("job", type=click.Choice(list(JOBS)))
+    @handle_errors
+    def cmd(job: str) -> None:
+        from lineage.service.scheduler import control
+        from lineage.settings import Settings
+
+        click.echo(f"{action} {job}: {control(Settings.from_env(), action, job)}")
+
+    cmd.__doc__ = {"pause": "Pause a job (it keeps its place in the store).", "resume": "Resume a paused job.",
+                   "run-now": "Run a job now (in the running service, or here when none runs)."}[action]
+    return service.command(action)(cmd)
+
+
+for _a in ("pause", "resume", "run-now"):
+    _control(_a)
+
+COMMANDS = (service,)

@@ -1,0 +1,1 @@
+"""The crawl service: persistent scheduled jobs (:mod:`.scheduler`) running the passes of :mod:`.jobs`."""

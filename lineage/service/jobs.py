@@ -1,0 +1,103 @@
+"""The jobs the service schedules, and the record of every run.
+
+APScheduler persists a job as a ``module:function`` reference plus picklable arguments, so every job
+is :func:`run` with the job's name: it opens the application afresh for that run (its own store and
+crawl-state connections, in the scheduler's worker thread), does one pass, and records when it ran
+and what came of it in ``$LINEAGE_HOME/service.sqlite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graph.sqlitedb import connect, transaction
+from lineage.settings import Settings
+
+LOG = logging.getLogger("lineage.service")
+
+RUNS = """
+CREATE TABLE IF NOT EXISTS run (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER,
+    outcome TEXT NOT NULL, summary TEXT);
+CREATE INDEX IF NOT EXISTS run_job ON run (job, id);
+CREATE TABLE IF NOT EXISTS control (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, job TEXT NOT NULL, requested_ms INTEGER NOT NULL,
+    done_ms INTEGER, result TEXT);
+"""
+
+
+def _crawl(settings: Settings, sweep: bool) -> dict[str, Any]:
+    from lineage.app import open_app
+
+    with open_app(settings) as app:
+        crawler = app.crawler(progress=False, sweep=sweep)
+        return app.crawl(crawler).as_dict()
+
+
+def crawl_pass(settings: Settings) -> dict[str, Any]:
+    """One crawl pass of ``LINEAGE_HUB_ENDPOINT``: new and changed models into the graph."""
+    return _crawl(settings, sweep=False)
+
+
+def sweep(settings: Settings) -> dict[str, Any]:
+    """A pass that also lists every model once (private repos made public with old dates)."""
+    return _crawl(settings, sweep=True)
+
+
+def alerts(settings: Settings) -> dict[str, Any]:
+    """Evaluate findings from the graph and deliver what changed to every subscription."""
+    from lineage.app import open_app
+
+    with open_app(settings) as app:
+        findings, sync = app.evaluate_alerts()
+        report = app.deliver_alerts()
+    return {"findings": len(findings), "sync": vars(sync), **report.as_dict()}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job: its function and its default interval in minutes."""
+
+    func: Callable[[Settings], dict[str, Any]]
+    minutes: float
+    help: str
+
+
+JOBS: dict[str, JobSpec] = {
+    "crawl": JobSpec(crawl_pass, 15.0, "crawl pass: new and changed models"),
+    "sweep": JobSpec(sweep, 24 * 60.0, "full listing once a day"),
+    "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts"),
+}
+
+
+def open_runs(home: Path) -> Any:
+    return connect(home / "service.sqlite", RUNS)
+
+
+def run(name: str) -> None:
+    """Run job ``name`` once and record it (the function every scheduled job points at)."""
+    settings = Settings.from_env()
+    db = open_runs(settings.home)
+    t0 = int(time.time() * 1000)
+    with transaction(db) as con:
+        run_id = con.execute("INSERT INTO run (job, started_ms, outcome) VALUES (?, ?, 'running')",
+                             (name, t0)).lastrowid
+    outcome, summary = "ok", None
+    try:
+        summary = JOBS[name].func(settings)
+        LOG.info("%s: %s", name, json.dumps(summary, default=str)[:500])
+    except Exception as e:  # a failed pass is recorded and logged; the next one runs as scheduled
+        outcome, summary = "failed", {"error": f"{type(e).__name__}: {e}"}
+        LOG.error("%s failed: %s\n%s", name, e, traceback.format_exc(limit=5))
+    finally:
+        with transaction(db) as con:
+            con.execute("UPDATE run SET finished_ms=?, outcome=?, summary=? WHERE id=?",
+                        (int(time.time() * 1000), outcome, json.dumps(summary, default=str), run_id))
+        db.close()

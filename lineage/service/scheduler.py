@@ -1,0 +1,222 @@
+"""``lineage service run``: one APScheduler 3 scheduler per home, with persistent jobs.
+
+* Jobs live in ``$LINEAGE_HOME/jobs.sqlite`` (SQLAlchemy job store) as references to
+  :func:`lineage.service.jobs.run`, so they survive a restart with their next run time; runs missed
+  while the service was down coalesce into one (``coalesce=True``, misfire grace = the interval).
+* ``max_instances=1``: a pass that overruns its interval is not stacked; interval jitter spreads passes.
+* Exactly one scheduler per home: an exclusive ``flock`` on ``$LINEAGE_HOME/service.lock``; a second
+  ``service run`` says who holds it and exits 2 (APScheduler 3 cannot share a job store).
+* Control (pause, resume, run now) reaches a running service through a table it polls every second;
+  without a running service the command applies it to the job store itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Any, TextIO
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from graph.sqlitedb import transaction
+from lineage.errors import LineageError
+from lineage.service.jobs import JOBS, open_runs
+from lineage.settings import Settings
+
+LOG = logging.getLogger("lineage.service")
+ACTIONS = ("pause", "resume", "run-now")
+
+
+class ServiceBusyError(LineageError):
+    """Another scheduler holds this home."""
+
+
+@contextmanager
+def home_lock(home: Path) -> Iterator[TextIO]:
+    """Hold ``$LINEAGE_HOME/service.lock`` exclusively, or raise :class:`ServiceBusyError` naming the holder."""
+    home.mkdir(parents=True, exist_ok=True)
+    f = open(home / "service.lock", "a+", encoding="utf-8")  # noqa: SIM115 (held for the block)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ServiceBusyError(f"a service already runs on {home} ({holder})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}Z")
+    f.flush()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def scheduler(home: Path) -> BackgroundScheduler:
+    """A scheduler over the home's job store (not started)."""
+    return BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{home / 'jobs.sqlite'}")},
+        executors={"default": {"type": "threadpool", "max_workers": 2}},
+        job_defaults={"coalesce": True, "max_instances": 1}, timezone="UTC")
+
+
+def ensure_jobs(sched: BackgroundScheduler, minutes: dict[str, float]) -> None:
+    """Add the jobs the store lacks; keep stored ones (their next run time survives a restart) unless
+    their interval changed."""
+    for name, every in minutes.items():
+        seconds = max(1.0, every * 60)
+        job = sched.get_job(name)
+        if job is not None and abs(job.trigger.interval.total_seconds() - seconds) < 1e-6:
+            continue
+        jitter = int(min(30.0, seconds / 10))
+        sched.add_job("lineage.service.jobs:run", "interval", args=[name], id=name, name=name, seconds=seconds,
+                      jitter=jitter or None, coalesce=True, max_instances=1, misfire_grace_time=int(seconds) + 1,
+                      replace_existing=True)
+
+
+def _logging(home: Path) -> None:
+    log = logging.getLogger("lineage")
+    if not any(isinstance(h, RotatingFileHandler) for h in log.handlers):
+        h = RotatingFileHandler(home / "service.log", maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+
+
+def _apply(sched: BackgroundScheduler, action: str, job: str) -> str:
+    if sched.get_job(job) is None:
+        return f"no job {job!r}"
+    if action == "pause":
+        sched.pause_job(job)
+    elif action == "resume":
+        sched.resume_job(job)
+    else:
+        sched.modify_job(job, next_run_time=datetime.now(timezone.utc))
+    return "ok"
+
+
+def _poll_control(sched: BackgroundScheduler, home: Path) -> None:
+    db = open_runs(home)
+    try:
+        for cid, action, job in db.execute("SELECT id, action, job FROM control WHERE done_ms IS NULL ORDER BY id").fetchall():
+            result = _apply(sched, str(action), str(job))
+            with transaction(db) as con:
+                con.execute("UPDATE control SET done_ms=?, result=? WHERE id=?", (int(time.time() * 1000), result, cid))
+            LOG.info("control %s %s: %s", action, job, result)
+    finally:
+        db.close()
+
+
+def run_service(settings: Settings, minutes: dict[str, float], stop: threading.Event | None = None) -> None:
+    """Run the scheduler in the foreground until SIGINT/SIGTERM (or ``stop``)."""
+    home = settings.home
+    with home_lock(home):
+        _logging(home)
+        db = open_runs(home)
+        with transaction(db) as con:  # runs cut short by a kill: say so
+            con.execute("UPDATE run SET outcome='interrupted' WHERE outcome='running'")
+        db.close()
+        sched = scheduler(home)
+        sched.start(paused=True)
+        ensure_jobs(sched, minutes)
+        sched.resume()
+        LOG.info("service started on %s: %s", home, ", ".join(f"{k} every {v:g} min" for k, v in minutes.items()))
+        done = stop or threading.Event()
+        if stop is None and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: done.set())
+        try:
+            while not done.wait(1.0):
+                _poll_control(sched, home)
+        finally:
+            sched.shutdown(wait=True)
+            LOG.info("service stopped")
+
+
+def control(settings: Settings, action: str, job: str, timeout: float = 10.0) -> str:
+    """Pause, resume or run a job now: through the running service, or on the job store when none runs."""
+    if action not in ACTIONS:
+        raise LineageError(f"unknown action {action!r}; use {', '.join(ACTIONS)}")
+    if job not in JOBS:
+        raise LineageError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
+    home = settings.home
+    try:
+        with home_lock(home):  # no service runs: act on the store directly
+            sched = scheduler(home)
+            sched.start(paused=True)
+            try:
+                return _apply(sched, action, job) if action != "run-now" else _run_now_offline(job)
+            finally:
+                sched.shutdown(wait=False)
+    except ServiceBusyError:
+        pass
+    db = open_runs(home)
+    try:
+        with transaction(db) as con:
+            cid = con.execute("INSERT INTO control (action, job, requested_ms) VALUES (?, ?, ?)",
+                              (action, job, int(time.time() * 1000))).lastrowid
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            row = db.execute("SELECT result FROM control WHERE id=? AND done_ms IS NOT NULL", (cid,)).fetchone()
+            if row:
+                return str(row[0])
+            time.sleep(0.2)
+        return "queued (the service has not picked it up yet)"
+    finally:
+        db.close()
+
+
+def _run_now_offline(job: str) -> str:
+    from lineage.service.jobs import run
+
+    run(job)
+    return "ran"
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """What ran, when, with what outcome; each job's next run; who holds the home."""
+    home = settings.home
+    holder = (home / "service.lock").read_text("utf-8").strip() if (home / "service.lock").exists() else ""
+    running = False
+    try:
+        with home_lock(home):
+            pass
+    except ServiceBusyError:
+        running = True
+    jobs: dict[str, Any] = {}
+    if (home / "jobs.sqlite").exists():
+        store = SQLAlchemyJobStore(url=f"sqlite:///{home / 'jobs.sqlite'}")
+        store.start(None, "default")  # read-only use of the store: no scheduler needed
+        try:
+            for j in store.get_all_jobs():
+                jobs[j.id] = {"next_run": j.next_run_time.isoformat() if j.next_run_time else None,
+                              "paused": j.next_run_time is None,
+                              "every_seconds": j.trigger.interval.total_seconds()}
+        finally:
+            store.shutdown()
+    db = open_runs(home)
+    try:
+        for name in JOBS:
+            rows = db.execute("SELECT started_ms, finished_ms, outcome, summary FROM run WHERE job=? ORDER BY id DESC "
+                              "LIMIT 1", (name,)).fetchall()
+            n = int(db.execute("SELECT COUNT(*) FROM run WHERE job=?", (name,)).fetchone()[0])
+            last = ({"started_ms": rows[0][0], "finished_ms": rows[0][1], "outcome": rows[0][2],
+                     "summary": json.loads(rows[0][3]) if rows[0][3] else None} if rows else None)
+            jobs.setdefault(name, {"next_run": None, "paused": None, "every_seconds": None})
+            jobs[name].update({"runs": n, "last": last})
+    finally:
+        db.close()
+    return {"home": str(home), "running": running, "holder": holder if running else None, "jobs": jobs}
