@@ -74,17 +74,18 @@ def scheduler(home: Path) -> BackgroundScheduler:
 
 
 def ensure_jobs(sched: BackgroundScheduler, minutes: dict[str, float]) -> None:
-    """Add the jobs the store lacks; keep stored ones (their next run time survives a restart) unless
-    their interval changed."""
+    """Add the jobs the store lacks (each runs once at once); keep stored ones (their next run time
+    survives a restart) unless their interval changed."""
     for name, every in minutes.items():
         seconds = max(1.0, every * 60)
         job = sched.get_job(name)
         if job is not None and abs(job.trigger.interval.total_seconds() - seconds) < 1e-6:
             continue
         jitter = int(min(30.0, seconds / 10))
+        first = {"next_run_time": datetime.now(timezone.utc)} if job is None else {}  # a new job runs at once
         sched.add_job("lineage.service.jobs:run", "interval", args=[name], id=name, name=name, seconds=seconds,
                       jitter=jitter or None, coalesce=True, max_instances=1, misfire_grace_time=int(seconds) + 1,
-                      replace_existing=True)
+                      replace_existing=True, **first)
 
 
 def _logging(home: Path) -> None:
