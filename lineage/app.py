@@ -35,7 +35,9 @@ from fingerprint import device
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
 from fingerprint.index import Entry, Index, Match
-from fingerprint.similarity import CompareResult, compare, compare_fingerprints
+from fingerprint.similarity import compare
+from fingerprint.similarity.lineage import compare_fingerprints
+from fingerprint.similarity.verdict import CompareResult
 from fingerprint.sketch import save, sketch_of
 from graph.store import LineageStore
 from lineage.errors import InvalidRepoIdError

@@ -120,3 +120,13 @@ def test_closed_sets_are_the_same_in_every_package() -> None:
 
     assert get_args(fingerprint.similarity.verdict.Verdict) == get_args(graph.records.Verdict)
     assert crawler.records.Relation is graph.records.Relation
+
+
+def test_the_cli_starts_without_torch() -> None:
+    # every command pays the CLI's import time: `lineage --help` must not load torch, scipy or the models
+    import subprocess
+    import sys
+
+    code = "import sys, lineage.cli; print(sorted(m for m in ('torch', 'scipy', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from alerts.outbox import MUTE_SCOPES
 from lineage.cli.output import emit_json, handle_errors, output_options, table
 
 
@@ -20,6 +19,8 @@ def alerts() -> None:
 
 
 def _scope(model: str | None, org: str | None, family: str | None, kind: str | None) -> tuple[str, str]:
+    from alerts.outbox import MUTE_SCOPES
+
     given = [(s, v) for s, v in zip(MUTE_SCOPES, (model, org, family, kind)) if v]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --model, --org, --family, --kind")
