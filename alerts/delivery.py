@@ -57,7 +57,7 @@ def fan_out(state: AlertStore, sub: Subscription) -> int:
         else:
             seqs = [int(s) for (s,) in con.execute("SELECT seq FROM event WHERE seq > ?", (int(row[0]),))]
             con.execute("UPDATE subscription SET since_seq=? WHERE name=?", (last, sub.name))
-    events = [e for s in sorted(seqs) for e in state.events_after(s - 1, 1)]
+    events = state.events_at(sorted(seqs))
     with state.tx() as con:
         for e in events:
             ok = sub.filters.accepts(e.type, e.finding) and (e.type == "test" or not is_muted(e.finding, mutes))
@@ -68,10 +68,11 @@ def fan_out(state: AlertStore, sub: Subscription) -> int:
 
 
 def _pending(state: AlertStore, sub: Subscription, now: int) -> list[tuple[Event, int]]:
-    rows = state.db.execute("SELECT d.event_id, d.attempts FROM delivery d JOIN event e ON e.id = d.event_id "
+    rows = state.db.execute("SELECT e.seq, d.attempts FROM delivery d JOIN event e ON e.id = d.event_id "
                             "WHERE d.subscription=? AND d.status='pending' AND d.next_ms <= ? ORDER BY e.seq",
                             (sub.name, now)).fetchall()
-    return [(state.event(str(i)), int(n)) for i, n in rows]
+    attempts = {int(s): int(n) for s, n in rows}
+    return [(e, attempts[e.seq]) for e in state.events_at(list(attempts))]
 
 
 def deliver(state: AlertStore, subs: list[Subscription], *, now: int | None = None,

@@ -101,7 +101,7 @@ class AlertStore:
         fresh = {f.dedup_key: f for f in findings}
         opened = changed = resolved = unchanged = 0
         with self.tx() as con:
-            old = {k: (d, s) for k, d, s in con.execute("SELECT dedup_key, digest, status FROM finding")}
+            old = {k: (d, s, a) for k, d, s, a in con.execute("SELECT dedup_key, digest, status, acked_ms FROM finding")}
             for key, f in fresh.items():
                 doc = json.dumps(f.to_dict(), sort_keys=True)
                 prev = old.get(key)
@@ -116,13 +116,13 @@ class AlertStore:
                 elif prev[0] != f.digest:
                     con.execute("UPDATE finding SET digest=?, doc=?, severity=?, last_seen_ms=? WHERE dedup_key=?",
                                 (f.digest, doc, f.severity, t, key))
-                    if con.execute("SELECT acked_ms FROM finding WHERE dedup_key=?", (key,)).fetchone()[0] is None:
+                    if prev[2] is None:
                         self._event(con, key, "changed", doc, t)  # an acknowledged finding changes quietly
                     changed += 1
                 else:
                     con.execute("UPDATE finding SET last_seen_ms=? WHERE dedup_key=?", (t, key))
                     unchanged += 1
-            for key, (_, status) in old.items():
+            for key, (_, status, _) in old.items():
                 if key not in fresh and status == "open":
                     doc = con.execute("SELECT doc FROM finding WHERE dedup_key=?", (key,)).fetchone()[0]
                     con.execute("UPDATE finding SET status='resolved', resolved_ms=? WHERE dedup_key=?", (t, key))
@@ -143,16 +143,29 @@ class AlertStore:
             seq = int(con.execute("SELECT MAX(seq) FROM event").fetchone()[0])
         return self.events_after(seq - 1)[0]
 
-    def events_after(self, seq: int, limit: int = 10_000) -> list[Event]:
-        rows = self.db.execute("SELECT seq, id, dedup_key, type, doc, created_ms FROM event WHERE seq > ? ORDER BY seq "
-                               "LIMIT ?", (seq, limit)).fetchall()
+    _EVENT = "SELECT seq, id, dedup_key, type, doc, created_ms FROM event"
+
+    @staticmethod
+    def _events(rows: list[Any]) -> list[Event]:
         return [Event(int(s), str(i), str(k), t, json.loads(d), int(c)) for s, i, k, t, d, c in rows]
 
+    def events_after(self, seq: int, limit: int = 10_000) -> list[Event]:
+        return self._events(self.db.execute(f"{self._EVENT} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall())
+
+    def events_at(self, seqs: list[int]) -> list[Event]:
+        """The events with these sequence numbers, in order (one query per 900)."""
+        out: list[Event] = []
+        for i in range(0, len(seqs), 900):
+            part = seqs[i : i + 900]
+            out += self._events(self.db.execute(f"{self._EVENT} WHERE seq IN ({', '.join('?' * len(part))})",
+                                                part).fetchall())
+        return sorted(out, key=lambda e: e.seq)
+
     def event(self, event_id: str) -> Event:
-        row = self.db.execute("SELECT seq FROM event WHERE id=?", (event_id,)).fetchone()
+        row = self.db.execute(f"{self._EVENT} WHERE id=?", (event_id,)).fetchone()
         if row is None:
             raise UnknownFindingError(event_id)
-        return self.events_after(int(row[0]) - 1, 1)[0]
+        return self._events([row])[0]
 
     def last_seq(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])

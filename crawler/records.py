@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from fingerprint.errors import UnsafePathError
 from fingerprint.io.source import safe_relative_name
+from fingerprint.sketch import Sketch
 from graph.records import Relation  # one definition: a card's relation becomes a DECLARES_BASE property
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
@@ -202,7 +203,7 @@ class Outcome:
     status: OutcomeStatus
     reason: str | None = None
     fingerprint: Path | None = None
-    sketch: Any = None  # fingerprint.sketch.Sketch once received
+    sketch: Sketch | None = None
     data: bytes | None = None
     duplicate_of: tuple[str, str] | None = None
     base_keys: dict[str, str] = field(default_factory=dict)
