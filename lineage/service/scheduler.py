@@ -143,6 +143,8 @@ def run_service(settings: Settings, minutes: dict[str, float], stop: threading.E
             while not done.wait(1.0):
                 _poll_control(sched, home)
         finally:
+            # paused first, so the scheduler thread stops handing due runs to an executor shutting down
+            sched.pause()
             sched.shutdown(wait=True)
             LOG.info("service stopped")
 

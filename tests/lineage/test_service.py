@@ -16,14 +16,20 @@ from click.testing import CliRunner
 
 from hubsim import HubSim
 from lineage.cli import main
+from lineage.service.jobs import open_runs
 from lineage.service.scheduler import ServiceBusyError, control, home_lock, run_service, status
 from lineage.settings import Settings
 
 
 def runs(home: Path, job: str) -> list[tuple[int, str]]:
-    with sqlite3.connect(home / "service.sqlite") as con:
-        return [(int(s), str(o)) for s, o in con.execute("SELECT started_ms, outcome FROM run WHERE job=? ORDER BY id",
-                                                          (job,))]
+    # open_runs, not a bare connect: the service creates the file a moment before its tables, and a
+    # bare reader in that moment sees "no such table" (a CI run failed on exactly that)
+    db = open_runs(home)
+    try:
+        return [(int(s), str(o)) for s, o in db.execute("SELECT started_ms, outcome FROM run WHERE job=? ORDER BY id",
+                                                         (job,))]
+    finally:
+        db.close()
 
 
 @contextmanager
