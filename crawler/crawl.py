@@ -247,7 +247,7 @@ class Crawler:
                 todo = [x for x in settled if isinstance(x, tuple)]
                 fetched = iter(runner([m for m, _ in todo], self.fetch_options) if todo else [])
                 for item, x in zip(items, settled):
-                    out = self.receive(next(fetched), x[1]) if isinstance(x, tuple) else x
+                    out = self._twin(next(fetched), x[1]) if isinstance(x, tuple) else x
                     if out.status == "retry":
                         later.append(item)
                     else:
@@ -268,6 +268,18 @@ class Crawler:
         s.seconds += time.perf_counter() - t0
         s.pending = self.state.pending_count()
         return s
+
+    def _twin(self, out: Outcome, secs: dict[str, float]) -> Outcome:
+        """Receive a worker's outcome, unless an earlier model of the same batch, finished meanwhile, has
+        the same weight files: then it is that model's duplicate, as it would have been one at a time."""
+        m = out.model
+        hashes = [w.sha256 for w in m.weights] if m is not None else []
+        if m is not None and hashes and all(hashes):
+            owner = self.state.lfs_owner([h for h in hashes if h])
+            if owner is not None and owner[0] != m.key:
+                return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner,
+                               bytes_read=out.bytes_read, seconds={**secs, **out.seconds})
+        return self.receive(out, secs)
 
     def settle(self, item: WorkItem) -> Outcome | tuple[HubModel, dict[str, float]]:
         """Metadata, then the cheapest step that settles the model; ``(model, seconds)`` when only its
@@ -368,7 +380,8 @@ class Crawler:
         out.base_keys = self.base_keys(m)
         return out
 
-    def run(self, limit: int | None = None, place: Place | None = None, runner: Runner = run_here) -> Summary:
+    def run(self, limit: int | None = None, place: Place | None = None, runner: Runner = run_here,
+            batch: int = 1) -> Summary:
         """One pass: discover, then process up to ``limit`` queued models (see :meth:`process`)."""
         s = self.discover()
-        return self.process(limit, s, place, runner)
+        return self.process(limit, s, place, runner, batch)

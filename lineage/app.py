@@ -44,6 +44,7 @@ from lineage.errors import InvalidRepoIdError
 from lineage.pipeline import Pipeline, register_base
 from lineage.settings import Settings
 from lineage.store import open_store
+from lineage.workers import Executor, open_executor
 
 
 @dataclass
@@ -65,6 +66,18 @@ class App:
     device: torch.device
     _crawlers: list[Crawler] = field(default_factory=list)
     _alerts: AlertStore | None = None
+    _executor: Executor | None = None
+
+    def executor(self) -> Executor:
+        """The fingerprint workers ``LINEAGE_WORKERS`` names (started on first use, closed with the app).
+
+        Raises:
+            WorkersError: Ray is asked for and is not installed, or its cluster cannot be reached.
+        """
+        if self._executor is None:
+            s = self.settings
+            self._executor = open_executor(s.workers, s.worker_count, s.device)
+        return self._executor
 
     def crawler(self, endpoint: str | None = None, *, token: str | None = None, progress: bool = True,
                 **options: Any) -> Crawler:
@@ -78,12 +91,14 @@ class App:
         return c
 
     def crawl(self, crawler: Crawler, limit: int | None = None) -> Summary:
-        """One pass: discover, then process up to ``limit`` queued models into the graph and the index.
+        """One pass: discover, then process up to ``limit`` queued models into the graph and the index,
+        fingerprinting on :meth:`executor`'s workers a batch at a time.
 
         The summary's phases include the pipeline's (``match``, ``write``) for this pass.
         """
         before = dict(self.pipeline.seconds)
-        summary = crawler.run(limit, place=self.pipeline)
+        ex = self.executor()
+        summary = crawler.run(limit, place=self.pipeline, runner=ex, batch=ex.batch())
         for k, v in self.pipeline.seconds.items():
             summary.phases[k] = summary.phases.get(k, 0.0) + v - before.get(k, 0.0)
         return summary
@@ -215,5 +230,7 @@ def open_app(settings: Settings | None = None, store: LineageStore | None = None
                 app._close(c)
             if app._alerts is not None:
                 app._alerts.close()
+            if app._executor is not None:
+                app._executor.close()
             if own:
                 st.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from lineage.errors import SettingsError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+_WORKERS = re.compile(r"^(inline|local|ray|ray://[A-Za-z0-9.\-\[\]:]{1,255}:\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_NEO4J_DATABASE", "neo4j", "Neo4j database name (when LINEAGE_GRAPH is a URI)."),
     Setting("LINEAGE_HUB_ENDPOINT", "https://huggingface.co",
             "Hub the crawler reads (lineage crawl --endpoint overrides it); the token is HF_TOKEN."),
+    Setting("LINEAGE_WORKERS", "local",
+            "Where fingerprints are computed: local (a process pool), ray (a local Ray cluster, or the one "
+            "RAY_ADDRESS names), ray://host:port (Ray Client), inline (this process)."),
+    Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
     Setting("HF_TOKEN", "", "Hugging Face token for the crawler and lineage index bootstrap (gated bases need one "
             "whose account accepted their terms); empty: anonymous."),
 )
@@ -53,6 +58,8 @@ class Settings:
     neo4j_password: str
     neo4j_database: str
     hub_endpoint: str
+    workers: str
+    worker_count: int | None
     hub_token: str | None
 
     @classmethod
@@ -60,7 +67,7 @@ class Settings:
         """Read every setting once; values are checked here, so a bad one fails at start-up.
 
         Raises:
-            SettingsError: a malformed ``LINEAGE_DEVICE``, or a ``LINEAGE_HOME`` that exists and is not a
+            SettingsError: a malformed ``LINEAGE_DEVICE``, ``LINEAGE_WORKERS`` or ``LINEAGE_WORKER_COUNT``, or a ``LINEAGE_HOME`` that exists and is not a
                 directory.
         """
         e = dict(os.environ if env is None else env)
@@ -75,6 +82,12 @@ class Settings:
         device = get("LINEAGE_DEVICE").strip().lower()
         if not _DEVICE.match(device):
             raise SettingsError("LINEAGE_DEVICE", device, "use auto, cpu, cuda or cuda:N")
+        workers = get("LINEAGE_WORKERS").strip()
+        if not _WORKERS.match(workers):
+            raise SettingsError("LINEAGE_WORKERS", workers, "use local, ray, ray://host:port or inline")
+        count = get("LINEAGE_WORKER_COUNT").strip()
+        if not count.isdigit() or int(count) > 1024:
+            raise SettingsError("LINEAGE_WORKER_COUNT", count, "use a number from 0 (one per core) to 1024")
         return cls(
             home=home,
             device=device,
@@ -84,6 +97,8 @@ class Settings:
             neo4j_password=get("LINEAGE_NEO4J_PASSWORD"),
             neo4j_database=get("LINEAGE_NEO4J_DATABASE"),
             hub_endpoint=get("LINEAGE_HUB_ENDPOINT"),
+            workers=workers,
+            worker_count=int(count) or None,
             hub_token=get("HF_TOKEN").strip() or None,
         )
 

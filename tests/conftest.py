@@ -53,6 +53,10 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("LINEAGE_DISABLE_PROGRESS_BARS", "1")
+    # In-process crawls fingerprint inline: a spawned pool per CliRunner call would add seconds each, and
+    # its workers would import huggingface_hub afresh under HF_HUB_OFFLINE. tests/lineage/test_workers.py
+    # and the service kill test run the default pool (and Ray) for real.
+    monkeypatch.setenv("LINEAGE_WORKERS", "inline")
 
 
 @pytest.fixture(scope="session")

@@ -15,3 +15,13 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 def repo(sim: HubSim, repo_id: str, path: Path, minutes: int, **kw: Any) -> SimRepo:
     t = T0 + timedelta(minutes=minutes)
     return sim.add(SimRepo(repo_id, files_of(path), created_at=t, last_modified=t, **kw))
+
+
+def dump_graph(home: Path) -> dict[str, Any]:
+    """The embedded graph of ``home`` without timestamps: what two crawls are compared on."""
+    from graph.sqlite import SqliteStore
+
+    s = SqliteStore(home / "graph.sqlite")
+    d = s.dump()
+    s.close()
+    return {k: [{a: b for a, b in r.items() if not a.endswith("_ms")} for r in v] for k, v in d.items()}
