@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fingerprint import device
 from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
 from fingerprint.grams import row_blocks
@@ -88,12 +89,13 @@ class Sketch:
 
 def pair_factor(w: np.ndarray, blocks: np.ndarray) -> torch.Tensor:
     """``F`` with ``F Fᵀ`` = the pair-normalized Gram of ``w`` (``d × rows``, float64): ``(diag(s) W)ᵀ``."""
-    t = torch.from_numpy(np.ascontiguousarray(w)).to(torch.float64)
-    idx = torch.from_numpy(blocks)
+    dev = device.current()  # LINEAGE_DEVICE: a GPU worker sketches on its GPU
+    t = torch.from_numpy(np.ascontiguousarray(w)).to(device=dev, dtype=torch.float64)
+    idx = torch.from_numpy(blocks).to(dev)
     rows = t @ t.T
     same = idx[:, None] == idx[None, :]
-    contrib = torch.where(same, rows**2, torch.zeros((), dtype=torch.float64)).sum(dim=1)
-    norms2 = torch.zeros(int(blocks.max()) + 1, dtype=torch.float64).index_add_(0, idx, contrib)
+    contrib = torch.where(same, rows**2, torch.zeros((), dtype=torch.float64, device=dev)).sum(dim=1)
+    norms2 = torch.zeros(int(blocks.max()) + 1, dtype=torch.float64, device=dev).index_add_(0, idx, contrib)
     s = norms2.clamp_min(1e-300).pow(-0.25)[idx]
     return (t * s[:, None]).T.contiguous()
 
@@ -108,7 +110,7 @@ def truncate(f: torch.Tensor, rank: int | None) -> tuple[torch.Tensor, float, np
     evecs = evecs.flip(1)
     e2 = evals**2
     total = float(e2.sum()) or 1.0
-    top = evals[:PREFILTER_K].numpy()
+    top = evals[:PREFILTER_K].cpu().numpy()
     top = np.pad(top, (0, PREFILTER_K - len(top)))
     # Rounded so the last bits of an eigensolver (which differ across BLAS builds) never reach the file.
     pre = np.round(top / (np.linalg.norm(top) or 1.0), 4)
@@ -153,8 +155,8 @@ def sketch_model(m: CanonicalModel, rank: int | Literal["auto"] | None = "auto",
         wq, wk = m.attention(layer, fold=True)
         fq, tq, pq = truncate(pair_factor(wq, qb), rank)
         fk, tk, pk = truncate(pair_factor(wk, kb), rank)
-        qs.append(fq.numpy())
-        ks.append(fk.numpy())
+        qs.append(fq.cpu().numpy())
+        ks.append(fk.cpu().numpy())
         tails.append((tq, tk))
         pre.append(np.stack([pq, pk]))
     # Stored precision is applied here, not only in the file, so a sketch in memory and the same sketch

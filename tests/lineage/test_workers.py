@@ -3,6 +3,7 @@ gives, and a worker killed mid-task costs a retry, not a model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -85,10 +86,8 @@ def test_a_model_whose_worker_keeps_dying_is_failed_with_the_reason(hub: HubSim,
         while not stop.is_set():
             for pid in ex.pids():
                 if pid:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             time.sleep(0.3)
 
     t = threading.Thread(target=killer, daemon=True)
