@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,8 +112,17 @@ class InlineExecutor:
         pass
 
 
+def _orphan_watch(parent: int) -> None:
+    """Exit when the crawler that started this worker is gone (SIGKILLed): a task in flight would
+    otherwise go on reading the Hub for a result nobody receives."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
 def _worker_main(conn: Connection, device_spec: str, threads: int) -> None:
     """A local worker process: set up torch once, then run tasks from the pipe until it closes."""
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     _setup(device_spec, threads)
     while True:
         try:

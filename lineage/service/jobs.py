@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -33,10 +34,15 @@ CREATE TABLE IF NOT EXISTS control (
 """
 
 
+#: The graph has one writer: the crawl and the sweep share the crawl state and the pipeline, so the
+#: scheduler's two threads never run them at the same time (the alerts job only reads the graph).
+WRITER = threading.Lock()
+
+
 def _crawl(settings: Settings, sweep: bool) -> dict[str, Any]:
     from lineage.app import open_app
 
-    with open_app(settings) as app:
+    with WRITER, open_app(settings) as app:
         crawler = app.crawler(progress=False, sweep=sweep)
         return app.crawl(crawler).as_dict()
 

@@ -127,12 +127,17 @@ def run_service(settings: Settings, minutes: dict[str, float], stop: threading.E
     with home_lock(home):
         _logging(home)
         db = open_runs(home)
-        with transaction(db) as con:  # runs cut short by a kill: say so
+        with transaction(db) as con:  # runs cut short by a kill: say so, and run those jobs again at once
+            cut = {str(j) for (j,) in con.execute("SELECT DISTINCT job FROM run WHERE outcome='running'")}
             con.execute("UPDATE run SET outcome='interrupted' WHERE outcome='running'")
         db.close()
         sched = scheduler(home)
         sched.start(paused=True)
         ensure_jobs(sched, minutes)
+        for name in sorted(cut & set(minutes)):
+            if sched.get_job(name) is not None and sched.get_job(name).next_run_time is not None:  # not paused
+                LOG.info("%s was interrupted by the last stop: running it again now", name)
+                sched.modify_job(name, next_run_time=datetime.now(timezone.utc))
         sched.resume()
         LOG.info("service started on %s: %s", home, ", ".join(f"{k} every {v:g} min" for k, v in minutes.items()))
         done = stop or threading.Event()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +17,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hubdata import dump_graph as hub_graph
 
 from hubsim import HubSim
 from lineage.cli import main
 from lineage.service.jobs import open_runs
 from lineage.service.scheduler import ServiceBusyError, control, home_lock, run_service, status
 from lineage.settings import Settings
+
+ROOT = Path(__file__).parents[2]
 
 
 def runs(home: Path, job: str) -> list[tuple[int, str]]:
@@ -106,3 +113,65 @@ def test_one_scheduler_per_home_and_control(tmp_path: Path, monkeypatch: pytest.
     r = CliRunner().invoke(main, ["service", "pause", "alerts"], env={"LINEAGE_HOME": str(tmp_path)})
     assert r.exit_code == 0 and "ok" in r.output  # no service running: applied to the job store
     assert status(s)["jobs"]["alerts"]["paused"]
+
+
+def _served(hub: HubSim) -> dict[str, int]:
+    return {r: hub.served(r) for r in hub.repos}
+
+
+def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
+        hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lineage service run` (default local worker pool) SIGKILLed mid-pass, then restarted: the graph and
+    the crawl state equal an uninterrupted run's, and only the models in flight at the kill are read again."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the service and its workers talk to the stand-in
+    ref_home, home = tmp_path / "ref", tmp_path / "killed"
+    for h in (ref_home, home):
+        r = CliRunner().invoke(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint],
+                               env={"LINEAGE_HOME": str(h)})
+        assert r.exit_code == 0, r.output
+    before = _served(hub)
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json"],
+                           env={"LINEAGE_HOME": str(ref_home)})
+    assert r.exit_code == 0, r.output
+    once = {k: v - before[k] for k, v in _served(hub).items()}  # one uninterrupted read of each repo
+    assert sum(1 for v in once.values() if v) == 4  # the gated repo's weights are never read
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LINEAGE_HOME": str(home), "LINEAGE_HUB_ENDPOINT": hub.endpoint,
+           "LINEAGE_WORKERS": "local", "LINEAGE_WORKER_COUNT": "2"}
+    hub.delay_s = 0.1
+    start = _served(hub)
+    cmd = [sys.executable, "-m", "lineage", "service", "run", "--alerts-minutes", "600", "--sweep-minutes", "6000"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if sum(_served(hub).values()) > sum(start.values()) + 10_000:  # the pool is mid-read
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    time.sleep(1.0)  # orphaned workers notice within 0.2 s and exit
+    at_kill = _served(hub)
+    with sqlite3.connect(home / "crawl" / "crawl.sqlite") as con:
+        done = {str(r) for (r,) in con.execute("SELECT id FROM result")}
+        claimed = {str(r) for (r,) in con.execute("SELECT id FROM queue WHERE status='claimed'")}
+    assert claimed, "the pass finished before the kill"
+    hub.delay_s = 0.0
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(lambda: len(runs(home, "crawl")) >= 2 and runs(home, "crawl")[-1][1] == "ok", 120)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+    assert [o for _, o in runs(home, "crawl")] == ["interrupted", "ok"]
+    after = _served(hub)
+    for r, n in once.items():
+        again = after[r] - at_kill[r]
+        if r in done:
+            assert again == 0, f"{r} was finished before the kill and was read again"
+        else:  # in flight at the kill (read again whole) or not started
+            assert again == n, (r, again, n)
+            assert r in claimed or at_kill[r] == start[r], f"{r} was read before the kill without a claim"
+    assert hub_graph(ref_home) == hub_graph(home)
+    with sqlite3.connect(ref_home / "crawl" / "crawl.sqlite") as a, sqlite3.connect(home / "crawl" / "crawl.sqlite") as b:
+        q = "SELECT id, sha, status, json_extract(record, '$.bytes_read') FROM result ORDER BY id"
+        assert a.execute(q).fetchall() == b.execute(q).fetchall()
