@@ -19,14 +19,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
 
-from crawler.errors import GatedRepoError, HubRequestError, RepoNotFoundError
+from crawler.errors import GatedRepoError, HubRequestError, HubUnreachableError, RepoNotFoundError
 from crawler.fetch import FetchOptions, fingerprint_repo
-from crawler.http import pin_endpoint, with_retries
+from crawler.http import check_endpoint, pin_endpoint, short, with_retries
 from crawler.records import HubModel, Outcome, WorkItem, from_info
 from crawler.state import CrawlState
 from fingerprint.sketch import load
@@ -118,6 +119,7 @@ class Crawler:
 
     def __init__(self, options: CrawlOptions, progress: bool = True) -> None:
         self.o = options
+        check_endpoint(options.endpoint)
         pin_endpoint(options.endpoint)
         self.api = HfApi(endpoint=options.endpoint, token=options.token or False)
         self.state = CrawlState(options.home / "crawl.sqlite", options.state_label or options.endpoint)
@@ -176,8 +178,11 @@ class Crawler:
                     if when is not None and (name not in marks or when > marks[name]):
                         marks[name] = when
                     self._found(info, found, s)
-            except HfHubHTTPError as e:
-                raise HubRequestError(f"{self.o.endpoint}/api/models", None, str(e).splitlines()[0]) from e
+            except HfHubHTTPError as e:  # the client retried 429/5xx itself
+                status = e.response.status_code if e.response is not None else None
+                raise HubRequestError(f"{self.o.endpoint}/api/models", status, short(e)) from e
+            except (httpx2.TransportError, httpx2.TimeoutException) as e:  # nothing is committed yet: safe to fail
+                raise HubUnreachableError(f"{self.o.endpoint}/api/models", None, f"cannot reach the Hub: {short(e)}") from e
         if self.o.sweep:
             for info in self.api.list_models(sort="created_at", expand=["sha", "createdAt", "lastModified",
                                                                          "private", "gated"]):
@@ -243,7 +248,11 @@ class Crawler:
                 items = self.claim(batch if limit is None else min(batch, limit - done))
                 if not items:
                     break
-                settled = [self.settle(item) for item in items]
+                try:
+                    settled = [self.settle(item) for item in items]
+                except HubUnreachableError:  # every other item would wait out the same retries: stop the pass
+                    later.extend(items)
+                    raise
                 todo = [x for x in settled if isinstance(x, tuple)]
                 fetched = iter(runner([m for m, _ in todo], self.fetch_options) if todo else [])
                 for item, x in zip(items, settled):
@@ -291,6 +300,8 @@ class Crawler:
             m = self.info(item.repo_id, item.sha)
         except RepoNotFoundError as e:
             return Outcome(None, "gone", str(e))
+        except HubUnreachableError:
+            raise
         except HubRequestError as e:
             return Outcome(None, "retry", str(e))
         secs = {"metadata": time.perf_counter() - t0}

@@ -25,6 +25,19 @@ class HubRequestError(CrawlerError, OSError):
         super().__init__(f"{url}: {reason}" + (f" (HTTP {status})" if status else ""))
 
 
+class HubUnreachableError(HubRequestError):
+    """No HTTP answer at all after the retries (connection refused, DNS failure, timeouts): every later
+    request to the same endpoint would fail the same way, so callers stop instead of trying each item."""
+
+
+class EndpointError(CrawlerError, ValueError):
+    """The endpoint is not an ``http(s)://host[:port]`` URL."""
+
+    def __init__(self, endpoint: str, why: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"bad Hub endpoint {endpoint[:200]!r}: {why}")
+
+
 class RangeNotHonouredError(HubRequestError):
     """The server answered a ranged read without 206 and the exact ``Content-Range``.
 

@@ -22,7 +22,14 @@ from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import build_hf_headers, get_session  # type: ignore[attr-defined]  # public (in __all__), stubs lack re-export
 
-from crawler.errors import GatedRepoError, HubRequestError, RangeNotHonouredError, RepoNotFoundError
+from crawler.errors import (
+    EndpointError,
+    GatedRepoError,
+    HubRequestError,
+    HubUnreachableError,
+    RangeNotHonouredError,
+    RepoNotFoundError,
+)
 from fingerprint.io.source import MAX_SMALL_FILE_BYTES, CountingSource, check_range, safe_relative_name
 
 LOG = logging.getLogger(__name__)
@@ -30,6 +37,34 @@ T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _RATELIMIT_T = re.compile(r";\s*t=(\d+)")
+
+
+_FOR_URL = re.compile(r" for url '[^']*'")
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` without a trailing slash, if it is an ``http(s)://host[:port][/path]`` URL.
+
+    Raises:
+        EndpointError: another scheme, no host, a query or a fragment.
+    """
+    try:
+        u = urlsplit(endpoint.strip())
+        u.port  # noqa: B018 (parses the port: a bad one raises ValueError)
+    except ValueError as e:
+        raise EndpointError(endpoint, str(e)) from None
+    if u.scheme not in ("http", "https"):
+        raise EndpointError(endpoint, "use an http:// or https:// URL")
+    if not u.hostname:
+        raise EndpointError(endpoint, "no host name")
+    if u.query or u.fragment:
+        raise EndpointError(endpoint, "no query or fragment")
+    return endpoint.strip().rstrip("/")
+
+
+def short(e: BaseException) -> str:
+    """An error's first line without the long ``for url '...'`` tail httpx adds."""
+    return _FOR_URL.sub("", str(e).splitlines()[0] if str(e) else type(e).__name__)[:300]
 
 
 def pin_endpoint(endpoint: str) -> None:
@@ -59,7 +94,7 @@ def retry_delay(status: int | None, headers: Any, attempt: int, base: float = 0.
     return float(min(cap, base * 2**attempt) * random.uniform(0.75, 1.25))
 
 
-def with_retries(call: Callable[[], T], what: str, attempts: int = 6, sleep: Callable[[float], None] = time.sleep,
+def with_retries(call: Callable[[], T], what: str, attempts: int = 6, sleep: Callable[[float], None] | None = None,
                  base: float = 0.5) -> T:
     """Run ``call``, retrying on 408/429/5xx, timeouts and dropped connections.
 
@@ -77,7 +112,7 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 6, sleep: Cal
             status = e.response.status_code if e.response is not None else None
             headers = e.response.headers if e.response is not None else None
             if status not in RETRY_STATUSES:
-                raise HubRequestError(what, status, str(e).splitlines()[0]) from e
+                raise HubRequestError(what, status, short(e)) from e
             err: Exception = e
         except HubRequestError as e:
             if (e.status is not None and e.status not in RETRY_STATUSES) or isinstance(e, RangeNotHonouredError):
@@ -86,10 +121,13 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 6, sleep: Cal
         except (httpx2.TransportError, httpx2.TimeoutException) as e:
             err = e
         if attempt == attempts - 1:
-            raise HubRequestError(what, status, f"gave up after {attempts} attempts: {err}") from err
+            if status is None and not isinstance(err, HubRequestError):
+                raise HubUnreachableError(what, None, f"cannot reach the Hub (gave up after {attempts} attempts): "
+                                                      f"{short(err)}") from err
+            raise HubRequestError(what, status, f"gave up after {attempts} attempts: {short(err)}") from err
         delay = retry_delay(status, headers, attempt, base)
         LOG.info("retrying %s in %.1fs (%s)", what, delay, status or type(err).__name__)
-        sleep(delay)
+        (sleep or time.sleep)(delay)  # looked up per call, not bound at import
     raise AssertionError("unreachable")
 
 

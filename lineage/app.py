@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from alerts.outbox import AlertStore, SyncResult
 from alerts.subscriptions import Subscription
 from alerts.subscriptions import load as load_subscriptions
 from crawler.crawl import Crawler, CrawlOptions, Summary
-from crawler.errors import HubRequestError
+from crawler.errors import CrawlerError, HubRequestError, HubUnreachableError
+from crawler.http import check_endpoint
 from crawler.records import valid_repo_id
 from fingerprint import device
 from fingerprint.canonical import open_model
@@ -123,6 +124,35 @@ class App:
             raise HubRequestError(repo_id, None, out.reason or out.status)
         register_base(self.store, self.index, out.model, str(out.fingerprint), family or repo_id)
         return self.index.entries[repo_id]
+
+    def bootstrap(self, families: list[dict[str, Any]], endpoint: str | None = None,
+                  report: Callable[[str, str, str | None], None] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+        """Index every repo of the catalog ``families``: ``(indexed, failed)``; ``report(repo, family,
+        error)`` hears each. A gated or missing base is skipped with its reason.
+
+        Raises:
+            EndpointError: ``endpoint`` is not an http(s) URL.
+            HubUnreachableError: the Hub gives no answer at all (every other base would wait out the
+                same retries).
+        """
+        check_endpoint(endpoint or self.settings.hub_endpoint)
+        done: list[str] = []
+        failed: list[dict[str, str]] = []
+        for f in families:
+            for repo in f["repos"]:
+                try:
+                    self.add_base(repo, f["family"], endpoint)
+                except HubUnreachableError:
+                    raise
+                except CrawlerError as e:
+                    failed.append({"repo": repo, "error": str(e)})
+                    if report:
+                        report(repo, f["family"], str(e))
+                    continue
+                done.append(repo)
+                if report:
+                    report(repo, f["family"], None)
+        return done, failed
 
     def alert_state(self) -> AlertStore:
         """The alerts state in the home (opened on first use, closed with the app)."""

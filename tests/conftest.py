@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # the real packages always win over those folders as namespace packages.
 sys.path.insert(1, str(Path(__file__).parents[1]))
 
+# Imported before any fixture sets HF_HUB_OFFLINE (the client reads it once, at import): the suite's own
+# client talks to the loopback stand-in however the tests are selected; child processes get the variable.
+import huggingface_hub.constants  # noqa: F401
 from hubdata import repo
 from safetensors.numpy import load_file
 from tinymodels import HF_ARCHITECTURES, build_hf, build_llava, perturb, save_state_dict, write_wordlevel_tokenizer

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from lineage import __version__
-from lineage.cli import alerts, demo, graph, hub, index, models, service
+from lineage.cli import alerts, demo, graph, hub, index, logs, models, service
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,8 +20,7 @@ def main(verbose: int) -> None:
         lineage demo                      # the whole loop, offline
         lineage inspect ./my-model --json
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(verbose)
 
 
 for _cmd in (demo.demo, *models.COMMANDS, hub.crawl, hub.hubsim, *index.COMMANDS, *graph.COMMANDS, *alerts.COMMANDS,

@@ -88,32 +88,27 @@ def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, 
 
         HF_TOKEN=hf_... lineage index bootstrap --family llama-2 --family mistral
     """
-    from crawler.errors import CrawlerError
     from lineage.app import open_app
     from lineage.catalog import select
+    from lineage.errors import LineageError
 
     cat = select(families)
     if list_only:
         rows = [[f["family"], f["license"], "yes" if f["gated"] else "", ", ".join(f["repos"])] for f in cat]
         emit_json(cat) if as_json else click.echo(table(rows, ["family", "license", "gated", "repos"]))
         return
-    done, failed = [], []
+    def report(repo: str, family: str, error: str | None) -> None:
+        if not as_json:
+            click.echo(f"indexed {repo} ({family})" if error is None else f"skipped {repo}: {error}", err=True)
+
     with open_app() as app:
-        for f in cat:
-            for repo in f["repos"]:
-                try:
-                    app.add_base(repo, f["family"], endpoint)
-                    done.append(repo)
-                    if not as_json:
-                        click.echo(f"indexed {repo} ({f['family']})", err=True)
-                except CrawlerError as e:
-                    failed.append({"repo": repo, "error": str(e)})
-                    if not as_json:
-                        click.echo(f"skipped {repo}: {e}", err=True)
+        done, failed = app.bootstrap(cat, endpoint, report)
     if as_json:
         emit_json({"indexed": done, "failed": failed})
     else:
         click.echo(f"{len(done)} bases indexed, {len(failed)} skipped")
+    if failed and not done:
+        raise LineageError(f"no base indexed: all {len(failed)} failed")
 
 
 @click.command()

@@ -112,3 +112,59 @@ def test_crawl_without_once_keeps_watching(hub: HubSim, tmp_path: Path) -> None:
     assert len(docs) == 3, err
     assert docs[0]["processed"] == 5 and docs[1]["processed"] == docs[2]["processed"] == 0
     assert "Traceback" not in err and "stopped; the next run resumes" in err
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub client's and our retries without their waits (the retries themselves still happen)."""
+    import huggingface_hub.utils._http as hf_http
+
+    import crawler.http
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the client checks it per request
+    monkeypatch.setattr(hf_http.time, "sleep", lambda s: None)
+    monkeypatch.setattr(crawler.http.time, "sleep", lambda s: None)
+
+
+@pytest.mark.parametrize("endpoint,says", [
+    ("http://hub.invalid", "cannot reach the Hub"),  # DNS failure (the suite refuses to resolve it)
+    ("http://127.0.0.1:1", "cannot reach the Hub"),  # connection refused
+    ("not-a-url", "bad Hub endpoint 'not-a-url': use an http:// or https:// URL"),
+    ("https://", "bad Hub endpoint 'https://': no host name"),
+])
+def test_network_failures_end_in_one_line(endpoint: str, says: str, tmp_path: Path, no_backoff: None) -> None:
+    from lineage.cli import main
+
+    for args in (["crawl", "--endpoint", endpoint, "--once"], ["index", "bootstrap", "--endpoint", endpoint]):
+        r = CliRunner().invoke(main, args, env={"LINEAGE_HOME": str(tmp_path)})
+        assert r.exit_code == 2, (args, r.output)
+        assert r.stderr.count("Error:") == 1 and says in r.stderr.splitlines()[-1], r.stderr
+        assert "Traceback" not in r.output and not isinstance(r.exception, AssertionError)
+
+
+def test_a_5xx_storm_past_the_retries_and_a_bootstrap_that_indexed_nothing(
+        hub: HubSim, tmp_path: Path, no_backoff: None) -> None:
+    import io
+    import logging
+
+    from hubsim import Fault
+    from lineage.cli import main
+    from lineage.cli.logs import RetryOnce
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.addFilter(RetryOnce())
+    logging.getLogger("huggingface_hub").addHandler(handler)
+    hub.inject(Fault("status", "api", 1000, status=503))
+    try:
+        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once"], env={"LINEAGE_HOME": str(tmp_path)})
+    finally:
+        logging.getLogger("huggingface_hub").removeHandler(handler)
+        hub.faults.clear()
+    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("Error: ") and "(HTTP 503)" in r.stderr, r.stderr
+    logged = buf.getvalue().splitlines()
+    assert len(logged) == 1 and "Retrying in" in logged[0] and "later retries not shown" in logged[0], logged
+    # the catalog's bases are not on the stand-in: every one is skipped, and that is a failure
+    r = CliRunner().invoke(main, ["index", "bootstrap", "--endpoint", hub.endpoint, "--family", "llama-2"],
+                           env={"LINEAGE_HOME": str(tmp_path)})
+    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("Error: no base indexed"), r.output
