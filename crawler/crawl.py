@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,42 @@ class Crawler:
             if key:
                 out[b] = key
         return out
+
+    def recheck(self, days: float = 14.0, limit: int = 1000) -> dict[str, int]:
+        """Read again the metadata of models created in the last ``days`` (newest first, at most ``limit``):
+        licences, declared bases and gating change after publication. A new commit is queued (the next
+        pass records its card, and its weights if they changed); a repo that was gated and is now open
+        is queued again at the same commit, for its weights. Returns what it found."""
+        cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+        seen: dict[str, dict[str, Any]] = {}
+        for r in self.state.results():  # processing order: the last result per model wins
+            if r.get("model"):
+                seen[r["key"]] = r
+        recent = sorted((r for r in seen.values() if (r["model"].get("created_at") or "") >= cutoff.isoformat()),
+                        key=lambda r: r["model"].get("created_at") or "", reverse=True)[:limit]
+        found = {"checked": 0, "new_commit": 0, "opened": 0, "gone": 0}
+        queue: list[tuple[str, str, HubModel | None]] = []
+        for r in recent:
+            try:
+                m = self.info(r["id"], "main")
+            except RepoNotFoundError:
+                found["gone"] += 1
+                continue
+            found["checked"] += 1
+            if m.sha != r["sha"]:
+                queue.append((m.key, m.sha, m))
+            elif r["status"] == "gated" and not m.gated:
+                queue.append((r["key"], r["sha"], None))
+        with self.state.tx() as con:
+            seq = self.state.next_seq(con)
+            for key, sha, new in queue:
+                if new is not None and self.state.enqueue(con, key, sha, new.id, new.created_at, new.last_modified,
+                                                          seq):
+                    found["new_commit"] += 1
+                    seq += 1
+                elif new is None and self.state.requeue(con, key, sha):
+                    found["opened"] += 1
+        return found
 
     def fetch(self, repo_id: str) -> Outcome:
         """Fingerprint one repo at ``main`` now (``lineage index add REPO_ID``), outside the queue.

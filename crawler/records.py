@@ -88,6 +88,21 @@ class HubModel:
     def weight_bytes(self) -> int:
         return sum(w.size for w in self.weights)
 
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> HubModel:
+        """The model as :meth:`Outcome.record` stored it in the crawl state (without ``file_sizes``).
+
+        Raises:
+            KeyError, TypeError, ValueError: not a stored model record.
+        """
+        kw = {f: d[f] for f in cls.__dataclass_fields__ if f in d and f != "file_sizes"}
+        for f in ("base_models", "tags"):
+            kw[f] = tuple(kw.get(f) or ())
+        kw["base_keys"] = tuple((str(a), str(b)) for a, b in kw.get("base_keys") or ())
+        kw["weights"] = tuple(WeightFile(str(w["name"]), int(w["size"]), w.get("sha256")) for w in kw.get("weights") or ())
+        kw["created_at"], kw["last_modified"] = _date(kw.get("created_at")), _date(kw.get("last_modified"))
+        return cls(file_sizes={}, **kw)
+
 
 def _str(v: object, limit: int = 512) -> str | None:
     return v[:limit] if isinstance(v, str) and v else None

@@ -103,6 +103,11 @@ class CrawlState:
                             "AND sha=?", [(self.endpoint, k, s) for k, s, _, _ in rows])
         return [WorkItem(str(k), str(s), str(i), int(n) + 1) for k, s, i, n in rows]
 
+    def requeue(self, con: sqlite3.Connection, key: str, sha: str) -> bool:
+        """Put a done ``(key, sha)`` back in the queue (what settled it changed: a gated repo opened up)."""
+        return con.execute("UPDATE queue SET status='pending', attempts=0 WHERE endpoint=? AND key=? AND sha=? "
+                           "AND status='done'", (self.endpoint, key, sha)).rowcount == 1
+
     def release(self, key: str, sha: str) -> None:
         """Put a claimed item back in the queue (a transient failure: the next run tries it again)."""
         with self.tx() as con:

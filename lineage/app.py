@@ -13,6 +13,7 @@ start-up) and makes it the device the similarity math runs on while the app is o
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from alerts.subscriptions import load as load_subscriptions
 from crawler.crawl import Crawler, CrawlOptions, Summary
 from crawler.errors import CrawlerError, HubRequestError, HubUnreachableError
 from crawler.http import check_endpoint
-from crawler.records import valid_repo_id
+from crawler.records import HubModel, Outcome, valid_repo_id
 from fingerprint import device
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
@@ -39,7 +40,7 @@ from fingerprint.index import Entry, Index, Match
 from fingerprint.similarity import compare
 from fingerprint.similarity.lineage import compare_fingerprints
 from fingerprint.similarity.verdict import CompareResult
-from fingerprint.sketch import save, sketch_of
+from fingerprint.sketch import load, save, sketch_of
 from graph.store import LineageStore
 from lineage.errors import InvalidRepoIdError
 from lineage.pipeline import Pipeline, register_base
@@ -153,6 +154,34 @@ class App:
                 if report:
                     report(repo, f["family"], None)
         return done, failed
+
+    def rematch(self, crawler: Crawler) -> dict[str, Any]:
+        """Place again every fingerprinted model without a detected parent (inconclusive, independent,
+        a candidate family's root) when a base family joined the index since the last rematch: what
+        matched nothing may match the newcomer. Idempotent, like every pipeline write."""
+        families = sorted({e.family for e in self.index.entries.values()})
+        mark = self.settings.home / "crawl" / "rematch.json"
+        try:
+            last = json.loads(mark.read_text("utf-8")).get("families")
+        except (OSError, ValueError, AttributeError):
+            last = None
+        if last == families:
+            return {"rematched": 0, "families": len(families), "skipped": "no family joined the index"}
+        placed = {e.src for e in self.store.detected_edges(None)}
+        n = 0
+        for r in crawler.state.results():
+            path = Path(r["fingerprint"]) if r.get("fingerprint") else None
+            if r["status"] != "fingerprinted" or r["key"] in placed or path is None or not path.is_file():
+                continue
+            out = Outcome(HubModel.from_record(r["model"]), "fingerprinted", fingerprint=path, sketch=load(path),
+                          base_keys=dict(r.get("base_keys") or {}))
+            self.pipeline(out)
+            n += 1
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        tmp = mark.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"families": families}), "utf-8")
+        tmp.replace(mark)
+        return {"rematched": n, "families": len(families), "new": sorted(set(families) - set(last or []))}
 
     def alert_state(self) -> AlertStore:
         """The alerts state in the home (opened on first use, closed with the app)."""

@@ -120,9 +120,15 @@ def _orphan_watch(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(conn: Connection, device_spec: str, threads: int) -> None:
-    """A local worker process: set up torch once, then run tasks from the pipe until it closes."""
-    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
+def _worker_main(conn: Connection, device_spec: str, threads: int, parent: int) -> None:
+    """A local worker process: set up torch once, then run tasks from the pipe until it closes.
+
+    ``parent`` is the crawler's pid as it started us, not ``os.getppid()`` here: a crawler killed while
+    this interpreter was still importing would otherwise look like our parent's successor, and the task
+    already waiting in the pipe would be read for nobody."""
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     _setup(device_spec, threads)
     while True:
         try:
@@ -165,7 +171,7 @@ class LocalExecutor:
     def _spawn(self) -> _Proc:
         parent, child = self._ctx.Pipe()
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        p = self._ctx.Process(target=_worker_main, args=(child, self.device, threads), daemon=True,
+        p = self._ctx.Process(target=_worker_main, args=(child, self.device, threads, os.getpid()), daemon=True,
                               name="lineage-worker")
         p.start()
         child.close()

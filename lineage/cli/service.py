@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from lineage.cli.output import emit_json, handle_errors, output_options, table
@@ -13,16 +15,23 @@ def service() -> None:
     """Scheduled crawl passes, sweeps and alert deliveries, one scheduler per $LINEAGE_HOME."""
 
 
+def _intervals(f: Any) -> Any:
+    """One ``--JOB-minutes`` option per job of :data:`JOBS`, defaulting to the job's interval."""
+    for name, spec in reversed(JOBS.items()):
+        f = click.option(f"--{name}-minutes", f"{name}_minutes", type=click.FloatRange(0.01), default=spec.minutes,
+                         show_default=True, help=f"Minutes between runs: {spec.help}.")(f)
+    return f
+
+
 @service.command("run")
-@click.option("--crawl-minutes", type=click.FloatRange(0.01), default=JOBS["crawl"].minutes, show_default=True)
-@click.option("--sweep-minutes", type=click.FloatRange(0.01), default=JOBS["sweep"].minutes, show_default=True)
-@click.option("--alerts-minutes", type=click.FloatRange(0.01), default=JOBS["alerts"].minutes, show_default=True)
+@_intervals
 @handle_errors
-def run(crawl_minutes: float, sweep_minutes: float, alerts_minutes: float) -> None:
+def run(**minutes: float) -> None:
     """Run the scheduler in the foreground (for systemd or a container) until SIGINT/SIGTERM.
 
     Jobs persist in $LINEAGE_HOME/jobs.sqlite, runs in $LINEAGE_HOME/service.sqlite, logs go to
-    $LINEAGE_HOME/service.log and stderr. The Hub is LINEAGE_HUB_ENDPOINT, the token HF_TOKEN.
+    $LINEAGE_HOME/service.log and stderr. The Hub is LINEAGE_HUB_ENDPOINT, the token HF_TOKEN; the
+    workers are LINEAGE_WORKERS. A job cut short by the last stop runs again at start-up.
 
     Example:
 
@@ -36,7 +45,7 @@ def run(crawl_minutes: float, sweep_minutes: float, alerts_minutes: float) -> No
     logging.getLogger("lineage").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(Settings.from_env(), {"crawl": crawl_minutes, "sweep": sweep_minutes, "alerts": alerts_minutes})
+    run_service(Settings.from_env(), {k.removesuffix("_minutes"): v for k, v in minutes.items()})
 
 
 @service.command()

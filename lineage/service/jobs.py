@@ -57,6 +57,26 @@ def sweep(settings: Settings) -> dict[str, Any]:
     return _crawl(settings, sweep=True)
 
 
+def cards(settings: Settings) -> dict[str, Any]:
+    """Re-read the metadata of the last two weeks' models (licences, declared bases and gating change
+    after publication), then process what that queued."""
+    from lineage.app import open_app
+
+    with WRITER, open_app(settings) as app:
+        crawler = app.crawler(progress=False)
+        found = crawler.recheck()
+        summary = app.crawl(crawler) if found["new_commit"] or found["opened"] else None
+        return {**found, "pass": summary.as_dict() if summary else None}
+
+
+def rematch(settings: Settings) -> dict[str, Any]:
+    """When a base family joined the index, place again the models that have no detected parent."""
+    from lineage.app import open_app
+
+    with WRITER, open_app(settings) as app:
+        return app.rematch(app.crawler(progress=False))
+
+
 def alerts(settings: Settings) -> dict[str, Any]:
     """Evaluate findings from the graph and deliver what changed to every subscription."""
     from lineage.app import open_app
@@ -79,6 +99,8 @@ class JobSpec:
 JOBS: dict[str, JobSpec] = {
     "crawl": JobSpec(crawl_pass, 15.0, "crawl pass: new and changed models"),
     "sweep": JobSpec(sweep, 24 * 60.0, "full listing once a day"),
+    "cards": JobSpec(cards, 6 * 60.0, "re-read recent models' cards and gating"),
+    "rematch": JobSpec(rematch, 30.0, "place unmatched models again when a base family joins the index"),
     "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts"),
 }
 

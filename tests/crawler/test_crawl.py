@@ -198,3 +198,32 @@ def test_sigkill_mid_crawl_resumes_without_loss_or_repeats(hub: HubSim, tmp_path
     for rid in finished_before:  # models done before the kill were not read again
         assert hub.served(rid) == served_before[rid]
     c.close()
+
+
+def test_recheck_queues_a_card_edit_and_a_repo_that_opened(models: dict[str, Path], tmp_path: Path) -> None:
+    from hubsim import SimFile
+
+    with HubSim() as sim:
+        repo(sim, "org/base", models["base"], 1)
+        repo(sim, "alice/ft", models["ft"], 2, card={"license": "apache-2.0", "base_model": "org/base"})
+        repo(sim, "meta/gated", models["base"], 3, gated="manual")
+        c = Crawler(CrawlOptions(endpoint=sim.endpoint, home=tmp_path), progress=False)
+        c.run()
+        assert c.recheck(days=3650) == {"checked": 3, "new_commit": 0, "opened": 0, "gone": 0}
+        # after publication: alice relicenses (a README commit), meta opens its repo (no commit)
+        readme = tmp_path / "README.md"
+        readme.write_text("---\nlicense: mit\nbase_model: org/base\n---\n", "utf-8")
+        sim.repos["alice/ft"].card = {"license": "mit", "base_model": "org/base"}
+        sim.commit("alice/ft", {"README.md": SimFile("README.md", readme)}, T0 + timedelta(days=3))
+        sim.repos["meta/gated"].gated = False
+        assert c.recheck(days=3650) == {"checked": 3, "new_commit": 1, "opened": 1, "gone": 0}
+        served = sim.served("alice/ft")
+        s = c.process()
+        assert dict(s.statuses) == {"duplicate": 2}  # alice: same weights; meta: the bytes of org/base
+        assert sim.served("alice/ft") == served  # weights unchanged: not read again
+        latest = {r["id"]: r for r in c.state.results()}
+        assert latest["alice/ft"]["model"]["license"] == "mit" and latest["alice/ft"]["sha"] == sim.repos["alice/ft"].sha
+        assert latest["meta/gated"]["status"] == "duplicate"  # the same bytes as org/base, now readable
+        assert c.recheck(days=3650) == {"checked": 3, "new_commit": 0, "opened": 0, "gone": 0}
+        assert c.recheck(days=1) == {"checked": 0, "new_commit": 0, "opened": 0, "gone": 0}  # created a month ago
+        c.close()

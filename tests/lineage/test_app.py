@@ -1,0 +1,44 @@
+"""lineage.app: the composition root's jobs that span packages (rematch when a base family joins)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hubdata import repo
+
+from hubsim import HubSim
+from lineage.app import open_app
+from lineage.settings import Settings
+
+
+def parents(app: object) -> dict[str, str]:
+    store = app.store  # type: ignore[attr-defined]
+    labels = store.labels([e.src for e in store.detected_edges(None)] + [e.dst for e in store.detected_edges(None)])
+    return {labels[e.src][0]: labels[e.dst][0] for e in store.detected_edges(None)}
+
+
+def test_rematch_places_what_matched_nothing_once_its_base_joins(models: dict[str, Path], tmp_path: Path) -> None:
+    hub = HubSim()
+    hub.start()
+    repo(hub, "alice/ft", models["ft"], 2)
+    repo(hub, "carol/other", models["other"], 4)
+    env = {**os.environ, "LINEAGE_HOME": str(tmp_path / "late")}
+    with open_app(Settings.from_env(env)) as app:
+        c = app.crawler(hub.endpoint, progress=False)
+        app.crawl(c)  # the fine-tune's base is not on the Hub yet: it matches nothing
+        assert parents(app) == {}
+        repo(hub, "org/base", models["base"], 1)  # the base is published (or made public) later
+        app.add_base("org/base", "base", endpoint=hub.endpoint)
+        doc = app.rematch(c)
+        assert doc["rematched"] == 2 and "base" in doc["new"], doc  # the first rematch: all that is unplaced
+        late = parents(app)
+        assert late == {"alice/ft": "org/base"}  # and carol's independent model stays unplaced
+        assert app.rematch(c)["skipped"] == "no family joined the index"
+    env = {**os.environ, "LINEAGE_HOME": str(tmp_path / "early")}
+    with open_app(Settings.from_env(env)) as app:  # the base indexed before the crawl
+        app.add_base("org/base", "base", endpoint=hub.endpoint)
+        app.crawl(app.crawler(hub.endpoint, progress=False))
+        early = parents(app)
+    hub.stop()
+    assert late == early
