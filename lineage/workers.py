@@ -263,6 +263,11 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, workers: int | None = None, device: str = "auto",
                  attempts: int = ATTEMPTS) -> None:
+        if address is None:
+            # A cluster of this machine only: on 127.0.0.1 (Ray otherwise picks the address a UDP socket
+            # "connected" to 8.8.8.8 would use), and no usage report to Ray's servers. Read at import.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             import ray
         except ImportError as e:

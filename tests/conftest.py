@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 # the real packages always win over those folders as namespace packages.
 sys.path.insert(1, str(Path(__file__).parents[1]))
 
+# Ray, wherever the suite imports it first: a loopback-only local cluster and no usage report (both read
+# at import; lineage.workers sets the same for the local clusters it starts)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Imported before any fixture sets HF_HUB_OFFLINE (the client reads it once, at import): the suite's own
 # client talks to the loopback stand-in however the tests are selected; child processes get the variable.
 import huggingface_hub.constants  # noqa: F401

@@ -110,13 +110,16 @@ def test_a_model_whose_worker_keeps_dying_is_failed_with_the_reason(hub: HubSim,
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real local Ray cluster (``ray.init(num_cpus=2)``, about 10 s) for this module."""
-    ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra; CI installs it")
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a loopback-only cluster (read at import)
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra; CI installs it")
         mp.setenv("RAY_AUTH_MODE", "disabled")
         mp.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))  # ray writes ~/.ray
         mp.delenv("HF_HUB_OFFLINE", raising=False)  # the actors import huggingface_hub afresh
         mp.delenv("RAY_ADDRESS", raising=False)
         ex = RayExecutor(None, workers=2, device="cpu")
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
         yield ray
         ex.close()
 
