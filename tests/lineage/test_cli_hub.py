@@ -36,7 +36,7 @@ def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.Mon
     assert "alice/ft" in ids and "carol/other" not in ids
 
 
-def test_killed_pipeline_converges_to_the_samedump_graph(hub: HubSim, tmp_path: Path) -> None:
+def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path) -> None:
     """`lineage crawl` (crawler + pipeline + store) SIGKILLed mid-run, then resumed, gives the graph an
     uninterrupted crawl gives."""
     from lineage.cli import main
