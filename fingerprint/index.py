@@ -90,6 +90,8 @@ class Evidence:
     shared_tokens: int
     layers: int
     notes: tuple[str, ...]
+    #: per matched layer pair: (layer of the base, layer of the suspect, CKA of Q, CKA of K), rounded
+    layer_scores: tuple[tuple[int, int, float, float], ...] = ()
 
 
 @dataclass
@@ -208,7 +210,8 @@ class Index:
         r = compare_fingerprints(self.sketch(name), work.sketch, work)
         return Match(name, self.entries[name].family, r.score, r.z, r.verdict, screen, overlap,
                      Evidence(r.alignment, r.aligned, round(r.alignment_quality, 4), r.shared_tokens, len(r.layers),
-                              tuple(r.notes)))
+                              tuple(r.notes), tuple((x.layer_a, x.layer_b, round(x.q, 4), round(x.k, 4))
+                                                    for x in r.layers)))
 
     def match(self, sk: Sketch, top: int = 5, shortlist: int = 8,
               work: TargetWork | None = None) -> tuple[list[Match], dict[str, Any]]:

@@ -18,6 +18,8 @@ SCHEMA: tuple[str, ...] = (
     "CREATE CONSTRAINT license_id IF NOT EXISTS FOR (l:License) REQUIRE l.id IS UNIQUE",
     "CREATE INDEX model_id IF NOT EXISTS FOR (m:Model) ON (m.id)",
     "CREATE INDEX model_license IF NOT EXISTS FOR (m:Model) ON (m.license)",
+    "CREATE INDEX model_id_lower IF NOT EXISTS FOR (m:Model) ON (m.id_lower)",
+    "CREATE INDEX derived_detected IF NOT EXISTS FOR ()-[r:DERIVED_FROM]-() ON (r.detected_at_ms)",
 )
 
 # -- writes (UNWIND $rows; MERGE on stable keys; full property SET so a re-run changes nothing) ----
@@ -25,7 +27,7 @@ UPSERT_MODELS = """
 UNWIND $rows AS row
 MERGE (m:Model {key: row.key})
 ON CREATE SET m.first_seen_ms = $now
-SET m += row, m.updated_at_ms = $now
+SET m += row, m.id_lower = toLower(row.id), m.updated_at_ms = $now
 RETURN count(m) AS n
 """
 
@@ -246,3 +248,28 @@ def all_statements() -> list[str]:
     out: list[str] = [*SCHEMA, *EXPAND.values(), *COUNT_LABEL.values(), *COUNT_TYPE.values()]
     out += [v for k, v in globals().items() if k.isupper() and not k.startswith("_") and isinstance(v, str)]
     return out
+
+# -- the web UI's lookups -------------------------------------------------------------------------
+SEARCH_PREFIX = f"""
+MATCH (m:Model)
+WHERE m.id_lower STARTS WITH $prefix
+RETURN {_MODEL_PROJECTION}
+ORDER BY m.id_lower
+LIMIT $limit
+"""
+
+_DERIVED_PROJECTION = """a.key AS src, b.key AS dst, r.score AS score, r.z AS z, r.verdict AS verdict, r.method AS method,
+       r.method_version AS method_version, r.detected_at_ms AS detected_at_ms, r.evidence AS evidence"""
+
+RECENT_DERIVED = f"""
+MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
+RETURN {_DERIVED_PROJECTION}
+ORDER BY r.detected_at_ms DESC, src
+LIMIT $limit
+"""
+
+PARENT_EDGES = f"""
+MATCH (a:Model {{key: $key}})-[r:DERIVED_FROM]->(b:Model)
+RETURN {_DERIVED_PROJECTION}
+ORDER BY score DESC
+"""

@@ -194,6 +194,15 @@ class Neo4jStore:
         out.update({f"detected:{r['k']}": int(r["n"]) for r in self._run(cypher.DETECTED_VERDICTS)})
         return out
 
+    def search(self, prefix: str, limit: int) -> list[ModelRecord]:
+        return [_model(r) for r in self._run(cypher.SEARCH_PREFIX, {"prefix": prefix.lower(), "limit": limit})]
+
+    def recent_derived(self, limit: int) -> list[DerivedEdge]:
+        return [DerivedEdge(**r) for r in self._run(cypher.RECENT_DERIVED, {"limit": limit})]
+
+    def parent_edges(self, key: str) -> list[DerivedEdge]:
+        return [DerivedEdge(**r) for r in self._run(cypher.PARENT_EDGES, {"key": key})]
+
     def counts(self) -> dict[str, int]:
         out = {k: int(self._run(q)[0]["n"]) for k, q in cypher.COUNT_LABEL.items()}
         out.update({k: int(self._run(q)[0]["n"]) for k, q in cypher.COUNT_TYPE.items()})

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS model (
 CREATE INDEX IF NOT EXISTS model_id ON model(id);
 CREATE INDEX IF NOT EXISTS model_label ON model(key, id, license);  -- covers traversal answers
 CREATE INDEX IF NOT EXISTS model_license ON model(license);
+CREATE INDEX IF NOT EXISTS model_id_lower ON model(lower(id));  -- case-insensitive prefix search
 CREATE TABLE IF NOT EXISTS family (
   name TEXT PRIMARY KEY, root_key TEXT, display_name TEXT, license TEXT,
   first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS derived_from (
   method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
   created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst, score, src, verdict);  -- covers traversals
+CREATE INDEX IF NOT EXISTS derived_recent ON derived_from(detected_at_ms);
 CREATE TABLE IF NOT EXISTS declares_base (
   src TEXT NOT NULL, dst TEXT NOT NULL, relation TEXT NOT NULL, source TEXT NOT NULL,
   updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
@@ -392,6 +394,24 @@ class SqliteStore:
             "DECLARES_BASE": rows("SELECT src, dst, relation, source FROM declares_base ORDER BY src, dst"),
             "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
         }
+
+    def search(self, prefix: str, limit: int) -> list[ModelRecord]:
+        lo = prefix.lower()
+        cols = ", ".join(MODEL_COLS)
+        # a range on the lower(id) index, not LIKE: LIKE 'x%' cannot use an expression index
+        rows = self.db.execute(f"SELECT {cols} FROM model WHERE lower(id) >= ? AND lower(id) < ? ORDER BY lower(id) "
+                               "LIMIT ?", (lo, lo + "\U0010ffff", limit))
+        return [_model(r) for r in rows]
+
+    def recent_derived(self, limit: int) -> list[DerivedEdge]:
+        cols = ", ".join(DERIVED_COLS)
+        return [DerivedEdge(*r) for r in self.db.execute(
+            f"SELECT {cols} FROM derived_from ORDER BY detected_at_ms DESC, src LIMIT ?", (limit,))]
+
+    def parent_edges(self, key: str) -> list[DerivedEdge]:
+        cols = ", ".join(DERIVED_COLS)
+        return [DerivedEdge(*r) for r in self.db.execute(
+            f"SELECT {cols} FROM derived_from WHERE src = ? ORDER BY score DESC", (key,))]
 
     def close(self) -> None:
         self.db.close()

@@ -109,6 +109,18 @@ class LineageStore(Protocol):
 
     def relation_counts(self) -> dict[str, int]: ...
 
+    def search(self, prefix: str, limit: int) -> list[ModelRecord]:
+        """Models whose repo id starts with ``prefix``, case-insensitively, in id order (an indexed range)."""
+        ...
+
+    def recent_derived(self, limit: int) -> list[DerivedEdge]:
+        """The latest ``DERIVED_FROM`` edges by detection time, with their evidence."""
+        ...
+
+    def parent_edges(self, key: str) -> list[DerivedEdge]:
+        """The ``DERIVED_FROM`` edges out of ``key`` (its detected parents), best score first, with evidence."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Nodes and edges by label/type."""
         ...

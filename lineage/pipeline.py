@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from crawler.records import HubModel, Outcome
-from fingerprint.index import Index, Match
+from fingerprint.index import Evidence, Index, Match
 from fingerprint.similarity.factored import TargetWork
 from fingerprint.similarity.verdict import METHOD_VERSION, score_thresholds
 from fingerprint.sketch import Sketch
@@ -67,6 +67,7 @@ class Placement:
     verdict: PlacementVerdict
     candidate_family: bool = False
     considered: int = 0
+    evidence: Evidence | None = None
 
 
 
@@ -141,7 +142,8 @@ class Pipeline:
                              considered=len(matches))
         if derived:
             best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], score)
-            return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches))
+            return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches),
+                             evidence=best.evidence)
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict: PlacementVerdict = top.verdict if top else "no candidates"
         # Inconclusive without a credible alignment is what a new base trained on similar text gets
@@ -242,7 +244,11 @@ class Pipeline:
         elif p.family is not None and p.parent is not None:
             parent = self.store.get_models([p.parent])
             if parent:
-                evidence = json.dumps({"considered": p.considered, "family": p.family}, sort_keys=True)
+                ev = p.evidence
+                evidence = json.dumps({"considered": p.considered, "family": p.family, **({
+                    "alignment": ev.alignment, "aligned": ev.aligned, "alignment_quality": ev.alignment_quality,
+                    "shared_tokens": ev.shared_tokens, "layers": [list(x) for x in ev.layer_scores]}
+                    if ev is not None else {})}, sort_keys=True)
                 self.store.upsert_derived([DerivedEdge(m.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
                                                        p.z, "derived", "lineage", METHOD_VERSION, t, evidence)],
                                           t, replace=True)
