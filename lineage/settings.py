@@ -37,6 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Where fingerprints are computed: local (a process pool), ray (a local Ray cluster, or the one "
             "RAY_ADDRESS names), ray://host:port (Ray Client), inline (this process)."),
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
+    Setting("LINEAGE_WEB_TOKEN", "", "Token that lets lineage web acknowledge and mute alerts; empty: the web UI is "
+            "read-only."),
     Setting("HF_TOKEN", "", "Hugging Face token for the crawler and lineage index bootstrap (gated bases need one "
             "whose account accepted their terms); empty: anonymous."),
 )
@@ -60,6 +62,7 @@ class Settings:
     hub_endpoint: str
     workers: str
     worker_count: int | None
+    web_token: str | None
     hub_token: str | None
 
     @classmethod
@@ -99,6 +102,7 @@ class Settings:
             hub_endpoint=get("LINEAGE_HUB_ENDPOINT"),
             workers=workers,
             worker_count=int(count) or None,
+            web_token=get("LINEAGE_WEB_TOKEN").strip() or None,
             hub_token=get("HF_TOKEN").strip() or None,
         )
 

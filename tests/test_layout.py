@@ -1,7 +1,8 @@
 """The layout rules, checked by walking every module's imports with ``ast`` (lazy imports included).
 
 * ``fingerprint/`` and ``graph/`` import nothing of ours; the ground-floor packages (``zoo/``, ``hubsim/``)
-  import nothing of ours either; ``crawler/`` imports only those two, ``alerts/`` only ``graph``;
+  import nothing of ours either; ``crawler/`` imports only those two, ``alerts/`` only ``graph``, ``web/``
+  only ``graph`` and ``alerts``;
 * nothing outside ``bench/`` and ``tests/`` imports ``bench``;
 * no import cycle between modules.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-OURS = ("fingerprint", "graph", "crawler", "alerts", "lineage", "zoo", "hubsim", "bench")
+OURS = ("fingerprint", "graph", "crawler", "alerts", "lineage", "zoo", "hubsim", "web", "bench")
 PURE = ("fingerprint", "graph", "zoo", "hubsim")
 
 
@@ -78,7 +79,8 @@ def test_nothing_outside_bench_imports_bench(graph: dict[str, set[str]]) -> None
     assert not bad, sorted(bad)
 
 
-@pytest.mark.parametrize(("pkg", "allowed"), [("crawler", ("fingerprint", "graph")), ("alerts", ("graph",))])
+@pytest.mark.parametrize(("pkg", "allowed"), [("crawler", ("fingerprint", "graph")), ("alerts", ("graph",)),
+                                                  ("web", ("graph", "alerts"))])
 def test_middle_floors_import_only_the_floors_below_them(graph: dict[str, set[str]], pkg: str,
                                                          allowed: tuple[str, ...]) -> None:
     bad = {f"{m} -> {d}" for m, deps in graph.items() if m.split(".")[0] == pkg for d in deps

@@ -1,0 +1,93 @@
+// The family tree: Cytoscape.js over the page's own JSON twin (no inline script, no CDN).
+// Groups ("N more") expand on click by asking the twin for that group; models open their page.
+(function () {
+  "use strict";
+  var box = document.getElementById("tree");
+  if (!box || typeof cytoscape === "undefined") { return; }
+  if (typeof cytoscapeDagre !== "undefined") { cytoscape.use(cytoscapeDagre); }
+  var details = document.getElementById("details");
+  var src = box.getAttribute("data-src");
+  var opened = {};  // groups already expanded: a later answer lists them grouped again
+
+  function elements(doc) {
+    var els = [];
+    doc.nodes.forEach(function (n) {
+      els.push({ group: "nodes", data: { id: n.id, label: n.label, kind: n.kind, edge: n.edge || "", score: n.score,
+        license: n.license || "", differs: n.license_differs ? "yes" : "", group: n.group || "", count: n.count || 0 } });
+    });
+    doc.edges.forEach(function (e) {
+      els.push({ group: "edges", data: { id: e.source + ">" + e.target, source: e.source, target: e.target, kind: e.kind } });
+    });
+    return els;
+  }
+
+  function layout(cy) {
+    var n = cy.nodes().length;
+    var opts = n <= 150 ? { name: "dagre", rankDir: "LR", nodeSep: 8, rankSep: 80, animate: false }
+                        : { name: "concentric", minNodeSpacing: 4, animate: false,
+                            concentric: function (node) { return node.data("kind") === "focus" ? 2 : 1; },
+                            levelWidth: function () { return 1; } };
+    if (opts.name === "dagre" && typeof cytoscapeDagre === "undefined") { opts = { name: "breadthfirst", directed: true }; }
+    cy.layout(opts).run();
+    cy.fit(undefined, 20);
+  }
+
+  function show(node) {
+    var d = node.data();
+    var lines = [d.label];
+    if (d.kind === "group") { lines.push(d.count + " models; click to open the group"); }
+    else {
+      if (d.edge) { lines.push(d.edge === "DERIVED_FROM" ? "detected" : d.edge === "DECLARES_BASE" ? "declared only" : d.edge); }
+      if (d.score !== null && d.score !== undefined) { lines.push("score " + Number(d.score).toFixed(3)); }
+      lines.push("licence " + (d.license || "none"));
+      if (d.differs) { lines.push("licence differs from the family's"); }
+    }
+    details.textContent = lines.join("\n");  // text, never HTML: ids come from the Hub
+  }
+
+  fetch(src, { headers: { Accept: "application/json" } }).then(function (r) { return r.json(); }).then(function (doc) {
+    var cy = cytoscape({
+      container: box, elements: elements(doc), wheelSensitivity: 0.3,
+      style: [
+        { selector: "node", style: { "label": "data(label)", "font-size": 9, "text-valign": "center", "text-halign": "right",
+          "text-margin-x": 4, "width": 12, "height": 12, "background-color": "#2f5fd0", "color": "#1d2330" } },
+        { selector: "node[kind = 'focus']", style: { "background-color": "#1d2330", "width": 16, "height": 16, "font-weight": "bold" } },
+        { selector: "node[kind = 'ancestor']", style: { "background-color": "#5d6675" } },
+        { selector: "node[edge = 'DECLARES_BASE']", style: { "background-color": "#9aa3b2" } },
+        { selector: "node[differs = 'yes']", style: { "border-width": 3, "border-color": "#b3261e" } },
+        { selector: "node[kind = 'group']", style: { "background-color": "#c98a00", "shape": "round-rectangle", "width": 18 } },
+        { selector: "edge", style: { "width": 1, "line-color": "#b8c0cc", "curve-style": "bezier", "target-arrow-shape": "none" } },
+        { selector: "edge[kind = 'DECLARES_BASE']", style: { "line-style": "dashed" } }
+      ]
+    });
+    window.__cy = cy;
+    layout(cy);
+    cy.on("mouseover", "node", function (ev) { show(ev.target); });
+    cy.on("tap", "node", function (ev) {
+      var d = ev.target.data();
+      if (d.kind === "group") {
+        var url = new URL(src, window.location.href);
+        url.searchParams.set("expand", d.group);
+        opened[d.group] = true;
+        fetch(url.toString(), { headers: { Accept: "application/json" } }).then(function (r) { return r.json(); }).then(function (more) {
+          var fresh = elements(more);
+          cy.remove(ev.target);
+          cy.add(fresh.filter(function (el) {
+            return el.group === "nodes" && !cy.getElementById(el.data.id).length && !(el.data.kind === "group" && opened[el.data.group]);
+          }));
+          cy.add(fresh.filter(function (el) {
+            return el.group === "edges" && !cy.getElementById(el.data.id).length &&
+              cy.getElementById(el.data.source).length && cy.getElementById(el.data.target).length;
+          }));
+          layout(cy);
+          box.setAttribute("data-expanded", String(Number(box.getAttribute("data-expanded") || 0) + 1));
+        });
+      } else if (d.kind !== "focus") {
+        window.location.href = "/model/" + encodeURI(d.label);
+      }
+    });
+    box.setAttribute("data-ready", "1");
+  }).catch(function (err) {
+    details.textContent = "could not load the tree: " + err;
+  });
+})();

@@ -1,0 +1,233 @@
+"""The data behind every page: one function per page, returning the JSON twin's document.
+
+The HTML page renders exactly this document (``web/templates``), so a page and its ``.json`` twin state
+the same facts. Everything here reads the store (and, for alerts, the alerts state) and nothing else.
+Every parameter is bounded before it reaches a query; every id and card string stays data (the
+templates escape it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from alerts.outbox import AlertStore
+from graph import queries
+from graph.errors import UnknownModelError
+from graph.records import DerivedEdge, ModelRecord
+from graph.store import EdgeRow, LineageStore
+from web.errors import BadRequestError, NotFoundError
+
+MAX_QUERY = 200
+MAX_LIMIT = 500
+#: more direct children than this are shown as "N more" groups (by relation, then organisation)
+GROUP_AT = 12
+HUB = "https://huggingface.co"
+
+
+def bounded(value: int | None, default: int, top: int = MAX_LIMIT) -> int:
+    if value is None:
+        return default
+    if not 1 <= value <= top:
+        raise BadRequestError(f"limit must be between 1 and {top}")
+    return value
+
+
+def _text(q: str | None, what: str = "q") -> str:
+    q = (q or "").strip()
+    if len(q) > MAX_QUERY:
+        raise BadRequestError(f"{what} is longer than {MAX_QUERY} characters")
+    return q
+
+
+def _model_doc(m: ModelRecord) -> dict[str, Any]:
+    return {"key": m.key, "id": m.id, "author": m.author, "license": m.license, "gated": m.gated,
+            "architecture": m.architecture, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
+            "created_at_ms": m.created_at_ms, "candidate_family": m.candidate_family, "hub_url": f"{HUB}/{m.id}"}
+
+
+def _evidence(raw: str) -> dict[str, Any]:
+    """The stored evidence of an edge; layer scores as ``{layer_a, layer_b, q, k, score}``."""
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"text": raw[:500]}
+    if not isinstance(doc, dict):
+        return {"text": str(doc)[:500]}
+    layers = [{"layer_a": a, "layer_b": b, "q": q, "k": k, "score": round((q + k) / 2, 4)}
+              for a, b, q, k in (x for x in doc.get("layers", []) if isinstance(x, list) and len(x) == 4)]
+    return {**{k: v for k, v in doc.items() if k != "layers"}, "layers": layers}
+
+
+def _edge_doc(e: DerivedEdge, labels: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    return {"child": labels.get(e.src, (e.src, None))[0], "parent": labels.get(e.dst, (e.dst, None))[0],
+            "score": e.score, "z": e.z, "verdict": e.verdict, "method": e.method, "method_version": e.method_version,
+            "detected_at_ms": e.detected_at_ms, "evidence": _evidence(e.evidence)}
+
+
+def home(store: LineageStore, q: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Counts, a prefix search by model id, the latest detections and candidate families to review."""
+    q = _text(q)
+    n = bounded(limit, 20)
+    recent = store.recent_derived(n)
+    labels = store.labels(sorted({k for e in recent for k in (e.src, e.dst)}))
+    fams = store.families()
+    candidates = [{"family": f.name, "root": f.root_key, "models": count} for f, count in fams
+                  if f.root_key and f.name == labels.get(f.root_key, (f.name,))[0]]
+    roots = store.get_models([f.root_key for f, _ in fams if f.root_key])
+    cand_keys = {m.key for m in roots if m.candidate_family}
+    return {
+        "counts": store.counts(),
+        "query": q,
+        "results": [_model_doc(m) for m in store.search(q, n)] if q else [],
+        "recent": [_edge_doc(e, labels) for e in recent],
+        "families": [{"family": f.name, "root": labels.get(f.root_key, (None,))[0] if f.root_key else None,
+                      "license": f.license, "models": count, "candidate": f.root_key in cand_keys}
+                     for f, count in fams],
+        "candidates": [c for c in candidates if c["root"] in cand_keys],
+    }
+
+
+def _resolve(store: LineageStore, ident: str) -> ModelRecord:
+    ident = _text(ident, "model id")
+    try:
+        return queries.resolve(store, ident)
+    except UnknownModelError:
+        raise NotFoundError(f"no model {ident!r} in the graph") from None
+
+
+def _children(store: LineageStore, key: str) -> list[EdgeRow]:
+    """Direct children of ``key``: detected and declared edges into it, one row per child (detected wins)."""
+    rows = store.reach(key, upward=False, mode="both", depth=1, min_score=-1.0)
+    best: dict[str, EdgeRow] = {}
+    for e in rows:
+        if e.dst == key and (e.src not in best or e.kind == "DERIVED_FROM"):
+            best[e.src] = e
+    return sorted(best.values(), key=lambda e: (e.kind != "DERIVED_FROM", -(e.score or 0.0), e.src))
+
+
+def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[str, Any]:
+    """One model: declared and detected parents and children, copies, licence, evidence, alerts."""
+    m = _resolve(store, ident)
+    parents = store.parent_edges(m.key)
+    declared = [e for e in store.declared_edges([m.key])]
+    children = _children(store, m.key)
+    copies = [e for e in store.copies() if m.key in (e.src, e.dst)]
+    keys = {m.key, *(e.dst for e in parents), *(e.dst for e in declared), *(e.src for e in children[:MAX_LIMIT]),
+            *(k for e in copies for k in (e.src, e.dst))}
+    labels = store.labels(sorted(keys))
+    fam = store.family_of(m.key)
+    detected_ids = {labels.get(e.dst, (e.dst,))[0] for e in parents if e.verdict == "derived"}
+    declared_ids = [labels.get(e.dst, (e.dst,))[0] for e in declared]
+    root_license = None
+    if fam is not None and fam.root_key:
+        root = store.labels([fam.root_key]).get(fam.root_key)
+        root_license = root[1] if root else fam.license
+    findings = []
+    if alerts is not None:
+        findings = [_alert_doc(f) for f in alerts.findings(status="all", model=m.id)]
+    return {
+        "model": _model_doc(m),
+        "family": {"name": fam.name, "license": root_license} if fam else None,
+        "license": {"model": m.license, "family": root_license,
+                    "differs": root_license is not None and m.license != root_license},
+        "detected_parents": [_edge_doc(e, labels) for e in parents],
+        "declared_parents": [{"id": labels.get(e.dst, (e.dst,))[0], "relation": e.relation,
+                              "confirmed": labels.get(e.dst, (e.dst,))[0] in detected_ids} for e in declared],
+        "undeclared": bool(detected_ids) and not declared_ids,
+        "children": [{"id": labels.get(e.src, (e.src,))[0], "kind": e.kind, "score": e.score,
+                      "relation": e.relation} for e in children[:MAX_LIMIT]],
+        "children_total": len(children),
+        "copies": sorted({labels.get(k, (k,))[0] for e in copies for k in (e.src, e.dst) if k != m.key}),
+        "alerts": findings,
+    }
+
+
+def _node(m_id: str, key: str, lic: str | None, score: float | None, kind: str, relation: str | None,
+          family_license: str | None) -> dict[str, Any]:
+    return {"id": key, "label": m_id, "kind": "model", "score": score, "edge": kind, "relation": relation,
+            "license": lic, "license_differs": family_license is not None and lic != family_license}
+
+
+def family(store: LineageStore, name: str, focus: str | None = None, expand: str | None = None) -> dict[str, Any]:
+    """One level of a family's tree around ``focus`` (default: the root): the focus, its parent chain, and
+    its direct children, more than :data:`GROUP_AT` of them grouped by relation and organisation into
+    ``group`` nodes; ``expand`` (a group's id) lists that group's members instead of its count."""
+    name = _text(name, "family")
+    fams = {f.name: f for f, _ in store.families()}
+    fam = fams.get(name)
+    if fam is None:
+        raise NotFoundError(f"no family {name!r}")
+    root = fam.root_key
+    if root is None:
+        raise NotFoundError(f"family {name!r} has no root model")
+    center = _resolve(store, focus).key if focus else root
+    chain = [e for e in queries.ancestors(store, center)] if center != root else []
+    children = _children(store, center)
+    keys = sorted({center, root, *(r.key for r in chain), *(e.src for e in children)})
+    labels = store.labels(keys)
+    lic = labels.get(root, (None, fam.license))[1]
+
+    def label(k: str) -> tuple[str, str | None]:
+        return labels.get(k, (k, None))
+
+    nodes = [{**_node(label(center)[0], center, label(center)[1], None, "", None, lic), "kind": "focus"}]
+    edges: list[dict[str, Any]] = []
+    for r in chain:  # nearest first: r.parent is the next model down
+        nodes.append({**_node(r.id, r.key, label(r.key)[1], r.min_score, "DERIVED_FROM", None, lic), "kind": "ancestor"})
+        down = next((x.key for x in chain if x.id == r.parent), center) if r.parent else center
+        edges.append({"source": r.key, "target": down, "kind": "DERIVED_FROM"})
+    groups: dict[str, list[EdgeRow]] = defaultdict(list)
+    for e in children:
+        org = label(e.src)[0].split("/")[0]
+        groups[f"{e.relation or ('detected' if e.kind == 'DERIVED_FROM' else 'declared')}:{org}"].append(e)
+    grouped = len(children) > GROUP_AT
+    for gid, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if grouped and gid != expand and len(members) > 1:
+            node_id = f"group:{center}:{gid}"
+            nodes.append({"id": node_id, "label": f"{len(members)} more: {gid}", "kind": "group", "group": gid,
+                          "count": len(members)})
+            edges.append({"source": center, "target": node_id, "kind": "group"})
+            continue
+        for e in members[:MAX_LIMIT]:
+            nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], e.score, e.kind, e.relation, lic))
+            edges.append({"source": center, "target": e.src, "kind": e.kind, "score": e.score})
+    return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
+            "expanded": expand, "children_total": len(children), "grouped": grouped, "nodes": nodes, "edges": edges}
+
+
+def suspects(store: LineageStore, reason: str | None = None, family_name: str | None = None,
+             sort: str = "score", limit: int | None = None) -> dict[str, Any]:
+    """Undeclared and misdeclared derivatives, with licence differences: filterable and sortable."""
+    if reason not in (None, "", "undeclared", "declared_differently"):
+        raise BadRequestError("reason must be undeclared or declared_differently")
+    if sort not in ("score", "id", "family"):
+        raise BadRequestError("sort must be score, id or family")
+    fam = _text(family_name, "family") or None
+    rows = queries.undeclared(store, fam)
+    if reason:
+        rows = [r for r in rows if r["reason"] == reason]
+    key = {"score": lambda r: -(r["score"] or 0.0), "id": lambda r: r["id"], "family": lambda r: (r["family"] or "", r["id"])}
+    rows.sort(key=key[sort])
+    n = bounded(limit, 200)
+    return {"reason": reason or None, "family": fam, "sort": sort, "total": len(rows), "suspects": rows[:n]}
+
+
+def _alert_doc(f: dict[str, Any]) -> dict[str, Any]:
+    keep = ("dedup_key", "kind", "severity", "model_id", "organization", "base_id", "family", "license", "reason",
+            "status", "acked", "muted", "first_seen_ms", "resolved_ms")
+    return {k: f.get(k) for k in keep}
+
+
+def alert_list(alerts: AlertStore | None, status: str | None = None, kind: str | None = None,
+               limit: int | None = None) -> dict[str, Any]:
+    """Findings from the alerts state: ``open`` (default), ``resolved`` or ``all``, optionally one kind."""
+    status = status or "open"
+    if status not in ("open", "resolved", "all"):
+        raise BadRequestError("status must be open, resolved or all")
+    kind = _text(kind, "kind") or None
+    n = bounded(limit, 200)
+    rows = alerts.findings(status=status, kind=kind, limit=n) if alerts is not None else []
+    return {"status": status, "kind": kind, "enabled": alerts is not None, "total": len(rows),
+            "alerts": [_alert_doc(f) for f in rows]}
