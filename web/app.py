@@ -190,5 +190,9 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
             a.mute(scope, value)
         return _done(request, {"muted": {"scope": scope, "value": value}})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
