@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from alerts.outbox import AlertStore
@@ -23,6 +24,8 @@ MAX_QUERY = 200
 MAX_LIMIT = 500
 #: more direct children than this are shown as "N more" groups (by relation, then organisation)
 GROUP_AT = 12
+#: at most this many groups around one model (the smaller ones pooled per relation)
+MAX_GROUPS = 24
 HUB = "https://huggingface.co"
 
 
@@ -150,6 +153,26 @@ def _node(m_id: str, key: str, lic: str | None, score: float | None, kind: str, 
             "license": lic, "license_differs": family_license is not None and lic != family_license}
 
 
+def _groups(children: list[EdgeRow], repo_id: Callable[[str], str]) -> list[tuple[str, list[EdgeRow]]]:
+    """Children grouped as ``relation:organisation``; past :data:`MAX_GROUPS` groups, the smaller ones are
+    pooled per relation into ``relation:*`` (a base with thousands of fine-tuners stays a few dozen nodes).
+    Largest first; members best score first."""
+    by: dict[str, list[EdgeRow]] = defaultdict(list)
+    for e in children:
+        rel = e.relation or ("detected" if e.kind == "DERIVED_FROM" else "declared")
+        by[f"{rel}:{repo_id(e.src).split('/')[0]}"].append(e)
+    ranked = sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    if len(ranked) <= MAX_GROUPS:
+        return ranked
+    keep, pooled = ranked[: MAX_GROUPS - 4], ranked[MAX_GROUPS - 4:]
+    pools: dict[str, list[EdgeRow]] = defaultdict(list)
+    for gid, members in pooled:
+        pools[gid.split(":", 1)[0] + ":*"].extend(members)
+    for members in pools.values():
+        members.sort(key=lambda e: (e.kind != "DERIVED_FROM", -(e.score or 0.0), e.src))
+    return keep + sorted(pools.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
 def family(store: LineageStore, name: str, focus: str | None = None, expand: str | None = None) -> dict[str, Any]:
     """One level of a family's tree around ``focus`` (default: the root): the focus, its parent chain, and
     its direct children, more than :data:`GROUP_AT` of them grouped by relation and organisation into
@@ -178,21 +201,25 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
         nodes.append({**_node(r.id, r.key, label(r.key)[1], r.min_score, "DERIVED_FROM", None, lic), "kind": "ancestor"})
         down = next((x.key for x in chain if x.id == r.parent), center) if r.parent else center
         edges.append({"source": r.key, "target": down, "kind": "DERIVED_FROM"})
-    groups: dict[str, list[EdgeRow]] = defaultdict(list)
-    for e in children:
-        org = label(e.src)[0].split("/")[0]
-        groups[f"{e.relation or ('detected' if e.kind == 'DERIVED_FROM' else 'declared')}:{org}"].append(e)
+    groups = _groups(children, lambda k: label(k)[0])
     grouped = len(children) > GROUP_AT
-    for gid, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+    for gid, members in groups:
         if grouped and gid != expand and len(members) > 1:
             node_id = f"group:{center}:{gid}"
-            nodes.append({"id": node_id, "label": f"{len(members)} more: {gid}", "kind": "group", "group": gid,
+            what = gid.replace(":*", ": other organisations")
+            nodes.append({"id": node_id, "label": f"{len(members)} more: {what}", "kind": "group", "group": gid,
                           "count": len(members)})
             edges.append({"source": center, "target": node_id, "kind": "group"})
             continue
-        for e in members[:MAX_LIMIT]:
+        shown = members[:MAX_LIMIT]
+        for e in shown:
             nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], e.score, e.kind, e.relation, lic))
             edges.append({"source": center, "target": e.src, "kind": e.kind, "score": e.score})
+        if len(members) > len(shown):  # a group larger than a page: the rest stays a count
+            node_id = f"rest:{center}:{gid}"
+            nodes.append({"id": node_id, "label": f"{len(members) - len(shown)} not shown: {gid}", "kind": "rest",
+                          "count": len(members) - len(shown)})
+            edges.append({"source": center, "target": node_id, "kind": "group"})
     return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
             "expanded": expand, "children_total": len(children), "grouped": grouped, "nodes": nodes, "edges": edges}
 

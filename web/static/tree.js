@@ -32,17 +32,35 @@
     cy.fit(undefined, 20);
   }
 
+  function modelUrl(id) { return "/model/" + id.split("/").map(encodeURIComponent).join("/"); }
+
+  function link(text, href) {
+    var a = document.createElement("a");
+    a.textContent = text;
+    a.href = href;
+    return a;
+  }
+
   function show(node) {
     var d = node.data();
     var lines = [d.label];
     if (d.kind === "group") { lines.push(d.count + " models; click to open the group"); }
+    else if (d.kind === "rest") { lines.push("listed on the model page of the focus"); }
     else {
       if (d.edge) { lines.push(d.edge === "DERIVED_FROM" ? "detected" : d.edge === "DECLARES_BASE" ? "declared only" : d.edge); }
       if (d.score !== null && d.score !== undefined) { lines.push("score " + Number(d.score).toFixed(3)); }
       lines.push("licence " + (d.license || "none"));
       if (d.differs) { lines.push("licence differs from the family's"); }
     }
-    details.textContent = lines.join("\n");  // text, never HTML: ids come from the Hub
+    details.textContent = lines.join("\n") + "\n";  // text, never HTML: ids come from the Hub
+    if (d.kind === "model" || d.kind === "ancestor" || d.kind === "focus") {
+      var here = new URL(window.location.href);
+      here.searchParams.set("focus", d.label);
+      here.searchParams.delete("expand");
+      details.appendChild(link("open its page", modelUrl(d.label)));
+      details.appendChild(document.createTextNode("  ·  "));
+      details.appendChild(link("centre the tree on it", here.pathname + here.search));
+    }
   }
 
   fetch(src, { headers: { Accept: "application/json" } }).then(function (r) { return r.json(); }).then(function (doc) {
@@ -55,6 +73,7 @@
         { selector: "node[kind = 'ancestor']", style: { "background-color": "#5d6675" } },
         { selector: "node[edge = 'DECLARES_BASE']", style: { "background-color": "#9aa3b2" } },
         { selector: "node[differs = 'yes']", style: { "border-width": 3, "border-color": "#b3261e" } },
+        { selector: "node[kind = 'rest']", style: { "background-color": "#d9dde5", "shape": "round-rectangle" } },
         { selector: "node[kind = 'group']", style: { "background-color": "#c98a00", "shape": "round-rectangle", "width": 18 } },
         { selector: "edge", style: { "width": 1, "line-color": "#b8c0cc", "curve-style": "bezier", "target-arrow-shape": "none" } },
         { selector: "edge[kind = 'DECLARES_BASE']", style: { "line-style": "dashed" } }
@@ -82,8 +101,8 @@
           layout(cy);
           box.setAttribute("data-expanded", String(Number(box.getAttribute("data-expanded") || 0) + 1));
         });
-      } else if (d.kind !== "focus") {
-        window.location.href = "/model/" + encodeURI(d.label);
+      } else if (d.kind === "model" || d.kind === "ancestor") {
+        window.location.href = modelUrl(d.label);
       }
     });
     box.setAttribute("data-ready", "1");
