@@ -273,3 +273,8 @@ MATCH (a:Model {{key: $key}})-[r:DERIVED_FROM]->(b:Model)
 RETURN {_DERIVED_PROJECTION}
 ORDER BY score DESC
 """
+
+FAMILY_BY_NAME = """
+MATCH (f:Family {name: $name})
+RETURN f.name AS name, f.root_key AS root_key, f.display_name AS display_name, f.license AS license
+"""

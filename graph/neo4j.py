@@ -194,6 +194,10 @@ class Neo4jStore:
         out.update({f"detected:{r['k']}": int(r["n"]) for r in self._run(cypher.DETECTED_VERDICTS)})
         return out
 
+    def family_named(self, name: str) -> FamilyRecord | None:
+        rows = self._run(cypher.FAMILY_BY_NAME, {"name": name})
+        return FamilyRecord(**rows[0]) if rows else None
+
     def search(self, prefix: str, limit: int) -> list[ModelRecord]:
         return [_model(r) for r in self._run(cypher.SEARCH_PREFIX, {"prefix": prefix.lower(), "limit": limit})]
 

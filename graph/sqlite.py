@@ -395,6 +395,10 @@ class SqliteStore:
             "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
         }
 
+    def family_named(self, name: str) -> FamilyRecord | None:
+        row = self.db.execute("SELECT name, root_key, display_name, license FROM family WHERE name = ?", (name,)).fetchone()
+        return FamilyRecord(*row) if row else None
+
     def search(self, prefix: str, limit: int) -> list[ModelRecord]:
         lo = prefix.lower()
         cols = ", ".join(MODEL_COLS)

@@ -109,6 +109,10 @@ class LineageStore(Protocol):
 
     def relation_counts(self) -> dict[str, int]: ...
 
+    def family_named(self, name: str) -> FamilyRecord | None:
+        """The family called ``name`` (its root and licence), without counting its members."""
+        ...
+
     def search(self, prefix: str, limit: int) -> list[ModelRecord]:
         """Models whose repo id starts with ``prefix``, case-insensitively, in id order (an indexed range)."""
         ...

@@ -178,8 +178,7 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
     its direct children, more than :data:`GROUP_AT` of them grouped by relation and organisation into
     ``group`` nodes; ``expand`` (a group's id) lists that group's members instead of its count."""
     name = _text(name, "family")
-    fams = {f.name: f for f, _ in store.families()}
-    fam = fams.get(name)
+    fam = store.family_named(name)
     if fam is None:
         raise NotFoundError(f"no family {name!r}")
     root = fam.root_key

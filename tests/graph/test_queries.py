@@ -18,7 +18,7 @@ from graph import queries
 from graph.errors import InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
 from graph.export import export
 from graph.neo4j import Neo4jStore, connect
-from graph.records import DeclaredEdge, DerivedEdge, InFamily, ModelRecord
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord
 from graph.sqlite import SqliteStore
 from graph.store import LineageStore
 
@@ -321,3 +321,5 @@ def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
     [up] = store.parent_edges("k-sft")
     assert (up.dst, up.score, up.z, up.evidence) == ("k-base", 0.91, 40.0, "layers 2/2")
     assert store.parent_edges("k-base") == []
+    assert store.family_named("llama-x") == FamilyRecord("llama-x", "k-base", "Llama X", "llama2")
+    assert store.family_named("nope") is None
