@@ -24,6 +24,8 @@ MAX_QUERY = 200
 MAX_LIMIT = 500
 #: more direct children than this are shown as "N more" groups (by relation, then organisation)
 GROUP_AT = 12
+#: a subtree this small is shown whole; a larger one a level at a time
+SMALL_TREE = 150
 #: at most this many groups around one model (the smaller ones pooled per relation)
 MAX_GROUPS = 24
 HUB = "https://huggingface.co"
@@ -200,8 +202,23 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
         nodes.append({**_node(r.id, r.key, label(r.key)[1], r.min_score, "DERIVED_FROM", None, lic), "kind": "ancestor"})
         down = next((x.key for x in chain if x.id == r.parent), center) if r.parent else center
         edges.append({"source": r.key, "target": down, "kind": "DERIVED_FROM"})
-    groups = _groups(children, lambda k: label(k)[0])
     grouped = len(children) > GROUP_AT
+    if not grouped and expand is None:
+        subtree = queries.derivatives(store, label(center)[0])  # detected edges: the weights' own tree
+        if len(subtree) <= SMALL_TREE:  # a small family: the whole subtree at once
+            keys_of = {r.id: r.key for r in subtree} | {label(center)[0]: center}
+            for r in subtree:
+                nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM", None, lic))
+                edges.append({"source": keys_of.get(r.parent or "", center), "target": r.key, "kind": "DERIVED_FROM",
+                              "score": r.extra.get("score")})
+            for e in children:  # children only a card names (not in the detected tree)
+                if e.src not in keys_of.values():
+                    nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], None, e.kind, e.relation, lic))
+                    edges.append({"source": center, "target": e.src, "kind": e.kind, "score": None})
+            return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
+                    "expanded": None, "children_total": len(children), "grouped": False, "descendants": len(subtree),
+                    "nodes": nodes, "edges": edges}
+    groups = _groups(children, lambda k: label(k)[0])
     for gid, members in groups:
         if grouped and gid != expand and len(members) > 1:
             node_id = f"group:{center}:{gid}"
@@ -220,7 +237,8 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
                           "count": len(members) - len(shown)})
             edges.append({"source": center, "target": node_id, "kind": "group"})
     return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
-            "expanded": expand, "children_total": len(children), "grouped": grouped, "nodes": nodes, "edges": edges}
+            "expanded": expand, "children_total": len(children), "grouped": grouped, "descendants": None,
+            "nodes": nodes, "edges": edges}
 
 
 def suspects(store: LineageStore, reason: str | None = None, family_name: str | None = None,

@@ -51,7 +51,7 @@ def print_report(doc: dict[str, Any]) -> None:
     click.echo("  lineage undeclared                      # suspected unlicensed derivatives")
     click.echo("  lineage alerts list                     # licence findings; lineage alerts deliver sends them")
     click.echo("  lineage export --format graphml -o lineage.graphml")
-    fam = doc["families"][0]["family"] if doc["families"] else None
+    fam = max(doc["families"], key=lambda f: f["members"])["family"] if doc["families"] else None
     click.echo("browse the graph: lineage web, then open http://127.0.0.1:8080/"
                + (f"family/{quote(fam, safe='/')}" if fam else ""))
     click.echo(f"finished in {doc['seconds']:.0f} s")

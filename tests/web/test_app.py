@@ -101,6 +101,9 @@ def test_evidence_chart_and_hostile_ids_render_as_text(site: tuple[TestClient, S
 
 def test_family_tree_twin_groups_and_expands(site: tuple[TestClient, SqliteStore, Path]) -> None:
     client, store, _ = site
+    small = client.get("/family/llama-x.json").json()  # a small family: the whole subtree at once
+    assert {n["label"] for n in small["nodes"]} >= {"meta/base", "alice/sft", "bob/sft2", "bob/sft3", EVIL_ID}
+    assert {(e["source"], e["target"]) for e in small["edges"]} >= {("k-sft", "k-sft2"), ("k-sft2", "k-sft3")}
     # 30 more fine-tunes of the base from three organisations: more than GROUP_AT, so they are grouped
     extra = [model(f"k-ft{i}", f"org{i % 3}/ft{i}", day=80 + i) for i in range(30)]
     store.upsert_models(extra, T0 + 100 * DAY)
