@@ -278,3 +278,9 @@ FAMILY_BY_NAME = """
 MATCH (f:Family {name: $name})
 RETURN f.name AS name, f.root_key AS root_key, f.display_name AS display_name, f.license AS license
 """
+
+COPIES_OF = """
+MATCH (a:Model {key: $key})-[:SAME_WEIGHTS]-(b:Model)
+RETURN DISTINCT b.key AS key
+ORDER BY key
+"""

@@ -194,6 +194,9 @@ class Neo4jStore:
         out.update({f"detected:{r['k']}": int(r["n"]) for r in self._run(cypher.DETECTED_VERDICTS)})
         return out
 
+    def copies_of(self, key: str) -> list[str]:
+        return [str(r["key"]) for r in self._run(cypher.COPIES_OF, {"key": key})]
+
     def family_named(self, name: str) -> FamilyRecord | None:
         rows = self._run(cypher.FAMILY_BY_NAME, {"name": name})
         return FamilyRecord(**rows[0]) if rows else None

@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS declares_dst ON declares_base(dst);
 CREATE TABLE IF NOT EXISTS same_weights (
   a TEXT NOT NULL, b TEXT NOT NULL, sha256 TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
   PRIMARY KEY (a, b)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS same_weights_b ON same_weights(b);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
 """ + closure.DDL
 
@@ -394,6 +395,10 @@ class SqliteStore:
             "DECLARES_BASE": rows("SELECT src, dst, relation, source FROM declares_base ORDER BY src, dst"),
             "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
         }
+
+    def copies_of(self, key: str) -> list[str]:
+        return [str(k) for (k,) in self.db.execute(
+            "SELECT b FROM same_weights WHERE a = ? UNION SELECT a FROM same_weights WHERE b = ? ORDER BY 1", (key, key))]
 
     def family_named(self, name: str) -> FamilyRecord | None:
         row = self.db.execute("SELECT name, root_key, display_name, license FROM family WHERE name = ?", (name,)).fetchone()

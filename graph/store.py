@@ -109,6 +109,10 @@ class LineageStore(Protocol):
 
     def relation_counts(self) -> dict[str, int]: ...
 
+    def copies_of(self, key: str) -> list[str]:
+        """Keys of the models with exactly ``key``'s weight files (``SAME_WEIGHTS`` either way)."""
+        ...
+
     def family_named(self, name: str) -> FamilyRecord | None:
         """The family called ``name`` (its root and licence), without counting its members."""
         ...

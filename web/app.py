@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "X-Frame-Options": "DENY"}
 STATIC = Path(__file__).parent / "static"
+AGGREGATE_TTL = 60.0
 
 
 def _env() -> Environment:
@@ -72,6 +74,15 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
                   description="Lineage graph pages; every page has a JSON twin (same path + .json).")
     env = _env()
     lock = threading.Lock()  # one store connection, FastAPI's thread pool: one request at a time inside it
+    cache: dict[str, tuple[float, Any]] = {}
+
+    def aggregates(name: str, compute: Callable[[], Any]) -> Any:
+        """Whole-graph counts for the home page, at most ``AGGREGATE_TTL`` seconds old (they scan every
+        model: 2 s at 1M models on the embedded store)."""
+        hit = cache.get(name)
+        if hit is None or time.monotonic() - hit[0] > AGGREGATE_TTL:
+            hit = cache[name] = (time.monotonic(), compute())
+        return hit[1]
 
     @contextmanager
     def alerts() -> Iterator[AlertStore | None]:
@@ -127,7 +138,7 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
     @app.get("/", summary="Home: counts, search, recent detections, candidate families")
     @app.get("/index.json", include_in_schema=False)
     def home(request: Request, q: str | None = None, limit: int | None = None) -> Response:
-        return page(request, "home.html", lambda: views.home(store, q, limit))
+        return page(request, "home.html", lambda: views.home(store, q, limit, aggregates))
 
     @app.get("/model/{ident:path}", summary="A model: parents, children, copies, licence, evidence, alerts")
     def model(request: Request, ident: str) -> Response:

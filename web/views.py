@@ -16,7 +16,7 @@ from typing import Any
 from alerts.outbox import AlertStore
 from graph import queries
 from graph.errors import UnknownModelError
-from graph.records import DerivedEdge, ModelRecord
+from graph.records import DerivedEdge, FamilyRecord, ModelRecord
 from graph.store import EdgeRow, LineageStore
 from web.errors import BadRequestError, NotFoundError
 
@@ -71,19 +71,22 @@ def _edge_doc(e: DerivedEdge, labels: dict[str, tuple[str, str | None]]) -> dict
             "detected_at_ms": e.detected_at_ms, "evidence": _evidence(e.evidence)}
 
 
-def home(store: LineageStore, q: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Counts, a prefix search by model id, the latest detections and candidate families to review."""
+def home(store: LineageStore, q: str | None = None, limit: int | None = None,
+         aggregates: Callable[[str, Callable[[], Any]], Any] = lambda name, f: f()) -> dict[str, Any]:
+    """Counts, a prefix search by model id, the latest detections and candidate families to review.
+
+    ``aggregates(name, compute)`` may serve the whole-graph counts from a cache (they scan every model)."""
     q = _text(q)
     n = bounded(limit, 20)
     recent = store.recent_derived(n)
     labels = store.labels(sorted({k for e in recent for k in (e.src, e.dst)}))
-    fams = store.families()
+    fams: list[tuple[FamilyRecord, int]] = aggregates("families", store.families)
     candidates = [{"family": f.name, "root": f.root_key, "models": count} for f, count in fams
                   if f.root_key and f.name == labels.get(f.root_key, (f.name,))[0]]
     roots = store.get_models([f.root_key for f, _ in fams if f.root_key])
     cand_keys = {m.key for m in roots if m.candidate_family}
     return {
-        "counts": store.counts(),
+        "counts": aggregates("counts", store.counts),
         "query": q,
         "results": [_model_doc(m) for m in store.search(q, n)] if q else [],
         "recent": [_edge_doc(e, labels) for e in recent],
@@ -118,9 +121,9 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
     parents = store.parent_edges(m.key)
     declared = [e for e in store.declared_edges([m.key])]
     children = _children(store, m.key)
-    copies = [e for e in store.copies() if m.key in (e.src, e.dst)]
+    copies = store.copies_of(m.key)
     keys = {m.key, *(e.dst for e in parents), *(e.dst for e in declared), *(e.src for e in children[:MAX_LIMIT]),
-            *(k for e in copies for k in (e.src, e.dst))}
+            *copies}
     labels = store.labels(sorted(keys))
     fam = store.family_of(m.key)
     detected_ids = {labels.get(e.dst, (e.dst,))[0] for e in parents if e.verdict == "derived"}
@@ -144,7 +147,7 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
         "children": [{"id": labels.get(e.src, (e.src,))[0], "kind": e.kind, "score": e.score,
                       "relation": e.relation} for e in children[:MAX_LIMIT]],
         "children_total": len(children),
-        "copies": sorted({labels.get(k, (k,))[0] for e in copies for k in (e.src, e.dst) if k != m.key}),
+        "copies": sorted(labels.get(k, (k,))[0] for k in copies),
         "alerts": findings,
     }
 

@@ -323,3 +323,5 @@ def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
     assert store.parent_edges("k-base") == []
     assert store.family_named("llama-x") == FamilyRecord("llama-x", "k-base", "Llama X", "llama2")
     assert store.family_named("nope") is None
+    assert store.copies_of("k-quant") == ["k-quant-copy"] and store.copies_of("k-quant-copy") == ["k-quant"]
+    assert store.copies_of("k-base") == []
