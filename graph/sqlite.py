@@ -113,7 +113,21 @@ def _reach_all_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -
     return f"WITH RECURSIVE r(key) AS (\n  SELECT ?\n  UNION\n{steps}\n)\n{selects}\n"
 
 
+def _one_hop_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
+    """``depth=1``: the edges at the key itself, no recursion (a base's direct children, a model's parents)."""
+    near, far = ("src", "dst") if upward else ("dst", "src")
+
+    def col(name: str) -> str:
+        return "NULL" if name == "NULL" else f"e.{name}"
+
+    return "\nUNION ALL\n".join(
+        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM {t} e "
+        f"JOIN model m ON m.key = e.{far} WHERE e.{near} = ? AND ({col(score)} IS NULL OR {col(score)} >= ?)"
+        for t, kind, score, verdict, rel in tables)
+
+
 _REACH = {(mode, up): _reach_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
+_ONE_HOP = {(mode, up): _one_hop_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
 _REACH_ALL = {(mode, up): _reach_all_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
 
 
@@ -301,6 +315,8 @@ class SqliteStore:
         n_tables = len(_TABLES[mode])
         if depth >= MAX_DEPTH:
             rows = self.db.execute(_REACH_ALL[(mode, upward)], [key, *([min_score] * (2 * n_tables))]).fetchall()
+        elif depth == 1:
+            rows = self.db.execute(_ONE_HOP[(mode, upward)], [key, min_score] * n_tables).fetchall()
         else:
             params = [key, *([depth, min_score] * n_tables), *([depth, min_score] * n_tables)]
             rows = self.db.execute(_REACH[(mode, upward)], params).fetchall()

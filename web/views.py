@@ -108,11 +108,10 @@ def _resolve(store: LineageStore, ident: str) -> ModelRecord:
 def _children(store: LineageStore, key: str) -> list[EdgeRow]:
     """Direct children of ``key``: detected and declared edges into it, one row per child (detected wins)."""
     rows = store.reach(key, upward=False, mode="both", depth=1, min_score=-1.0)
-    best: dict[str, EdgeRow] = {}
-    for e in rows:
-        if e.dst == key and (e.src not in best or e.kind == "DERIVED_FROM"):
-            best[e.src] = e
-    return sorted(best.values(), key=lambda e: (e.kind != "DERIVED_FROM", -(e.score or 0.0), e.src))
+    detected = {e.src: e for e in rows if e.dst == key and e.kind == "DERIVED_FROM"}
+    declared = {e.src: e for e in rows if e.dst == key and e.kind != "DERIVED_FROM" and e.src not in detected}
+    return (sorted(detected.values(), key=lambda e: (-(e.score or 0.0), e.src))
+            + sorted(declared.values(), key=lambda e: e.src))
 
 
 def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[str, Any]:
@@ -163,18 +162,21 @@ def _groups(children: list[EdgeRow], repo_id: Callable[[str], str]) -> list[tupl
     pooled per relation into ``relation:*`` (a base with thousands of fine-tuners stays a few dozen nodes).
     Largest first; members best score first."""
     by: dict[str, list[EdgeRow]] = defaultdict(list)
+    gids = []
     for e in children:
         rel = e.relation or ("detected" if e.kind == "DERIVED_FROM" else "declared")
-        by[f"{rel}:{repo_id(e.src).split('/')[0]}"].append(e)
+        gid = rel + ":" + repo_id(e.src).partition("/")[0]
+        gids.append(gid)
+        by[gid].append(e)
     ranked = sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     if len(ranked) <= MAX_GROUPS:
         return ranked
-    keep, pooled = ranked[: MAX_GROUPS - 4], ranked[MAX_GROUPS - 4:]
+    keep = ranked[: MAX_GROUPS - 4]
+    kept = {gid for gid, _ in keep}
     pools: dict[str, list[EdgeRow]] = defaultdict(list)
-    for gid, members in pooled:
-        pools[gid.split(":", 1)[0] + ":*"].extend(members)
-    for members in pools.values():
-        members.sort(key=lambda e: (e.kind != "DERIVED_FROM", -(e.score or 0.0), e.src))
+    for e, gid in zip(children, gids):  # in the children's order: no second sort
+        if gid not in kept:
+            pools[gid.partition(":")[0] + ":*"].append(e)
     return keep + sorted(pools.items(), key=lambda kv: (-len(kv[1]), kv[0]))
 
 
@@ -192,8 +194,7 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
     center = _resolve(store, focus).key if focus else root
     chain = [e for e in queries.ancestors(store, center)] if center != root else []
     children = _children(store, center)
-    keys = sorted({center, root, *(r.key for r in chain), *(e.src for e in children)})
-    labels = store.labels(keys)
+    labels = store.labels([center, root, *(r.key for r in chain), *(e.src for e in children)])
     lic = labels.get(root, (None, fam.license))[1]
 
     def label(k: str) -> tuple[str, str | None]:
