@@ -24,6 +24,8 @@ MAX_QUERY = 200
 MAX_LIMIT = 500
 #: more direct children than this are shown as "N more" groups (by relation, then organisation)
 GROUP_AT = 12
+#: families listed on the home page (the largest first)
+HOME_FAMILIES = 50
 #: a subtree this small is shown whole; a larger one a level at a time
 SMALL_TREE = 150
 #: at most this many groups around one model (the smaller ones pooled per relation)
@@ -81,19 +83,23 @@ def home(store: LineageStore, q: str | None = None, limit: int | None = None,
     recent = store.recent_derived(n)
     labels = store.labels(sorted({k for e in recent for k in (e.src, e.dst)}))
     fams: list[tuple[FamilyRecord, int]] = aggregates("families", store.families)
-    candidates = [{"family": f.name, "root": f.root_key, "models": count} for f, count in fams
-                  if f.root_key and f.name == labels.get(f.root_key, (f.name,))[0]]
-    roots = store.get_models([f.root_key for f, _ in fams if f.root_key])
-    cand_keys = {m.key for m in roots if m.candidate_family}
+    top = sorted(fams, key=lambda fc: (-fc[1], fc[0].name))[:HOME_FAMILIES]
+    roots = {m.key: m for m in store.get_models([f.root_key for f, _ in fams if f.root_key])}
+    candidates = [(f, n) for f, n in fams if f.root_key in roots and roots[f.root_key].candidate_family]
+
+    def fam_doc(f: FamilyRecord, count: int) -> dict[str, Any]:
+        r = roots.get(f.root_key or "")
+        return {"family": f.name, "root": r.id if r else None, "license": f.license, "models": count,
+                "candidate": bool(r and r.candidate_family)}
+
     return {
         "counts": aggregates("counts", store.counts),
         "query": q,
         "results": [_model_doc(m) for m in store.search(q, n)] if q else [],
         "recent": [_edge_doc(e, labels) for e in recent],
-        "families": [{"family": f.name, "root": labels.get(f.root_key, (None,))[0] if f.root_key else None,
-                      "license": f.license, "models": count, "candidate": f.root_key in cand_keys}
-                     for f, count in fams],
-        "candidates": [c for c in candidates if c["root"] in cand_keys],
+        "families_total": len(fams),
+        "families": [fam_doc(f, c) for f, c in top],
+        "candidates": [fam_doc(f, c) for f, c in sorted(candidates, key=lambda fc: fc[0].name)][:MAX_LIMIT],
     }
 
 

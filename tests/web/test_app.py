@@ -67,7 +67,8 @@ def test_home_and_search(site: tuple[TestClient, SqliteStore, Path]) -> None:
         assert f'href="/model/{r["id"]}"' in page
     assert doc["counts"]["Model"] == store.counts()["Model"] and f"<b>{doc['counts']['Model']}</b>" in page
     assert doc["recent"][0]["child"] == EVIL_ID  # the latest detection first
-    assert {f["family"] for f in doc["families"]} == {"llama-x", "other"}
+    assert {f["family"]: f["root"] for f in doc["families"]} == {"llama-x": "meta/base", "other": "other/base"}
+    assert doc["families_total"] == 2 and doc["candidates"] == []
 
 
 def test_model_page_states_what_its_twin_states(site: tuple[TestClient, SqliteStore, Path]) -> None:
