@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS derived_from (
   method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
   created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst, score, src, verdict);  -- covers traversals
-CREATE INDEX IF NOT EXISTS derived_recent ON derived_from(detected_at_ms);
+CREATE INDEX IF NOT EXISTS derived_latest ON derived_from(detected_at_ms DESC, src);  -- the newest detections
 CREATE TABLE IF NOT EXISTS declares_base (
   src TEXT NOT NULL, dst TEXT NOT NULL, relation TEXT NOT NULL, source TEXT NOT NULL,
   updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
