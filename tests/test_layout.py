@@ -132,3 +132,10 @@ def test_the_cli_starts_without_torch() -> None:
     code = "import sys, lineage.cli; print(sorted(m for m in ('torch', 'scipy', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_test_basenames_are_unique() -> None:
+    # test folders have no __init__.py, so pytest imports test modules by basename: two test_app.py
+    # in different folders fail collection on a clean checkout (and only there: a warm cache hides it)
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)

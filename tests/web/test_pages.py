@@ -1,4 +1,4 @@
-"""web.app over a real embedded store and alerts state: every page and its JSON twin state the same facts,
+"""web.app and web.views (the pages) over a real embedded store and alerts state: every page and its JSON twin state the same facts,
 hostile ids stay text, writes need the token, parameters are bounded, errors are a page and JSON."""
 
 from __future__ import annotations
