@@ -78,7 +78,7 @@ class App:
         """
         if self._executor is None:
             s = self.settings
-            self._executor = open_executor(s.workers, s.worker_count, s.device)
+            self._executor = open_executor(s.workers, s.worker_count, s.device, s.ray_address)
         return self._executor
 
     def crawler(self, endpoint: str | None = None, *, token: str | None = None, progress: bool = True,

@@ -36,6 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_WORKERS", "local",
             "Where fingerprints are computed: local (a process pool), ray (a local Ray cluster, or the one "
             "RAY_ADDRESS names), ray://host:port (Ray Client), inline (this process)."),
+    Setting("RAY_ADDRESS", "", "With LINEAGE_WORKERS=ray: the Ray cluster to join (host:port of its head, or auto); "
+            "empty: start a local one."),
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
     Setting("LINEAGE_WEB_TOKEN", "", "Token that lets lineage web acknowledge and mute alerts; empty: the web UI is "
             "read-only."),
@@ -61,6 +63,7 @@ class Settings:
     neo4j_database: str
     hub_endpoint: str
     workers: str
+    ray_address: str | None
     worker_count: int | None
     web_token: str | None
     hub_token: str | None
@@ -101,6 +104,7 @@ class Settings:
             neo4j_database=get("LINEAGE_NEO4J_DATABASE"),
             hub_endpoint=get("LINEAGE_HUB_ENDPOINT"),
             workers=workers,
+            ray_address=get("RAY_ADDRESS").strip() or None,
             worker_count=int(count) or None,
             web_token=get("LINEAGE_WEB_TOKEN").strip() or None,
             hub_token=get("HF_TOKEN").strip() or None,

@@ -244,6 +244,7 @@ class FingerprintWorker:
     optional import): it sets its torch device once and runs tasks."""
 
     def __init__(self, device_spec: str) -> None:
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs: torch uses that many threads, not every core
         _setup(device_spec, int(os.environ.get("OMP_NUM_THREADS") or 1))
 
     def pid(self) -> int:
@@ -345,9 +346,9 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def open_executor(spec: str, workers: int | None, device: str) -> Executor:
+def open_executor(spec: str, workers: int | None, device: str, ray_address: str | None = None) -> Executor:
     """The executor ``LINEAGE_WORKERS`` names: ``inline``, ``local``, ``ray`` (a local cluster, or the one
-    ``RAY_ADDRESS`` names), ``ray://host:port``.
+    ``ray_address`` names: ``RAY_ADDRESS``), ``ray://host:port``.
 
     Raises:
         WorkersError: Ray is asked for and not installed, or its cluster cannot be reached.
@@ -357,5 +358,5 @@ def open_executor(spec: str, workers: int | None, device: str) -> Executor:
     if spec == "local":
         return LocalExecutor(workers, device)
     if spec == "ray":
-        return RayExecutor(os.environ.get("RAY_ADDRESS") or None, workers, device)
+        return RayExecutor(ray_address, workers, device)
     return RayExecutor(spec, workers, device)
