@@ -135,6 +135,7 @@ def test_suspects_filter_and_sort(site: tuple[TestClient, SqliteStore, Path]) ->
 def test_alerts_writes_need_the_token(site: tuple[TestClient, SqliteStore, Path]) -> None:
     client, store, tmp = site
     page, doc = both(client, "/alerts")
+    assert 'action="/alerts/mute"' in page
     assert doc["total"] >= 2 and all(a["model_id"] in text(page) for a in doc["alerts"])
     key = doc["alerts"][0]["dedup_key"]
     r = client.post(f"/alerts/{key}/ack", data={"token": "wrong"})
