@@ -280,6 +280,24 @@ def test_hostile_ids_reach_every_query_as_data(store: LineageStore) -> None:
 
 
 @pytest.mark.slow
+def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
+    load(store)
+    assert [m.id for m in store.search("BOB/", 10)] == ["bob/sft2", "bob/sft3"]  # case-insensitive prefix
+    assert [m.id for m in store.search("o", 1)] == ["other/base"]  # bounded, in id order
+    assert store.search("zz", 5) == [] and store.search('"><script>', 5) == []
+    store.upsert_derived([DerivedEdge("k-quant", "k-base", 0.99, z=60.0, detected_at_ms=T0 + 9),
+                          DerivedEdge("k-rl", "k-base", 0.95, z=50.0, detected_at_ms=T0 + 5)], T0 + 10)
+    recent = store.recent_derived(2)
+    assert [(e.src, e.detected_at_ms) for e in recent] == [("k-quant", T0 + 9), ("k-rl", T0 + 5)]
+    [up] = store.parent_edges("k-sft")
+    assert (up.dst, up.score, up.z, up.evidence) == ("k-base", 0.91, 40.0, "layers 2/2")
+    assert store.parent_edges("k-base") == []
+    assert store.family_named("llama-x") == FamilyRecord("llama-x", "k-base", "Llama X", "llama2")
+    assert store.family_named("nope") is None
+    assert store.copies_of("k-quant") == ["k-quant-copy"] and store.copies_of("k-quant-copy") == ["k-quant"]
+    assert store.copies_of("k-base") == []
+
+
 def test_large_batch_load(store: LineageStore) -> None:
     """100k models and 100k DERIVED_FROM edges in one call each; a second load changes nothing."""
     n = 100_000
@@ -307,21 +325,3 @@ def test_unreachable_server_and_wrong_password(bolt: BoltServer) -> None:
             s.get_models(["x"])
         finally:
             s.close()
-
-
-def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
-    load(store)
-    assert [m.id for m in store.search("BOB/", 10)] == ["bob/sft2", "bob/sft3"]  # case-insensitive prefix
-    assert [m.id for m in store.search("o", 1)] == ["other/base"]  # bounded, in id order
-    assert store.search("zz", 5) == [] and store.search('"><script>', 5) == []
-    store.upsert_derived([DerivedEdge("k-quant", "k-base", 0.99, z=60.0, detected_at_ms=T0 + 9),
-                          DerivedEdge("k-rl", "k-base", 0.95, z=50.0, detected_at_ms=T0 + 5)], T0 + 10)
-    recent = store.recent_derived(2)
-    assert [(e.src, e.detected_at_ms) for e in recent] == [("k-quant", T0 + 9), ("k-rl", T0 + 5)]
-    [up] = store.parent_edges("k-sft")
-    assert (up.dst, up.score, up.z, up.evidence) == ("k-base", 0.91, 40.0, "layers 2/2")
-    assert store.parent_edges("k-base") == []
-    assert store.family_named("llama-x") == FamilyRecord("llama-x", "k-base", "Llama X", "llama2")
-    assert store.family_named("nope") is None
-    assert store.copies_of("k-quant") == ["k-quant-copy"] and store.copies_of("k-quant-copy") == ["k-quant"]
-    assert store.copies_of("k-base") == []

@@ -100,13 +100,14 @@ def test_tree_matches_its_twin_groups_expand_and_clicks_navigate(server: str, pa
     assert page.evaluate("() => window.__cy.edges().length") == len(twin["edges"])
     group = next(n for n in twin["nodes"] if n["kind"] == "group")
     before = page.evaluate("() => window.__cy.nodes().length")
-    page.evaluate(f"() => window.__cy.getElementById({group['id']!r}).emit('tap')")
+    # braces: an arrow returning the collection would make Playwright serialize Cytoscape's graph (15 s)
+    page.evaluate(f"() => {{ window.__cy.getElementById({group['id']!r}).emit('tap'); }}")
     page.wait_for_selector("#tree[data-expanded='1']", timeout=15000)
     after = page.evaluate("() => window.__cy.nodes().length")
     assert after == before - 1 + group["count"]  # the group node gives way to its members
     child = next(n for n in twin["nodes"] if n["kind"] == "model")
     with page.expect_navigation():
-        page.evaluate(f"() => window.__cy.getElementById({child['id']!r}).emit('tap')")
+        page.evaluate(f"() => {{ window.__cy.getElementById({child['id']!r}).emit('tap'); }}")
     assert page.url.endswith("/model/" + child["label"]) and page.errors == []
 
 
