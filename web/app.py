@@ -166,11 +166,19 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
                 return views.alert_list(a, status, kind, limit)
         return page(request, "alerts.html", build)
 
-    def _check_token(given: str) -> None:
+    @contextmanager
+    def writable_alerts(request: Request, given: str) -> Iterator[AlertStore]:
+        """The alerts state for a write: the token (form field, else ``Authorization: Bearer``) checked
+        first, in constant time."""
+        given = given or request.headers.get("authorization", "").removeprefix("Bearer ")
         if token is None:
             raise ForbiddenError("this UI is read-only: start it with LINEAGE_WEB_TOKEN set to allow changes")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise ForbiddenError("wrong token")
+        with alerts() as a:
+            if a is None:
+                raise NotFoundError("no alerts state")
+            yield a
 
     def _done(request: Request, doc: dict[str, Any]) -> Response:
         if wants_json(request):
@@ -179,10 +187,7 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
 
     @app.post("/alerts/{key}/ack", summary="Acknowledge a finding (needs the token)")
     def ack(request: Request, key: str, token_: str = Form("", alias="token")) -> Response:
-        _check_token(token_ or request.headers.get("authorization", "").removeprefix("Bearer "))
-        with alerts() as a:
-            if a is None:
-                raise NotFoundError("no alerts state")
+        with writable_alerts(request, token_) as a:
             try:
                 full = a.ack(key[:64])
             except LookupError:
@@ -192,12 +197,9 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
     @app.post("/alerts/mute", summary="Mute a model, organisation, family or kind (needs the token)")
     def mute(request: Request, scope: str = Form(...), value: str = Form(..., max_length=200),
              token_: str = Form("", alias="token")) -> Response:
-        _check_token(token_ or request.headers.get("authorization", "").removeprefix("Bearer "))
-        if scope not in MUTE_SCOPES:
-            raise BadRequestError(f"scope must be one of {', '.join(MUTE_SCOPES)}")
-        with alerts() as a:
-            if a is None:
-                raise NotFoundError("no alerts state")
+        with writable_alerts(request, token_) as a:
+            if scope not in MUTE_SCOPES:
+                raise BadRequestError(f"scope must be one of {', '.join(MUTE_SCOPES)}")
             a.mute(scope, value)
         return _done(request, {"muted": {"scope": scope, "value": value}})
 

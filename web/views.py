@@ -124,19 +124,22 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
     """One model: declared and detected parents and children, copies, licence, evidence, alerts."""
     m = _resolve(store, ident)
     parents = store.parent_edges(m.key)
-    declared = [e for e in store.declared_edges([m.key])]
+    declared = store.declared_edges([m.key])
     children = _children(store, m.key)
     copies = store.copies_of(m.key)
-    keys = {m.key, *(e.dst for e in parents), *(e.dst for e in declared), *(e.src for e in children[:MAX_LIMIT]),
-            *copies}
-    labels = store.labels(sorted(keys))
     fam = store.family_of(m.key)
-    detected_ids = {labels.get(e.dst, (e.dst,))[0] for e in parents if e.verdict == "derived"}
-    declared_ids = [labels.get(e.dst, (e.dst,))[0] for e in declared]
+    root_key = fam.root_key if fam is not None else None
+    labels = store.labels([m.key, *(e.dst for e in parents), *(e.dst for e in declared),
+                           *(e.src for e in children[:MAX_LIMIT]), *copies, *([root_key] if root_key else [])])
+
+    def name(k: str) -> str:
+        return labels.get(k, (k, None))[0]
+
+    detected_ids = {name(e.dst) for e in parents if e.verdict == "derived"}
+    declared_ids = [name(e.dst) for e in declared]
     root_license = None
-    if fam is not None and fam.root_key:
-        root = store.labels([fam.root_key]).get(fam.root_key)
-        root_license = root[1] if root else fam.license
+    if fam is not None and root_key:
+        root_license = labels[root_key][1] if root_key in labels else fam.license
     findings = []
     if alerts is not None:
         findings = [_alert_doc(f) for f in alerts.findings(status="all", model=m.id)]
@@ -146,13 +149,13 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
         "license": {"model": m.license, "family": root_license,
                     "differs": root_license is not None and m.license != root_license},
         "detected_parents": [_edge_doc(e, labels) for e in parents],
-        "declared_parents": [{"id": labels.get(e.dst, (e.dst,))[0], "relation": e.relation,
-                              "confirmed": labels.get(e.dst, (e.dst,))[0] in detected_ids} for e in declared],
+        "declared_parents": [{"id": name(e.dst), "relation": e.relation, "confirmed": name(e.dst) in detected_ids}
+                             for e in declared],
         "undeclared": bool(detected_ids) and not declared_ids,
-        "children": [{"id": labels.get(e.src, (e.src,))[0], "kind": e.kind, "score": e.score,
-                      "relation": e.relation} for e in children[:MAX_LIMIT]],
+        "children": [{"id": name(e.src), "kind": e.kind, "score": e.score, "relation": e.relation}
+                     for e in children[:MAX_LIMIT]],
         "children_total": len(children),
-        "copies": sorted(labels.get(k, (k,))[0] for k in copies),
+        "copies": sorted(name(k) for k in copies),
         "alerts": findings,
     }
 
@@ -198,7 +201,7 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
     if root is None:
         raise NotFoundError(f"family {name!r} has no root model")
     center = _resolve(store, focus).key if focus else root
-    chain = [e for e in queries.ancestors(store, center)] if center != root else []
+    chain = queries.ancestors(store, center) if center != root else []
     children = _children(store, center)
     labels = store.labels([center, root, *(r.key for r in chain), *(e.src for e in children)])
     lic = labels.get(root, (None, fam.license))[1]
@@ -208,28 +211,36 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
 
     nodes = [{**_node(label(center)[0], center, label(center)[1], None, "", None, lic), "kind": "focus"}]
     edges: list[dict[str, Any]] = []
+    key_of = {r.id: r.key for r in chain}
     for r in chain:  # nearest first: r.parent is the next model down
         nodes.append({**_node(r.id, r.key, label(r.key)[1], r.min_score, "DERIVED_FROM", None, lic), "kind": "ancestor"})
-        down = next((x.key for x in chain if x.id == r.parent), center) if r.parent else center
-        edges.append({"source": r.key, "target": down, "kind": "DERIVED_FROM"})
+        edges.append({"source": r.key, "target": key_of.get(r.parent or "", center), "kind": "DERIVED_FROM"})
     grouped = len(children) > GROUP_AT
-    if not grouped and expand is None:
-        subtree = queries.derivatives(store, label(center)[0])  # detected edges: the weights' own tree
-        if len(subtree) <= SMALL_TREE:  # a small family: the whole subtree at once
-            keys_of = {r.id: r.key for r in subtree} | {label(center)[0]: center}
-            for r in subtree:
-                nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM", None, lic))
-                edges.append({"source": keys_of.get(r.parent or "", center), "target": r.key, "kind": "DERIVED_FROM",
-                              "score": r.extra.get("score")})
-            for e in children:  # children only a card names (not in the detected tree)
-                if e.src not in keys_of.values():
-                    nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], None, e.kind, e.relation, lic))
-                    edges.append({"source": center, "target": e.src, "kind": e.kind, "score": None})
-            return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
-                    "expanded": None, "children_total": len(children), "grouped": False, "descendants": len(subtree),
-                    "nodes": nodes, "edges": edges}
-    groups = _groups(children, lambda k: label(k)[0])
-    for gid, members in groups:
+    subtree = queries.derivatives(store, label(center)[0]) if not grouped and expand is None else None
+    if subtree is not None and len(subtree) <= SMALL_TREE:  # a small family: the whole detected subtree at once
+        in_tree = {r.key for r in subtree} | {center}
+        key_of = {r.id: r.key for r in subtree}
+        for r in subtree:
+            nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM", None, lic))
+            edges.append({"source": key_of.get(r.parent or "", center), "target": r.key, "kind": "DERIVED_FROM",
+                          "score": r.extra.get("score")})
+        for e in children:  # children only a card names (not in the detected tree)
+            if e.src not in in_tree:
+                nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], None, e.kind, e.relation, lic))
+                edges.append({"source": center, "target": e.src, "kind": e.kind, "score": None})
+    else:
+        subtree = None
+        _one_level(nodes, edges, center, children, grouped, expand, label, lic)
+    return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
+            "expanded": expand, "children_total": len(children), "grouped": grouped,
+            "descendants": len(subtree) if subtree is not None else None, "nodes": nodes, "edges": edges}
+
+
+def _one_level(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], center: str, children: list[EdgeRow],
+               grouped: bool, expand: str | None, label: Callable[[str], tuple[str, str | None]],
+               lic: str | None) -> None:
+    """The focus's direct children as nodes, grouped (see :func:`_groups`) unless few, ``expand`` open."""
+    for gid, members in _groups(children, lambda k: label(k)[0]):
         if grouped and gid != expand and len(members) > 1:
             node_id = f"group:{center}:{gid}"
             what = gid.replace(":*", ": other organisations")
@@ -246,9 +257,6 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
             nodes.append({"id": node_id, "label": f"{len(members) - len(shown)} not shown: {gid}", "kind": "rest",
                           "count": len(members) - len(shown)})
             edges.append({"source": center, "target": node_id, "kind": "group"})
-    return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
-            "expanded": expand, "children_total": len(children), "grouped": grouped, "descendants": None,
-            "nodes": nodes, "edges": edges}
 
 
 def suspects(store: LineageStore, reason: str | None = None, family_name: str | None = None,
