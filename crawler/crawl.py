@@ -255,8 +255,13 @@ class Crawler:
                     raise
                 todo = [x for x in settled if isinstance(x, tuple)]
                 fetched = iter(runner([m for m, _ in todo], self.fetch_options) if todo else [])
-                for item, x in zip(items, settled):
-                    out = self._twin(next(fetched), x[1]) if isinstance(x, tuple) else x
+                for i, (item, x) in enumerate(zip(items, settled)):
+                    if not isinstance(x, tuple):
+                        out = x
+                    elif i:  # after the first of a batch, an earlier one may have become its twin meanwhile
+                        out = self._twin(next(fetched), x[1])
+                    else:
+                        out = self.receive(next(fetched), x[1])
                     if out.status == "retry":
                         later.append(item)
                     else:
@@ -282,13 +287,19 @@ class Crawler:
         """Receive a worker's outcome, unless an earlier model of the same batch, finished meanwhile, has
         the same weight files: then it is that model's duplicate, as it would have been one at a time."""
         m = out.model
-        hashes = [w.sha256 for w in m.weights] if m is not None else []
-        if m is not None and hashes and all(hashes):
-            owner = self.state.lfs_owner([h for h in hashes if h])
-            if owner is not None and owner[0] != m.key:
-                return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner,
-                               bytes_read=out.bytes_read, seconds={**secs, **out.seconds})
+        owner = self._weights_owner(m) if m is not None else None
+        if m is not None and owner is not None and owner[0] != m.key:
+            return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner,
+                           bytes_read=out.bytes_read, seconds={**secs, **out.seconds})
         return self.receive(out, secs)
+
+    def _weights_owner(self, m: HubModel) -> tuple[str, str] | None:
+        """``(key, id)`` of a processed model with exactly ``m``'s weight files (every file must carry an
+        LFS hash: a file without one cannot be proven equal)."""
+        hashes = [w.sha256 for w in m.weights]
+        if not hashes or not all(hashes):
+            return None
+        return self.state.lfs_owner([h for h in hashes if h])
 
     def settle(self, item: WorkItem) -> Outcome | tuple[HubModel, dict[str, float]]:
         """Metadata, then the cheapest step that settles the model; ``(model, seconds)`` when only its
@@ -312,14 +323,12 @@ class Crawler:
                            seconds=secs)
         if not m.weights:
             return Outcome(m, "no-weights", "no safetensors or GGUF weights", seconds=secs)
-        hashes = [w.sha256 for w in m.weights]
-        if all(hashes):
-            owner = self.state.lfs_owner([h for h in hashes if h])
-            if owner is not None and owner[0] != m.key:
-                return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner, seconds=secs)
-            if owner is not None:
-                return Outcome(m, "duplicate", "weights unchanged since an earlier commit", duplicate_of=owner,
-                               seconds=secs)
+        owner = self._weights_owner(m)
+        if owner is not None and owner[0] != m.key:
+            return Outcome(m, "duplicate", f"same weight files as {owner[1]}", duplicate_of=owner, seconds=secs)
+        if owner is not None:
+            return Outcome(m, "duplicate", "weights unchanged since an earlier commit", duplicate_of=owner,
+                           seconds=secs)
         return m, secs
 
     def receive(self, out: Outcome, secs: dict[str, float]) -> Outcome:
