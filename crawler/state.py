@@ -147,3 +147,24 @@ class CrawlState:
 
 def _iso(d: datetime | None) -> str | None:
     return d.isoformat() if d else None
+
+
+def fingerprint_file(path: str | Path, repo_id: str) -> Path | None:
+    """The newest fingerprint file the crawl state at ``path`` records for ``repo_id`` (any endpoint), read
+    without writing (a web server looks pictures up while a crawler owns the file), or None."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT record FROM result WHERE id=? AND status='fingerprinted' "
+                             "ORDER BY processed_at DESC LIMIT 1", (repo_id,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise CrawlStateError(f"cannot read crawl state {p}: {e}") from e
+    if row is None:
+        return None
+    fp = json.loads(row[0]).get("fingerprint")
+    return Path(fp) if isinstance(fp, str) and fp else None

@@ -107,3 +107,7 @@ class DeviceError(FingerprintError, ValueError):
     def __init__(self, spec: str, reason: str) -> None:
         self.spec = spec
         super().__init__(f"device {spec!r}: {reason}")
+
+
+class PictureError(FingerprintError, ValueError):
+    """A fingerprint picture cannot be made (too few anchor tokens, or a size out of bounds)."""
