@@ -19,6 +19,8 @@ def main() -> None:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
+    from fingerprint.index import Index
+    from lineage.pictures import HomePictures
     from lineage.settings import Settings
     from lineage.store import open_store
     from web.app import create_app
@@ -33,7 +35,7 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(create_app(store, s.home / "alerts.sqlite"), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(store, s.home / "alerts.sqlite", pictures=HomePictures(s.home, Index(s.home / "index"))), host="127.0.0.1", port=port,
                                            log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
@@ -38,6 +38,15 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", 
            "X-Frame-Options": "DENY"}
 STATIC = Path(__file__).parent / "static"
 AGGREGATE_TTL = 60.0
+
+
+class Pictures(Protocol):
+    """Fingerprint pictures by model id, supplied by the composition root (the web package reads no
+    fingerprints itself)."""
+
+    def available(self, model_id: str) -> bool: ...
+
+    def png(self, model_id: str) -> bytes | None: ...
 
 
 def _env() -> Environment:
@@ -67,9 +76,10 @@ def _strip(path: str) -> str:
 
 
 def create_app(store: LineageStore, alerts_path: Path | None = None, token: str | None = None,
-               title: str = "model-lineage") -> FastAPI:
+               title: str = "model-lineage", pictures: Pictures | None = None) -> FastAPI:
     """The web UI over ``store`` (not closed here); ``alerts_path``: the alerts state to show (None: no
-    alerts panel); ``token``: the write token (None: read-only)."""
+    alerts panel); ``token``: the write token (None: read-only); ``pictures``: fingerprint pictures for the
+    model pages (None: no picture panel)."""
     app = FastAPI(title=title, docs_url=None, redoc_url=None,  # the Swagger page loads from a CDN: off
                   description="Lineage graph pages; every page has a JSON twin (same path + .json).")
     env = _env()
@@ -144,8 +154,20 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
     def model(request: Request, ident: str) -> Response:
         def build() -> dict[str, Any]:
             with alerts() as a:
-                return views.model(store, a, _strip(ident))
+                doc = views.model(store, a, _strip(ident))
+            mid = doc["model"]["id"]
+            doc["picture"] = f"/picture/{quote(mid, safe='/')}.png" if pictures and pictures.available(mid) else None
+            return doc
         return page(request, "model.html", build)
+
+    @app.get("/picture/{ident:path}", summary="A model's fingerprint picture (PNG, 256×256)")
+    def picture(ident: str) -> Response:
+        if not ident.endswith(".png") or pictures is None:
+            raise NotFoundError("no such picture")
+        data = pictures.png(ident[: -len(".png")])  # outside the store lock: it reads a fingerprint file only
+        if data is None:
+            raise NotFoundError(f"no fingerprint picture for {ident[:-4][:200]!r}")
+        return Response(data, media_type="image/png", headers={**HEADERS, "Cache-Control": "max-age=3600"})
 
     @app.get("/family/{name:path}", summary="A family's tree, one level at a time around a focus")
     def family(request: Request, name: str, focus: str | None = None, expand: str | None = None) -> Response:
