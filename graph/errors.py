@@ -25,3 +25,12 @@ class UnknownModelError(GraphError, LookupError):
     def __init__(self, ident: str) -> None:
         super().__init__(f"no model {ident!r} in the lineage store")
         self.ident = ident
+
+
+class UnknownFamilyNameError(GraphError, LookupError):
+    """A query named a family that is not in the store."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        hint = f" (families: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})" if known else " (the store has no families yet)"
+        super().__init__(f"no family {name!r} in the lineage store{hint}")
+        self.name = name

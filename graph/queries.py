@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from graph.errors import InvalidRecordError, UnknownModelError
+from graph.errors import InvalidRecordError, UnknownFamilyNameError, UnknownModelError
 from graph.records import Lineage, ModelRecord
 from graph.store import MAX_DEPTH, MODES, EdgeRow, LineageStore, Mode
 
@@ -101,11 +101,29 @@ def derivatives(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, min_
 
 
 def ancestors(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, mode: Mode = "detected") -> list[Lineage]:
-    """What ``ident`` comes from: every model up its chains, nearest first; ``parent`` is the next model down."""
+    """What ``ident`` comes from: every model up its chains, nearest first; ``parent`` holds the next model
+    *down* the chain (the child the row was reached from; the CLI prints it as ``child``).
+
+    An exact re-upload has no edge of its own (the pipeline records ``SAME_WEIGHTS`` to the first upload
+    instead): its answer is that copy (``via`` = ``same_weights``, one hop) and then the copy's ancestors.
+    """
     _check(depth, 0.0, mode)
     m = resolve(store, ident)
     edges = store.reach(m.key, upward=True, mode=mode, depth=depth, min_score=-1.0)
-    return _rows(store, m.key, _bfs(m.key, edges, upward=True, depth=depth), upward=True)
+    rows = _rows(store, m.key, _bfs(m.key, edges, upward=True, depth=depth), upward=True)
+    if rows or depth < 2:
+        return rows
+    for copy in store.copies_of(m.key):
+        up = store.reach(copy, upward=True, mode=mode, depth=depth - 1, min_score=-1.0)
+        if not up:
+            continue
+        cid, lic = store.labels([copy]).get(copy, (copy, None))
+        above = _rows(store, copy, _bfs(copy, up, upward=True, depth=depth - 1), upward=True)
+        for r in above:
+            r.hops += 1
+        return [Lineage(id=cid, key=copy, hops=1, min_score=None, via="same_weights", parent=m.id,
+                        extra={"license": lic, "score": None}), *above]
+    return rows
 
 
 def family(store: LineageStore, ident: str) -> dict[str, Any]:
@@ -129,6 +147,8 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
     but none of them is among the detected ancestors and none is in the detected family.
     ``license_differs`` flags a licence other than the family root's (a cue for the licence alert).
     """
+    if family_name is not None and store.family_named(family_name) is None:
+        raise UnknownFamilyNameError(family_name, sorted(f.name for f, _ in store.families()))
     detected = [e for e in store.detected_edges(family_name) if e.verdict == "derived"]
     all_detected = store.detected_edges(None) if family_name is not None else detected
     parents: dict[str, list[str]] = defaultdict(list)

@@ -68,6 +68,18 @@ class Settings:
     web_token: str | None
     hub_token: str | None
 
+    def existing_home(self) -> Path:
+        """The home, for commands that only read it: a missing one is an error (a typo in
+        ``LINEAGE_HOME`` must not read as an empty index or graph).
+
+        Raises:
+            SettingsError: the home does not exist.
+        """
+        if not self.home.is_dir():
+            raise SettingsError("LINEAGE_HOME", str(self.home), "does not exist (a typo? lineage demo, lineage crawl "
+                                "or lineage index add creates it)")
+        return self.home
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Read every setting once; values are checked here, so a bad one fails at start-up.

@@ -14,9 +14,13 @@ from lineage.cli.output import emit_json, handle_errors, output_options, table
 
 
 def _with_store(fn: Callable[[LineageStore], Any]) -> Any:
+    from lineage.settings import Settings
     from lineage.store import open_store
 
-    store = open_store()
+    s = Settings.from_env()
+    if s.graph == "embedded":  # these commands only read: a missing home is a typo, not an empty graph
+        s.existing_home()
+    store = open_store(s)
     try:
         return fn(store)
     finally:
@@ -27,13 +31,14 @@ def _score(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _print_lineage(rows: list[Lineage], title: str, empty: str) -> None:
+def _print_lineage(rows: list[Lineage], title: str, empty: str, link: str) -> None:
+    """``link``: what the row's ``parent`` field is here (``parent`` going down, ``child`` going up)."""
     if not rows:
         click.echo(empty)
         return
     click.echo(title)
     click.echo(table([[r.id, r.hops, r.parent, r.via, _score(r.min_score), r.extra.get("license") or "-"] for r in rows],
-                     ["model", "hops", "next", "via", "min score", "license"]))
+                     ["model", "hops", link, "via", "chain min score", "license"]))
 
 
 @click.command()
@@ -57,7 +62,7 @@ def derivatives(model_id: str, depth: int, min_score: float, mode: str, as_json:
     if as_json:
         emit_json({"model": model_id, "mode": mode, "derivatives": [r.to_dict() for r in rows]})
     else:
-        _print_lineage(rows, f"{len(rows)} derivative(s) of {model_id} ({mode}):", f"Nothing derives from {model_id} ({mode}).")
+        _print_lineage(rows, f"{len(rows)} derivative(s) of {model_id} ({mode}):", f"Nothing derives from {model_id} ({mode}).", "parent")
 
 
 @click.command()
@@ -76,10 +81,13 @@ def ancestors(model_id: str, mode: str, as_json: bool) -> None:
     """
     rows = _with_store(lambda s: queries.ancestors(s, model_id, mode=mode))  # type: ignore[arg-type]
     if as_json:
-        emit_json({"model": model_id, "mode": mode, "ancestors": [r.to_dict() for r in rows]})
+        docs = [r.to_dict() for r in rows]
+        for d in docs:  # going up, the row's link is the child it was reached from
+            d["child"] = d.pop("parent")
+        emit_json({"model": model_id, "mode": mode, "ancestors": docs})
     else:
         _print_lineage(rows, f"Ancestors of {model_id} ({mode}), nearest first:",
-                       f"{model_id} has no known ancestor ({mode}): a base, or not matched yet.")
+                       f"{model_id} has no known ancestor ({mode}): a base, or not matched yet.", "child")
 
 
 @click.command()
@@ -108,7 +116,8 @@ def family(model_id: str, as_json: bool) -> None:
             if m["id"] in seen:
                 continue
             seen.add(m["id"])
-            click.echo(f"{indent}└─ {m['id']}  score {_score(m['min_score'])}  licence {m.get('license') or '?'}")
+            # the edge's own score, as the demo's tree prints it (min_score, the chain's weakest, is in --json)
+            click.echo(f"{indent}└─ {m['id']}  score {_score(m.get('score'))}  licence {m.get('license') or '?'}")
             walk(m["id"], indent + "   ", seen)
 
     click.echo(doc["root"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options
+from lineage.errors import LineageError
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -101,6 +103,7 @@ def print_summary(doc: dict[str, Any]) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="API port (0: any free port).")
 @click.option("--gated", multiple=True, help="Serve this repo id as gated (repeatable).")
 @click.option("--accept-token", "tokens", multiple=True, help="A token whose account accepted gated terms.")
+@handle_errors
 def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...]) -> None:
     """Serve a model zoo through the loopback Hub stand-in until Ctrl-C (for trying lineage crawl).
 
@@ -111,8 +114,14 @@ def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...])
     """
     from hubsim import HubSim
     from lineage.zoohub import populate
+    from zoo.manifest import read_manifest
 
-    with HubSim(port=port, accepted_tokens=frozenset(tokens)) as hub:
+    read_manifest(zoo)  # a directory that is not a zoo fails here, before anything listens
+    with ExitStack() as stack:
+        try:
+            hub = stack.enter_context(HubSim(port=port, accepted_tokens=frozenset(tokens)))
+        except OSError as e:
+            raise LineageError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from e
         repos = populate(hub, Path(zoo), gated=gated)
         click.echo(f"serving {len(repos)} repos at {hub.endpoint} (CDN {hub.cdn}); Ctrl-C to stop", err=True)
         try:

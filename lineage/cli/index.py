@@ -60,7 +60,7 @@ def index_list(as_json: bool) -> None:
     """
     from fingerprint.index import Index
 
-    root = Settings.from_env().home / "index"
+    root = Settings.from_env().existing_home() / "index"
     idx = Index(root)
     if as_json:
         emit_json({"index": str(root), "entries": [asdict(e) for e in idx.entries.values()]})
@@ -113,7 +113,7 @@ def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Families to report.")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Best-matching indexed bases to report (one per family at most).")
 @click.option("--shortlist", type=click.IntRange(1), default=8, show_default=True, help="Bases scored in full after screening.")
 @output_options
 @handle_errors

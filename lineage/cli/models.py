@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -110,6 +111,8 @@ def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, a
     """
     from fingerprint.sketch import save, sketch_of
 
+    if not Path(output).parent.is_dir():  # checked before the read, and never created: a typo is not a new tree
+        raise click.UsageError(f"{Path(output).parent} is not a directory")
     t = time.perf_counter()
     sk = sketch_of(path, rank, anchors)
     out = save(sk, output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -53,6 +54,11 @@ def handle_errors(f: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader went away (``lineage family x | head``): stop quietly, as shell tools do on SIGPIPE;
+            # stdout goes to /dev/null so the interpreter's final flush does not complain either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except (FingerprintError, GraphError, CrawlerError, LineageError, AlertsError, ManifestError, OSError) as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise

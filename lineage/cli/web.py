@@ -24,6 +24,8 @@ def web(host: str, port: int) -> None:
     """
     import uvicorn
 
+    from fingerprint.index import Index
+    from lineage.pictures import HomePictures
     from lineage.settings import Settings
     from lineage.store import open_store
     from web.app import create_app
@@ -31,7 +33,8 @@ def web(host: str, port: int) -> None:
     s = Settings.from_env()
     store = open_store(s)
     try:
-        app = create_app(store, s.home / "alerts.sqlite", s.web_token)
+        pictures = HomePictures(s.home, Index(s.home / "index"))
+        app = create_app(store, s.home / "alerts.sqlite", s.web_token, pictures=pictures)
         click.echo(f"lineage web on http://{host}:{port}/ (store: {s.graph}, "
                    f"{'writes need the token' if s.web_token else 'read-only'}); Ctrl-C stops it", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")

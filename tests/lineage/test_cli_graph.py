@@ -9,8 +9,9 @@ from pathlib import Path
 import networkx as nx
 import pytest
 from click.testing import CliRunner
-from graphdata import load
+from graphdata import T0, load, model
 
+from graph.records import DerivedEdge
 from graph.sqlite import SqliteStore
 from lineage.cli import main
 
@@ -56,6 +57,10 @@ def test_human_output(loaded: None, tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line() -> None:
+    home = Path(os.environ["LINEAGE_HOME"])
+    out = run("derivatives", "nobody/none", code=2)
+    assert "LINEAGE_HOME" in out and "does not exist" in out and not home.exists()  # a typo'd home
+    home.mkdir()
     out = run("derivatives", "nobody/none", code=2)
     assert out.strip() == "Error: no model 'nobody/none' in the lineage store"
     out = run("derivatives", "x", "--depth", "0", code=2)
@@ -68,3 +73,49 @@ def test_unreachable_neo4j_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.startswith("Error: cannot reach Neo4j at bolt://127.0.0.1:1") and out.count("\n") == 1
     monkeypatch.setenv("LINEAGE_GRAPH", "mysql://x")
     assert "use 'embedded' or a Neo4j URI" in run("stats", code=2)
+
+
+def test_an_exact_copy_answers_with_the_model_it_copies(loaded: None) -> None:
+    a = json.loads(run("ancestors", "eve/quant-copy", "--json"))["ancestors"]
+    assert [(r["id"], r["hops"], r["via"], r["child"]) for r in a] == [
+        ("dave/quant", 1, "same_weights", "eve/quant-copy"), ("meta/base", 2, "detected", "dave/quant")]
+    out = run("ancestors", "eve/quant-copy")
+    assert "child" in out.splitlines()[1] and "next" not in out and "same_weights" in out
+
+
+def test_family_tree_prints_each_edges_own_score(loaded: None) -> None:
+    s = SqliteStore(Path(os.environ["LINEAGE_HOME"]) / "graph.sqlite")
+    s.upsert_models([model("k-sft4", "zed/sft4")], T0)
+    s.upsert_derived([DerivedEdge("k-sft4", "k-sft3", 0.9, z=30.0)], T0)
+    s.close()
+    out = run("family", "meta/base")
+    # zed/sft4's own edge scores 0.9; the weakest on its chain is bob/sft3's 0.42 (in --json as min_score)
+    assert "└─ zed/sft4  score 0.900" in out and "└─ bob/sft3  score 0.420" in out
+    members = {m["id"]: m for m in json.loads(run("family", "meta/base", "--json"))["members"]}
+    assert members["zed/sft4"]["min_score"] == pytest.approx(0.42)
+
+
+def test_undeclared_with_an_unknown_family_is_an_error(loaded: None) -> None:
+    out = run("undeclared", "--family", "lama-x", code=2)
+    assert out.startswith("Error: no family 'lama-x'") and "llama-x" in out and out.count("\n") == 1
+
+
+def test_a_closed_pipe_ends_quietly(loaded: None) -> None:
+    """``lineage ancestors x | head -0``: the reader is gone before the first write."""
+    import subprocess
+    import sys
+
+    r_fd, w_fd = os.pipe()
+    os.close(r_fd)
+    try:
+        p = subprocess.run([sys.executable, "-m", "lineage", "ancestors", "bob/sft3"], stdout=w_fd,
+                           stderr=subprocess.PIPE, text=True, timeout=120, env={**os.environ})
+    finally:
+        os.close(w_fd)
+    assert p.returncode == 141 and p.stderr == "", p.stderr
+
+
+def test_fingerprint_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    out = run("fingerprint", str(Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"), "-o",
+              str(tmp_path / "no" / "such" / "x.lfp"), code=2)
+    assert "is not a directory" in out and not (tmp_path / "no").exists()

@@ -168,3 +168,19 @@ def test_a_5xx_storm_past_the_retries_and_a_bootstrap_that_indexed_nothing(
     r = CliRunner().invoke(main, ["index", "bootstrap", "--endpoint", hub.endpoint, "--family", "llama-2"],
                            env={"LINEAGE_HOME": str(tmp_path)})
     assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("Error: no base indexed"), r.output
+
+
+def test_hubsim_on_a_busy_port_or_a_non_zoo_directory_is_one_line(tmp_path: Path, tiny_zoo: Any) -> None:
+    import socket
+
+    from zoo.build import default_dir
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "lineage", "hubsim", str(default_dir("tiny")), "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use", r.stderr
+    r = subprocess.run([sys.executable, "-m", "lineage", "hubsim", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("Error: ") and "manifest.json" in r.stderr and "Traceback" not in r.stderr
