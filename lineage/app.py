@@ -256,8 +256,8 @@ def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | 
 def match_path(path: str, top: int, shortlist: int, settings: Settings | None = None) -> tuple[list[Match], dict[str, Any]]:
     """Screen the index against a model or fingerprint file and score the shortlist (``lineage match``)."""
     s = settings or Settings.from_env()
-    s.existing_home()  # before the read: a typo'd home is not an empty index
     with on_device(s):
+        s.existing_home()  # before the read: a typo'd home is not an empty index
         t = time.perf_counter()
         sk = sketch_of(path)
         t_fp = time.perf_counter() - t
