@@ -33,3 +33,11 @@ class UnknownFamilyError(LineageError, LookupError):
     def __init__(self, names: list[str]) -> None:
         self.names = names
         super().__init__(f"not in the catalog: {', '.join(names)}")
+
+
+class UnreadableFamilyError(LineageError, ValueError):
+    """A catalog family whose checkpoints' architecture the fingerprint reader does not support yet."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"architecture not readable yet (add a data file under fingerprint/architectures): {', '.join(names)}")

@@ -89,13 +89,20 @@ def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, 
         HF_TOKEN=hf_... lineage index bootstrap --family llama-2 --family mistral
     """
     from lineage.app import open_app
-    from lineage.catalog import select
+    from lineage.catalog import select, unreadable
     from lineage.errors import LineageError
 
     cat = select(families)
     if list_only:
-        rows = [[f["family"], f["license"], "yes" if f["gated"] else "", ", ".join(f["repos"])] for f in cat]
-        emit_json(cat) if as_json else click.echo(table(rows, ["family", "license", "gated", "repos"]))
+        later = [] if families else unreadable()
+        if as_json:
+            emit_json({"families": cat, "unreadable": later})
+            return
+        rows = [[f["family"], f["architecture"], f["license"], "yes" if f["gated"] else "", ", ".join(f["repos"])] for f in cat]
+        click.echo(table(rows, ["family", "architecture", "license", "gated", "repos"]))
+        if later:
+            click.echo("not readable yet (no architecture data file): "
+                       + ", ".join(f"{f['family']} ({f['architecture']})" for f in later))
         return
     def report(repo: str, family: str, error: str | None) -> None:
         if not as_json:

@@ -85,7 +85,15 @@ def test_index_add_from_hub_and_gated_message(hub: HubSim, tmp_path: Path) -> No
     r = CliRunner().invoke(main, ["index", "add", "meta/gated", "--endpoint", hub.endpoint], env=env)
     assert r.exit_code == 2 and "gated" in r.output and "HF_TOKEN" in r.output
     r = CliRunner().invoke(main, ["index", "bootstrap", "--list", "--json"], env=env)
-    assert r.exit_code == 0 and any(f["family"] == "llama-2" and f["gated"] for f in json.loads(r.stdout))
+    listed = json.loads(r.stdout)
+    assert r.exit_code == 0 and any(f["family"] == "llama-2" and f["gated"] for f in listed["families"])
+    # families whose checkpoints we cannot read are said to be so, never offered for bootstrap
+    from fingerprint.architectures import supported_names
+
+    assert all(f["architecture"] in supported_names() for f in listed["families"])
+    assert {f["family"] for f in listed["unreadable"]} == {"phi-2", "stablelm", "internlm", "baichuan"}
+    r = CliRunner().invoke(main, ["index", "bootstrap", "--family", "phi-2"], env=env)
+    assert r.exit_code == 2 and "phi-2 (PhiForCausalLM)" in r.output and "not readable yet" in r.output
 
 
 def test_crawl_without_once_keeps_watching(hub: HubSim, tmp_path: Path) -> None:
