@@ -17,6 +17,7 @@ from typing import Any
 from alerts.sinks import summary as alert_line
 from alerts.subscriptions import Subscription
 from graph import queries
+from graph.store import LineageStore
 from hubsim import HubSim
 from lineage.app import open_app
 from lineage.settings import Settings
@@ -37,6 +38,16 @@ def ensure_zoo(zoo: Path, quiet: bool, say: Callable[[str], None] = print) -> Pa
             say(f"building the tiny model zoo in {zoo} (one time, a few minutes) ...")
         Builder("tiny", zoo, quiet=quiet).build()
     return zoo
+
+
+def _copies(store: LineageStore, family: str, tree: dict[str, Any]) -> list[dict[str, str | None]]:
+    """Family members outside the tree because they are exact re-uploads (``SAME_WEIGHTS``): each with
+    the model it copies, so the family's count and the tree shown add up."""
+    shown = {r["key"] for r in tree["members"]} | {tree["root_key"]}
+    rest = [k for k in store.family_members(family) if k not in shown]
+    pairs = [(k, next((c for c in store.copies_of(k) if c in shown), None)) for k in rest]
+    labels = store.labels([k for p in pairs for k in p if k])
+    return [{"id": labels.get(k, (k, None))[0], "copy_of": labels.get(c, (c, None))[0] if c else None} for k, c in pairs]
 
 
 def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, Any]:
@@ -61,7 +72,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
             tree = queries.family(store, fam.root_key)
             families.append({"family": fam.name, "root": tree["root"], "license": tree["license"],
                              "candidate": bool(fam.display_name and "candidate" in fam.display_name),
-                             "members": n, "tree": tree["members"]})
+                             "members": n, "tree": tree["members"], "copies": _copies(store, fam.name, tree)})
         alerts = queries.undeclared(store)
         stats = queries.stats(store)
         # the alerts a JSONL subscription would have been sent: new findings only (a rerun sends nothing)

@@ -20,12 +20,16 @@ def print_report(doc: dict[str, Any]) -> None:
     click.echo("")
     for f in doc["families"]:
         tag = "  (candidate new family: no catalog base matched, no base declared)" if f["candidate"] else ""
-        click.echo(f"family {f['family']}: root {f['root']}, licence {f['license']}, {f['members']} models{tag}")
+        copies = f.get("copies") or []
+        split = f" ({len(f['tree']) + 1} in the tree, {len(copies)} exact copies)" if copies else ""
+        click.echo(f"family {f['family']}: root {f['root']}, licence {f['license']}, {f['members']} models{split}{tag}")
         children: dict[str, list[dict[str, Any]]] = {}
         for r in f["tree"]:
             children.setdefault(r["parent"] or f["root"], []).append(r)
 
         _show_tree(children, f["root"], 0)
+        for c in copies:
+            click.echo(f"  = {c['id']}: " + (f"exact copy of {c['copy_of']}" if c["copy_of"] else "in the family, no edge yet"))
         click.echo("")
     if doc["undeclared"]:
         click.echo("derivatives whose card hides or misstates their base:")

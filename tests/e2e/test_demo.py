@@ -74,6 +74,12 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
         original = next(m.id for m in models if m.id.split("/")[1] == mirror.split("/")[1])
         assert frozenset((mirror, original)) in same
         assert doc["served_by_repo"][mirror] == 0
+    # each family's count is its tree (root + members) plus its exact copies, each naming what it copies
+    for f in doc["families"]:
+        assert f["members"] == len(f["tree"]) + 1 + len(f["copies"]), f["family"]
+        for c in f["copies"]:
+            assert frozenset((c["id"], c["copy_of"])) in same, c
+    assert any(c["id"].startswith("mirror/") for f in doc["families"] for c in f["copies"])
     q = placement_quality(models, dump)
     acc, chain = q["direct_parent_accuracy"], q["multi_generation_accuracy"]
     print(f"\n{backend}: direct parent accuracy {acc:.3f} over {q['single_parent_n']}, multi-generation {chain:.3f}")
