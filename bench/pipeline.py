@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole loop over a zoo served by the loopback Hub stand-in.
 
-    python -m bench.pipeline [--zoo DIR]          # default: the small zoo (.cache/zoo/small)
+    python -m bench.pipeline [--zoo DIR]          # default: the small zoo (the zoo cache's small zoo)
 
 Prints models/minute end to end, where the time goes (listing, metadata, bytes+fingerprint, match,
 write), bytes read as a share of checkpoint bytes, and the placement quality against the manifest:

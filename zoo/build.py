@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -21,13 +22,28 @@ from zoo import corpus, ops
 from zoo.recipes import SIZES, TOKENIZERS, Recipe, all_recipes
 from zoo.train import encode, seed_all, train_dpo, train_lm, train_tokenizer
 
-# The checkout's cache, shared by the tests and the benchmarks (the demo builds into $LINEAGE_HOME/zoo).
-ROOT = Path(__file__).resolve().parents[1] / ".cache" / "zoo"
 FORMAT = 1
 
 
+def _cache_root() -> Path:
+    env = os.environ.get("LINEAGE_ZOO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "model-lineage" / "zoo"
+
+
+# One cache for `lineage demo`, the tests and the benchmarks: $LINEAGE_ZOO_CACHE, else
+# $XDG_CACHE_HOME/model-lineage/zoo (~/.cache/...). Read once at import, so a test that points HOME
+# elsewhere (the Ray tests do) still finds the zoo the session built.
+ROOT = _cache_root()
+
+
 def default_dir(size: str) -> Path:
-    return ROOT / size
+    """Where the ``size`` zoo of the current recipes lives: ``ROOT/<size>-<build key>``. The key hashes the
+    recipes, the sizes, the corpus and the torch/transformers versions, so a changed recipe builds anew
+    and an unchanged one is found wherever it was built first (the demo, then the tests)."""
+    return ROOT / f"{size}-{build_key(size)}"
 
 
 def build_key(size: str) -> str:

@@ -71,7 +71,8 @@ def _show_tree(children: dict[str, list[dict[str, Any]]], node: str, depth: int)
 
 @click.command()
 @click.option("--zoo", type=click.Path(file_okay=False), default=None,
-              help="Zoo directory (default $LINEAGE_HOME/zoo/tiny; built there if missing).")
+              help="Zoo directory (default: the shared zoo cache, $LINEAGE_ZOO_CACHE or ~/.cache/model-lineage/zoo, "
+                   "where the tests look too; built there if missing).")
 @output_options
 @handle_errors
 def demo(zoo: str | None, as_json: bool) -> None:
@@ -87,7 +88,9 @@ def demo(zoo: str | None, as_json: bool) -> None:
 
     s = Settings.from_env()
     quiet = as_json or s.disable_progress_bars
-    z = ensure_zoo(Path(zoo) if zoo else s.home / "zoo" / "tiny", quiet, say=lambda m: click.echo(m, err=True))
+    from zoo.build import default_dir
+
+    z = ensure_zoo(Path(zoo) if zoo else default_dir("tiny"), quiet, say=lambda m: click.echo(m, err=True))
     doc = run_demo(z, s, quiet=quiet)
     if as_json:
         emit_json(json.loads(json.dumps(doc, default=str)))

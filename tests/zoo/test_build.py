@@ -1,9 +1,13 @@
 """zoo.build: the tiny zoo is really trained, its attacks really preserve function, its manifest is right.
 
-Uses the session's tiny zoo (``tiny_zoo`` in conftest: built once into ``.cache/zoo/tiny``).
+Uses the session's tiny zoo (``tiny_zoo`` in conftest: built once into the zoo cache).
 """
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +48,19 @@ def test_attacks_preserve_logits(tiny_zoo: Manifest) -> None:
     attacks = [m for m in tiny_zoo if m.category == "attack"]
     assert len(attacks) == 16
     assert all(m.extra["logit_max_rel_err"] <= 1e-6 for m in attacks)
+
+
+def test_one_zoo_cache_keyed_by_the_recipes(tiny_zoo: Manifest, tmp_path: Path) -> None:
+    """The demo and the tests share ``default_dir``: ``<cache>/<size>-<build key>``, the cache from
+    ``LINEAGE_ZOO_CACHE`` (read at import), so a zoo built by ``lineage demo`` is the one the suite finds."""
+    import subprocess
+    import sys
+
+    from zoo.build import build_key, default_dir
+
+    assert tiny_zoo.root == default_dir("tiny") and default_dir("tiny").name == f"tiny-{build_key('tiny')}"
+    assert json.loads((tiny_zoo.root / "manifest.json").read_text())["key"] == build_key("tiny")
+    out = subprocess.run([sys.executable, "-c", "from zoo.build import default_dir; print(default_dir('tiny'))"],
+                         env={**os.environ, "LINEAGE_ZOO_CACHE": str(tmp_path)}, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert Path(out) == tmp_path / f"tiny-{build_key('tiny')}"
