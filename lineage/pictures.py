@@ -135,15 +135,16 @@ class HomePictures:
         return find_fingerprint(self.home, self.index, model_id) is not None
 
     def png(self, model_id: str) -> bytes | None:
-        with self._lock:
-            if model_id in self._cache:
-                return self._cache[model_id]
         fp = find_fingerprint(self.home, self.index, model_id)
         if fp is None:
             return None
+        key = str(fp)  # by file, not id: a new commit of the model has a new fingerprint and a new picture
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
         data = picture_png(load(fp))
         with self._lock:
             if len(self._cache) >= self.keep:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[model_id] = data
+            self._cache[key] = data
         return data
