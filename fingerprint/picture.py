@@ -27,7 +27,7 @@ library RNG whose stream may change), so ``z`` is close to ``N(0, I)`` and ``cor
 drives a mirror-symmetric creature: body outline (a cosine series in the angle), a banded interior
 (a fixed sum of sinusoids whose phases come from ``z``), eyes, and a palette around a hue from ``z``.
 Every feature is a smooth function of ``z``: a derivative (``cos ≥ 0.9``: each coordinate moves by
-``≤ 0.45σ``) keeps hue, outline and pattern; an independent model (``cos ≈ 0``) draws a fresh ``z``.
+about ``√(2(1 − cos)) ≤ 0.45σ`` RMS) keeps hue, outline and pattern; an independent model (``cos ≈ 0``) draws a fresh ``z``.
 Nothing a Hub user can set without changing weights (name, card, token ids) enters.
 """
 
