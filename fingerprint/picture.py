@@ -152,7 +152,7 @@ def render(z: np.ndarray, size: int = 256) -> np.ndarray:
     for m in range(1, 7):
         outline = outline + 0.09 / m**0.6 * math.tanh(z[m]) * np.cos(m * theta)
     # ears or horns: a bump on each side of the crown, where and how big set by z
-    crown = 0.45 + 0.35 * math.tanh(z[5] + 0.0)
+    crown = 0.45 + 0.35 * math.tanh(z[5])
     outline = outline + 0.14 * max(0.0, math.tanh(z[4])) * np.exp(-(((theta - crown) / 0.22) ** 2))
     outline = np.clip(outline, 0.3, 0.95)
     body = rho < outline
