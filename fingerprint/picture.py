@@ -33,7 +33,6 @@ Nothing a Hub user can set without changing weights (name, card, token ids) ente
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import zlib
@@ -85,7 +84,8 @@ def picture_vector(sk: Sketch) -> np.ndarray:
     Raises:
         PictureError: fewer than :data:`MIN_TOKENS` usable anchor rows.
     """
-    order = sorted(range(len(sk.keys)), key=lambda i: token_hash(sk.keys[i]))
+    hashes = [token_hash(k) for k in sk.keys]
+    order = sorted(range(len(sk.keys)), key=hashes.__getitem__)
     rows = np.asarray(sk.embed, dtype=np.float64)
     norms = np.linalg.norm(rows, axis=1)
     order = [i for i in order if norms[i] > 0 and np.isfinite(norms[i])][:TOKENS]
@@ -96,7 +96,7 @@ def picture_vector(sk: Sketch) -> np.ndarray:
     iu, ju = np.triu_indices(len(order), 1)
     vals = g[iu, ju]
     vals = (vals - vals.mean()) / (vals.std() or 1.0)
-    h = np.array([int.from_bytes(token_hash(sk.keys[i])[:8], "little") for i in order], dtype=np.uint64)
+    h = np.array([int.from_bytes(hashes[i][:8], "little") for i in order], dtype=np.uint64)
     m = _mix(h[iu] ^ h[ju])
     bucket = ((m >> np.uint64(32)) % np.uint64(DIM)).astype(np.int64)
     sign = np.where((m & np.uint64(1)) == 1, 1.0, -1.0)
@@ -194,12 +194,11 @@ def png(indices: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
             + chunk(b"PLTE", plte) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def picture_png(sk: Sketch, size: int = 256) -> bytes:
-    """The model's picture as PNG bytes (deterministic: same weights, same bytes)."""
-    z = latent(picture_vector(sk))
+def draw(z: np.ndarray, size: int = 256) -> bytes:
+    """The PNG of latent ``z`` (from :func:`latent`)."""
     return png(render(z, size), _palette(z))
 
 
-def vector_digest(v: np.ndarray) -> str:
-    """A short id of the latent a picture is drawn from (two equal digests draw the same picture)."""
-    return hashlib.sha256(latent(v).astype("<f8").tobytes()).hexdigest()[:16]
+def picture_png(sk: Sketch, size: int = 256) -> bytes:
+    """The model's picture as PNG bytes (deterministic: same weights, same bytes)."""
+    return draw(latent(picture_vector(sk)), size)

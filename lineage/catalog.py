@@ -15,16 +15,20 @@ def _all() -> list[dict[str, Any]]:
     return list(data["families"])
 
 
+def _split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ok = set(supported_names())
+    fams = _all()
+    return [f for f in fams if f["architecture"] in ok], [f for f in fams if f["architecture"] not in ok]
+
+
 def catalog() -> list[dict[str, Any]]:
     """Every family we can fingerprint: ``family``, ``architecture``, ``license``, ``gated`` and its ``repos``."""
-    ok = set(supported_names())
-    return [f for f in _all() if f["architecture"] in ok]
+    return _split()[0]
 
 
 def unreadable() -> list[dict[str, Any]]:
     """Catalog families whose architecture ``fingerprint/architectures`` has no data file for yet."""
-    ok = set(supported_names())
-    return [f for f in _all() if f["architecture"] not in ok]
+    return _split()[1]
 
 
 def select(families: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
@@ -34,10 +38,11 @@ def select(families: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
         UnknownFamilyError: a name the catalog does not list.
         UnreadableFamilyError: a named family whose architecture we cannot read yet.
     """
-    bad = sorted(f"{f['family']} ({f['architecture']})" for f in unreadable() if f["family"] in families)
+    readable, later = _split()
+    bad = sorted(f"{f['family']} ({f['architecture']})" for f in later if f["family"] in families)
     if bad:
         raise UnreadableFamilyError(bad)
-    cat = [f for f in catalog() if not families or f["family"] in families]
+    cat = [f for f in readable if not families or f["family"] in families]
     unknown = sorted(set(families) - {f["family"] for f in cat})
     if unknown:
         raise UnknownFamilyError(unknown)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fingerprint.similarity import DESCRIPTIONS, METHODS
-from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options, table
+from lineage.cli.output import emit_json, existing_parent, fmt_bytes, handle_errors, output_options, table
 
 
 @click.command()
@@ -111,8 +111,7 @@ def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, a
     """
     from fingerprint.sketch import save, sketch_of
 
-    if not Path(output).parent.is_dir():  # checked before the read, and never created: a typo is not a new tree
-        raise click.UsageError(f"{Path(output).parent} is not a directory")
+    existing_parent(Path(output))
     t = time.perf_counter()
     sk = sketch_of(path, rank, anchors)
     out = save(sk, output)

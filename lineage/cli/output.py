@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -39,6 +40,14 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def existing_parent(output: Path) -> Path:
+    """Refuse an output file whose directory does not exist, before any long work, and never create it
+    (a typo in ``-o`` is not a new directory tree)."""
+    if not output.parent.is_dir():
+        raise click.UsageError(f"{output.parent} is not a directory")
+    return output
 
 
 def handle_errors(f: F) -> F:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options
+from lineage.cli.output import emit_json, existing_parent, fmt_bytes, handle_errors, output_options
 
 
 @click.command()
@@ -33,14 +33,13 @@ def picture(target: str | None, output: Path, size: int | None, sheet: str | Non
         lineage picture model.lfp -o model.png --size 128
         lineage picture --sheet llama-a -o family.png
     """
-    from fingerprint.picture import latent, picture_png, picture_vector
+    from fingerprint.picture import draw, latent, picture_vector
     from lineage.app import open_app
     from lineage.pictures import contact_sheet, dir_rows, family_rows, sketch_for
 
     if (target is None) == (sheet is None):
         raise click.UsageError("give either TARGET or --sheet FAMILY|DIR")
-    if not output.parent.is_dir():
-        raise click.UsageError(f"{output.parent} is not a directory")
+    existing_parent(output)
     with open_app() as app:
         if sheet is not None:
             src = Path(sheet)
@@ -52,9 +51,10 @@ def picture(target: str | None, output: Path, size: int | None, sheet: str | Non
             assert target is not None
             sk = sketch_for(app.settings.home, app.index, target)
             size = size or 256
-            data = picture_png(sk, size)
+            z = latent(picture_vector(sk))  # once: the JSON reports the latent the picture is drawn from
+            data = draw(z, size)
             doc = {"output": str(output), "bytes": len(data), "size": size, "source": sk.meta.get("source"),
-                   "latent": [float(x) for x in latent(picture_vector(sk))]}
+                   "latent": [float(x) for x in z]}
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(output)
