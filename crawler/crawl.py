@@ -25,7 +25,14 @@ from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
 
-from crawler.errors import GatedRepoError, HubRequestError, HubUnreachableError, RepoNotFoundError
+from crawler.errors import (
+    GatedRepoError,
+    HubAuthError,
+    HubRequestError,
+    HubStopError,
+    HubUnreachableError,
+    RepoNotFoundError,
+)
 from crawler.fetch import FetchOptions, fingerprint_repo
 from crawler.http import check_endpoint, pin_endpoint, short, with_retries
 from crawler.records import HubModel, Outcome, WorkItem, from_info
@@ -70,6 +77,7 @@ class CrawlOptions:
     sweep: bool = False
     timeout: float = 30.0
     attempts: int = 6
+    backoff_s: float = 0.5
     state_label: str | None = None
 
 
@@ -124,7 +132,8 @@ class Crawler:
         self.api = HfApi(endpoint=options.endpoint, token=options.token or False)
         self.state = CrawlState(options.home / "crawl.sqlite", options.state_label or options.endpoint)
         self.fp_dir = options.home / "fingerprints"
-        self.fetch_options = FetchOptions(options.endpoint, options.token, options.timeout, options.attempts)
+        self.fetch_options = FetchOptions(options.endpoint, options.token, options.timeout, options.attempts,
+                                          options.backoff_s)
         self.progress = progress
         self._keys: dict[str, str | None] = {}
 
@@ -180,6 +189,8 @@ class Crawler:
                     self._found(info, found, s)
             except HfHubHTTPError as e:  # the client retried 429/5xx itself
                 status = e.response.status_code if e.response is not None else None
+                if status == 401 and e.response is not None and self.o.token:
+                    raise HubAuthError(f"{self.o.endpoint}/api/models", short(e)) from e
                 raise HubRequestError(f"{self.o.endpoint}/api/models", status, short(e)) from e
             except (httpx2.TransportError, httpx2.TimeoutException) as e:  # nothing is committed yet: safe to fail
                 raise HubUnreachableError(f"{self.o.endpoint}/api/models", None, f"cannot reach the Hub: {short(e)}") from e
@@ -250,7 +261,7 @@ class Crawler:
                     break
                 try:
                     settled = [self.settle(item) for item in items]
-                except HubUnreachableError:  # every other item would wait out the same retries: stop the pass
+                except HubStopError:  # every other item would fail the same way: stop the pass
                     later.extend(items)
                     raise
                 todo = [x for x in settled if isinstance(x, tuple)]
@@ -311,7 +322,7 @@ class Crawler:
             m = self.info(item.repo_id, item.sha)
         except RepoNotFoundError as e:
             return Outcome(None, "gone", str(e))
-        except HubUnreachableError:
+        except HubStopError:
             raise
         except HubRequestError as e:
             return Outcome(None, "retry", str(e))
@@ -351,11 +362,14 @@ class Crawler:
             # ``expand`` cannot be combined with ``files_metadata`` (the LFS hashes); the full payload
             # carries the card, config, siblings and safetensors counts; the card names the bases.
             return self.api.model_info(repo_id, revision=rev, files_metadata=True, timeout=self.o.timeout)
+        def retried(rev: str | None) -> Any:
+            return with_retries(lambda: call(rev), f"model_info {repo_id}", self.o.attempts, base=self.o.backoff_s,
+                                repo_id=repo_id)
         try:
             try:
-                raw = with_retries(lambda: call(sha), f"model_info {repo_id}", self.o.attempts)
+                raw = retried(sha)  # the Hub serves any commit: a push since the listing is the next item's
             except RevisionNotFoundError:
-                raw = with_retries(lambda: call(None), f"model_info {repo_id}", self.o.attempts)
+                raw = retried(None)  # the commit is gone (history rewritten)
         except HfGatedRepoError as e:
             raise GatedRepoError(repo_id, bool(self.o.token)) from e
         except RepositoryNotFoundError as e:
@@ -375,9 +389,11 @@ class Crawler:
             if b not in self._keys:
                 try:
                     info = with_retries(lambda b=b: self.api.model_info(b, timeout=self.o.timeout),  # type: ignore[misc]
-                                        f"model_info {b}", self.o.attempts)
+                                        f"model_info {b}", self.o.attempts, base=self.o.backoff_s, repo_id=b)
                     self._keys[b] = str(vars(info).get("_id") or "") or None
-                except (HfGatedRepoError, RepositoryNotFoundError, HubRequestError):
+                except HubStopError:
+                    raise
+                except (HfGatedRepoError, RepositoryNotFoundError, HubRequestError, RepoNotFoundError):
                     self._keys[b] = None
             key = self._keys[b]
             if key:

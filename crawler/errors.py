@@ -25,9 +25,22 @@ class HubRequestError(CrawlerError, OSError):
         super().__init__(f"{url}: {reason}" + (f" (HTTP {status})" if status else ""))
 
 
-class HubUnreachableError(HubRequestError):
-    """No HTTP answer at all after the retries (connection refused, DNS failure, timeouts): every later
-    request to the same endpoint would fail the same way, so callers stop instead of trying each item."""
+class HubStopError(HubRequestError):
+    """A failure every later request to the same endpoint would share: callers stop the pass instead of
+    trying each item (and recording none of them as settled)."""
+
+
+class HubUnreachableError(HubStopError):
+    """No HTTP answer at all after the retries (connection refused, DNS failure, timeouts)."""
+
+
+class HubAuthError(HubStopError, PermissionError):
+    """The Hub refused the token itself (401 with a token: invalid, expired or revoked). Nothing is
+    "gone": the same request with a valid token would work, so the model stays queued."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(url, 401, f"the Hub refused the token ({message[:120]}): set HF_TOKEN to a valid "
+                                   "token, or unset it to crawl anonymously")
 
 
 class EndpointError(CrawlerError, ValueError):

@@ -23,12 +23,14 @@ from fingerprint.sketch import sketch_model, to_bytes
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How a worker reaches the Hub: the endpoint, the token (None: anonymous) and the retry policy."""
+    """How a worker reaches the Hub: the endpoint, the token (None: anonymous) and the retry policy
+    (``attempts`` per request, backoff from ``backoff_s``)."""
 
     endpoint: str
     token: str | None = None
     timeout: float = 30.0
     attempts: int = 6
+    backoff_s: float = 0.5
 
 
 def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
@@ -36,12 +38,12 @@ def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
 
     Returns an outcome with status ``fingerprinted`` (``data`` = the ``.lfp`` bytes, deterministic for
     a given commit), ``gated`` or ``gone`` (the files cannot be read), ``retry`` (a transient Hub failure
-    past the retries) or ``unsupported`` (the checkpoint cannot be fingerprinted). Never raises for
+    past the retries, or a refused token: the crawler's next metadata call stops the pass) or ``unsupported`` (the checkpoint cannot be fingerprinted). Never raises for
     what the Hub or the checkpoint does.
     """
     t0 = time.perf_counter()
     repo = HttpRepo(options.endpoint, model.id, model.sha, model.file_sizes, options.token, options.timeout,
-                    options.attempts)
+                    options.attempts, options.backoff_s)
 
     def read() -> int:
         return repo.weight_bytes_read + repo.small_bytes_read

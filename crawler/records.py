@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fingerprint.errors import UnsafePathError
 from fingerprint.io.source import safe_relative_name
@@ -21,6 +21,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILES = 10_000
+MAX_TAGS = 200
+RELATIONS = ("finetune", "adapter", "merge", "quantized")
 
 
 def valid_repo_id(s: object) -> str | None:
@@ -49,9 +51,12 @@ class HubModel:
         sha: the commit the metadata (and any weights read) belong to.
         gated: ``False``, ``"auto"`` or ``"manual"``.
         license, license_name, license_link: from the card.
-        base_models: declared bases (``base_model`` in the card, or ``baseModels``), validated ids.
-        base_keys: ``(id, _id)`` of declared bases the payload's ``baseModels`` names.
-        relation: declared or Hub-inferred relation to the bases.
+        base_models: declared bases (``base_model`` in the card, else ``baseModels`` or the
+            ``base_model:…`` tags), validated ids.
+        base_keys: ``(id, _id)`` of declared bases the payload's ``baseModels`` names (the Hub sends it
+            only when asked by ``expand``, which excludes the LFS hashes: usually empty).
+        relation: declared (card) or Hub-inferred relation to the bases (``baseModels``, or the
+            ``base_model:{relation}:{id}`` tag the Hub adds to every default payload).
         architecture: ``config.architectures[0]`` read through the API (not ``/resolve``).
         weights: safetensors/GGUF files with sizes and LFS hashes.
         file_sizes: every file's size (what a ranged reader may be asked to read).
@@ -120,6 +125,23 @@ def _date(v: object) -> datetime | None:
     return None
 
 
+def base_tags(tags: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """The Hub-inferred relation and base ids in ``base_model:{id}`` / ``base_model:{relation}:{id}``
+    tags (in every default ``model_info``, unlike ``baseModels``); one relation only if all agree."""
+    relations: set[str] = set()
+    ids: list[str] = []
+    for t in tags:
+        parts = t.split(":")
+        if parts[0] != "base_model" or len(parts) not in (2, 3):
+            continue
+        if len(parts) == 3 and parts[1] in RELATIONS:
+            relations.add(parts[1])
+        rid = valid_repo_id(parts[-1])
+        if rid is not None and rid not in ids:
+            ids.append(rid)
+    return (relations.pop() if len(relations) == 1 else None), ids
+
+
 def from_info(info: Any) -> HubModel:
     """Build a :class:`HubModel` from a ``huggingface_hub`` ``ModelInfo`` (``files_metadata=True``).
 
@@ -148,7 +170,11 @@ def from_info(info: Any) -> HubModel:
                 keys.append((str(m["id"]), str(m["_id"])[:64]))
         if not bases:
             bases = [m.get("id") for m in bm.get("models") or [] if isinstance(m, dict)]
-    rel = card.get("base_model_relation") or relation
+    tags = tuple(t[:300] for t in (getattr(info, "tags", None) or [])[:MAX_TAGS] if isinstance(t, str))
+    tag_relation, tag_bases = base_tags(tags)
+    if not bases:
+        bases = tag_bases
+    rel = card.get("base_model_relation") or relation or tag_relation
     sizes: dict[str, int] = {}
     weights: list[WeightFile] = []
     for s in (getattr(info, "siblings", None) or [])[:MAX_FILES]:
@@ -175,8 +201,8 @@ def from_info(info: Any) -> HubModel:
         license=_str(card.get("license"), 64), license_name=_str(card.get("license_name"), 128),
         license_link=_str(card.get("license_link")),
         base_models=tuple(b for b in (valid_repo_id(x) for x in bases) if b), base_keys=tuple(keys),
-        relation=rel if rel in ("finetune", "adapter", "merge", "quantized") else None,
-        tags=tuple(t for t in (getattr(info, "tags", None) or []) if isinstance(t, str))[:200],
+        relation=cast(Relation, rel) if rel in RELATIONS else None,
+        tags=tags,
         pipeline_tag=_str(getattr(info, "pipeline_tag", None), 64), library=_str(getattr(info, "library_name", None), 64),
         architecture=_str(archs[0], 128) if isinstance(archs, list) and archs else None,
         weights=tuple(weights), file_sizes=sizes,

@@ -66,8 +66,13 @@ class SimRepo:
     pipeline_tag: str | None = "text-generation"
     library_name: str | None = None
     _id: str = ""
+    #: earlier commits of ``main``: sha -> files (:meth:`hubsim.HubSim.commit` keeps them readable)
+    history: dict[str, dict[str, SimFile]] = field(default_factory=dict)
+    prs: list[dict[str, SimFile]] = field(default_factory=list)  # ``refs/pr/N`` is ``prs[N-1]``
+    origin: str = ""  # the id the repo was created under: a rename keeps its commits' shas
 
     def __post_init__(self) -> None:
+        self.origin = self.origin or self.repo_id
         self._id = self._id or object_id(self.repo_id)
         if not self.card and "README.md" in self.files:
             self.card = front_matter(self.files["README.md"].path.read_text("utf-8", errors="replace"))
@@ -81,7 +86,7 @@ class SimRepo:
     @property
     def sha(self) -> str:
         """The commit: a hash of every file's name and blob id, so any change of content changes it."""
-        h = hashlib.sha1(self.repo_id.encode())
+        h = hashlib.sha1(self.origin.encode())
         for name in sorted(self.files):
             h.update(f"{name}\x00{self.files[name].sha1}\x00".encode())
         return h.hexdigest()
@@ -156,7 +161,7 @@ class SimRepo:
         return s
 
     def info(self, blobs: bool = False) -> dict[str, Any]:
-        """The full ``/api/models/{id}`` payload."""
+        """Every field the stand-in knows, expand-only ones included (:meth:`hubsim.HubSim.shape` picks)."""
         return {
             "_id": self._id, "id": self.repo_id, "modelId": self.repo_id, "author": self.author,
             "sha": self.sha, "createdAt": iso(self.created_at), "lastModified": iso(self.last_modified),
@@ -164,7 +169,10 @@ class SimRepo:
             "tags": self.tags(), "pipeline_tag": self.pipeline_tag, "library_name": self.library_name,
             "cardData": self.card or None, "config": self.config(),
             "siblings": [self.sibling(f, blobs) for f in sorted(self.files.values(), key=lambda f: f.name)],
-            "safetensors": self.safetensors_info(), "baseModels": self.base_models(), "childrenModelCount": 0,
+            "safetensors": self.safetensors_info(), "spaces": [],
+            "usedStorage": sum(f.size for f in self.files.values()),
+            # expand-only on the Hub: never in a default payload
+            "baseModels": self.base_models(), "downloadsAllTime": 0, "trendingScore": 0,
         }
 
 

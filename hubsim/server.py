@@ -1,10 +1,15 @@
 """A loopback Hugging Face Hub stand-in: a real HTTP server for the contract the crawler relies on.
 
-It implements the routes of ``hub-crawling.md`` §4.2, verified against the real ``huggingface_hub``:
-paged ``/api/models`` (keyset cursor in a ``Link`` header, sort by ``createdAt``/``lastModified``),
-``/api/models/{id}[/revision/{rev}]``, ``/resolve`` (small files directly, LFS files by a 302 to a second
-origin, the "CDN"), ``/tree``, ``X-Error-Code`` errors, gated repos, and 429s with ``RateLimit`` headers.
-Faults are injected on request, and every byte served is counted per file.
+It implements the routes of ``hub-crawling.md`` §4.2, verified against the real ``huggingface_hub``,
+with the real Hub's behaviour where ``hub-fidelity.md`` has evidence of it: paged ``/api/models``
+(keyset cursor in a ``Link`` header; sort by ``createdAt``/``lastModified``/``trendingScore``; ``gated=``),
+``/api/models/{id}[/revision/{rev}]`` at any commit, short sha or ``refs/pr/N``, ``expand`` checked per
+endpoint (400), expand-only fields left out of default payloads, ``/resolve`` (small files by a relative
+307 to ``/api/resolve-cache``, LFS files by a 302 to a second origin, the "CDN", whose signed URLs
+expire), renamed and case-mismatched ids answered by a relative 307, the Hub's token semantics
+(anonymous misses 401, authenticated misses 404, invalid tokens 401 everywhere), ``RateLimit`` headers
+on every response, ``X-Error-Code`` errors and gated repos. Faults are injected on request or at
+random (:class:`~hubsim.hub.Chaos`), and every byte served is counted per file.
 
 Only loopback addresses are bound. Example::
 
@@ -15,67 +20,41 @@ Only loopback addresses are bound. Example::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
+import socket
+import struct
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from hubsim.hub import EXPAND_INFO, URL_TTL_S, ExpandError, Fault, HubState, check_expand
 from hubsim.repos import SimFile, SimRepo
 
-PAGE_DEFAULT = 100
-PAGE_MAX = 1000
 CHUNK = 1 << 16
+INVALID_TOKEN = "Invalid credentials in Authorization header"  # the message huggingface_hub keys on
 
 
-@dataclass
-class Fault:
-    """An injected failure: the next ``count`` matching requests fail.
+class HubSim(HubState):
+    """The stand-in: :class:`~hubsim.hub.HubState` behind two loopback HTTP origins (API and CDN).
 
-    ``kind`` is ``"429"`` (rate limited, ``RateLimit`` ``t=retry_after``), ``"status"`` (``status``
-    code), or ``"truncate"`` (send headers for the whole body, then half of it, then close).
-    ``where`` is ``"api"`` (``/api/*``), ``"resolve"`` or ``"cdn"``; ``after`` lets that many matching
-    requests through first (a failure *mid*-download).
+    ``tokens``: the valid tokens (None: any token is a real account's); ``accepted_tokens`` are valid
+    and may read gated repos. ``url_ttl_s``: how long a signed CDN URL lasts.
     """
 
-    kind: str
-    where: str
-    count: int
-    status: int = 503
-    retry_after: int = 1
-    after: int = 0
-
-
-class HubSim:
-    """The stand-in: repos, counters and faults behind two loopback HTTP origins (API and CDN)."""
-
     def __init__(self, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
-                 accepted_tokens: frozenset[str] = frozenset(), page_size: int = PAGE_DEFAULT,
-                 delay_s: float = 0.0) -> None:
+                 accepted_tokens: frozenset[str] = frozenset(), tokens: frozenset[str] | None = None,
+                 page_size: int = 100, delay_s: float = 0.0, url_ttl_s: float = URL_TTL_S) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the Hub stand-in binds loopback addresses only, not {host!r}")
-        self.repos: dict[str, SimRepo] = {}
-        #: tokens whose account "accepted the terms" of every gated repo (the operator's, in the demo)
-        self.accepted_tokens = accepted_tokens
-        self.page_size = page_size  # listing page size when the client sends no ``limit``
-        self.delay_s = delay_s  # added to every CDN response (tests that must interrupt a crawl mid-way)
-        self.bytes_served: Counter[tuple[str, str]] = Counter()  # (repo_id, filename) -> bytes
-        self.requests: Counter[str] = Counter()  # "api" / "resolve" / "cdn" / "429" / "fault"
-        self.log: list[tuple[str, str, int]] = []  # (method, path, status), for assertions
-        self.faults: list[Fault] = []
-        self.lock = threading.RLock()
+        super().__init__(accepted_tokens, tokens, page_size, delay_s, url_ttl_s)
         self._api = ThreadingHTTPServer((host, port), _handler(self, cdn=False))
         self._cdn = ThreadingHTTPServer((host, cdn_port), _handler(self, cdn=True))
         self._api.daemon_threads = self._cdn.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
-    # -- lifecycle ------------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._api.server_address[1]}"
@@ -102,140 +81,79 @@ class HubSim:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- repos ----------------------------------------------------------------------------------
-    def add(self, repo: SimRepo) -> SimRepo:
-        with self.lock:
-            self.repos[repo.repo_id] = repo
-        return repo
-
-    def commit(self, repo_id: str, files: dict[str, SimFile], when: datetime) -> None:
-        """A new commit: add or replace files and move ``lastModified`` (e.g. weights pushed late)."""
-        with self.lock:
-            r = self.repos[repo_id]
-            r.files.update(files)
-            r.last_modified = when
-
-    def publish(self, repo_id: str) -> None:
-        """Flip a private repo public; its dates stay as they were (the sweep must find it)."""
-        with self.lock:
-            self.repos[repo_id].private = False
-
-    def inject(self, fault: Fault) -> None:
-        with self.lock:
-            self.faults.append(fault)
-
-    def served(self, repo_id: str) -> int:
-        """Bytes served for one repo, over both origins."""
-        return sum(v for (r, _), v in self.bytes_served.items() if r == repo_id)
-
-    def _take_fault(self, where: str) -> Fault | None:
-        with self.lock:
-            for f in self.faults:
-                if f.where == where and f.count > 0:
-                    if f.after > 0:
-                        f.after -= 1
-                        return None
-                    f.count -= 1
-                    return f
-        return None
-
-    # -- listing --------------------------------------------------------------------------------
-    def listing(self, q: dict[str, list[str]]) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of ``/api/models`` and the cursor of the next page (None on the last)."""
-        def one(k: str) -> str | None:
-            v = q.get(k)
-            return v[0] if v else None
-
-        sort = {"createdAt": "created_at", "lastModified": "last_modified"}.get(one("sort") or "", "created_at")
-        limit = max(1, min(PAGE_MAX, int(one("limit") or self.page_size)))
-        with self.lock:
-            repos = [r for r in self.repos.values() if not r.private]
-        if one("author"):
-            repos = [r for r in repos if r.author == one("author")]
-        if one("search"):
-            repos = [r for r in repos if str(one("search")).lower() in r.repo_id.lower()]
-        if one("pipeline_tag"):
-            repos = [r for r in repos if r.pipeline_tag == one("pipeline_tag")]
-        for tag in q.get("filter", []):
-            repos = [r for r in repos if tag in r.tags() or tag == r.repo_id]
-        # Always descending, ties by _id: a keyset cursor, so inserts at the head do not shift pages.
-        def key(r: SimRepo) -> tuple[float, str]:
-            return (getattr(r, sort).timestamp(), r._id)
-
-        repos.sort(key=key, reverse=True)
-        cursor = one("cursor")
-        if cursor:
-            ts, oid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            repos = [r for r in repos if key(r) < (ts, oid)]
-        page, more = repos[:limit], len(repos) > limit
-        expand = q.get("expand", [])
-        full = one("full") in ("true", "True", "1") or one("cardData") in ("true", "True", "1")
-        items = [self._shape(r, expand, blobs=False, brief=not full and not expand) for r in page]
-        if one("config") in ("true", "True", "1"):
-            for it, r in zip(items, page, strict=True):
-                it["config"] = r.config()
-        nxt = base64.urlsafe_b64encode(json.dumps(list(key(page[-1]))).encode()).decode() if more else None
-        return items, nxt
-
-    @staticmethod
-    def _shape(r: SimRepo, expand: list[str], blobs: bool, brief: bool = False) -> dict[str, Any]:
-        info = r.info(blobs=blobs)
-        if expand:
-            return {k: v for k, v in info.items() if k in expand or k in ("id", "_id")}
-        if brief:  # a bare listing carries a few fields, like the Hub's
-            keep = ("_id", "id", "modelId", "likes", "downloads", "private", "tags", "pipeline_tag",
-                    "library_name", "createdAt")
-            return {k: info[k] for k in keep}
-        return info
-
 
 def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "lineage-hubsim"
+        rate: dict[str, str]  # RateLimit headers of this request, set before any answer
+        truncate = False  # a truncate fault is due: the body writer sends half
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read sim.log instead
             pass
 
         # -- plumbing ---------------------------------------------------------------------------
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                  length: int | None = None) -> None:
+        def _head(self, status: int, headers: dict[str, str], length: int) -> None:
             self.send_response(status)
-            for k, v in (headers or {}).items():
+            for k, v in {**self.rate, **headers}.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.send_header("Content-Length", str(length))
             self.end_headers()
+
+        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+                  length: int | None = None, truncate: bool = False) -> None:
+            self._head(status, headers or {}, len(body) if length is None else length)
             if self.command != "HEAD" and body:
-                self.wfile.write(body)
+                self.wfile.write(body[:len(body) // 2] if truncate else body)
             with sim.lock:
                 sim.log.append((self.command, self.path, status))
+            if truncate:
+                self.close_connection = True
 
-        def _json(self, obj: Any, headers: dict[str, str] | None = None) -> None:
-            self._send(200, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
+        def _json(self, obj: Any, headers: dict[str, str] | None = None, truncate: bool = False) -> None:
+            self._send(200, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})},
+                       truncate=truncate)
 
-        def _error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+        def _error(self, status: int, code: str | None, message: str, extra: dict[str, str] | None = None) -> None:
             body = json.dumps({"error": message}).encode()
-            self._send(status, body, {"Content-Type": "application/json", "X-Error-Code": code,
-                                      "X-Error-Message": message, **(extra or {})})
+            headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
+            if code:
+                headers["X-Error-Code"] = code
+            self._send(status, body, headers)
+
+        def _redirect(self, status: int, location: str, extra: dict[str, str] | None = None) -> None:
+            self._send(status, b"", {"Location": location, **(extra or {})})
 
         def _fault(self, where: str) -> Fault | None:
-            """Answer with an injected failure if one is due; a ``truncate`` fault is returned unanswered."""
-            f = sim._take_fault(where)
+            """Answer with a failure if one is due; a ``truncate`` fault is returned unanswered (the body
+            writer cuts the body)."""
+            f = sim.take_fault(where)
             if f is None:
                 return None
             with sim.lock:
                 sim.requests["fault"] += 1
+                sim.requests[f"fault:{f.kind}"] += 1
             if f.kind == "429":
                 with sim.lock:
                     sim.requests["429"] += 1
-                bucket = {"api": "api", "resolve": "resolvers", "cdn": "resolvers"}[where]
+                bucket = "api" if where == "api" else "resolvers"
                 self._error(429, "RateLimited", "rate limited", {
                     "RateLimit": f'"{bucket}";r=0;t={f.retry_after}',
                     "RateLimit-Policy": f'"fixed window";"{bucket}";q=500;w=300',
                     "Retry-After": str(f.retry_after)})
-            elif f.kind != "truncate":  # a truncation is done by the body writer
+            elif f.kind == "timeout":
+                time.sleep(f.hang_s)
+                self.close_connection = True
+            elif f.kind == "reset":  # an RST instead of an answer
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+            elif f.kind != "truncate":
                 self._error(f.status, "ServerError", f"injected {f.status}")
             return f
+
+        def _token(self) -> str | None:
+            auth = self.headers.get("Authorization", "")
+            return auth.removeprefix("Bearer ").strip() or None if auth.startswith("Bearer ") else None
 
         def do_HEAD(self) -> None:
             self.do_GET()
@@ -246,18 +164,25 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
 
         # -- the CDN origin ---------------------------------------------------------------------
         def _cdn_get(self) -> None:
+            self.rate = {}
             with sim.lock:
                 sim.requests["cdn"] += 1
             if sim.delay_s:
                 time.sleep(sim.delay_s)
             parts = urlsplit(self.path)
-            q = parse_qs(parts.query)
-            repo_id, filename = (q.get("repo") or [""])[0], (q.get("file") or [""])[0]
+            q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            repo_id, filename = q.get("repo", ""), q.get("file", "")
             with sim.lock:
                 r = sim.repos.get(repo_id)
-                f = r.files.get(filename) if r else None
-            if f is None or parts.path.strip("/") != f.sha256:
-                self._send(403, b"signature does not match")  # an expired/forged signed URL
+                f = None
+                if r is not None:
+                    f = next((x for files in (r.files, *r.history.values(), *r.prs) for n, x in files.items()
+                              if n == filename and x.sha256 == parts.path.strip("/")), None)
+            why = "signature does not match" if f is None else sim.check_signature(
+                f"{parts.path}|{repo_id}|{filename}", q.get("Expires", ""), q.get("Signature", ""))
+            if why is not None or f is None:  # S3/CloudFront style: 403, an XML body, no X-Error-Code
+                self._send(403, f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>".encode(),
+                           {"Content-Type": "application/xml"})
                 return
             fault = self._fault("cdn")
             if fault is not None and fault.kind != "truncate":
@@ -283,11 +208,7 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
             if self.command == "HEAD":
                 self._send(status, b"", headers, length=length)
                 return
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(length))
-            self.end_headers()
+            self._head(status, headers, length)
             send = length // 2 if truncate else length
             with open(f.path, "rb") as fh:
                 fh.seek(start)
@@ -308,95 +229,133 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
         # -- the API origin ---------------------------------------------------------------------
         def _api_get(self) -> None:
             parts = urlsplit(self.path)
-            path = unquote(parts.path)
+            raw = parts.path.lstrip("/").split("/")
+            segs = [unquote(s) for s in raw]
             q = parse_qs(parts.query)
-            if path.startswith("/api/"):
-                with sim.lock:
-                    sim.requests["api"] += 1
-                if path in ("/api/whoami-v2", "/api/agent-harnesses"):
-                    self._error(404 if "harness" in path else 401, "NotFound", "not served by the stand-in")
-                    return
-                if self._fault("api") is not None:
-                    return
-                if path == "/api/models":
+            api = segs[0] == "api" and segs[1:2] != ["resolve-cache"]
+            where = "api" if api else "resolve"
+            with sim.lock:
+                sim.requests[where] += 1
+            self.rate = sim.rate_headers("api" if api else "resolvers")
+            fault = self._fault(where)
+            if fault is not None and fault.kind != "truncate":
+                return
+            self.truncate = fault is not None
+            if sim.token_state(self._token()) == "invalid":  # on every request (#35)
+                self._error(401, None, INVALID_TOKEN)
+                return
+            if segs[:2] == ["api", "models"] and len(segs) == 2:
+                try:
                     items, nxt = sim.listing(q)
-                    headers = {}
-                    if nxt is not None:
-                        others = [(k, v) for k, vs in q.items() if k != "cursor" for v in vs]
-                        qs = "&".join(f"{quote(k)}={quote(v)}" for k, v in [*others, ("cursor", nxt)])
-                        headers["Link"] = f'<{sim.endpoint}/api/models?{qs}>; rel="next"'
-                    self._json(items, headers)
+                except ExpandError as e:
+                    self._error(400, None, str(e))
                     return
-                if path.startswith("/api/models/"):
-                    self._model_api(path[len("/api/models/"):], q)
-                    return
-                self._error(404, "NotFound", f"no route {path}")
-                return
-            # /{ns}/{name}/resolve/{rev}/{path}
-            segs = parts.path.lstrip("/").split("/", 4)
-            if len(segs) == 5 and segs[2] == "resolve":
-                with sim.lock:
-                    sim.requests["resolve"] += 1
-                if self._fault("resolve") is not None:
-                    return
-                self._resolve(f"{unquote(segs[0])}/{unquote(segs[1])}", unquote(segs[3]), unquote(segs[4]))
-                return
-            self._error(404, "NotFound", f"no route {path}")
+                headers = {}
+                if nxt is not None:
+                    others = [(k, v) for k, vs in q.items() if k != "cursor" for v in vs]
+                    qs = "&".join(f"{quote(k)}={quote(v)}" for k, v in [*others, ("cursor", nxt)])
+                    headers["Link"] = f'<{sim.endpoint}/api/models?{qs}>; rel="next"'
+                self._json(items, headers, truncate=self.truncate)
+            elif segs[:2] == ["api", "models"] and len(segs) >= 4:
+                self._model_api(segs[2:], raw[2:], q)
+            elif segs[:3] == ["api", "resolve-cache", "models"] and len(segs) >= 7:
+                self._resolve_cache(segs, raw)
+            elif len(segs) >= 5 and segs[2] == "resolve":
+                self._resolve(segs, raw)
+            else:
+                self._error(404, "NotFound", f"no route {unquote(parts.path)[:200]}")
 
-        def _repo(self, repo_id: str, rev: str | None) -> SimRepo | None:
+        def _repo(self, repo_id: str, rev: str | None, raw: list[str], at: int) -> tuple[SimRepo, str] | None:
+            """The repo at ``rev``, or None after answering: a 307 to its canonical id, the miss the
+            token decides (#29, #30), or RevisionNotFound."""
             with sim.lock:
                 r = sim.repos.get(repo_id)
+            if r is None:
+                canon = sim.canonical(repo_id)
+                if canon is not None:
+                    ns, name = canon.split("/")
+                    path = "/" + "/".join([*raw[:at], quote(ns), quote(name), *raw[at + 2:]])
+                    query = urlsplit(self.path).query
+                    self._redirect(307, path + (f"?{query}" if query else ""))
+                    return None
             if r is None or r.private:
-                self._error(401, "RepoNotFound", f"Repository Not Found for url: {self.path}.")
+                if sim.token_state(self._token()) == "valid":
+                    self._error(404, "RepoNotFound", "Repository not found")
+                else:
+                    self._error(401, None, "Invalid username or password.",
+                                {"WWW-Authenticate": 'Bearer realm="Authentication required", charset="UTF-8"'})
                 return None
-            if rev not in (None, "main", r.sha):
+            found = sim.at(r, rev)
+            if found is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-                return None
-            return r
+            return found
 
-        def _model_api(self, rest: str, q: dict[str, list[str]]) -> None:
-            segs = rest.split("/")
-            if len(segs) < 2:
-                self._error(404, "NotFound", "no such route")
-                return
+        def _model_api(self, segs: list[str], raw: list[str], q: dict[str, list[str]]) -> None:
             repo_id, tail = f"{segs[0]}/{segs[1]}", segs[2:]
-            if not tail or tail[0] == "revision":
-                r = self._repo(repo_id, tail[1] if len(tail) > 1 else None)
-                if r is not None:
+            if not tail or (tail[0] == "revision" and len(tail) == 2):
+                try:
+                    expand = check_expand(q.get("expand", []), EXPAND_INFO, "model")
+                except ExpandError as e:
+                    self._error(400, None, str(e))
+                    return
+                found = self._repo(repo_id, tail[1] if tail else None, ["api", "models", *raw], 2)
+                if found is not None:
                     blobs = (q.get("blobs") or ["false"])[0].lower() in ("true", "1")
-                    self._json(HubSim._shape(r, q.get("expand", []), blobs=blobs))
+                    self._json(sim.shape(found[0], expand, blobs=blobs), truncate=self.truncate)
                 return
             if tail[0] == "tree" and len(tail) >= 2:
-                r = self._repo(repo_id, tail[1])
-                if r is None:
+                found = self._repo(repo_id, tail[1], ["api", "models", *raw], 2)
+                if found is None:
                     return
                 prefix = "/".join(tail[2:]).strip("/")
                 recursive = (q.get("recursive") or ["false"])[0].lower() in ("true", "1")
-                self._json(_tree(r, prefix, recursive))
+                self._json(_tree(found[0], prefix, recursive), truncate=self.truncate)
                 return
             self._error(404, "NotFound", "no such route")
 
-        def _resolve(self, repo_id: str, rev: str, filename: str) -> None:
-            r = self._repo(repo_id, rev)
-            if r is None:
+        def _gate(self, r: SimRepo) -> bool:
+            """False after answering GatedRepo: anonymous 401, a token without access 403 (§2.3)."""
+            token = self._token()
+            if r.gated and token not in sim.accepted_tokens:
+                self._error(403 if token else 401, "GatedRepo", f"Access to model {r.repo_id} is restricted.")
+                return False
+            return True
+
+        def _resolve(self, segs: list[str], raw: list[str]) -> None:
+            repo_id, rev, filename = f"{segs[0]}/{segs[1]}", segs[3], "/".join(segs[4:])
+            found = self._repo(repo_id, rev, raw, 0)
+            if found is None or not self._gate(found[0]):
                 return
-            auth = self.headers.get("Authorization", "")
-            if r.gated and auth.removeprefix("Bearer ").strip() not in sim.accepted_tokens:
-                # anonymous: 401; a token whose account did not accept the terms: 403 (§2.3)
-                status = 403 if auth else 401
-                self._error(status, "GatedRepo", f"Access to model {repo_id} is restricted.")
+            r, sha = found
+            commit = {"X-Repo-Commit": sha}
+            if rev not in ("main", sha) and not rev.startswith("refs/"):  # a short sha: 307 to the full one
+                self._redirect(307, "/" + "/".join([*raw[:3], sha, *raw[4:]]), commit)
                 return
             f = r.files.get(filename)
-            commit = {"X-Repo-Commit": r.sha}
             if f is None:
-                self._error(404, "EntryNotFound", f"{filename} does not exist on {rev}", commit)
+                self._error(404, "EntryNotFound", "Entry not found", commit)
                 return
             if f.lfs:
-                location = f"{sim.cdn}/{f.sha256}?repo={quote(repo_id)}&file={quote(filename)}"
-                self._send(302, b"", {**commit, "Location": location, "X-Linked-Etag": f'"{f.sha256}"',
-                                      "X-Linked-Size": str(f.size), "ETag": f'"{f.sha1}"'})
+                path = f"/{f.sha256}"
+                sig = sim.cdn_query(f"{path}|{r.repo_id}|{filename}")
+                location = f"{sim.cdn}{path}?repo={quote(r.repo_id)}&file={quote(filename)}&{sig}"
+                self._redirect(302, location, {**commit, "X-Linked-Etag": f'"{f.sha256}"',
+                                               "X-Linked-Size": str(f.size), "ETag": f'"{f.sha1}"'})
                 return
-            self._serve_file(repo_id, f, {**commit, "ETag": f'"{f.sha1}"'})
+            # a small git file: a relative 307 to the resolve cache, which serves it (#25)
+            cache = f"/api/resolve-cache/models/{quote(r.repo_id)}/{sha}/{quote(filename)}?etag={f.sha1}"
+            self._redirect(307, cache, {**commit, "ETag": f'"{f.sha1}"'})
+
+        def _resolve_cache(self, segs: list[str], raw: list[str]) -> None:
+            repo_id, sha, filename = f"{segs[3]}/{segs[4]}", segs[5], "/".join(segs[6:])
+            found = self._repo(repo_id, sha, raw, 3)
+            if found is None or not self._gate(found[0]):
+                return
+            f = found[0].files.get(filename)
+            if f is None:
+                self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": found[1]})
+                return
+            self._serve_file(found[0].repo_id, f, {"X-Repo-Commit": found[1], "ETag": f'"{f.sha1}"'}, self.truncate)
 
     return Handler
 

@@ -30,7 +30,7 @@ from alerts.outbox import AlertStore, SyncResult
 from alerts.subscriptions import Subscription
 from alerts.subscriptions import load as load_subscriptions
 from crawler.crawl import Crawler, CrawlOptions, Summary
-from crawler.errors import CrawlerError, HubRequestError, HubUnreachableError
+from crawler.errors import CrawlerError, HubRequestError, HubStopError
 from crawler.http import check_endpoint
 from crawler.records import HubModel, Outcome, valid_repo_id
 from fingerprint import device
@@ -133,8 +133,8 @@ class App:
 
         Raises:
             EndpointError: ``endpoint`` is not an http(s) URL.
-            HubUnreachableError: the Hub gives no answer at all (every other base would wait out the
-                same retries).
+            HubStopError: the Hub gives no answer at all, or refuses the token (every other base would
+                fail the same way).
         """
         check_endpoint(endpoint or self.settings.hub_endpoint)
         done: list[str] = []
@@ -143,7 +143,7 @@ class App:
             for repo in f["repos"]:
                 try:
                     self.add_base(repo, f["family"], endpoint)
-                except HubUnreachableError:
+                except HubStopError:
                     raise
                 except CrawlerError as e:
                     failed.append({"repo": repo, "error": str(e)})

@@ -1,0 +1,116 @@
+"""The Hub stand-in follows the real Hub where ``hub-fidelity.md`` has evidence (deviations ranked 1–6
+and 8), checked through the real ``huggingface_hub`` client and raw HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import httpx2
+import pytest
+from hubdata import T0, repo
+from huggingface_hub import HfApi
+from huggingface_hub.errors import BadRequestError, HfHubHTTPError, RevisionNotFoundError
+
+from crawler.http import pin_endpoint
+from hubsim import HubSim, SimFile
+
+
+def test_base_models_are_expand_only_and_expand_is_checked_per_endpoint(hub: HubSim) -> None:  # 1, 3
+    api = HfApi(endpoint=hub.endpoint)
+    raw = httpx2.get(f"{hub.endpoint}/api/models/alice/ft").json()
+    assert "baseModels" not in raw and "childrenModelCount" not in raw  # the recorded real payload has neither
+    assert "base_model:finetune:org/base" in raw["tags"]  # …but the tags say it
+    info = api.model_info("alice/ft", expand=["baseModels"])
+    assert info.base_models == {"relation": "finetune", "models": [{"_id": hub.repos["org/base"]._id, "id": "org/base"}]}
+    children = httpx2.get(f"{hub.endpoint}/api/models/org/base", params={"expand": "childrenModelCount"}).json()
+    assert children["childrenModelCount"] == {"adapter": 0, "merge": 0, "quantized": 0, "finetune": 1}
+    with pytest.raises(BadRequestError):
+        api.model_info("alice/ft", expand=["bogus"])  # type: ignore[list-item]
+    with pytest.raises(BadRequestError):  # valid for model_info, refused in listings
+        list(api.list_models(expand=["baseModels"]))
+    assert httpx2.get(f"{hub.endpoint}/api/models", params={"expand": "usedStorage"}).status_code == 400
+    assert next(m.id for m in api.list_models(expand=["sha", "createdAt"], sort="created_at")) == "meta/gated"
+
+
+def test_small_files_and_renamed_repos_answer_same_origin_307s(hub: HubSim, tmp_path: Path) -> None:  # 2
+    base = f"{hub.endpoint}/org/base/resolve/main/config.json"
+    r = httpx2.head(base)
+    assert r.status_code == 307 and r.headers["Location"].startswith("/api/resolve-cache/models/org/base/")
+    assert r.headers["X-Repo-Commit"] == hub.repos["org/base"].sha
+    assert httpx2.get(base, follow_redirects=True).content == (hub.repos["org/base"].files["config.json"].path.read_bytes())
+    hub.rename("org/base", "org/base-v2")
+    r = httpx2.get(f"{hub.endpoint}/api/models/org/base?blobs=true")
+    assert r.status_code == 307 and r.headers["Location"] == "/api/models/org/base-v2?blobs=true"
+    api = HfApi(endpoint=hub.endpoint)
+    info = api.model_info("org/base")  # the client follows the relative 307, as on the Hub
+    assert info.id == "org/base-v2" and vars(info)["_id"] == hub.repos["org/base-v2"]._id
+    assert api.model_info("ORG/Base-V2").id == "org/base-v2"  # a case-mismatched id: 307 too
+    pin_endpoint(hub.endpoint)
+    path = api.hf_hub_download("org/base", "config.json", cache_dir=str(tmp_path))
+    assert Path(path).read_bytes() == hub.repos["org/base-v2"].files["config.json"].path.read_bytes()
+
+
+def test_any_commit_short_sha_and_pr_ref_resolve(hub: HubSim, tmp_path: Path) -> None:  # 4
+    api = HfApi(endpoint=hub.endpoint)
+    old = hub.repos["alice/ft"].sha
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nlicense: mit\n---\n")
+    new = hub.commit("alice/ft", {"README.md": SimFile("README.md", readme)}, T0 + timedelta(days=1))
+    assert new != old and api.model_info("alice/ft").sha == new
+    assert api.model_info("alice/ft", revision=old).sha == old  # an older commit is still served
+    assert api.model_info("alice/ft", revision=old[:7]).sha == old
+    r = httpx2.get(f"{hub.endpoint}/alice/ft/resolve/{old[:7]}/README.md")
+    assert r.status_code == 307 and f"/resolve/{old}/" in r.headers["Location"]
+    assert b"license: llama2" in httpx2.get(f"{hub.endpoint}/alice/ft/resolve/{old}/README.md", follow_redirects=True).content
+    pr = hub.open_pr("alice/ft", {"README.md": SimFile("README.md", readme)})
+    assert pr == "refs/pr/1" and api.model_info("alice/ft", revision=pr).sha != old
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("alice/ft", revision="refs/pr/2")
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("alice/ft", revision="0" * 40)
+
+
+def test_token_semantics(models: dict[str, Path]) -> None:  # 5
+    with HubSim(tokens=frozenset({"hf_good"}), accepted_tokens=frozenset({"hf_terms"})) as sim:
+        repo(sim, "org/base", models["base"], 1)
+        anon = httpx2.get(f"{sim.endpoint}/api/models/org/missing")
+        assert anon.status_code == 401 and "X-Error-Code" not in anon.headers  # the Hub will not say why
+        assert anon.headers["X-Error-Message"] == "Invalid username or password."
+        good = {"Authorization": "Bearer hf_good"}
+        authed = httpx2.get(f"{sim.endpoint}/api/models/org/missing", headers=good)
+        assert authed.status_code == 404 and authed.headers["X-Error-Code"] == "RepoNotFound"
+        for url in ("/api/models", "/api/models/org/base", "/org/base/resolve/main/config.json"):
+            bad = httpx2.get(sim.endpoint + url, headers={"Authorization": "Bearer hf_typo"})
+            assert bad.status_code == 401 and bad.headers["X-Error-Message"] == "Invalid credentials in Authorization header"
+        assert httpx2.get(f"{sim.endpoint}/api/models/org/base", headers=good).status_code == 200
+        sim.revoke("hf_good")
+        with pytest.raises(HfHubHTTPError) as e:
+            HfApi(endpoint=sim.endpoint, token="hf_good").model_info("org/base")
+        assert e.value.response.status_code == 401
+        assert HfApi(endpoint=sim.endpoint, token="hf_terms").model_info("org/base").id == "org/base"
+
+
+def test_signed_cdn_urls_expire(hub: HubSim) -> None:  # 6
+    r = httpx2.head(f"{hub.endpoint}/org/base/resolve/main/model.safetensors")
+    assert r.status_code == 302 and "Signature=" in r.headers["Location"] and "Expires=" in r.headers["Location"]
+    cdn = r.headers["Location"]
+    assert httpx2.get(cdn, headers={"Range": "bytes=0-7"}).status_code == 206
+    assert httpx2.get(cdn.replace("Signature=", "Signature=0"), headers={"Range": "bytes=0-7"}).status_code == 403
+    hub.advance(3601)
+    late = httpx2.get(cdn, headers={"Range": "bytes=0-7"})
+    assert late.status_code == 403 and b"Request has expired" in late.content and "X-Error-Code" not in late.headers
+
+
+def test_listing_defaults_filters_and_rate_limit_headers(hub: HubSim) -> None:  # 8
+    api = HfApi(endpoint=hub.endpoint)
+    assert [m.id for m in api.list_models(gated=True)] == ["meta/gated"]
+    assert "meta/gated" not in [m.id for m in api.list_models(gated=False)]
+    # no sort: trendingScore, all tied in the stand-in, so _id ascending (the Hub's tie order)
+    ids = [m.id for m in api.list_models()]
+    assert ids == sorted(hub.repos, key=lambda i: hub.repos[i]._id)
+    first = httpx2.get(f"{hub.endpoint}/api/models/org/base")
+    second = httpx2.get(f"{hub.endpoint}/api/models/org/base")
+    left = [int(r.headers["RateLimit"].split("r=")[1].split(";")[0]) for r in (first, second)]
+    assert left[1] == left[0] - 1 and first.headers["RateLimit-Policy"] == '"fixed window";"api";q=1000;w=300'
+    assert "RateLimit" in httpx2.head(f"{hub.endpoint}/org/base/resolve/main/config.json").headers
