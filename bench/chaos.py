@@ -59,7 +59,7 @@ def crawl(zoo: Path, home: Path, chaos: Chaos | None, timeout: float = 30.0, max
                 app.add_base(m.id, m.name, hub.endpoint, token=TOKEN)
         hub.set_chaos(chaos)
         c = app.crawler(hub.endpoint, progress=False, state_label="chaos", timeout=timeout, backoff_s=0.01)
-        for run.passes in range(1, max_passes + 1):  # noqa: B007 (kept: how many passes it took)
+        for run.passes in range(1, max_passes + 1):  # the loop variable is the run's pass count
             try:
                 s = app.crawl(c)
             except HubRequestError:  # a listing page past its retries: the scheduler's next tick resumes
