@@ -31,6 +31,7 @@ from crawler.errors import (
     HubRequestError,
     HubStopError,
     HubUnreachableError,
+    PayloadError,
     RepoNotFoundError,
 )
 from crawler.fetch import FetchOptions, fingerprint_repo
@@ -360,8 +361,11 @@ class Crawler:
         """Metadata at ``sha`` (at ``main`` if that commit is gone), with our retries around it."""
         def call(rev: str | None) -> Any:
             # ``expand`` cannot be combined with ``files_metadata`` (the LFS hashes); the full payload
-            # carries the card, config, siblings and safetensors counts; the card names the bases.
-            return self.api.model_info(repo_id, revision=rev, files_metadata=True, timeout=self.o.timeout)
+            # carries the card, config, siblings and safetensors counts; its tags name the bases.
+            try:
+                return self.api.model_info(repo_id, revision=rev, files_metadata=True, timeout=self.o.timeout)
+            except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as e:  # the client's parse
+                raise PayloadError(repo_id, f"{type(e).__name__}: {e}") from e
         def retried(rev: str | None) -> Any:
             return with_retries(lambda: call(rev), f"model_info {repo_id}", self.o.attempts, base=self.o.backoff_s,
                                 repo_id=repo_id)
@@ -376,8 +380,8 @@ class Crawler:
             raise RepoNotFoundError(repo_id) from e
         try:
             return from_info(raw)
-        except ValueError as e:
-            raise HubRequestError(repo_id, None, f"invalid model payload: {e}") from e
+        except PayloadError as e:
+            raise HubRequestError(repo_id, None, str(e)) from e
 
     def base_keys(self, m: HubModel) -> dict[str, str]:
         """The ``_id`` of every declared base: from ``baseModels`` when the payload has it, else one

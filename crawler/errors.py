@@ -78,3 +78,11 @@ class RepoNotFoundError(CrawlerError, LookupError):
 
 class CrawlStateError(CrawlerError):
     """The persisted crawl state cannot be read or written."""
+
+
+class PayloadError(CrawlerError, ValueError):
+    """A Hub JSON record that cannot be a model record (wrong types, no id/_id/sha, unsafe names)."""
+
+    def __init__(self, what: str, why: str) -> None:
+        self.what = what
+        super().__init__(f"invalid Hub record {what[:100]!r}: {why[:300]}")

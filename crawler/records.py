@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from crawler.errors import PayloadError
 from fingerprint.errors import UnsafePathError
 from fingerprint.io.source import safe_relative_name
 from fingerprint.sketch import Sketch
@@ -142,18 +143,46 @@ def base_tags(tags: tuple[str, ...]) -> tuple[str | None, list[str]]:
     return (relations.pop() if len(relations) == 1 else None), ids
 
 
+def from_payload(doc: object) -> HubModel:
+    """A :class:`HubModel` from a raw ``model_info`` JSON body, as the client would build it.
+
+    Raises:
+        PayloadError: anything that is not a valid model record (the client's own parsing errors too).
+    """
+    from huggingface_hub.hf_api import ModelInfo
+
+    if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+        raise PayloadError(type(doc).__name__, "not a JSON object")
+    what = str(doc.get("id"))
+    try:
+        info = ModelInfo(**doc)  # type: ignore[no-untyped-call]  # the client's own constructor
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise PayloadError(what, f"{type(e).__name__}: {e}") from e
+    return from_info(info)
+
+
 def from_info(info: Any) -> HubModel:
     """Build a :class:`HubModel` from a ``huggingface_hub`` ``ModelInfo`` (``files_metadata=True``).
 
     Raises:
-        ValueError: the payload lacks an id, ``_id`` or sha, or names an unsafe file.
+        PayloadError: the payload lacks an id, ``_id`` or sha, names an unsafe file, or has fields of
+            the wrong type.
     """
+    try:
+        return _from_info(info)
+    except PayloadError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise PayloadError(str(getattr(info, "id", None)), f"{type(e).__name__}: {e}") from e
+
+
+def _from_info(info: Any) -> HubModel:
     raw = vars(info)
     repo_id = valid_repo_id(getattr(info, "id", None))
     key = _str(raw.get("_id"), 64)
     sha = _str(getattr(info, "sha", None), 64)
     if repo_id is None or key is None or sha is None:
-        raise ValueError(f"model payload without a valid id/_id/sha: {getattr(info, 'id', None)!r}")
+        raise PayloadError(str(getattr(info, "id", None)), "no valid id, _id or sha")
     raw_card = getattr(info, "card_data", None)
     card: dict[str, Any] = raw_card if isinstance(raw_card, dict) else {}
     if raw_card is not None and hasattr(raw_card, "to_dict"):  # a ModelCardData
@@ -181,7 +210,7 @@ def from_info(info: Any) -> HubModel:
         try:
             name = safe_relative_name(s.rfilename, repo_id)
         except UnsafePathError as e:
-            raise ValueError(str(e)) from e
+            raise PayloadError(repo_id, str(e)) from e
         size = s.lfs.size if s.lfs is not None else s.size
         if not isinstance(size, int) or size < 0:
             continue  # no size, no read: the reader refuses files it cannot bound

@@ -36,7 +36,7 @@ from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
 from fingerprint.grams import row_blocks
 from fingerprint.io.safetensors import parse_json_bounded, read_header
-from fingerprint.io.source import LocalFileSource
+from fingerprint.io.source import ByteSource, LocalFileSource
 from fingerprint.io.tensors import decode
 
 FORMAT = "lineage-fingerprint"
@@ -237,9 +237,19 @@ def load(path: str | Path) -> Sketch:
         raise FingerprintFileError(where, str(e)) from e
     if size > MAX_FILE_BYTES:
         raise FingerprintFileError(where, f"{size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
-    src = LocalFileSource(p)
+    return read_sketch(LocalFileSource(p), where)
+
+
+def read_sketch(src: ByteSource, where: str) -> Sketch:
+    """Parse and validate a fingerprint from any byte source (:func:`load` for a file).
+
+    Raises:
+        FingerprintFileError: as :func:`load`.
+    """
+    if src.size > MAX_FILE_BYTES:
+        raise FingerprintFileError(where, f"{src.size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
     try:
-        infos, metadata = read_header(src, p.name)
+        infos, metadata = read_header(src, where.rsplit("/", 1)[-1])
     except CheckpointFormatError as e:
         raise FingerprintFileError(where, e.reason) from e
     raw_doc = metadata.get("lineage.fingerprint")

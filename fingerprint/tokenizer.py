@@ -124,7 +124,8 @@ def vocab_from_tokenizer_json(raw: bytes, source: str = "tokenizer.json") -> Voc
     else:
         raise TokenizerError(source, "model.vocab is neither a dict nor a list")
     special: set[str] = set()
-    for at in tj.get("added_tokens") or []:
+    added = tj.get("added_tokens")
+    for at in added if isinstance(added, list) else []:
         if isinstance(at, dict) and isinstance(at.get("content"), str) and isinstance(at.get("id"), int):
             if at.get("special"):
                 special.add(at["content"])

@@ -22,7 +22,7 @@ from zoo import corpus, ops
 from zoo.recipes import SIZES, TOKENIZERS, Recipe, all_recipes
 from zoo.train import encode, seed_all, train_dpo, train_lm, train_tokenizer
 
-FORMAT = 1
+FORMAT = 2  # 2: K-quant rows that are not a multiple of 256 fall back as llama.cpp does (not to Q8_0)
 
 
 def _cache_root() -> Path:

@@ -56,16 +56,23 @@ def quantize_q4_k(x: np.ndarray) -> np.ndarray:
     return out.reshape(rows, n // 256 * 144)
 
 
+K_FALLBACK = {QT.Q2_K: "Q4_0", QT.Q3_K: "Q4_0", QT.Q4_K: "Q5_0", QT.Q5_K: "Q5_1", QT.Q6_K: "Q8_0"}
+
+
 def _encode(arr: np.ndarray, qtype: str) -> tuple[np.ndarray, QT | None]:
     if arr.ndim == 1 or qtype == "F32":
         return arr.astype(np.float32), None
     if qtype == "F16":
         return arr.astype(np.float16), None
     t = QT[qtype]
-    # llama.cpp falls back per tensor when the row length is not a multiple of the block size.
-    block = 256 if t in (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K) else 32
+    # llama.cpp falls back per tensor when the row length is not a multiple of the block size, to the
+    # nearest legacy type (llama_tensor_get_type: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K/Q3_K go
+    # to IQ4_NL, which gguf-py cannot write, so Q4_0 here). A blanket Q8_0 made the tiny zoo's (d=64)
+    # "Q4_K" copy byte-identical to its Q8_0 copy, so it tested nothing.
+    block = 256 if t in K_FALLBACK else 32
     if arr.shape[-1] % block:
-        return _encode(arr, "Q8_0" if arr.shape[-1] % 32 == 0 else "F16")
+        fallback = K_FALLBACK.get(t, "Q8_0")
+        return _encode(arr, fallback if arr.shape[-1] % 32 == 0 else "F16")
     if t == QT.Q4_K:
         return quantize_q4_k(arr), t
     return quants.quantize(arr.astype(np.float32), t), t

@@ -120,20 +120,20 @@ def _validate_entry(
     dtype = entry.get("dtype")
     shape = entry.get("shape")
     offsets = entry.get("data_offsets")
-    if dtype not in SAFETENSORS_DTYPE_SIZES:
-        raise CheckpointFormatError(where, f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPE_SIZES:
+        raise CheckpointFormatError(where, f"tensor {name[:100]!r}: unknown dtype {repr(dtype)[:100]}")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_TENSOR_RANK
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
-        raise CheckpointFormatError(where, f"tensor {name!r}: invalid shape {shape!r}")
+        raise CheckpointFormatError(where, f"tensor {name[:100]!r}: invalid shape {repr(shape)[:100]}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
     ):
-        raise CheckpointFormatError(where, f"tensor {name!r}: invalid data_offsets {offsets!r}")
+        raise CheckpointFormatError(where, f"tensor {name[:100]!r}: invalid data_offsets {repr(offsets)[:100]}")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
         raise CheckpointFormatError(

@@ -64,3 +64,20 @@ def test_one_zoo_cache_keyed_by_the_recipes(tiny_zoo: Manifest, tmp_path: Path) 
                          env={**os.environ, "LINEAGE_ZOO_CACHE": str(tmp_path)}, capture_output=True, text=True,
                          check=True, timeout=120).stdout.strip()
     assert Path(out) == tmp_path / f"tiny-{build_key('tiny')}"
+
+
+def test_the_q4k_copy_is_not_the_q8_copy_at_tiny_width(tiny_zoo: Manifest) -> None:
+    """At d=64 no row is a multiple of Q4_K's 256: llama.cpp falls back to Q5_0, not to Q8_0 (the
+    copy used to be byte-identical to the Q8_0 one)."""
+    from fingerprint.io.gguf import GGUFReader
+    from fingerprint.io.source import LocalFileSource
+
+    by_name = {m.name: m for m in tiny_zoo}
+
+    def gguf(name: str) -> Path:
+        return next(tiny_zoo.dir_of(by_name[name]).glob("*.gguf"))
+
+    q4, q8 = gguf("llama-a-sft-q4k"), gguf("llama-a-sft-q8")
+    assert q4.read_bytes() != q8.read_bytes() and q4.stat().st_size < q8.stat().st_size
+    types = {t.dtype for t in GGUFReader(LocalFileSource(q4), q4.name).tensors.values()}
+    assert "gguf:Q5_0" in types and "gguf:Q8_0" not in types, types
