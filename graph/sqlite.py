@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from graph import closure
 from graph.errors import StoreUnavailableError
@@ -136,13 +137,21 @@ class SqliteStore:
 
     backend = "embedded"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        """``read_only``: never write (queries on a home this user may only read); no schema upgrade."""
         self.path = Path(path)
+        self.read_only = read_only
         self._reached: dict[str, tuple[str, str | None]] = {}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            if read_only and not self.path.exists():  # no graph written yet: an empty one, nothing on disk
+                self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                self.read_only = False  # ensure_schema creates the tables, in memory
+            elif read_only:
+                self.db = self._connect_read_only()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=OFF")
             # Traversals touch pages all over the file: map up to 2 GiB of it (address space, not memory: a 1M-model
@@ -152,6 +161,20 @@ class SqliteStore:
             self.db.execute("PRAGMA cache_size=-65536")
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailableError(f"cannot open the embedded lineage store {self.path}: {e}") from e
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``; a WAL database in a directory we cannot write needs its ``-shm`` file, which a
+        cleanly closed store does not leave: without a ``-wal`` (no writer's pages pending) the file is
+        all there is, and ``immutable=1`` reads it without one."""
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            if Path(f"{self.path}-wal").exists():
+                raise
+            return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -166,6 +189,15 @@ class SqliteStore:
             raise
 
     def ensure_schema(self) -> list[str]:
+        if self.read_only:  # nothing can be created or upgraded: check it is a store this version reads
+            try:
+                version, built = self._meta("schema_version"), self._meta("closure")
+            except sqlite3.Error as e:
+                raise StoreUnavailableError(f"{self.path} is not a lineage store: {e}") from e
+            if version is None or built != closure.VERSION:
+                raise StoreUnavailableError(f"{self.path} was written by another version and is read-only here: "
+                                            "open it once with write access to upgrade it")
+            return []
         self.db.executescript(_DDL)
         if self._meta("closure") != closure.VERSION:
             # A store written before the closure existed (or by another version of it): build it once.

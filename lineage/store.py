@@ -9,13 +9,14 @@ from lineage.settings import Settings
 NEO4J_SCHEMES = ("neo4j://", "neo4j+s://", "neo4j+ssc://", "bolt://", "bolt+s://", "bolt+ssc://")
 
 
-def open_store(settings: Settings | None = None) -> LineageStore:
-    """The store of ``LINEAGE_GRAPH`` with its schema ensured. Close it when done."""
+def open_store(settings: Settings | None = None, read_only: bool = False) -> LineageStore:
+    """The store of ``LINEAGE_GRAPH`` with its schema ensured (``read_only``: checked, never written; for
+    queries, which then work on a home this user may only read). Close it when done."""
     s = settings or Settings.from_env()
     if s.graph in ("", "embedded"):
         from graph.sqlite import SqliteStore
 
-        store: LineageStore = SqliteStore(s.home / "graph.sqlite")
+        store: LineageStore = SqliteStore(s.home / "graph.sqlite", read_only=read_only)
     elif s.graph.startswith(NEO4J_SCHEMES):
         from graph.neo4j import Neo4jStore, connect
 
@@ -23,5 +24,6 @@ def open_store(settings: Settings | None = None) -> LineageStore:
     else:
         raise StoreUnavailableError(f"LINEAGE_GRAPH={s.graph!r}: use 'embedded' or a Neo4j URI "
                                     f"({', '.join(NEO4J_SCHEMES[:2])}, bolt://...)")
-    store.ensure_schema()
+    if not read_only or s.graph in ("", "embedded"):  # a Neo4j schema is the writer's to create
+        store.ensure_schema()
     return store

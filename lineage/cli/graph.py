@@ -20,7 +20,7 @@ def _with_store(fn: Callable[[LineageStore], Any]) -> Any:
     s = Settings.from_env()
     if s.graph == "embedded":  # these commands only read: a missing home is a typo, not an empty graph
         s.existing_home()
-    store = open_store(s)
+    store = open_store(s, read_only=True)
     try:
         return fn(store)
     finally:

@@ -119,3 +119,35 @@ def test_fingerprint_into_a_missing_directory_is_refused(tmp_path: Path) -> None
     out = run("fingerprint", str(Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"), "-o",
               str(tmp_path / "no" / "such" / "x.lfp"), code=2)
     assert "is not a directory" in out and not (tmp_path / "no").exists()
+
+
+def test_queries_work_on_a_home_this_user_may_only_read(loaded: None) -> None:
+    """A read-only home (a shared volume, another user's service) answers every query; nothing is
+    created or changed in it. Root is denied the override of file modes for the subprocess."""
+    import shutil
+    import stat
+    import subprocess
+    import sys
+
+    home = Path(os.environ["LINEAGE_HOME"])
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv cannot be denied write access")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+    for p in [home, *home.iterdir()]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        probe = subprocess.run([*prefix, "touch", str(home / "probe")], capture_output=True)
+        assert probe.returncode != 0, "the home is still writable"
+        for args in (["derivatives", "meta/base"], ["ancestors", "bob/sft3"], ["family", "meta/base"],
+                     ["undeclared"], ["stats"]):
+            r = subprocess.run([*prefix, sys.executable, "-m", "lineage", *args, "--json"], capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+            assert r.returncode == 0, (args, r.stderr)
+            json.loads(r.stdout)
+    finally:
+        for p in [home, *home.iterdir()]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == before
