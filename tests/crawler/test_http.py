@@ -109,3 +109,18 @@ def test_a_refused_token_stops_the_pass_and_loses_nothing(models: dict[str, Path
         with pytest.raises(RepoNotFoundError):  # anonymous 401 without X-Error-Code: missing, not refused
             anon.info("org/missing", "main")
         anon.close()
+
+
+def test_the_crawler_lists_only_fields_listings_accept_and_always_sorts(hub: HubSim, tmp_path: Path) -> None:  # 3, 8
+    from crawler.crawl import LIST_FIELDS
+    from hubsim.hub import EXPAND_INFO, EXPAND_LIST
+
+    assert set(LIST_FIELDS) <= EXPAND_LIST
+    refused = EXPAND_INFO - EXPAND_LIST
+    assert refused == {"baseModels", "childrenModelCount", "usedStorage"}
+    c = crawler(hub, tmp_path, sweep=True)
+    c.run()
+    listings = [p for _, p, _ in hub.log if p.startswith("/api/models?")]
+    assert listings and all("sort=" in p for p in listings)  # the Hub's default (trendingScore) is not an order
+    assert not [p for _, p, st in hub.log if st == 400]
+    c.close()
