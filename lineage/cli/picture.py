@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -36,11 +37,15 @@ def picture(target: str | None, output: Path, size: int | None, sheet: str | Non
     from fingerprint.picture import draw, latent, picture_vector
     from lineage.app import open_app
     from lineage.pictures import contact_sheet, dir_rows, family_rows, sketch_for
+    from lineage.settings import Settings
+    from lineage.store import open_store
 
     if (target is None) == (sheet is None):
         raise click.UsageError("give either TARGET or --sheet FAMILY|DIR")
     existing_parent(output)
-    with open_app() as app:
+    settings = Settings.from_env()
+    store = open_store(settings, read_only=True)  # only read: works on a home this user may only read
+    with contextlib.closing(store), open_app(settings, store) as app:
         if sheet is not None:
             src = Path(sheet)
             rows = dir_rows(src) if src.is_dir() else family_rows(app.store, app.settings.home, app.index, sheet)

@@ -31,7 +31,7 @@ def web(host: str, port: int) -> None:
     from web.app import create_app
 
     s = Settings.from_env()
-    store = open_store(s)
+    store = open_store(s, read_only=True)  # the graph is only read here (alerts state is its own file)
     try:
         pictures = HomePictures(s.home, Index(s.home / "index"))
         app = create_app(store, s.home / "alerts.sqlite", s.web_token, pictures=pictures)
