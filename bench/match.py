@@ -8,8 +8,9 @@
    components as a 16 MiB factor budget allows, at least 64) and at fixed ranks.
 2. Agreement: for every labelled pair of the zoo, the score from two fingerprint files vs the score from
    the two full checkpoints (max |Δ|, identical verdicts), for each factor rank.
-3. Match time for one suspect against N = 10 … 10,000 indexed bases (synthetic bases: random sketches of the
-   zoo's shape, so only screening grows with N; the shortlist is scored in full).
+3. Match time for one suspect against N = 10 … 1,000,000 indexed bases (synthetic bases: random sketches of
+   the zoo's shape, so only screening grows with N; the shortlist is scored in full); the time to open
+   the index and its bytes per entry (without the fingerprint files).
 4. Shortlist recall: the zoo's roots plus 1,000 synthetic decoys indexed; does every zoo model's true root
    survive screening?
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +61,23 @@ def synthetic(like: Sketch, seed: int) -> Sketch:
                   np.stack(pre).astype(np.float32))
 
 
+def replicate(idx: Index, items: list[tuple[str | Path, str | None, str | None]], n: int) -> None:
+    """An index of ``n`` entries from ``items``: the files are added once, then their entries and screen rows
+    are repeated under new names (decoy-i) up to ``n`` (the screen cost is what grows with ``n``)."""
+    from dataclasses import replace as dc_replace
+
+    added = idx.add_many(items)
+    assert idx._screen is not None and idx._tokens is not None
+    base = len(added)
+    decoys = [e for e in added if e.name.startswith("decoy-")]
+    reps = n - base
+    rows = np.arange(reps) % len(decoys) + (base - len(decoys))
+    for i in range(reps):
+        e = decoys[i % len(decoys)]
+        idx.entries[f"decoy-{len(decoys) + i}"] = dc_replace(e, name=f"decoy-{len(decoys) + i}", family=f"decoy-{len(decoys) + i}")
+    idx._save(np.concatenate([idx._screen, idx._screen[rows]]), np.concatenate([idx._tokens, idx._tokens[rows]]))
+
+
 def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[str], tmp: Path) -> list[list[str]]:
     names = sorted({x for p in pairs for x in p[:2]})
     files = {r: {n: save(sketch_model(open_model(root / n), rank="auto" if r == "auto" else int(r)), tmp / f"r{r}" / f"{n}.lfp")
@@ -85,8 +104,7 @@ def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[st
 
 
 def main() -> None:
-    from lineage.output import table
-
+    from lineage.cli.output import table
     from zoo.build import default_dir
 
     p = argparse.ArgumentParser(prog="python -m bench.match", description=__doc__,
@@ -122,12 +140,12 @@ def main() -> None:
     real = save(sketch_model(open_model(root / man.models[0].path)), Path(tempfile.mkdtemp()) / "x.lfp")
     sk = load(real)
     n_body = size_formula(sk.width, sk.num_layers, sk.q[0].shape[1], sk.k[0].shape[1], len(sk.keys), 10**9, sk.lm_head is not None)
-    print(f"check: {man['models'][0]['name']} file {real.stat().st_size:,} B = formula {n_body:,} B + header "
+    print(f"check: {man.models[0].name} file {real.stat().st_size:,} B = formula {n_body:,} B + header "
           f"{real.stat().st_size - n_body:,} B (JSON incl. anchor strings)\n")
 
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
-        print(f"2. Fingerprint vs full checkpoints on {len(pairs)} labelled pairs of the {man['size']} zoo "
+        print(f"2. Fingerprint vs full checkpoints on {len(pairs)} labelled pairs of the {man.size} zoo "
               f"(negatives: {a.negatives})")
         if a.skip_agreement:
             print("(skipped: --skip-agreement)")
@@ -146,17 +164,25 @@ def main() -> None:
             idx = Index(tmp / f"idx{n}")
             items: list[tuple[str | Path, str | None, str | None]] = [(f, name, name) for name, f in base_files.items()]
             items += [(decoys[i % len(decoys)], f"decoy-{i}", f"decoy-{i}") for i in range(max(0, n - len(items)))]
-            idx.add_many(items[:n])
+            if n <= 10_000:
+                idx.add_many(items[:n])
+            else:  # past 10k, adding file by file costs hours: replicate the entries of the 50 decoy files
+                replicate(idx, items[:len(base_files) + len(decoys)], n)
+            t = time.perf_counter()
             idx = Index(tmp / f"idx{n}")  # reopen: time includes nothing cached from building
+            opened = time.perf_counter() - t
             times, screens = [], []
             for _ in range(5):
                 t = time.perf_counter()
                 res, stats = idx.match(suspect)
                 times.append(time.perf_counter() - t)
                 screens.append(stats["screen_seconds"])
-            rows.append([f"{n:,}", f"{np.median(screens) * 1000:.1f} ms", f"{np.median(times) * 1000:.0f} ms",
-                         res[0].family, f"{res[0].score:.3f}"])
-        print(table(rows, ["N bases", "screen", "match total (median of 5)", "top family", "score"]))
+            disk = sum(f.stat().st_size for f in (tmp / f"idx{n}").iterdir() if f.is_file())
+            rows.append([f"{n:,}", f"{opened:.2f} s", f"{disk / n:,.0f} B", f"{np.median(screens) * 1000:.1f} ms",
+                         f"{np.median(times) * 1000:.0f} ms", res[0].family, f"{res[0].score:.3f}"])
+            shutil.rmtree(tmp / f"idx{n}")
+        print(table(rows, ["N bases", "open", "index bytes/entry (no .lfp)", "screen", "match total (median of 5)",
+                           "top family", "score"]))
         print()
 
         print("4. Shortlist recall: zoo roots + 1,000 decoys indexed, shortlist 8")

@@ -114,6 +114,8 @@ class Index:
         self.entries: dict[str, Entry] = {}
         self._screen: np.ndarray | None = None
         self._tokens: np.ndarray | None = None
+        self._names: list[str] = []  # row order of the screen arrays, and each row's width: kept with them
+        self._widths = np.zeros(0, np.int64)
         if (self.root / "index.json").exists():
             try:
                 doc = json.loads((self.root / "index.json").read_text())
@@ -125,6 +127,7 @@ class Index:
                     self._screen, self._tokens = z["screen"], z["tokens"]
                     if len(self._screen) != len(self.entries) or len(self._tokens) != len(self.entries):
                         raise FingerprintIndexError(f"{self.root}: screen.npz does not match index.json")
+                    self._rows()
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise FingerprintIndexError(f"{self.root}: corrupt index ({e}); rebuild it with lineage index add") from e
 
@@ -138,6 +141,11 @@ class Index:
         tmpj.write_text(json.dumps(doc, indent=1))
         os.replace(tmpj, self.root / "index.json")
         self._screen, self._tokens = screen, tokens
+        self._rows()
+
+    def _rows(self) -> None:
+        self._names = list(self.entries)
+        self._widths = np.fromiter((e.width for e in self.entries.values()), np.int64, len(self.entries))
 
     def add(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
         """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
@@ -184,22 +192,32 @@ class Index:
         """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap)."""
         if not self.entries or self._screen is None or self._tokens is None:
             return []
-        names = list(self.entries)
-        widths = np.array([self.entries[n].width for n in names])
+        names, widths = self._names, self._widths
         mine = token_sketch(sk)
         mine_sorted = np.sort(mine[mine != np.iinfo(np.uint64).max])
         sim = self._screen @ screen_vector(sk)
-        order = np.argsort(-sim)
-        order = order[widths[order] >= sk.width]
+        sim[widths < sk.width] = -np.inf  # a base is at least as wide as what derives from it
         out: list[tuple[str, float, float]] = []
-        # Token overlap is checked in similarity order, a block at a time, until the shortlist is full:
-        # at 10,000 entries the first block nearly always fills it, so this costs one block, not all rows.
-        for b in range(0, len(order), SCREEN_BLOCK):
-            rows = order[b:b + SCREEN_BLOCK]
-            overlap = _overlap(mine_sorted, self._tokens[rows])
-            out += [(names[i], float(sim[i]), float(o)) for i, o in zip(rows, overlap) if o >= MIN_TOKEN_OVERLAP]
-            if len(out) >= shortlist:
+        # Token overlap is checked in similarity order, a block at a time, until the shortlist is full. Only
+        # the best rows are ever sorted (argpartition, then a sort of that slice; the rest only if every one
+        # of them fails the overlap gate): at 1M entries a full argsort would cost more than the product.
+        done = 0
+        seen = np.zeros(len(sim), bool)  # ties make two partitions disagree at their edge: never a row twice
+        while done < len(sim) and len(out) < shortlist:
+            k = min(len(sim), max(4 * SCREEN_BLOCK, 2 * done))
+            part = np.argpartition(-sim, k - 1)[:k] if k < len(sim) else np.arange(len(sim))
+            order = part[np.argsort(-sim[part], kind="stable")]
+            order = order[np.isfinite(sim[order]) & ~seen[order]]
+            seen[order] = True
+            for b in range(0, len(order), SCREEN_BLOCK):
+                rows = order[b:b + SCREEN_BLOCK]
+                overlap = _overlap(mine_sorted, self._tokens[rows])
+                out += [(names[i], float(sim[i]), float(o)) for i, o in zip(rows, overlap) if o >= MIN_TOKEN_OVERLAP]
+                if len(out) >= shortlist:
+                    break
+            if k >= len(sim) or not np.isfinite(sim[part]).any():
                 break
+            done = k
         return out[:shortlist]
 
     def score(self, name: str, work: TargetWork, screen: float = 0.0, overlap: float = 0.0) -> Match:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from alerts.sinks import summary as alert_line
 from alerts.subscriptions import Subscription
 from graph import queries
@@ -56,12 +58,17 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
     bases = [m for m in manifest if m.category == "base"]
     catalog = [m for m in bases if m.name not in UNCATALOGUED]
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
     with HubSim(accepted_tokens=frozenset({OPERATOR_TOKEN})) as hub, open_app(settings) as app:
         populate(hub, zoo, gated=GATED)
-        for m in catalog:  # the operator's account accepted the gated base's terms
-            app.add_base(m.id, m.name, hub.endpoint, token=OPERATOR_TOKEN)
+        with tqdm(catalog, desc="indexing the catalog's bases", unit="base", disable=quiet) as bar:
+            for m in bar:  # the operator's account accepted the gated base's terms
+                bar.set_postfix_str(m.id)
+                app.add_base(m.id, m.name, hub.endpoint, token=OPERATOR_TOKEN)
+        phases["bootstrap"] = time.perf_counter() - t0
         c = app.crawler(hub.endpoint, progress=not quiet, state_label="hubsim-demo")
         summary = app.crawl(c).as_dict()
+        phases["crawl"] = time.perf_counter() - t0 - phases["bootstrap"]
         served = sum(hub.bytes_served.values())
         served_by_repo = {r: hub.served(r) for r in hub.repos}
         store = app.store
@@ -86,4 +93,6 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
                    "sent": int(report.counts["demo"]["sent"]) if "demo" in report.counts else 0, "lines": sent}
     return {"zoo": str(zoo), "catalog": [m.id for m in catalog], "crawl": summary, "bytes_served": served,
             "served_by_repo": served_by_repo, "families": families, "undeclared": alerts, "alerts": notices, "stats": stats,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1),
+            "phases": {**{k: round(v, 1) for k, v in phases.items()},
+                       "report": round(time.perf_counter() - t0 - sum(phases.values()), 1)}}

@@ -62,6 +62,8 @@ class Builder:
         self.entries: dict[str, dict[str, Any]] = {}
         self.ids: dict[tuple[str, str], np.ndarray] = {}
         self.recipes = {r.name: r for r in all_recipes()}
+        self._bar: Any = None  # the phase's progress bar, while one runs
+        self._doing = ""
 
     # -- data -------------------------------------------------------------------------------------
     def tokenizer(self, name: str) -> Path:
@@ -105,7 +107,11 @@ class Builder:
     def _lm(self, model: Any, tok: str, domain: str, steps: int, seed: int, lr_mult: float = 1.0, **kw: Any) -> list[float]:
         c = self.cfg
         return train_lm(model, self.data(tok, domain), steps=steps, lr=c["lr"] * lr_mult, seq=c["seq"], batch=c["batch"],
-                        seed=seed, **kw)
+                        seed=seed, on_step=self._on_step, **kw)
+
+    def _on_step(self, step: int, steps: int, loss: float) -> None:
+        if self._bar is not None and (step == steps or step % 10 == 0):
+            self._bar.set_postfix_str(f"{self._doing} step {step}/{steps} loss {loss:.2f}")
 
     def run(self, r: Recipe) -> tuple[Any, dict[str, Any]]:
         a, info = r.args, {}
@@ -218,29 +224,41 @@ class Builder:
                 "card_honest": card_base == (truth or None), "bytes": size, "args": r.args,
                 "build_seconds": round(seconds, 2), **{k: v for k, v in info.items()}}
 
+    def _one(self, r: Recipe) -> None:
+        """Build one recipe, unless a finished build of the same key is on disk."""
+        done = self.out / r.name / ".done"
+        if done.exists():
+            rec = json.loads(done.read_text())
+            if rec.get("key") == self.key:
+                self.entries[r.name] = rec["entry"]
+                return
+        t = time.perf_counter()
+        if r.op in ("gguf", "fp8"):
+            m, info = None, {"losses": {}}
+        else:
+            m, info = self.run(r)
+        self.entries[r.name] = self.save(r, m, info, time.perf_counter() - t)
+        if m is not None:
+            self.models[r.name] = m
+
     def build(self) -> Path:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()  # one bar (ours) is enough
         self.out.mkdir(parents=True, exist_ok=True)
         recipes = list(self.recipes.values())
-        bar = tqdm(recipes, desc=f"zoo {self.size}", unit="model", disable=self.quiet)
-        for r in bar:
-            bar.set_postfix_str(r.name)
-            done = self.out / r.name / ".done"
-            if done.exists():
-                rec = json.loads(done.read_text())
-                if rec.get("key") == self.key:
-                    self.entries[r.name] = rec["entry"]
-                    continue
-            t = time.perf_counter()
-            if r.op in ("gguf", "fp8"):
-                m, info = None, {"losses": {}}
-            else:
-                m, info = self.run(r)
-            self.entries[r.name] = self.save(r, m, info, time.perf_counter() - t)
-            if m is not None:
-                self.models[r.name] = m
+        # Two phases, a bar each: the bases train for most of the time (a bar stuck at 0/78 said nothing),
+        # so the first bar counts bases and shows the training step; the second counts the derivatives.
+        phases = [("training bases", [r for r in recipes if r.op == "pretrain"]),
+                  ("deriving models", [r for r in recipes if r.op != "pretrain"])]
+        for what, todo in phases:
+            with tqdm(todo, desc=f"zoo {self.size}: {what}", unit="model", disable=self.quiet) as bar:
+                self._bar = bar
+                for r in bar:
+                    self._doing = r.name
+                    bar.set_postfix_str(r.name)
+                    self._one(r)
+            self._bar = None
         manifest = {"format": FORMAT, "size": self.size, "key": self.key, "config": self.cfg,
                     "models": [self.entries[r.name] for r in recipes]}
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=1))

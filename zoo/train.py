@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,11 @@ def lm_loss(model: Any, x: torch.Tensor, **kw: Any) -> torch.Tensor:
 
 def train_lm(model: Any, ids: np.ndarray, *, steps: int, lr: float, seq: int, batch: int, seed: int,
              params: Iterable[torch.nn.Parameter] | None = None, warmup: int = 20, log_every: int = 0,
-             extra_inputs: Any = None) -> list[float]:
+             extra_inputs: Any = None, on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
     """AdamW on next-token loss, linear warmup then cosine decay to 10%; returns the loss of every step.
 
-    ``extra_inputs(batch_size)`` adds model inputs per step (pixel values for the multimodal derivative).
+    ``extra_inputs(batch_size)`` adds model inputs per step (pixel values for the multimodal derivative);
+    ``on_step(step, steps, loss)`` hears every step (a progress bar).
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -84,6 +85,8 @@ def train_lm(model: Any, ids: np.ndarray, *, steps: int, lr: float, seq: int, ba
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, steps, losses[-1])
         if log_every and step % log_every == 0:
             print(f"    step {step:5d}  loss {losses[-1]:.3f}", flush=True)
     model.eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -58,7 +59,10 @@ def print_report(doc: dict[str, Any]) -> None:
     fam = max(doc["families"], key=lambda f: f["members"])["family"] if doc["families"] else None
     click.echo("browse the graph: lineage web, then open http://127.0.0.1:8080/"
                + (f"family/{quote(fam, safe='/')}" if fam else ""))
-    click.echo(f"finished in {doc['seconds']:.0f} s")
+    ph = doc.get("phases", {})
+    zoo = f"zoo {ph['zoo']:.0f} s, built now" if ph.get("zoo_built") else "zoo cached"
+    click.echo(f"finished in {doc['seconds']:.0f} s ({zoo}; indexing bases {ph.get('bootstrap', 0):.0f} s, "
+               f"crawl {ph.get('crawl', 0):.0f} s, report {ph.get('report', 0):.0f} s)")
 
 
 def _show_tree(children: dict[str, list[dict[str, Any]]], node: str, depth: int) -> None:
@@ -90,8 +94,15 @@ def demo(zoo: str | None, as_json: bool) -> None:
     quiet = as_json or s.disable_progress_bars
     from zoo.build import default_dir
 
-    z = ensure_zoo(Path(zoo) if zoo else default_dir("tiny"), quiet, say=lambda m: click.echo(m, err=True))
+    t0 = time.perf_counter()
+    where = Path(zoo) if zoo else default_dir("tiny")
+    built = not (where / "manifest.json").exists()
+    z = ensure_zoo(where, quiet, say=lambda m: click.echo(m, err=True))
+    zoo_s = time.perf_counter() - t0
     doc = run_demo(z, s, quiet=quiet)
+    # the last line counts the whole run, the zoo build included (it once counted the crawl alone)
+    doc["phases"] = {"zoo": round(zoo_s, 1), "zoo_built": built, **doc["phases"]}
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
     if as_json:
         emit_json(json.loads(json.dumps(doc, default=str)))
     else:

@@ -40,6 +40,9 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
         s.close()
     settings = Settings.from_env()
     doc = run_demo(root, settings, quiet=True)
+    # the phases add up to the whole run (the last line once counted the crawl alone)
+    assert set(doc["phases"]) == {"bootstrap", "crawl", "report"}
+    assert abs(sum(doc["phases"].values()) - doc["seconds"]) <= 0.3 and doc["phases"]["crawl"] > 0
     from lineage.store import open_store
 
     store = open_store(settings)
