@@ -35,7 +35,7 @@ import numpy as np
 
 from crawler.errors import CrawlerError
 from fingerprint.errors import FingerprintError
-from fingerprint.io.source import MAX_SMALL_FILE_BYTES, CountingSource, check_range
+from fingerprint.io.source import MAX_SMALL_FILE_BYTES, MemorySource
 
 TIME_BOUND_S = 2.0
 MEM_BASE = 32 * 2**20  # bytes any case may allocate: numpy/json working sets of tiny inputs
@@ -47,18 +47,6 @@ INTERESTING = (0, 1, 2, 7, 8, 255, 256, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**3
 
 class Hang(Exception):
     """A case ran past :data:`TIME_BOUND_S`."""
-
-
-class MemorySource(CountingSource):
-    """A :class:`~fingerprint.io.source.ByteSource` over bytes in memory."""
-
-    def __init__(self, name: str, data: bytes) -> None:
-        super().__init__(name, len(data))
-        self.data = data
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_range(self.name, self._size, offset, length)
-        return self._count(self.data[offset:offset + length])
 
 
 class MemoryRepo:

@@ -3,7 +3,8 @@
 Layout (``$LINEAGE_HOME/index/`` by default)::
 
     index.json            entries: name → family, file, sha256, architecture, width, layers, vocab digest, source
-    fingerprints/*.lfp    fingerprint files, named by the first 16 hex digits of their SHA-256
+    fingerprints/*.lfp    fingerprint files, named by the first 16 hex digits of their SHA-256 (or under
+                          an fsspec URL, ``LINEAGE_FINGERPRINT_STORE``: see :mod:`fingerprint.store`)
     screen.npz            one row per entry: the spectral prefilter (8 depth bins × Q/K × 16) and a
                           bottom-256 sketch of anchor-token hashes, for screening without opening files
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
-from fingerprint.sketch import Sketch, digest, load, token_hash
+from fingerprint.sketch import Sketch, load, read_sketch, token_hash
+from fingerprint.store import FingerprintStore
 
 if TYPE_CHECKING:  # torch is imported only when something is scored
     from fingerprint.similarity.factored import TargetWork
@@ -109,8 +111,11 @@ class Match:
 class Index:
     """The on-disk index (see module docstring). Not safe for concurrent writers: one process adds."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, store: str | None = None) -> None:
+        """``store``: an fsspec URL for the fingerprint files (default: ``root/fingerprints``); the entries
+        and screen arrays stay in ``root``."""
         self.root = Path(root)
+        self.store = FingerprintStore(self.root, store)
         self.entries: dict[str, Entry] = {}
         self._screen: np.ndarray | None = None
         self._tokens: np.ndarray | None = None
@@ -157,13 +162,13 @@ class Index:
         tokens = self._tokens if self._tokens is not None else np.zeros((0, TOKEN_SKETCH), np.uint64)
         rows_s, rows_t = list(screen), list(tokens)
         added = []
-        (self.root / "fingerprints").mkdir(parents=True, exist_ok=True)
         for path, name, family in items:
             sk = load(path)
-            sha = digest(path)
+            data = Path(path).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
             rel = f"fingerprints/{sha[:16]}.lfp"
-            if not (self.root / rel).exists():
-                shutil.copyfile(path, self.root / rel)
+            if not self.store.exists(rel):  # content-addressed: a copy already there is this file
+                self.store.put(rel, data)
             name = name or str(sk.meta.get("source") or Path(path).stem)
             e = Entry(name=name, family=family or name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
                       width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
@@ -180,13 +185,18 @@ class Index:
         return added
 
     def sketch(self, name: str) -> Sketch:
+        """The entry's fingerprint, read once from the store and checked against its recorded SHA-256."""
         e = self.entries[name]
-        p = self.root / e.file
-        if not p.exists():
-            raise FingerprintIndexError(f"{p}: fingerprint of {name!r} is missing from the index")
-        if hashlib.sha256(p.read_bytes()).hexdigest() != e.sha256:
-            raise FingerprintFileError(str(p), "content does not match the SHA-256 recorded in index.json (tampered?)")
-        return load(p)
+        where = f"{self.store.describe()}/{e.file}"
+        data = self.store.get(e.file)
+        if hashlib.sha256(data).hexdigest() != e.sha256:
+            raise FingerprintFileError(where, "content does not match the SHA-256 recorded in index.json (tampered?)")
+        return read_sketch(MemorySource(where, data), where)
+
+    def local_path(self, name: str) -> Path | None:
+        """The entry's fingerprint file on this disk (None when the files live in an object store)."""
+        e = self.entries.get(name)
+        return self.store.local_path(e.file) if e is not None else None
 
     def screen(self, sk: Sketch, shortlist: int) -> list[tuple[str, float, float]]:
         """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap)."""

@@ -211,7 +211,8 @@ def add_path(path: str | Path, name: str | None = None, family: str | None = Non
 
     Only the index is touched (no store, no Hub): a local base has no Hub identity to put in the graph.
     """
-    index = Index((settings or Settings.from_env()).home / "index")
+    st = settings or Settings.from_env()
+    index = Index(st.home / "index", st.fingerprint_store)
     p = Path(path)
     if p.suffix == ".lfp":
         return index.add(p, name=name, family=family)
@@ -261,7 +262,7 @@ def match_path(path: str, top: int, shortlist: int, settings: Settings | None = 
         t = time.perf_counter()
         sk = sketch_of(path)
         t_fp = time.perf_counter() - t
-        matches, stats = Index(s.home / "index").match(sk, top=top, shortlist=shortlist)
+        matches, stats = Index(s.home / "index", s.fingerprint_store).match(sk, top=top, shortlist=shortlist)
     stats["fingerprint_seconds"] = t_fp
     return matches, stats
 
@@ -281,7 +282,7 @@ def open_app(settings: Settings | None = None, store: LineageStore | None = None
     with on_device(s) as dev:
         own = store is None
         st = store if store is not None else open_store(s)
-        index = Index(s.home / "index")
+        index = Index(s.home / "index", s.fingerprint_store)
         app = App(s, st, index, Pipeline(st, index), dev)
         try:
             yield app

@@ -39,8 +39,9 @@ def find_fingerprint(home: Path, index: Index, model_id: str) -> Path | None:
     """The fingerprint file of ``model_id``: its index entry (bases and every placed model), else the
     newest one the crawl state recorded (models not placed in a family)."""
     e = index.entries.get(model_id)
-    if e is not None and (index.root / e.file).exists():
-        return index.root / e.file
+    local = index.local_path(e.name) if e is not None else None
+    if local is not None and local.exists():
+        return local
     p = fingerprint_file(home / "crawl" / "crawl.sqlite", model_id)
     return p if p is not None and p.exists() else None
 

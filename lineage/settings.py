@@ -39,6 +39,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RAY_ADDRESS", "", "With LINEAGE_WORKERS=ray: the Ray cluster to join (host:port of its head, or auto); "
             "empty: start a local one."),
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
+    Setting("LINEAGE_FINGERPRINT_STORE", "", "Where the index keeps fingerprint files: empty for $LINEAGE_HOME/index, or "
+            "an fsspec URL (s3://bucket/prefix, gs://..., file:///mnt/fp; the backend package must be installed)."),
     Setting("LINEAGE_WEB_TOKEN", "", "Token that lets lineage web acknowledge and mute alerts; empty: the web UI is "
             "read-only."),
     Setting("HF_TOKEN", "", "Hugging Face token for the crawler and lineage index bootstrap (gated bases need one "
@@ -65,6 +67,7 @@ class Settings:
     workers: str
     ray_address: str | None
     worker_count: int | None
+    fingerprint_store: str | None
     web_token: str | None
     hub_token: str | None
 
@@ -106,6 +109,10 @@ class Settings:
         count = get("LINEAGE_WORKER_COUNT").strip()
         if not count.isdigit() or int(count) > 1024:
             raise SettingsError("LINEAGE_WORKER_COUNT", count, "use a number from 0 (one per core) to 1024")
+        store = get("LINEAGE_FINGERPRINT_STORE").strip()
+        if store and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", store):
+            raise SettingsError("LINEAGE_FINGERPRINT_STORE", store, "use an fsspec URL such as s3://bucket/prefix or "
+                                "file:///path, or leave it empty")
         return cls(
             home=home,
             device=device,
@@ -118,6 +125,7 @@ class Settings:
             workers=workers,
             ray_address=get("RAY_ADDRESS").strip() or None,
             worker_count=int(count) or None,
+            fingerprint_store=store or None,
             web_token=get("LINEAGE_WEB_TOKEN").strip() or None,
             hub_token=get("HF_TOKEN").strip() or None,
         )

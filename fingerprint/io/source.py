@@ -84,6 +84,18 @@ class LocalFileSource(CountingSource):
         return self._count(data)
 
 
+class MemorySource(CountingSource):
+    """A :class:`ByteSource` over bytes already in memory (a fingerprint fetched from an object store)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        super().__init__(name, len(data))
+        self.data = data
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(self.name, self._size, offset, length)
+        return self._count(self.data[offset:offset + length])
+
+
 def check_range(name: str, size: int, offset: int, length: int) -> None:
     """Raise :class:`CheckpointFormatError` unless ``[offset, offset+length)`` lies inside the file."""
     if offset < 0 or length < 0 or offset + length > size:

@@ -60,8 +60,9 @@ def index_list(as_json: bool) -> None:
     """
     from fingerprint.index import Index
 
-    root = Settings.from_env().existing_home() / "index"
-    idx = Index(root)
+    st = Settings.from_env()
+    root = st.existing_home() / "index"
+    idx = Index(root, st.fingerprint_store)
     if as_json:
         emit_json({"index": str(root), "entries": [asdict(e) for e in idx.entries.values()]})
         return
