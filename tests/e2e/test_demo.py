@@ -133,7 +133,9 @@ def check_alerts(models: Manifest, settings: Settings, doc: dict[str, Any]) -> N
     print(f"  dishonest cards without a card finding: {misses}")
     assert all(fp == 0 for _, fp in table.values()), table
     assert "license_conflict" in found["frank/llama-a-moe"]  # declared honestly, relicensed apache-2.0 in llama2
-    assert "hidden_copy" in found["quant/llama-a-sft-q4k"] and "hidden_copy" in found["mirror/llama-a-sft"]
+    # the Q4_K copy is a real (Q5_0-fallback) quantization now, not a byte copy of the Q8_0 one: its card
+    # names no base, so the finding is the undeclared base; the card-less mirrors are hidden copies
+    assert "undeclared_base" in found["quant/llama-a-sft-q4k"] and "hidden_copy" in found["mirror/llama-a-sft"]
     # The one dishonest card the graph cannot contradict: heidi's names the family root (its grandparent's
     # parent) instead of its parent. The weights confirm the claim (derived from the root), the pipeline
     # accepts a verified claim, and the licence is the root's: nothing in the graph says it is wrong.
