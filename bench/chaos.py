@@ -16,7 +16,7 @@ import hashlib
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from crawler.errors import HubRequestError
 from hubsim import Chaos, HubSim
 from lineage.app import open_app
 from lineage.settings import Settings
-from lineage.zoohub import populate
+from lineage.zoohub import zoo_repos
 from zoo.manifest import read_manifest
 
 TOKEN = "hf_chaos_operator"
@@ -44,16 +44,20 @@ class Run:
     faults: Counter[str] = field(default_factory=Counter)
 
 
-def crawl(zoo: Path, home: Path, chaos: Chaos | None, timeout: float = 30.0, max_passes: int = 30) -> Run:
+def crawl(zoo: Path, home: Path, chaos: Chaos | None, timeout: float = 30.0, max_passes: int = 30,
+          families: tuple[str, ...] = ()) -> Run:
     """Bootstrap the catalogued bases (clean), then crawl ``zoo`` through a stand-in with ``chaos`` until
-    nothing is pending."""
+    nothing is pending. ``families``: serve only the models whose roots are all among these (default: all)."""
     settings = Settings.from_env({"LINEAGE_HOME": str(home), "LINEAGE_WORKERS": "inline",
                                   "LINEAGE_DISABLE_PROGRESS_BARS": "1"})
     manifest = read_manifest(zoo)
+    if families:
+        manifest = replace(manifest, models=tuple(m for m in manifest if set(m.roots) <= set(families)))
     t0 = time.perf_counter()
     run = Run({}, [], {})
     with HubSim(accepted_tokens=frozenset({TOKEN})) as hub, open_app(settings) as app:
-        populate(hub, zoo, gated=("meta-zoo/llama-a",))
+        for r in zoo_repos(manifest, gated=("meta-zoo/llama-a",)):
+            hub.add(r)
         for m in manifest:
             if m.category == "base" and m.name not in UNCATALOGUED:
                 app.add_base(m.id, m.name, hub.endpoint, token=TOKEN)

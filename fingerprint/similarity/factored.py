@@ -242,7 +242,8 @@ class SketchComparison:
     notes: list[str]
     seconds: float
     aligned: bool = True
-    """A credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
+    fit_chance: float | None = None  # the Procrustes fit on token-shuffled rows (when the LAP was poor)
+    """``aligned``: a credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
     Procrustes rotation passed its gates. Without one a score is no evidence of derivation (see
     :func:`~fingerprint.similarity.verdict.verdict_of`)."""
 
@@ -272,7 +273,7 @@ def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None
     aligned = [(factor(_signed_rows(q, sp.index, sp.sign), dense), factor(_signed_rows(k, sp.index, sp.sign), dense))
                for q, k in tb]
     rows, score = score_layers(aligned, ft, None)
-    alignment, fit, notes = "signed-lap", None, []
+    alignment, fit, fit0, notes = "signed-lap", None, None, []
     credible = not (sp.quality < gates.poor_ratio * chance or sp.quality < gates.poor_abs)
     if not credible:
         view_b, view_t = [e_b], [e_t]
@@ -282,13 +283,12 @@ def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None
         xb, xt = torch.cat([v / v.norm() for v in view_b]), torch.cat([v / v.norm() for v in view_t])
         # Equal widths: the gate needs singular values only; otherwise the full solve gives R and the fit.
         r, fit = (None, procrustes_fit(xb, xt)) if xb.shape[1] == xt.shape[1] else procrustes(xb, xt)
-        # The shuffled-row fit (chance level) only matters once the fit itself clears ``min_fit``;
-        # most unrelated pairs stop here, and it is a second anchors × d × d product.
-        fit0 = None
-        if fit >= gates.min_fit:
-            g = torch.Generator().manual_seed(1)
-            fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g).to(xt.device)])
-        if fit0 is not None and fit - fit0 >= gates.min_gain:
+        # The shuffled-row fit (chance level): it gates a credible rotation, and without one it says
+        # whether there is any correspondence at all (the evidence for `independent`). A second
+        # anchors × d × d product, only for pairs whose signed LAP is poor.
+        g = torch.Generator().manual_seed(1)
+        fit0 = procrustes_fit(xb, xt[torch.randperm(xt.shape[0], generator=g).to(xt.device)])
+        if fit >= gates.min_fit and fit - fit0 >= gates.min_gain:
             credible = True
             if r is None:  # the rotation itself only when the fit passes the gates
                 r, _ = procrustes(xb, xt)
@@ -299,7 +299,7 @@ def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None
                 notes.append(f"signed LAP was poor ({sp.quality:.3f} vs chance {chance:.3f}); "
                              f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
         else:
-            why = f"fit {fit:.2f} < {gates.min_fit:g}" if fit0 is None else f"fit {fit:.2f}, shuffled {fit0:.2f}"
+            why = f"fit {fit:.2f} (< {gates.min_fit:g}), shuffled rows {fit0:.2f}"
             notes.append(f"signed LAP poor ({sp.quality:.3f} vs chance {chance:.3f}) and Procrustes rejected ({why})")
     # Per-pair null: the same statistic after random signed permutations of T's coordinates.
     pairs = [(i, j) for i, j, _, _ in rows]
@@ -312,4 +312,4 @@ def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None
         null = [score_layers(aligned, [(permuted(q, perm, sg), permuted(k, perm, sg)) for q, k in ft], pairs)[1]
                 for perm, sg in draws]
     return SketchComparison(score, null, rows, alignment, sp.quality, chance, fit, len(keys), d_t, swap, notes,
-                            time.perf_counter() - t0, credible)
+                            time.perf_counter() - t0, credible, fit0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from fingerprint.canonical import CanonicalModel
 from fingerprint.similarity.factored import TargetWork, compare_sketches, too_few_shared
 from fingerprint.similarity.verdict import (
+    G_INDEPENDENT,
     GATES,
     MAX_ANCHORS,
     MIN_SHARED_TOKENS,
@@ -27,6 +28,7 @@ from fingerprint.similarity.verdict import (
     Gates,
     LayerScore,
     build_result,
+    fit_gain,
     score_thresholds,
     weight_background,
 )
@@ -58,9 +60,14 @@ def compare_fingerprints(a: Sketch, b: Sketch, work: TargetWork | None = None, g
         "lineage", c.score, c.null, background=weight_background(c.width),
         bytes_read={"a": int(a.meta.get("bytes_read", 0)), "b": int(b.meta.get("bytes_read", 0))},
         seconds=c.seconds, shared=c.shared, alignment=c.alignment, width=c.width, trustworthy=trustworthy,
-        aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit, layers=layers,
+        aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit, fit_chance=c.fit_chance, layers=layers,
         reference="b" if c.swap else "a", notes=notes)
-    if not c.aligned and res.z >= Z_DERIVED and c.score >= score_thresholds(c.width)[0]:
+    if res.verdict == "independent" and not c.aligned and c.fit is not None and c.fit_chance is not None \
+            and fit_gain(c.fit, c.fit_chance) < G_INDEPENDENT:
+        res.notes.append(f"no correspondence beyond what similar training gives: a rotation explains {c.fit:.2f} of the "
+                         f"embeddings ({c.fit_chance:.2f} on token-shuffled rows, {fit_gain(c.fit, c.fit_chance):.2f} of "
+                         f"the rest < {G_INDEPENDENT:g}); a derivative keeps its parent's embeddings up to a rotation")
+    elif not c.aligned and res.z >= Z_DERIVED and c.score >= score_thresholds(c.width)[0]:
         res.notes.append("no credible residual alignment: independently trained models with similar embeddings "
                          "score this high too, so the pair is not called derived")
     return res

@@ -5,8 +5,10 @@ the aligned coordinates, token permutations for HuRef, text pairings for REEF); 
 into ``z = (s − μ₀) / σ₀`` and a verdict:
 
 * ``derived``: ``z ≥ Z_DERIVED``, ``s ≥ max(0.02, 3k/d)`` and a credible residual alignment;
-* ``independent``: ``z < Z_INDEPENDENT`` or ``s < max(0.01, 2k/d)``, and enough anchor rows that a
-  derivative would have shown an alignment (``trustworthy``);
+* ``independent``: enough anchor rows that a derivative would have shown an alignment (``trustworthy``),
+  and ``z < Z_INDEPENDENT``, or ``s < max(0.01, 2k/d)``, or no credible alignment and no more than
+  chance-level correspondence: the best rotation explains less than ``G_INDEPENDENT`` of what chance
+  (token-shuffled rows) leaves unexplained;
 * ``inconclusive``: everything else.
 
 Why each threshold (``k = SHARED_DIRECTIONS``) is argued in the README's *Verdict* paragraph and in
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-METHOD_VERSION = "3"  # 3: no `derived` without a credible residual alignment
+METHOD_VERSION = "4"  # 3: no `derived` without a credible residual alignment; 4: no correspondence → independent
 #: Verdicts, as :mod:`graph.records` spells them too (a test keeps the two equal).
 Verdict = Literal["derived", "inconclusive", "independent"]
 
@@ -42,6 +44,22 @@ Verdict = Literal["derived", "inconclusive", "independent"]
 #: pair whose alignment is not credible (LAP poor and no Procrustes rotation accepted) is never
 #: called derived, whatever its score: an embedding-level correspondence is the evidence a derivative
 #: leaves and an independent model does not.
+#:
+#:
+#: The mirror image gives ``independent``. With at least ``d`` anchor rows a rotation of the residual
+#: basis is recoverable (Procrustes is overdetermined), so a derivative, rotated or not, shows one: its
+#: embeddings are its parent's up to a drift ``δ`` (relative Frobenius norm), and the best rotation
+#: explains ``f ≈ 1 − δ²`` of them. Token-shuffled rows give the fit ``c`` a rotation reaches by chance
+#: at this width and row count; ``g = (f − c) / (1 − c)`` is the share of what chance leaves unexplained
+#: that the rotation explains. A derivative has ``g ≈ 1 − δ²/(1 − c)``: below ``G_INDEPENDENT`` = ½ only
+#: if it moved its embeddings by ``δ² > (1 − c)/2``, about 70% of their norm, i.e. retrained them. No
+#: fine-tune, merge, pruning, quantization or basis attack does (derivatives: LAP quality ≥ 0.89, or
+#: ``f`` ≥ 0.88 after a rotation, on both zoos); independently trained models share only what similar
+#: text teaches (``g`` = 0.14–0.27 at d = 256, 0.39–0.50 at d = 64). So with enough rows and no credible
+#: alignment, ``g < ½`` is evidence of independence. Above it without a credible alignment is the band a
+#: heavily changed derivative (embeddings moved by 50–70%) or a shared random initialization can occupy:
+#: ``inconclusive``.
+G_INDEPENDENT = 0.5
 Z_DERIVED = 6.0
 Z_INDEPENDENT = 3.0
 MIN_DERIVED_SCORE = 0.02
@@ -87,14 +105,21 @@ def score_thresholds(width: int) -> tuple[float, float]:
     return max(MIN_DERIVED_SCORE, 3 * bg), max(MAX_INDEPENDENT_SCORE, 2 * bg)
 
 
-def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True) -> Verdict:
+def fit_gain(fit: float, chance: float) -> float:
+    """``g = (f − c) / (1 − c)``: the share of the embeddings a rotation explains beyond its chance level."""
+    return (fit - chance) / max(1e-9, 1.0 - chance)
+
+
+def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True,
+               unrelated: bool = False) -> Verdict:
     """``derived`` / ``independent`` / ``inconclusive`` from the score, its z against the null and, for
-    weight methods, the residual width (see :func:`score_thresholds`) and whether the residual streams
-    were credibly aligned (``derived`` needs it; see the note above :data:`Z_DERIVED`)."""
+    weight methods, the residual width (see :func:`score_thresholds`), whether the residual streams were
+    credibly aligned (``derived`` needs it) and whether they show no correspondence beyond chance
+    (``unrelated``: enough for ``independent``; see the notes above :data:`Z_DERIVED`)."""
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
     if z >= Z_DERIVED and score >= hi and aligned:
         return "derived"
-    if (z < Z_INDEPENDENT or score < lo) and trustworthy:
+    if (z < Z_INDEPENDENT or score < lo or (unrelated and not aligned)) and trustworthy:
         return "independent"
     return "inconclusive"
 
@@ -142,6 +167,7 @@ class CompareResult:
     reference: str
     notes: list[str] = field(default_factory=list)
     aligned: bool | None = None  # lineage only: a credible residual alignment was found (None: not assessed)
+    procrustes_chance: float | None = None  # the rotation's fit on token-shuffled rows (its chance level)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -153,21 +179,25 @@ class CompareResult:
 def build_result(method: str, score: float, null: list[float], *, background: str, bytes_read: dict[str, int],
                  seconds: float, shared: int, alignment: str, width: int | None = None, trustworthy: bool = True,
                  aligned: bool | None = None, quality: float = math.nan, chance: float = math.nan,
-                 fit: float | None = None, layers: list[LayerScore] | None = None, reference: str = "a",
-                 notes: list[str] | None = None) -> CompareResult:
+                 fit: float | None = None, fit_chance: float | None = None, layers: list[LayerScore] | None = None,
+                 reference: str = "a", notes: list[str] | None = None) -> CompareResult:
     """The one place a score and its null become a :class:`CompareResult`: ``z``, thresholds, verdict.
 
     ``width`` (weight methods) makes the score thresholds width-aware; ``aligned`` is None for methods
-    that do not assess alignment (then it does not gate ``derived``).
+    that do not assess alignment (then it does not gate ``derived``); ``fit`` and ``fit_chance`` (the
+    Procrustes fit and its token-shuffled chance level) decide whether an unaligned pair shows no
+    correspondence at all.
     """
+    unrelated = fit is not None and fit_chance is not None and fit_gain(fit, fit_chance) < G_INDEPENDENT
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
     z = (score - mu) / max(sd, 1e-6)
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
     return CompareResult(
-        method=method, verdict=verdict_of(score, z, trustworthy, width, aligned is not False), score=score, z=z,
+        method=method, verdict=verdict_of(score, z, trustworthy, width, aligned is not False, unrelated),
+        score=score, z=z,
         alignment=alignment, alignment_quality=quality, alignment_chance=chance, procrustes_fit=fit,
         shared_tokens=shared, layers=layers or [], null_mean=mu, null_std=sd,
         thresholds={"z_derived": Z_DERIVED, "z_independent": Z_INDEPENDENT,
                     "min_derived_score": round(hi, 5), "max_independent_score": round(lo, 5)},
         background=background, bytes_read=bytes_read, seconds=seconds, reference=reference, notes=notes or [],
-        aligned=aligned)
+        aligned=aligned, procrustes_chance=fit_chance)

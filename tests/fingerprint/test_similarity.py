@@ -210,8 +210,9 @@ def test_dense_null_equals_permuting_and_recentring(monkeypatch: pytest.MonkeyPa
 
 def test_no_derived_verdict_without_a_credible_alignment() -> None:
     """Q/K Grams that still match under a partial (blockwise-rotated) coordinate match give a high score
-    and z; with embeddings no rotation explains, the pair is inconclusive. A dense rotation whose
-    embeddings Procrustes explains is derived."""
+    and z, but without embeddings a rotation explains that is no evidence: when a rotation explains no
+    more than half of what chance leaves (embeddings as good as retrained), the pair is independent;
+    in the band above, inconclusive. A dense rotation whose embeddings Procrustes explains is derived."""
     from fingerprint.similarity.lineage import compare_fingerprints
     from fingerprint.similarity.verdict import score_thresholds
     from fingerprint.sketch import Sketch
@@ -230,12 +231,17 @@ def test_no_derived_verdict_without_a_credible_alignment() -> None:
         return Sketch({"hidden_size": d}, keys, e, None, q, k, [(0.0, 0.0)] * layers, np.zeros((layers, 2, 16), np.float32))
 
     base = sk(emb, qs, ks)
-    for rot, noise, expect in ((blocks, 2.0, "inconclusive"), (dense, 0.1, "derived")):
+    for rot, noise, expect in ((blocks, 2.0, "independent"), (blocks, 0.8, "inconclusive"), (dense, 0.1, "derived")):
         t = sk(emb @ rot + noise * rng.standard_normal((n, d)), [rot.T @ q for q in qs], [rot.T @ k for k in ks])
         r = compare_fingerprints(base, t)
         assert r.alignment_quality < 0.5 and r.z > 6 and r.score >= score_thresholds(d)[0], (r.alignment_quality, r.z, r.score)
         assert r.verdict == expect and r.aligned == (expect == "derived"), (r.verdict, r.procrustes_fit, r.notes)
         assert any("no credible residual alignment" in x for x in r.notes) == (expect == "inconclusive")
+        assert any("no correspondence beyond" in x for x in r.notes) == (expect == "independent")
+        if expect != "derived":  # the chance level is measured, and the rule's share is what decided
+            assert r.procrustes_chance is not None and r.procrustes_fit is not None
+            g = (r.procrustes_fit - r.procrustes_chance) / (1 - r.procrustes_chance)
+            assert (g < 0.5) == (expect == "independent"), g
 
 
 def test_independent_needs_enough_anchor_rows_to_rule_out_a_rotation() -> None:
