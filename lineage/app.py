@@ -255,16 +255,21 @@ def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | 
 
 
 def match_path(path: str, top: int, shortlist: int, settings: Settings | None = None) -> tuple[list[Match], dict[str, Any]]:
-    """Screen the index against a model or fingerprint file and score the shortlist (``lineage match``)."""
+    """Screen the index against a model or fingerprint file and score the shortlist (``lineage match``):
+    the best-scoring base of each family, at most ``top`` families (the question is which families, and
+    several bases of one family would crowd out the others)."""
     s = settings or Settings.from_env()
     with on_device(s):
         s.existing_home()  # before the read: a typo'd home is not an empty index
         t = time.perf_counter()
         sk = sketch_of(path)
         t_fp = time.perf_counter() - t
-        matches, stats = Index(s.home / "index", s.fingerprint_store).match(sk, top=top, shortlist=shortlist)
+        scored, stats = Index(s.home / "index", s.fingerprint_store).match(sk, top=shortlist, shortlist=shortlist)
+    best: dict[str, Match] = {}
+    for m in scored:  # best first
+        best.setdefault(m.family, m)
     stats["fingerprint_seconds"] = t_fp
-    return matches, stats
+    return list(best.values())[:top], stats
 
 
 @contextmanager

@@ -121,7 +121,7 @@ def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Best-matching indexed bases to report (one per family at most).")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Families to report, each by its best-matching indexed base.")
 @click.option("--shortlist", type=click.IntRange(1), default=8, show_default=True, help="Bases scored in full after screening.")
 @output_options
 @handle_errors

@@ -158,12 +158,19 @@ def test_index_add_list_match_and_tamper(tmp_path: Path, monkeypatch: pytest.Mon
     for p, fam in ((base, "golden"), *((o, f"other{i}") for i, o in enumerate(others))):
         r = run.invoke(main, ["index", "add", str(p), "--family", fam])
         assert r.exit_code == 0, r.output
+    r = run.invoke(main, ["index", "add", str(others[0]), "--family", "other0", "--name", "other0-twin"])
+    assert r.exit_code == 0, r.output
     listed = json.loads(run.invoke(main, ["index", "list", "--json"]).output)
-    assert [e["family"] for e in listed["entries"]] == ["golden", "other0", "other1", "other2"]
+    assert [e["family"] for e in listed["entries"]] == ["golden", "other0", "other1", "other2", "other0"]
     out = json.loads(run.invoke(main, ["match", str(kid), "--json"]).output)
     assert out["matches"][0]["family"] == "golden" and out["matches"][0]["verdict"] == "derived"
     assert all(m["verdict"] != "derived" for m in out["matches"][1:])
-    assert out["stats"]["indexed"] == 4
+    assert out["stats"]["indexed"] == 5
+    # --top counts families: each once, by its best base (two bases of other0 do not both show)
+    fams = [m["family"] for m in out["matches"]]
+    assert len(fams) == len(set(fams)) == 4
+    two = json.loads(run.invoke(main, ["match", str(kid), "--top", "2", "--json"]).output)["matches"]
+    assert [m["family"] for m in two] == fams[:2]
     idx_dir = Path(listed["index"])
     f = idx_dir / Index(idx_dir).entries["base"].file
     f.write_bytes(f.read_bytes()[:-1] + b"\x01")
