@@ -398,6 +398,10 @@ def _atheris(name: str) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(target.seeds()):
         (corpus / f"seed{i}").write_bytes(s)
+    for s in target.seeds():  # import what the target runs before instrumenting everything loaded
+        with contextlib.suppress(*target.allowed):
+            target.run(s)
+    atheris.instrument_all()  # coverage feedback for every loaded Python function (our parsers included)
     atheris.Setup([sys.argv[0], str(corpus), *sys.argv[3:]], one)
     atheris.Fuzz()
 
