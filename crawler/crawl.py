@@ -36,7 +36,7 @@ from crawler.errors import (
 )
 from crawler.fetch import FetchOptions, fingerprint_repo
 from crawler.http import check_endpoint, pin_endpoint, short, with_retries
-from crawler.records import HubModel, Outcome, WorkItem, from_info
+from crawler.records import PARSE_ERRORS, HubModel, Outcome, WorkItem, from_info
 from crawler.state import CrawlState
 from fingerprint.sketch import load
 
@@ -364,7 +364,7 @@ class Crawler:
             # carries the card, config, siblings and safetensors counts; its tags name the bases.
             try:
                 return self.api.model_info(repo_id, revision=rev, files_metadata=True, timeout=self.o.timeout)
-            except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as e:  # the client's parse
+            except PARSE_ERRORS as e:  # the client's parse of a hostile payload (its HTTP errors pass)
                 raise PayloadError(repo_id, f"{type(e).__name__}: {e}") from e
         def retried(rev: str | None) -> Any:
             return with_retries(lambda: call(rev), f"model_info {repo_id}", self.o.attempts, base=self.o.backoff_s,

@@ -38,8 +38,9 @@ def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
 
     Returns an outcome with status ``fingerprinted`` (``data`` = the ``.lfp`` bytes, deterministic for
     a given commit), ``gated`` or ``gone`` (the files cannot be read), ``retry`` (a transient Hub failure
-    past the retries, or a refused token: the crawler's next metadata call stops the pass) or ``unsupported`` (the checkpoint cannot be fingerprinted). Never raises for
-    what the Hub or the checkpoint does.
+    past the retries, or a refused token: the crawler's next metadata call stops the pass) or
+    ``unsupported`` (the checkpoint cannot be fingerprinted). Never raises for what the Hub or the
+    checkpoint does.
     """
     t0 = time.perf_counter()
     repo = HttpRepo(options.endpoint, model.id, model.sha, model.file_sizes, options.token, options.timeout,

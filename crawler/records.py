@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from crawler.errors import PayloadError
 from fingerprint.errors import UnsafePathError
@@ -23,7 +23,10 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILES = 10_000
 MAX_TAGS = 200
-RELATIONS = ("finetune", "adapter", "merge", "quantized")
+#: the relations a card or the Hub can state (``unknown`` is what the graph writes when neither does)
+RELATIONS = tuple(r for r in get_args(Relation) if r != "unknown")
+#: what the client's or our own parsing of a hostile record raises, turned into a PayloadError
+PARSE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 def valid_repo_id(s: object) -> str | None:
@@ -156,7 +159,7 @@ def from_payload(doc: object) -> HubModel:
     what = str(doc.get("id"))
     try:
         info = ModelInfo(**doc)  # type: ignore[no-untyped-call]  # the client's own constructor
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+    except PARSE_ERRORS as e:
         raise PayloadError(what, f"{type(e).__name__}: {e}") from e
     return from_info(info)
 
@@ -172,7 +175,7 @@ def from_info(info: Any) -> HubModel:
         return _from_info(info)
     except PayloadError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+    except PARSE_ERRORS as e:
         raise PayloadError(str(getattr(info, "id", None)), f"{type(e).__name__}: {e}") from e
 
 
@@ -199,7 +202,8 @@ def _from_info(info: Any) -> HubModel:
                 keys.append((str(m["id"]), str(m["_id"])[:64]))
         if not bases:
             bases = [m.get("id") for m in bm.get("models") or [] if isinstance(m, dict)]
-    tags = tuple(t[:300] for t in (getattr(info, "tags", None) or [])[:MAX_TAGS] if isinstance(t, str))
+    raw_tags = getattr(info, "tags", None)
+    tags = tuple(t[:300] for t in (raw_tags if isinstance(raw_tags, list) else [])[:MAX_TAGS] if isinstance(t, str))
     tag_relation, tag_bases = base_tags(tags)
     if not bases:
         bases = tag_bases

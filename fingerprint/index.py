@@ -27,7 +27,7 @@ import numpy as np
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
-from fingerprint.sketch import Sketch, load, read_sketch, token_hash
+from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch, token_hash
 from fingerprint.store import FingerprintStore
 
 if TYPE_CHECKING:  # torch is imported only when something is scored
@@ -163,8 +163,10 @@ class Index:
         rows_s, rows_t = list(screen), list(tokens)
         added = []
         for path, name, family in items:
-            sk = load(path)
-            data = Path(path).read_bytes()
+            if not Path(path).is_file() or Path(path).stat().st_size > MAX_FILE_BYTES:
+                load(path)  # raises its error (missing, unreadable, too large) without reading the file
+            data = Path(path).read_bytes()  # read once: parsed, hashed and stored from the same bytes
+            sk = read_sketch(MemorySource(str(path), data), str(path))
             sha = hashlib.sha256(data).hexdigest()
             rel = f"fingerprints/{sha[:16]}.lfp"
             if not self.store.exists(rel):  # content-addressed: a copy already there is this file

@@ -211,8 +211,7 @@ def add_path(path: str | Path, name: str | None = None, family: str | None = Non
 
     Only the index is touched (no store, no Hub): a local base has no Hub identity to put in the graph.
     """
-    st = settings or Settings.from_env()
-    index = Index(st.home / "index", st.fingerprint_store)
+    index = (settings or Settings.from_env()).index()
     p = Path(path)
     if p.suffix == ".lfp":
         return index.add(p, name=name, family=family)
@@ -264,7 +263,7 @@ def match_path(path: str, top: int, shortlist: int, settings: Settings | None = 
         t = time.perf_counter()
         sk = sketch_of(path)
         t_fp = time.perf_counter() - t
-        scored, stats = Index(s.home / "index", s.fingerprint_store).match(sk, top=shortlist, shortlist=shortlist)
+        scored, stats = s.index().match(sk, top=shortlist, shortlist=shortlist)
     best: dict[str, Match] = {}
     for m in scored:  # best first
         best.setdefault(m.family, m)
@@ -287,7 +286,7 @@ def open_app(settings: Settings | None = None, store: LineageStore | None = None
     with on_device(s) as dev:
         own = store is None
         st = store if store is not None else open_store(s)
-        index = Index(s.home / "index", s.fingerprint_store)
+        index = s.index()
         app = App(s, st, index, Pipeline(st, index), dev)
         try:
             yield app

@@ -6,8 +6,12 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lineage.errors import SettingsError
+
+if TYPE_CHECKING:  # the index (numpy) is imported only when a command opens it
+    from fingerprint.index import Index
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 _WORKERS = re.compile(r"^(inline|local|ray|ray://[A-Za-z0-9.\-\[\]:]{1,255}:\d{1,5})$")
@@ -82,6 +86,12 @@ class Settings:
             raise SettingsError("LINEAGE_HOME", str(self.home), "does not exist (a typo? lineage demo, lineage crawl "
                                 "or lineage index add creates it)")
         return self.home
+
+    def index(self) -> Index:
+        """The base-family index of this home, its fingerprint files where ``LINEAGE_FINGERPRINT_STORE`` says."""
+        from fingerprint.index import Index
+
+        return Index(self.home / "index", self.fingerprint_store)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -242,10 +242,10 @@ class SketchComparison:
     notes: list[str]
     seconds: float
     aligned: bool = True
-    fit_chance: float | None = None  # the Procrustes fit on token-shuffled rows (when the LAP was poor)
-    """``aligned``: a credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
+    """A credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
     Procrustes rotation passed its gates. Without one a score is no evidence of derivation (see
     :func:`~fingerprint.similarity.verdict.verdict_of`)."""
+    fit_chance: float | None = None  # the Procrustes fit on token-shuffled rows (when the LAP was poor)
 
 
 def compare_sketches(a: Sketch, b: Sketch, gates: Gates, work: TargetWork | None = None) -> SketchComparison:

@@ -29,6 +29,7 @@ from fingerprint.similarity.verdict import (
     LayerScore,
     build_result,
     fit_gain,
+    no_correspondence,
     score_thresholds,
     weight_background,
 )
@@ -62,8 +63,8 @@ def compare_fingerprints(a: Sketch, b: Sketch, work: TargetWork | None = None, g
         seconds=c.seconds, shared=c.shared, alignment=c.alignment, width=c.width, trustworthy=trustworthy,
         aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit, fit_chance=c.fit_chance, layers=layers,
         reference="b" if c.swap else "a", notes=notes)
-    if res.verdict == "independent" and not c.aligned and c.fit is not None and c.fit_chance is not None \
-            and fit_gain(c.fit, c.fit_chance) < G_INDEPENDENT:
+    if res.verdict == "independent" and not c.aligned and no_correspondence(c.fit, c.fit_chance):
+        assert c.fit is not None and c.fit_chance is not None
         res.notes.append(f"no correspondence beyond what similar training gives: a rotation explains {c.fit:.2f} of the "
                          f"embeddings ({c.fit_chance:.2f} on token-shuffled rows, {fit_gain(c.fit, c.fit_chance):.2f} of "
                          f"the rest < {G_INDEPENDENT:g}); a derivative keeps its parent's embeddings up to a rotation")

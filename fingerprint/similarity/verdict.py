@@ -110,6 +110,12 @@ def fit_gain(fit: float, chance: float) -> float:
     return (fit - chance) / max(1e-9, 1.0 - chance)
 
 
+def no_correspondence(fit: float | None, chance: float | None) -> bool:
+    """Whether a Procrustes fit and its chance level show no more than chance (``g < G_INDEPENDENT``);
+    False when they were not measured (a credible signed LAP)."""
+    return fit is not None and chance is not None and fit_gain(fit, chance) < G_INDEPENDENT
+
+
 def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True,
                unrelated: bool = False) -> Verdict:
     """``derived`` / ``independent`` / ``inconclusive`` from the score, its z against the null and, for
@@ -188,7 +194,7 @@ def build_result(method: str, score: float, null: list[float], *, background: st
     Procrustes fit and its token-shuffled chance level) decide whether an unaligned pair shows no
     correspondence at all.
     """
-    unrelated = fit is not None and fit_chance is not None and fit_gain(fit, fit_chance) < G_INDEPENDENT
+    unrelated = no_correspondence(fit, fit_chance)
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
     z = (score - mu) / max(sd, 1e-6)
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)

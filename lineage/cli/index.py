@@ -58,11 +58,10 @@ def index_list(as_json: bool) -> None:
 
         lineage index list --json
     """
-    from fingerprint.index import Index
 
     st = Settings.from_env()
     root = st.existing_home() / "index"
-    idx = Index(root, st.fingerprint_store)
+    idx = st.index()
     if as_json:
         emit_json({"index": str(root), "entries": [asdict(e) for e in idx.entries.values()]})
         return

@@ -24,7 +24,6 @@ def web(host: str, port: int) -> None:
     """
     import uvicorn
 
-    from fingerprint.index import Index
     from lineage.pictures import HomePictures
     from lineage.settings import Settings
     from lineage.store import open_store
@@ -33,7 +32,7 @@ def web(host: str, port: int) -> None:
     s = Settings.from_env()
     store = open_store(s, read_only=True)  # the graph is only read here (alerts state is its own file)
     try:
-        pictures = HomePictures(s.home, Index(s.home / "index", s.fingerprint_store))
+        pictures = HomePictures(s.home, s.index())
         app = create_app(store, s.home / "alerts.sqlite", s.web_token, pictures=pictures)
         click.echo(f"lineage web on http://{host}:{port}/ (store: {s.graph}, "
                    f"{'writes need the token' if s.web_token else 'read-only'}); Ctrl-C stops it", err=True)
