@@ -1,27 +1,39 @@
-"""``lineage compare`` vs the faithful full-state-dict AWM path: time and peak RSS on one pair.
+"""``lineage compare`` vs the faithful full-state-dict AWM path: time and peak RSS per pair, both directions.
 
-Builds (cached) a synthetic LLaMA-shaped base in fp16 and a perturbed "fine-tune" of it, with a
-word-level tokenizer, then runs in fresh processes, in the same run:
+Builds (cached under ``bench/.cache``) a synthetic LLaMA-shaped fp16 base and a perturbed "fine-tune" of it
+at each width, with a word-level tokenizer, then runs every path in a fresh process, in the same run:
 
-* **lineage**: ``lineage compare --method lineage`` (lazy ranges, folded pair-normalized Grams,
-  per-pair null);
-* **AWM reference**: both checkpoints loaded whole with ``safetensors.numpy.load_file`` (AWM's
-  loader), then the AWM statistic computed from those in-memory state dicts.
+* **lineage**: ``METHODS["lineage"]`` on two opened checkpoints (what ``lineage compare A B`` runs: the
+  streamed float32 pairwise path, closed-form null), with its own per-phase timings;
+* **AWM reference**: both checkpoints loaded whole with ``safetensors.numpy.load_file`` (AWM's loader),
+  then the AWM statistic (dense float64 Grams, 24-draw null) from those in-memory state dicts.
 
-Usage: ``python -m bench.compare [--hidden 1024] [--layers 16]``.
+It also checks the lineage score against the float64 sketch path on the same anchors (exact factors,
+no stored-precision rounding), so the speed does not come from a different statistic.
+
+``--sparse`` writes checkpoints whose tensors a fingerprint never reads (V, O, MLP) as file holes: the
+files have the full size (a 7B pair is 2 × 13.5 GB) but take little disk; AWM is then not run (its two
+state dicts would not fit in memory here).
+
+Usage: ``python -m bench.compare [--hidden 1024 2048] [--layers 16] [--repeat 3]``;
+``python -m bench.compare --hidden 4096 --layers 32 --kv-heads 8 --ff 11008 --sparse`` (7B-shaped).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from bench.io import CACHE, build_checkpoint, in_fresh_process
+
+FINGERPRINT_ROLES = ("embed_tokens", "lm_head", "q_proj", "k_proj", "norm")
 
 
 def _tokenizer(path: Path, vocab: int) -> None:
@@ -31,10 +43,73 @@ def _tokenizer(path: Path, vocab: int) -> None:
     (path / "tokenizer.json").write_text(json.dumps(tj))
 
 
-def build_pair(d: int, layers: int, ff: int, vocab: int, kv: int) -> tuple[Path, Path]:
-    base = build_checkpoint(CACHE / f"cmp-base-{d}x{layers}", d, layers, ff, vocab, kv)
+def _shapes(d: int, layers: int, ff: int, vocab: int, kv: int) -> list[tuple[str, tuple[int, ...]]]:
+    names: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, d)), ("lm_head.weight", (vocab, d)),
+                                                ("model.norm.weight", (d,))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        names += [(p + "input_layernorm.weight", (d,)), (p + "post_attention_layernorm.weight", (d,)),
+                  (p + "self_attn.q_proj.weight", (d, d)), (p + "self_attn.k_proj.weight", (kv * 64, d)),
+                  (p + "self_attn.v_proj.weight", (kv * 64, d)), (p + "self_attn.o_proj.weight", (d, d)),
+                  (p + "mlp.gate_proj.weight", (ff, d)), (p + "mlp.up_proj.weight", (ff, d)),
+                  (p + "mlp.down_proj.weight", (d, ff))]
+    return names
+
+
+def _config(d: int, layers: int, ff: int, vocab: int, kv: int) -> str:
+    return json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d,
+                       "num_hidden_layers": layers, "num_attention_heads": d // 64, "num_key_value_heads": kv,
+                       "intermediate_size": ff, "vocab_size": vocab, "tie_word_embeddings": False, "torch_dtype": "float16"})
+
+
+def build_sparse(out: Path, d: int, layers: int, ff: int, vocab: int, kv: int, noise: float | None) -> Path:
+    """One fp16 safetensors file with random fingerprint tensors and holes (zeros) for the rest.
+
+    ``noise`` None writes the base (seed 0); a float writes a "fine-tune": the base's tensors plus that
+    many standard deviations of Gaussian noise (seed 1), so base and fine-tune share their weights.
+    """
+    if (out / "config.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    names = _shapes(d, layers, ff, vocab, kv)
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, shape in names:
+        n = 2 * int(np.prod(shape))
+        header[name] = {"dtype": "F16", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    base_rng, noise_rng = np.random.default_rng(0), np.random.default_rng(1)
+    with (out / "model.safetensors").open("wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        start = f.tell()
+        for name, shape in names:
+            lo = header[name]["data_offsets"][0]
+            if not any(r in name for r in FINGERPRINT_ROLES):
+                continue  # a hole: the fingerprint never reads it
+            f.seek(start + lo)
+            if len(shape) == 1:
+                w = np.ones(shape, np.float32)
+            else:
+                w = base_rng.standard_normal(shape, dtype=np.float32) * 0.02
+                if noise is not None:
+                    w += noise * 0.02 * noise_rng.standard_normal(shape, dtype=np.float32)
+            f.write(w.astype(np.float16).tobytes())
+        f.truncate(start + offset)
+    (out / "config.json").write_text(_config(d, layers, ff, vocab, kv))
+    _tokenizer(out, vocab)
+    return out
+
+
+def build_pair(d: int, layers: int, ff: int, vocab: int, kv: int, sparse: bool = False) -> tuple[Path, Path]:
+    tag = f"{d}x{layers}" + ("-sparse" if sparse else "")
+    if sparse:
+        return (build_sparse(CACHE / f"cmp-base-{tag}", d, layers, ff, vocab, kv, None),
+                build_sparse(CACHE / f"cmp-ft-{tag}", d, layers, ff, vocab, kv, 0.3))
+    base = build_checkpoint(CACHE / f"cmp-base-{tag}", d, layers, ff, vocab, kv)
     _tokenizer(base, vocab)
-    ft = CACHE / f"cmp-ft-{d}x{layers}"
+    ft = CACHE / f"cmp-ft-{tag}"
     if not (ft / "config.json").exists():
         ft.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(1)
@@ -73,13 +148,23 @@ class StateDictReader:
         return (v if rows is None else v[rows[0] : rows[1]]).astype(np.float32)
 
 
-def _run(which: str, a: str, b: str) -> tuple[float, float, str]:
+def _run(which: str, a: str, b: str) -> tuple[float, float, str, float, dict[str, float]]:
     t = time.perf_counter()
     if which == "lineage":
         from fingerprint.canonical import open_model
         from fingerprint.similarity import METHODS
 
         r = METHODS["lineage"](open_model(a), open_model(b))
+    elif which == "float64":
+        from fingerprint.canonical import open_model
+        from fingerprint.similarity.lineage import compare_fingerprints
+        from fingerprint.similarity.pairwise import pair_anchors
+        from fingerprint.sketch import bottom_k, sketch_model
+
+        ma, mb = open_model(a), open_model(b)
+        keys = bottom_k(sorted(set(ma.vocab().keys) & set(mb.vocab().keys)),
+                        pair_anchors(max(ma.spec.hidden_size, mb.spec.hidden_size)))
+        r = compare_fingerprints(*(sketch_model(m, rank=None, keys=keys, stored_precision=False) for m in (ma, mb)))
     else:
         from fingerprint.architectures import resolve_architecture
         from fingerprint.canonical import CanonicalModel
@@ -92,34 +177,71 @@ def _run(which: str, a: str, b: str) -> tuple[float, float, str]:
             return CanonicalModel(LocalRepo(p), StateDictReader(Path(p)), arch, text_cfg, "safetensors", "LlamaForCausalLM", None)
 
         r = METHODS["awm"](load(a), load(b))
-    return time.perf_counter() - t, r.score, r.verdict
+    return time.perf_counter() - t, r.score, r.verdict, r.z, dict(r.timings)
 
 
-def measure(which: str, a: Path, b: Path) -> tuple[float, float, float, str]:
-    """Time, peak RSS (MB), score and verdict of one path, in a fresh process."""
-    t, score, verdict, rss_kib = in_fresh_process(_run, which, str(a), str(b))
-    return t, rss_kib / 1024, score, verdict
+def measure(which: str, a: Path, b: Path, repeat: int = 1) -> dict[str, Any]:
+    """Time, peak RSS (MB), score, verdict, z and phase timings of one path, each run in a fresh process;
+    the run with the median time of ``repeat`` (this machine's timings vary by ±25% run to run)."""
+    runs = []
+    for _ in range(repeat):
+        t, score, verdict, z, phases, rss_kib = in_fresh_process(_run, which, str(a), str(b))
+        runs.append({"s": t, "rss_mb": rss_kib / 1024, "score": score, "verdict": verdict, "z": z, "phases": phases,
+                     "all_s": []})
+    runs.sort(key=lambda r: r["s"])
+    mid = runs[len(runs) // 2]
+    mid["all_s"] = [r["s"] for r in runs]
+    return mid
+
+
+def _width(d: int, a: argparse.Namespace) -> None:
+    base, ft = build_pair(d, a.layers, a.ff, a.vocab, a.kv_heads, a.sparse)
+    size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    for label, x, y in (("base → ft", base, ft), ("ft → base", ft, base)):
+        runs.append(("lineage", label, measure("lineage", x, y, a.repeat)))
+        if not a.sparse:
+            runs.append(("AWM", label, measure("awm", x, y, a.repeat)))
+    print(f"\n### d={d}, L={a.layers}, {a.kv_heads} KV heads, fp16, {size / 1e9:.2f} GB per checkpoint"
+          + (" (sparse: V/O/MLP are holes)" if a.sparse else "") + "\n")
+    print(f"| path | direction | time (s){' (median; all runs)' if a.repeat > 1 else ''} | peak RSS (MB) | score | z | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for which, label, r in runs:
+        every = f" ({', '.join(f'{x:.2f}' for x in r['all_s'])})" if a.repeat > 1 else ""
+        print(f"| {which} | {label} | {r['s']:.2f}{every} | {r['rss_mb']:.0f} | {r['score']:.5f} | {r['z']:.1f} | {r['verdict']} |")
+    if not a.sparse:
+        print()
+        for label in ("base → ft", "ft → base"):
+            lin = next(r for w, lb, r in runs if w == "lineage" and lb == label)
+            awm = next(r for w, lb, r in runs if w == "AWM" and lb == label)
+            print(f"ratio lineage/AWM ({label}): time {lin['s'] / awm['s']:.3f}, peak RSS {lin['rss_mb'] / awm['rss_mb']:.3f}")
+    lin = runs[0][2]
+    print("\nwhere lineage's time goes (base → ft; the rest is imports and opening):\n")
+    print("| phase | s |\n|---|---|")
+    for phase, s in lin["phases"].items():
+        print(f"| {phase} | {s:.2f} |")
+    if a.check and not a.sparse and d <= 1024:
+        ref = measure("float64", base, ft)
+        print(f"\nfloat64 sketch path on the same anchors: score {ref['score']:.6f} (z {ref['z']:.1f}, {ref['verdict']}, "
+              f"{ref['s']:.1f} s); |Δscore| = {abs(ref['score'] - lin['score']):.1e}, z ratio {lin['z'] / ref['z']:.4f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--ff", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=1, help="fresh-process runs per path and direction; the median is shown")
+    ap.add_argument("--sparse", action="store_true", help="holes for the tensors a fingerprint never reads; no AWM run")
+    ap.add_argument("--no-check", dest="check", action="store_false",
+                    help="skip the float64 reference score (run at d ≤ 1024 only: it is the old, slow path)")
     a = ap.parse_args()
-    base, ft = build_pair(a.hidden, a.layers, a.ff, a.vocab, a.kv_heads)
-    size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
-    lt, lr, ls, lv = measure("lineage", base, ft)
-    at, ar, as_, av = measure("awm", base, ft)
-    print(f"pair: synthetic LLaMA-shaped base (d={a.hidden}, L={a.layers}, {a.kv_heads} KV heads, fp16, "
-          f"{size / 1e9:.2f} GB each) and a perturbed copy\n")
-    print("| path | time (s) | peak RSS (MB) | score | verdict |")
-    print("|---|---|---|---|---|")
-    print(f"| lineage compare (lazy, method lineage) | {lt:.1f} | {lr:.0f} | {ls:.4f} | {lv} |")
-    print(f"| AWM reference (full state dicts, method awm) | {at:.1f} | {ar:.0f} | {as_:.4f} | {av} |")
-    print(f"\nratio lineage/AWM: time {lt / at:.2f}, peak RSS {lr / ar:.2f}")
+    print("pair: a synthetic LLaMA-shaped base and a copy with 0.3σ Gaussian noise on every weight; "
+          "each path in a fresh process, same run")
+    for d in a.hidden:
+        _width(d, a)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from fingerprint.io.gguf import GGUFReader
 from fingerprint.io.quant import QuantizedSafetensors
 from fingerprint.io.safetensors import SafetensorsReader, parse_json_bounded
 from fingerprint.io.source import LocalRepo, Repo
-from fingerprint.io.tensors import TensorInfo, TensorReader
+from fingerprint.io.tensors import TensorInfo, TensorReader, row_runs
 from fingerprint.tokenizer import Vocab, load_vocab, vocab_from_gguf
 
 logger = logging.getLogger(__name__)
@@ -367,7 +367,13 @@ class CanonicalModel:
         return self._read("embed", None, rows)
 
     def embed_rows(self, ids: list[int]) -> np.ndarray:
-        """Embedding rows for arbitrary token ids, reading contiguous runs as single ranges."""
+        """Embedding rows for arbitrary token ids, reading nearby rows as single ranges."""
+        name = self.name("embed")
+        pick = getattr(self.reader, "read_rows", None)
+        if name is not None and pick is not None and "embed" not in self.arch.transposed:
+            # Decodes only the wanted rows of each range (the rows read through are skipped raw).
+            rows: np.ndarray = pick(name, ids)
+            return rows
         return _gather_rows(lambda a, b: self._read("embed", None, (a, b)), ids, self.spec.hidden_size)
 
     def lm_head_rows(self, ids: list[int]) -> np.ndarray | None:
@@ -416,25 +422,17 @@ class CanonicalModel:
 
 
 def _gather_rows(read: Any, ids: list[int], d: int) -> np.ndarray:
+    """Rows ``ids`` (any order, repeats allowed) of a ``(rows, d)`` tensor in as few reads as the gaps
+    allow (:func:`~fingerprint.io.tensors.row_runs`; 16-bit rows assumed for the gap)."""
     if not ids:
         return np.zeros((0, d), dtype=np.float32)
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = [ids[i] for i in order]
-    out = np.empty((len(ids), d), dtype=np.float32)
-    runs: list[tuple[int, int, int]] = []  # (first id, last id + 1, position in sorted list)
-    for pos, i in enumerate(sorted_ids):
-        if runs and i <= runs[-1][1]:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], i + 1), runs[-1][2])
-        else:
-            runs.append((i, i + 1, pos))
-    block: dict[int, np.ndarray] = {}
-    for a, b, _ in runs:
-        blk = read(a, b)
-        for j in range(a, b):
-            block[j] = blk[j - a]
-    for k, idx in enumerate(order):
-        out[idx] = block[sorted_ids[k]]
-    return out
+    want = np.asarray(ids, dtype=np.int64)
+    uniq = np.unique(want)
+    out = np.empty((len(uniq), d), dtype=np.float32)
+    for a, b in row_runs(uniq, 2 * d):
+        first = int(uniq[a])
+        out[a:b] = read(first, int(uniq[b - 1]) + 1)[uniq[a:b] - first]
+    return out[np.searchsorted(uniq, want)]
 
 
 def _gguf_config(meta: dict[str, object]) -> tuple[str, dict[str, Any]]:

@@ -11,8 +11,12 @@ a scaled rotation inside a pair multiplies ``W_bᵀ W_b`` and ``‖W_b W_bᵀ‖
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the torch versions below import it when called; row_blocks and pair_scales never do
+    import torch
 
 
 def row_blocks(n_heads: int, head_dim: int, rotary_dim: int, style: str) -> np.ndarray:
@@ -36,8 +40,28 @@ def row_blocks(n_heads: int, head_dim: int, rotary_dim: int, style: str) -> np.n
     return ids
 
 
+def pair_scales(w: np.ndarray, blocks: np.ndarray, head_dim: int) -> np.ndarray:
+    """``s = ‖W_b W_bᵀ‖_F^{-1/2}`` on the rows of each block ``b`` (numpy, float64), so that
+    ``(diag(s) W)ᵀ (diag(s) W)`` is the pair-normalized Gram.
+
+    Blocks never cross heads (:func:`row_blocks`), so ``‖W_b W_bᵀ‖_F² = Σ_{i,j∈b} (w_i·w_j)²`` is read off
+    the per-head row Grams, ``heads × head_dim² × d`` work instead of ``rows² × d``.
+    """
+    rows, d = w.shape
+    if rows % head_dim:
+        raise ValueError(f"{rows} rows are not whole heads of {head_dim}")
+    heads = w.reshape(rows // head_dim, head_dim, d)
+    r = np.matmul(heads, heads.transpose(0, 2, 1)).astype(np.float64)
+    b = blocks.reshape(rows // head_dim, head_dim)
+    contrib = np.where(b[:, :, None] == b[:, None, :], r * r, 0.0).sum(axis=2).reshape(-1)
+    norms2 = np.bincount(blocks, weights=contrib, minlength=int(blocks.max()) + 1)
+    return np.asarray(np.maximum(norms2, 1e-300) ** -0.25)[blocks]
+
+
 def pair_normalized_gram(w: torch.Tensor, blocks: np.ndarray) -> torch.Tensor:
     """``Σ_b W_bᵀ W_b / ‖W_b W_bᵀ‖_F`` (see module docstring), float64."""
+    import torch
+
     w = w.to(torch.float64)
     n_blocks = int(blocks.max()) + 1
     idx = torch.from_numpy(blocks)
@@ -54,5 +78,7 @@ def pair_normalized_gram(w: torch.Tensor, blocks: np.ndarray) -> torch.Tensor:
 
 def plain_gram(w: torch.Tensor) -> torch.Tensor:
     """``Wᵀ W`` in float64."""
+    import torch
+
     w = w.to(torch.float64)
     return w.T @ w

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fingerprint.anchors import token_hash
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
-from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch, token_hash
+from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch
 from fingerprint.store import FingerprintStore
 
 if TYPE_CHECKING:  # torch is imported only when something is scored

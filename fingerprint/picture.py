@@ -39,8 +39,9 @@ import zlib
 
 import numpy as np
 
+from fingerprint.anchors import token_hash
 from fingerprint.errors import PictureError
-from fingerprint.sketch import Sketch, token_hash
+from fingerprint.sketch import Sketch
 
 TOKENS = 1024
 DIM = 4096

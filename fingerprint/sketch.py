@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fingerprint import device
+from fingerprint.anchors import DEFAULT_ANCHORS, bottom_k
 from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
 from fingerprint.grams import row_blocks
@@ -45,20 +46,7 @@ PREFILTER_K = 16
 MIN_RANK = 64
 FACTOR_BUDGET = 2**24
 """Bytes of int8 Q and K factors per model the default rank aims at (16 MiB): rank 64 at LLaMA-2-7B's shape."""
-DEFAULT_ANCHORS = 4000
-"""Anchor tokens kept: with an untied head at d=4096 their rows are 32.8 MB, so a 7B file stays under 50 MB."""
 MAX_FILE_BYTES = 2 * 1024**3
-
-
-def token_hash(key: str) -> bytes:
-    return hashlib.sha1(key.encode("utf-8", "surrogatepass")).digest()
-
-
-def bottom_k(keys: list[str], k: int) -> list[str]:
-    """The ``k`` keys with the smallest SHA-1, returned sorted (a deterministic, vocab-order-free sample)."""
-    if len(keys) <= k:
-        return sorted(keys)
-    return sorted(sorted(keys, key=token_hash)[:k])
 
 
 @dataclass
@@ -133,11 +121,13 @@ def auto_rank(hidden_size: int, num_layers: int) -> int:
 
 
 def sketch_model(m: CanonicalModel, rank: int | Literal["auto"] | None = "auto", n_anchors: int | None = DEFAULT_ANCHORS,
-                 source: str | None = None, revision: str | None = None, keys: list[str] | None = None) -> Sketch:
+                 source: str | None = None, revision: str | None = None, keys: list[str] | None = None,
+                 stored_precision: bool = True) -> Sketch:
     """Read a model once and keep what the lineage method needs.
 
-    ``rank="auto"`` applies :func:`auto_rank`; ``rank=None`` keeps exact factors; ``keys`` fixes the anchor tokens (the pairwise path passes the
-    tokens both models share), else the bottom-``n_anchors`` sketch of the vocabulary (all if None).
+    ``rank="auto"`` applies :func:`auto_rank`; ``rank=None`` keeps exact factors; ``keys`` fixes the anchor
+    tokens, else the bottom-``n_anchors`` sketch of the vocabulary (all if None). ``stored_precision=False``
+    keeps float64 rows and factors (a reference for the float32 pairwise path; not for files).
     """
     s = m.spec
     if rank == "auto":
@@ -160,11 +150,14 @@ def sketch_model(m: CanonicalModel, rank: int | Literal["auto"] | None = "auto",
         tails.append((tq, tk))
         pre.append(np.stack([pq, pk]))
     # Stored precision is applied here, not only in the file, so a sketch in memory and the same sketch
-    # read back from disk score identically (the exact pairwise path uses it too).
-    embed = _dq8(embed)
-    head = None if head is None else _dq8(head.astype(np.float64))
-    qs = [_dq8(q.T).T for q in qs]
-    ks = [_dq8(k.T).T for k in ks]
+    # read back from disk score identically.
+    if stored_precision:
+        embed = _dq8(embed)
+        head = None if head is None else _dq8(head.astype(np.float64))
+        qs = [_dq8(q.T).T for q in qs]
+        ks = [_dq8(k.T).T for k in ks]
+    elif head is not None:
+        head = head.astype(np.float64)
     meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
             "hidden_size": s.hidden_size, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": vocab.size, "vocab_digest": vocab.digest(), "anchors": len(keys),

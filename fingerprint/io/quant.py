@@ -165,6 +165,12 @@ class QuantizedSafetensors:
                 out = dequantize_awq(ints(base + ".qweight"), ints(base + ".qzeros"), scales)
         return out if rows is None else out[rows[0] : rows[1]]
 
+    def read_rows(self, name: str, ids: list[int]) -> np.ndarray:
+        """Rows of a tensor (:meth:`SafetensorsReader.read_rows` when it is not quantized)."""
+        if name not in self._kind:
+            return self.inner.read_rows(name, ids)
+        return self.read(name)[np.asarray(ids, dtype=np.int64)]
+
     @property
     def bytes_read(self) -> int:
         return self.inner.bytes_read

@@ -5,7 +5,8 @@ The verdict policy they share is :mod:`.verdict`; fingerprint files compare with
 :func:`.lineage.compare_fingerprints`.
 
 The registry names each method's module and function and imports it on first use, so listing the names
-(``--method`` choices, ``--help``) costs nothing; the methods themselves pull in torch and scipy.
+(``--method`` choices, ``--help``) costs nothing. ``lineage`` on two checkpoints needs numpy and scipy's
+LAP only; the baselines and the sketch path pull in torch.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from fingerprint.canonical import CanonicalModel
 from fingerprint.grams import plain_gram
 from fingerprint.similarity.align import chance_lap_quality, match_layers, signed_lap
 from fingerprint.similarity.cka import cka_centered, u_center
-from fingerprint.similarity.factored import too_few_shared
 from fingerprint.similarity.verdict import (
     MAX_ANCHORS,
     MIN_SHARED_TOKENS,
@@ -27,6 +26,7 @@ from fingerprint.similarity.verdict import (
     CompareResult,
     LayerScore,
     build_result,
+    too_few_shared,
     weight_background,
 )
 from fingerprint.tokenizer import shared_tokens

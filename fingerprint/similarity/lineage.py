@@ -1,68 +1,70 @@
 """Our ``lineage`` method: AWM's statistic on canonical weights, with a checked alignment.
 
 Residual streams are aligned on shared-token embeddings, then per-layer unbiased CKA of the Q and K
-input Grams is averaged, ``s = (mean_l CKA_Q + mean_l CKA_K) / 2``, computed from Gram factors
-(:mod:`.factored`). Beyond AWM:
+input Grams is averaged, ``s = (mean_l CKA_Q + mean_l CKA_K) / 2``. Beyond AWM:
 
 * norm gains folded into Q/K (immune to gain reshuffling and AWQ/SmoothQuant channel scaling);
 * RoPE-pair normalized Grams (immune to per-head and per-pair Q↔K rescaling);
 * an alignment-quality check (matched ``|cos|`` against its chance level on token-shuffled rows)
   and, when the signed LAP is poor, an orthogonal Procrustes alignment fitted on embeddings (plus
   the folded lm_head of untied models) and validated on the Q/K Grams it was not fitted on;
-* a per-pair null: the same score under random signed permutations of the aligned coordinates,
-  which depends on this pair's widths, spectra and depth. ``z = (s − μ₀) / σ₀``.
+* a per-pair null: the exact spread of the same score under random signed permutations of the aligned
+  coordinates (:mod:`.null`), which depends on this pair's widths, spectra and depth. ``z = s / σ₀``.
+
+Two checkpoints are compared by :mod:`.pairwise` (streamed from the weights, numpy); two sketches
+(fingerprint files, the index) by :mod:`.factored`. Both end in :func:`lineage_result`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fingerprint.canonical import CanonicalModel
-from fingerprint.similarity.factored import TargetWork, compare_sketches, too_few_shared
 from fingerprint.similarity.verdict import (
     G_INDEPENDENT,
     GATES,
-    MAX_ANCHORS,
-    MIN_SHARED_TOKENS,
     MIN_TRUSTED_TOKENS,
     Z_DERIVED,
     CompareResult,
     Gates,
     LayerScore,
+    SketchComparison,
     build_result,
+    exact_background,
     fit_gain,
     no_correspondence,
     score_thresholds,
-    weight_background,
 )
-from fingerprint.sketch import Sketch
+
+if TYPE_CHECKING:  # the sketch path (torch) is imported only when sketches are compared
+    from fingerprint.similarity.factored import TargetWork
+    from fingerprint.sketch import Sketch
 
 
-def compare_fingerprints(a: Sketch, b: Sketch, work: TargetWork | None = None, gates: Gates = GATES) -> CompareResult:
-    """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files.
+def lineage_result(c: SketchComparison, views: int, bytes_read: dict[str, int], tails: list[float] | None = None) -> CompareResult:
+    """The verdict and report of one ``lineage`` comparison.
 
-    ``work`` (a :class:`TargetWork` of ``b``) carries the suspect's share of the work from one base to
-    the next when one suspect is scored against several.
+    ``views`` is 2 when both models are untied (their lm_head rows are a second view of the residual
+    basis), ``tails`` the dropped tail shares of compact factors.
     """
-    c = compare_sketches(a, b, gates, work=work)
     notes = list(c.notes)
     # `independent` must rule out a rotated derivative, which only Procrustes finds, and Procrustes
     # recovers a d-wide rotation from no fewer than d anchor rows: shared tokens, counted twice when
     # both models are untied (their lm_head rows are a second view of the same basis).
-    views = 2 if a.lm_head is not None and b.lm_head is not None else 1
     trustworthy = c.shared >= MIN_TRUSTED_TOKENS and c.shared * views >= c.width
     if not trustworthy:
         rows = f" ({c.shared * views} rows with both lm_heads)" if views == 2 else ""
         notes.append(f"only {c.shared} shared tokens{rows} for width {c.width}: too few to rule out a rotated "
                      "derivative, so the pair is not called independent")
-    tails = [max(t) for sk in (a, b) for t in sk.tails]
     if tails and max(tails) > 0:
         notes.append(f"compact factors: largest dropped tail share {max(tails):.2e} of a Gram's energy")
     layers = [LayerScore(j, i, q, k) if c.swap else LayerScore(i, j, q, k) for i, j, q, k in c.rows]
     res = build_result(
-        "lineage", c.score, c.null, background=weight_background(c.width),
-        bytes_read={"a": int(a.meta.get("bytes_read", 0)), "b": int(b.meta.get("bytes_read", 0))},
-        seconds=c.seconds, shared=c.shared, alignment=c.alignment, width=c.width, trustworthy=trustworthy,
-        aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit, fit_chance=c.fit_chance, layers=layers,
-        reference="b" if c.swap else "a", notes=notes)
+        "lineage", c.score, None, null_moments=(0.0, c.null_sd), background=exact_background(c.width),
+        bytes_read=bytes_read, seconds=c.seconds, shared=c.shared, alignment=c.alignment, width=c.width,
+        trustworthy=trustworthy, aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit,
+        fit_chance=c.fit_chance, layers=layers, reference="b" if c.swap else "a", notes=notes)
+    res.timings = dict(c.timings)
     if res.verdict == "independent" and not c.aligned and no_correspondence(c.fit, c.fit_chance):
         assert c.fit is not None and c.fit_chance is not None
         res.notes.append(f"no correspondence beyond what similar training gives: a rotation explains {c.fit:.2f} of the "
@@ -74,18 +76,27 @@ def compare_fingerprints(a: Sketch, b: Sketch, work: TargetWork | None = None, g
     return res
 
 
-def compare_lineage(a: CanonicalModel, b: CanonicalModel) -> CompareResult:
-    """The ``lineage`` method on two checkpoints: exact sketches of both over the tokens they share,
-    scored by :func:`compare_fingerprints` (the same code that compares fingerprint files).
+def compare_fingerprints(a: Sketch, b: Sketch, work: TargetWork | None = None, gates: Gates = GATES) -> CompareResult:
+    """The ``lineage`` method on two sketches (:mod:`fingerprint.sketch`), e.g. two fingerprint files.
+
+    ``work`` (a :class:`TargetWork` of ``b``) carries the suspect's share of the work from one base to
+    the next when one suspect is scored against several.
+    """
+    from fingerprint.similarity.factored import compare_sketches
+
+    c = compare_sketches(a, b, gates, work=work)
+    views = 2 if a.lm_head is not None and b.lm_head is not None else 1
+    return lineage_result(c, views, {"a": int(a.meta.get("bytes_read", 0)), "b": int(b.meta.get("bytes_read", 0))},
+                          [max(t) for sk in (a, b) for t in sk.tails])
+
+
+def compare_lineage(a: CanonicalModel, b: CanonicalModel, gates: Gates = GATES) -> CompareResult:
+    """The ``lineage`` method on two checkpoints, streamed from the weights (:mod:`.pairwise`).
 
     Raises:
         ComparisonError: too few shared tokens, or shapes that cannot be aligned.
     """
-    from fingerprint.sketch import bottom_k, sketch_model
+    from fingerprint.similarity.pairwise import compare_checkpoints
 
-    keys = bottom_k(sorted(set(a.vocab().keys) & set(b.vocab().keys)), MAX_ANCHORS)
-    if len(keys) < MIN_SHARED_TOKENS:
-        raise too_few_shared(len(keys))
-    res = compare_fingerprints(sketch_model(a, rank=None, keys=keys), sketch_model(b, rank=None, keys=keys))
-    res.bytes_read = {"a": a.bytes_read, "b": b.bytes_read}
-    return res
+    c, _, views = compare_checkpoints(a, b, gates)
+    return lineage_result(c, views, {"a": a.bytes_read, "b": b.bytes_read})

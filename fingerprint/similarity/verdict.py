@@ -23,7 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-METHOD_VERSION = "4"  # 3: no `derived` without a credible residual alignment; 4: no correspondence → independent
+from fingerprint.errors import ComparisonError
+
+#: 3: no `derived` without a credible residual alignment; 4: no correspondence → independent;
+#: 5: the null's spread in closed form instead of 24 draws, numpy alignment, pairwise anchors bottom-k.
+METHOD_VERSION = "5"
 #: Verdicts, as :mod:`graph.records` spells them too (a test keeps the two equal).
 Verdict = Literal["derived", "inconclusive", "independent"]
 
@@ -92,10 +96,16 @@ class Gates:
     min_gain: float = 0.25
     max_anchors: int = MAX_ANCHORS
     min_shared: int = MIN_SHARED_TOKENS
-    null_draws: int = NULL_DRAWS
 
 
 GATES = Gates()
+
+
+def too_few_shared(n: int) -> ComparisonError:
+    """The one error for a pair whose vocabularies barely overlap (weight methods cannot align them)."""
+    return ComparisonError(
+        f"the two tokenizers share only {n} tokens after normalization; residual streams "
+        "cannot be aligned (a replaced tokenizer needs an activation-based test such as --method reef)")
 
 
 def score_thresholds(width: int) -> tuple[float, float]:
@@ -136,6 +146,40 @@ def weight_background(width: int) -> str:
             f"shared-direction background {SHARED_DIRECTIONS:g}/d at d={width}")
 
 
+def exact_background(width: int) -> str:
+    """The ``lineage`` method's null, for the report (:mod:`fingerprint.similarity.null`)."""
+    return ("per-pair null: the exact variance of the score over random signed permutations of the aligned "
+            f"coordinates (closed form, no draws); shared-direction background {SHARED_DIRECTIONS:g}/d at d={width}")
+
+
+LayerRow = tuple[int, int, float, float]
+"""(reference layer, target layer, CKA of Q, CKA of K)."""
+
+
+@dataclass
+class SketchComparison:
+    """What the ``lineage`` statistic found on one pair, before the verdict (from sketches or checkpoints)."""
+
+    score: float
+    null_sd: float
+    rows: list[LayerRow]
+    alignment: str
+    quality: float
+    chance: float
+    fit: float | None
+    shared: int
+    width: int
+    swap: bool
+    notes: list[str]
+    seconds: float
+    aligned: bool = True
+    """A credible correspondence of residual coordinates was found: the signed LAP is not poor, or a
+    Procrustes rotation passed its gates. Without one a score is no evidence of derivation (see
+    :func:`~fingerprint.similarity.verdict.verdict_of`)."""
+    fit_chance: float | None = None  # the Procrustes fit on token-shuffled rows (when the LAP was poor)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, where the path records them
+
+
 @dataclass
 class LayerScore:
     """CKA of one matched layer pair."""
@@ -174,6 +218,7 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     aligned: bool | None = None  # lineage only: a credible residual alignment was found (None: not assessed)
     procrustes_chance: float | None = None  # the rotation's fit on token-shuffled rows (its chance level)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (the pairwise path records them)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -182,20 +227,27 @@ class CompareResult:
         return d
 
 
-def build_result(method: str, score: float, null: list[float], *, background: str, bytes_read: dict[str, int],
+def build_result(method: str, score: float, null: list[float] | None, *, background: str, bytes_read: dict[str, int],
                  seconds: float, shared: int, alignment: str, width: int | None = None, trustworthy: bool = True,
                  aligned: bool | None = None, quality: float = math.nan, chance: float = math.nan,
                  fit: float | None = None, fit_chance: float | None = None, layers: list[LayerScore] | None = None,
-                 reference: str = "a", notes: list[str] | None = None) -> CompareResult:
+                 reference: str = "a", notes: list[str] | None = None,
+                 null_moments: tuple[float, float] | None = None) -> CompareResult:
     """The one place a score and its null become a :class:`CompareResult`: ``z``, thresholds, verdict.
 
     ``width`` (weight methods) makes the score thresholds width-aware; ``aligned`` is None for methods
     that do not assess alignment (then it does not gate ``derived``); ``fit`` and ``fit_chance`` (the
     Procrustes fit and its token-shuffled chance level) decide whether an unaligned pair shows no
-    correspondence at all.
+    correspondence at all. The null is either drawn (``null``: its mean and sample standard deviation)
+    or known in closed form (``null_moments``: mean and standard deviation).
     """
     unrelated = no_correspondence(fit, fit_chance)
-    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    if null_moments is not None:
+        mu, sd = null_moments
+    elif null:
+        mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    else:
+        raise ValueError("build_result needs a drawn null or its moments")
     z = (score - mu) / max(sd, 1e-6)
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
     return CompareResult(
