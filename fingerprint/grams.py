@@ -55,7 +55,9 @@ def pair_scales(w: np.ndarray, blocks: np.ndarray, head_dim: int) -> np.ndarray:
     b = blocks.reshape(rows // head_dim, head_dim)
     contrib = np.where(b[:, :, None] == b[:, None, :], r * r, 0.0).sum(axis=2).reshape(-1)
     norms2 = np.bincount(blocks, weights=contrib, minlength=int(blocks.max()) + 1)
-    return np.asarray(np.maximum(norms2, 1e-300) ** -0.25)[blocks]
+    # An all-zero block (magnitude pruning) contributes nothing however it is scaled: 0, not 0 · ∞.
+    live = norms2 > 1e-150
+    return np.where(live, np.where(live, norms2, 1.0) ** -0.25, 0.0)[blocks]
 
 
 def pair_normalized_gram(w: torch.Tensor, blocks: np.ndarray) -> torch.Tensor:

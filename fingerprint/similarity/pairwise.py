@@ -37,6 +37,7 @@ import numpy as np
 from fingerprint import device
 from fingerprint.anchors import DEFAULT_ANCHORS, bottom_k
 from fingerprint.canonical import CanonicalModel
+from fingerprint.errors import ComparisonError
 from fingerprint.grams import pair_scales, row_blocks
 from fingerprint.similarity.align import (
     chance_lap_quality,
@@ -330,6 +331,8 @@ def _finish(mb: CanonicalModel, mt: CanonicalModel, keys: list[str], rows_b: lis
             rows, score, sd, alignment = prow, pscore, psd, "procrustes"
             notes.append(f"signed LAP was poor ({sp.quality:.3f} vs chance {chance:.3f}); "
                          f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
+    if not (np.isfinite(score) and np.isfinite(sd)):
+        raise ComparisonError(f"the statistic is not finite (score {score}, null spread {sd}): non-finite weights?")
     if len(keys) < len(shared):
         notes.append(f"aligned on {len(keys)} anchor tokens (a bottom-k sample of the {len(shared)} shared)")
     clock.lap("scores, layer matching and null")

@@ -15,7 +15,8 @@ from fingerprint.similarity.lineage import compare_fingerprints, compare_lineage
 from fingerprint.sketch import Sketch, sketch_model
 
 PAIRS = [("llama-a", "llama-a-sft"), ("llama-a", "llama-b"), ("llama-a", "llama-a-prune-depth"),
-         ("llama-a-sft-fold_and_rotate", "llama-a"), ("llama-a", "llama-a-prune-width"), ("qwen2-f", "llama-a")]
+         ("llama-a-sft-fold_and_rotate", "llama-a"), ("llama-a", "llama-a-prune-width"), ("qwen2-f", "llama-a"),
+         ("llama-b", "llama-b-prune-magnitude")]  # zeroed rows: pair scales 0, not 0 · ∞
 
 
 def exact_sketch(m: CanonicalModel) -> Sketch:
