@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bench.io import CACHE, build_checkpoint, in_fresh_process
+from bench.io import CACHE, build_checkpoint, in_fresh_process, llama_shapes
 
 FINGERPRINT_ROLES = ("embed_tokens", "lm_head", "q_proj", "k_proj", "norm")
 
@@ -41,19 +41,6 @@ def _tokenizer(path: Path, vocab: int) -> None:
           "post_processor": None, "decoder": None,
           "model": {"type": "WordLevel", "vocab": {f"w{i}": i for i in range(vocab)}, "unk_token": "w0"}}
     (path / "tokenizer.json").write_text(json.dumps(tj))
-
-
-def _shapes(d: int, layers: int, ff: int, vocab: int, kv: int) -> list[tuple[str, tuple[int, ...]]]:
-    names: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, d)), ("lm_head.weight", (vocab, d)),
-                                                ("model.norm.weight", (d,))]
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        names += [(p + "input_layernorm.weight", (d,)), (p + "post_attention_layernorm.weight", (d,)),
-                  (p + "self_attn.q_proj.weight", (d, d)), (p + "self_attn.k_proj.weight", (kv * 64, d)),
-                  (p + "self_attn.v_proj.weight", (kv * 64, d)), (p + "self_attn.o_proj.weight", (d, d)),
-                  (p + "mlp.gate_proj.weight", (ff, d)), (p + "mlp.up_proj.weight", (ff, d)),
-                  (p + "mlp.down_proj.weight", (d, ff))]
-    return names
 
 
 def _config(d: int, layers: int, ff: int, vocab: int, kv: int) -> str:
@@ -71,7 +58,7 @@ def build_sparse(out: Path, d: int, layers: int, ff: int, vocab: int, kv: int, n
     if (out / "config.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    names = _shapes(d, layers, ff, vocab, kv)
+    names = llama_shapes(d, layers, ff, vocab, kv)
     header: dict[str, Any] = {}
     offset = 0
     for name, shape in names:
@@ -156,10 +143,11 @@ def _run(which: str, a: str, b: str) -> tuple[float, float, str, float, dict[str
 
         r = METHODS["lineage"](open_model(a), open_model(b))
     elif which == "float64":
+        from fingerprint.anchors import bottom_k
         from fingerprint.canonical import open_model
         from fingerprint.similarity.lineage import compare_fingerprints
         from fingerprint.similarity.pairwise import pair_anchors
-        from fingerprint.sketch import bottom_k, sketch_model
+        from fingerprint.sketch import sketch_model
 
         ma, mb = open_model(a), open_model(b)
         keys = bottom_k(sorted(set(ma.vocab().keys) & set(mb.vocab().keys)),

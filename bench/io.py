@@ -29,6 +29,20 @@ from fingerprint.canonical import open_model
 CACHE = Path(__file__).parent / ".cache"
 
 
+def llama_shapes(d: int, n_layers: int, ff: int, vocab: int, kv_heads: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensor names and shapes of an untied LLaMA-2-style checkpoint (head_dim 64)."""
+    names: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, d)), ("lm_head.weight", (vocab, d)),
+                                                ("model.norm.weight", (d,))]
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        names += [(p + "input_layernorm.weight", (d,)), (p + "post_attention_layernorm.weight", (d,)),
+                  (p + "self_attn.q_proj.weight", (d, d)), (p + "self_attn.k_proj.weight", (kv_heads * 64, d)),
+                  (p + "self_attn.v_proj.weight", (kv_heads * 64, d)), (p + "self_attn.o_proj.weight", (d, d)),
+                  (p + "mlp.gate_proj.weight", (ff, d)), (p + "mlp.up_proj.weight", (ff, d)),
+                  (p + "mlp.down_proj.weight", (d, ff))]
+    return names
+
+
 def build_checkpoint(out: Path, d: int, n_layers: int, ff: int, vocab: int, kv_heads: int, n_shards: int = 4) -> Path:
     """Write a LLaMA-2-shaped fp16 checkpoint with random weights (deterministic)."""
     if (out / "config.json").exists():
@@ -39,15 +53,7 @@ def build_checkpoint(out: Path, d: int, n_layers: int, ff: int, vocab: int, kv_h
     def mat(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
-    names: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, d)), ("lm_head.weight", (vocab, d)),
-                                                ("model.norm.weight", (d,))]
-    for i in range(n_layers):
-        p = f"model.layers.{i}."
-        names += [(p + "input_layernorm.weight", (d,)), (p + "post_attention_layernorm.weight", (d,)),
-                  (p + "self_attn.q_proj.weight", (d, d)), (p + "self_attn.k_proj.weight", (kv_heads * 64, d)),
-                  (p + "self_attn.v_proj.weight", (kv_heads * 64, d)), (p + "self_attn.o_proj.weight", (d, d)),
-                  (p + "mlp.gate_proj.weight", (ff, d)), (p + "mlp.up_proj.weight", (ff, d)),
-                  (p + "mlp.down_proj.weight", (d, ff))]
+    names = llama_shapes(d, n_layers, ff, vocab, kv_heads)
     per = -(-len(names) // n_shards)
     weight_map: dict[str, str] = {}
     for s in range(n_shards):

@@ -57,7 +57,9 @@ def pair_scales(w: np.ndarray, blocks: np.ndarray, head_dim: int) -> np.ndarray:
     norms2 = np.bincount(blocks, weights=contrib, minlength=int(blocks.max()) + 1)
     # An all-zero block (magnitude pruning) contributes nothing however it is scaled: 0, not 0 · ∞.
     live = norms2 > 1e-150
-    return np.where(live, np.where(live, norms2, 1.0) ** -0.25, 0.0)[blocks]
+    scales: np.ndarray = np.where(live, np.where(live, norms2, 1.0) ** -0.25, 0.0)
+    out: np.ndarray = scales[blocks]
+    return out
 
 
 def pair_normalized_gram(w: torch.Tensor, blocks: np.ndarray) -> torch.Tensor:

@@ -87,7 +87,8 @@ class SignedPermutation:
 def _unit_columns(x: ArrayLike) -> np.ndarray:
     a = np.asarray(as_numpy(x), dtype=np.float32)
     norms = np.sqrt(np.einsum("ij,ij->j", a, a, dtype=np.float64)).astype(np.float32)
-    return a / np.maximum(norms, 1e-12)
+    unit: np.ndarray = a / np.maximum(norms, 1e-12)
+    return unit
 
 
 def column_cosines(e_b: ArrayLike, e_t: ArrayLike) -> np.ndarray:

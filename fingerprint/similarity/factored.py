@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from fingerprint import device
+from fingerprint.anchors import bottom_k
 from fingerprint.similarity.align import chance_lap_quality, match_layers, procrustes_gate, procrustes_views, signed_lap
 from fingerprint.similarity.null import null_sd
 from fingerprint.similarity.verdict import Gates, LayerRow, SketchComparison, too_few_shared
-from fingerprint.sketch import Sketch, bottom_k
+from fingerprint.sketch import Sketch
 
 #: Below this width, and when factors are wide (r² ≥ n), a pair is scored on dense U-centred Grams:
 #: O(n²) per CKA instead of O(n·r²), at n² memory per Gram (32 MB at 2048).
@@ -98,11 +99,6 @@ def _signed_rows(f: torch.Tensor, index: np.ndarray, sign: np.ndarray) -> torch.
     return f[torch.from_numpy(index).to(f.device)] * torch.from_numpy(sign).to(f.device, f.dtype)[:, None]
 
 
-def inner(a: Factor, b: Factor) -> float:
-    """``⟨A_c, B_c⟩`` of the two U-centred Grams (:func:`_hsic` in either form)."""
-    return _hsic(a, b)
-
-
 def zero_diag_inner(a: Factor, b: Factor) -> float:
     """``⟨Ã, B̃⟩`` of the two uncentred Grams with their diagonals zeroed: ``‖FᵀG‖² − diag·diag``."""
     if a.gram is not None and b.gram is not None:
@@ -154,7 +150,8 @@ def analytic_null(aligned: list[tuple[Factor, Factor]], work: TargetWork, dense:
     grams = [f for i, _ in pairs for f in aligned[i]]
     slots = [2 * j + s for _, j in pairs for s in (0, 1)]
     tt = work.target_inner(dense)[np.ix_(slots, slots)]
-    return null_sd(inner_matrix(grams, inner), tt, work.sketch.width)
+    # ⟨A_g, A_h⟩ of the U-centred aligned Grams is _hsic's unnormalized HSIC, in either form.
+    return null_sd(inner_matrix(grams, _hsic), tt, work.sketch.width)
 
 
 def score_layers(fb: list[tuple[Factor, Factor]], ft: list[tuple[Factor, Factor]],

@@ -12,13 +12,14 @@ import torch
 from click.testing import CliRunner
 from tinymodels import randn, save_state_dict, write_wordlevel_tokenizer
 
+from fingerprint.anchors import bottom_k
 from fingerprint.canonical import open_model
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.index import Index
 from fingerprint.similarity.cka import cka_centered, u_center
 from fingerprint.similarity.factored import cka, factor
 from fingerprint.similarity.lineage import compare_fingerprints, compare_lineage
-from fingerprint.sketch import bottom_k, load, save, sketch_model, to_bytes
+from fingerprint.sketch import load, save, sketch_model, to_bytes
 from lineage.cli import main
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"
