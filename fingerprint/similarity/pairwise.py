@@ -17,8 +17,9 @@ the weights:
    for a U-centred ``A``), the layer matching when depths differ, and the closed-form null
    (:mod:`.null`).
 
-Peak memory is the kept triangles (``2·L·n²`` bytes per model) plus a few ``n × n`` float32 Grams, not
-the checkpoints; the work is two ``syrk`` per layer and model.
+Peak memory is the kept triangles (``2L`` Grams of ``n(n−1)/2`` entries: ``2·L·n²`` bytes per model in
+float16, twice that in float32) plus a few ``n × n`` float32 Grams, not the checkpoints; the work is two
+``syrk`` per layer and model.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _TRI_MAX = 2.0**14
 #: Columns of the triangles converted to float32 at a time for their inner products.
 _CHUNK = 1 << 18
 #: One side's triangles are kept in float32 up to this many bytes (no conversions: 0.3 s at d=1024),
-#: beyond it in float16 (half the memory: 2 GB per side for a 7B model's 64 Grams).
+#: beyond it in float16 (half the memory: 1.07 GB per side for d=4096, L=32).
 FLOAT32_BUDGET = 96 * 1024**2
 
 
