@@ -14,6 +14,7 @@ decompositions are float64.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ def _lsa() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
             spec.loader.exec_module(mod)
         except ImportError:
             break
+        # Registered under its own name, so a later `import scipy.optimize` reuses it (one copy loaded).
+        sys.modules.setdefault(spec.name, mod)
         return mod.linear_sum_assignment  # type: ignore[no-any-return]
     from scipy.optimize import linear_sum_assignment
 
