@@ -34,7 +34,7 @@ from fingerprint.io.gguf import GGUFReader
 from fingerprint.io.quant import QuantizedSafetensors
 from fingerprint.io.safetensors import SafetensorsReader, parse_json_bounded
 from fingerprint.io.source import LocalRepo, Repo
-from fingerprint.io.tensors import TensorInfo, TensorReader, row_runs
+from fingerprint.io.tensors import TensorInfo, TensorReader, gather_rows
 from fingerprint.tokenizer import Vocab, load_vocab, vocab_from_gguf
 
 logger = logging.getLogger(__name__)
@@ -422,17 +422,8 @@ class CanonicalModel:
 
 
 def _gather_rows(read: Any, ids: list[int], d: int) -> np.ndarray:
-    """Rows ``ids`` (any order, repeats allowed) of a ``(rows, d)`` tensor in as few reads as the gaps
-    allow (:func:`~fingerprint.io.tensors.row_runs`; 16-bit rows assumed for the gap)."""
-    if not ids:
-        return np.zeros((0, d), dtype=np.float32)
-    want = np.asarray(ids, dtype=np.int64)
-    uniq = np.unique(want)
-    out = np.empty((len(uniq), d), dtype=np.float32)
-    for a, b in row_runs(uniq, 2 * d):
-        first = int(uniq[a])
-        out[a:b] = read(first, int(uniq[b - 1]) + 1)[uniq[a:b] - first]
-    return out[np.searchsorted(uniq, want)]
+    """Rows ``ids`` of a ``(rows, d)`` tensor through ``read(first, last)`` (16-bit rows assumed for the gaps)."""
+    return gather_rows(ids, d, 2 * d, lambda first, last, picks: read(first, last)[picks])
 
 
 def _gguf_config(meta: dict[str, object]) -> tuple[str, dict[str, Any]]:

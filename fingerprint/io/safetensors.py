@@ -17,7 +17,7 @@ import numpy as np
 
 from fingerprint.errors import CheckpointFormatError, TensorNotFoundError
 from fingerprint.io.source import ByteSource, Repo, safe_relative_name
-from fingerprint.io.tensors import SAFETENSORS_DTYPE_SIZES, TensorInfo, check_no_overlap, decode, row_runs
+from fingerprint.io.tensors import SAFETENSORS_DTYPE_SIZES, TensorInfo, check_no_overlap, decode, gather_rows
 
 #: The first read fetches this much; 97% of safetensors headers are smaller (huggingface_hub).
 FIRST_READ_BYTES = 100_000
@@ -210,20 +210,17 @@ class SafetensorsReader:
         if len(info.shape) != 2:
             raise CheckpointFormatError(f"{info.file}:{name}", f"rows of a {len(info.shape)}-D tensor")
         n_rows, d = info.shape
-        want = np.asarray(ids, dtype=np.int64)
-        if want.size and (want.min() < 0 or want.max() >= n_rows):
+        if ids and (min(ids) < 0 or max(ids) >= n_rows):
             raise IndexError(f"{name}: row ids outside [0, {n_rows})")
-        uniq = np.unique(want)
         row_bytes = info.nbytes // max(n_rows, 1)
-        out = np.empty((len(uniq), d), dtype=np.float32)
         src = self.repo.source(info.file)
-        for a, b in row_runs(uniq, row_bytes):
-            first, last = int(uniq[a]), int(uniq[b - 1]) + 1
+
+        def run(first: int, last: int, picks: np.ndarray) -> np.ndarray:
             start, end = info.row_range((first, last))
             span = np.frombuffer(src.read(start, end - start), dtype=np.uint8).reshape(last - first, row_bytes)
-            picked = span[uniq[a:b] - first]
-            out[a:b] = decode(picked.tobytes(), info.dtype, (b - a, d), f"{info.file}:{name}")
-        return out[np.searchsorted(uniq, want)]
+            return decode(span[picks].tobytes(), info.dtype, (len(picks), d), f"{info.file}:{name}")
+
+        return gather_rows(ids, d, row_bytes, run)
 
     def read_raw(self, name: str) -> tuple[TensorInfo, bytes]:
         info = self.tensors.get(name)

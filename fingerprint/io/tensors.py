@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,6 +82,21 @@ def row_runs(rows: np.ndarray, row_bytes: int) -> list[tuple[int, int]]:
         runs.append((start, end))
         start = end
     return runs
+
+
+def gather_rows(ids: list[int], d: int, row_bytes: int,
+                read_run: Callable[[int, int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Rows ``ids`` (any order, repeats allowed) of a ``(rows, d)`` tensor as float32, one read per run of
+    :func:`row_runs`: ``read_run(first, last, picks)`` returns rows ``first + picks`` of ``[first, last)``."""
+    if not ids:
+        return np.zeros((0, d), dtype=np.float32)
+    want = np.asarray(ids, dtype=np.int64)
+    uniq = np.unique(want)
+    out = np.empty((len(uniq), d), dtype=np.float32)
+    for a, b in row_runs(uniq, row_bytes):
+        first = int(uniq[a])
+        out[a:b] = read_run(first, int(uniq[b - 1]) + 1, uniq[a:b] - first)
+    return out[np.searchsorted(uniq, want)]
 
 
 class TensorReader(Protocol):

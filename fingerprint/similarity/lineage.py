@@ -98,5 +98,5 @@ def compare_lineage(a: CanonicalModel, b: CanonicalModel, gates: Gates = GATES) 
     """
     from fingerprint.similarity.pairwise import compare_checkpoints
 
-    c, _, views = compare_checkpoints(a, b, gates)
+    c, views = compare_checkpoints(a, b, gates)
     return lineage_result(c, views, {"a": a.bytes_read, "b": b.bytes_read})

@@ -243,12 +243,12 @@ class _Clock:
         self._t = now
 
 
-def compare_checkpoints(a: CanonicalModel, b: CanonicalModel, gates: Gates) -> tuple[SketchComparison, int, int]:
+def compare_checkpoints(a: CanonicalModel, b: CanonicalModel, gates: Gates) -> tuple[SketchComparison, int]:
     """Align and score two checkpoints (the wider one is the reference; ``b`` on a tie is the target).
 
     Returns:
-        The comparison, the number of shared tokens, and the views of the residual basis the anchors
-        offered (2 when both models are untied: their lm_head rows are a second view).
+        The comparison and the views of the residual basis the anchors offered (2 when both models are
+        untied: their lm_head rows are a second view).
 
     Raises:
         ComparisonError: too few shared tokens.
@@ -265,15 +265,15 @@ def compare_checkpoints(a: CanonicalModel, b: CanonicalModel, gates: Gates) -> t
     vocab_b, vocab_t = (vb, va) if swap else (va, vb)
     rows_b = [vocab_b.keys[k] for k in keys]
     rows_t = [vocab_t.keys[k] for k in keys]
+    untied = all(not m.spec.tied and m.has("lm_head") for m in (mb, mt))
     clock.lap("vocabularies and anchors")
     with _two_streams() as pool:
         # The target's layers need no alignment, so they stream in a second thread while the anchors are
         # read, aligned and the reference streams (each side with half the cores for BLAS).
         n = mt.spec.hidden_size
         ahead = pool.submit(_timed, _stream, mt, n, None)
-        comparison = _finish(mb, mt, keys, rows_b, rows_t, shared, swap, gates, clock, ahead, t0)
-    untied = all(not m.spec.tied and m.has("lm_head") for m in (mb, mt))
-    return comparison, len(shared), 2 if untied else 1
+        comparison = _finish(mb, mt, keys, rows_b, rows_t, len(shared), swap, untied, gates, clock, ahead, t0)
+    return comparison, 2 if untied else 1
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -293,7 +293,7 @@ def _two_streams() -> Iterator[ThreadPoolExecutor]:
 
 
 def _finish(mb: CanonicalModel, mt: CanonicalModel, keys: list[str], rows_b: list[int], rows_t: list[int],
-            shared: list[str], swap: bool, gates: Gates, clock: _Clock, ahead: Future[tuple[tuple[Triangles, Triangles | None], float]],
+            shared: int, swap: bool, untied: bool, gates: Gates, clock: _Clock, ahead: Future[tuple[tuple[Triangles, Triangles | None], float]],
             t0: float) -> SketchComparison:
     """Alignment, the reference's stream and the scores, while ``ahead`` streams the target."""
     e_b, e_t = mb.embed_rows(rows_b), mt.embed_rows(rows_t)
@@ -304,7 +304,6 @@ def _finish(mb: CanonicalModel, mt: CanonicalModel, keys: list[str], rows_b: lis
     fit = fit0 = None
     rotation = None
     notes: list[str] = []
-    untied = all(not m.spec.tied and m.has("lm_head") for m in (mb, mt))
     if not credible:
         view_b, view_t = [e_b], [e_t]
         head_b, head_t = (mb.lm_head_rows(rows_b), mt.lm_head_rows(rows_t)) if untied else (None, None)
@@ -334,8 +333,8 @@ def _finish(mb: CanonicalModel, mt: CanonicalModel, keys: list[str], rows_b: lis
                          f"Procrustes explains {fit:.2f} of the embeddings (shuffled: {fit0:.2f})")
     if not (np.isfinite(score) and np.isfinite(sd)):
         raise ComparisonError(f"the statistic is not finite (score {score}, null spread {sd}): non-finite weights?")
-    if len(keys) < len(shared):
-        notes.append(f"aligned on {len(keys)} anchor tokens (a bottom-k sample of the {len(shared)} shared)")
+    if len(keys) < shared:
+        notes.append(f"aligned on {len(keys)} anchor tokens (a bottom-k sample of the {shared} shared)")
     clock.lap("scores, layer matching and null")
     return SketchComparison(score, sd, rows, alignment, sp.quality, chance, fit, len(keys), n, swap, notes,
                             time.perf_counter() - t0, credible, fit0, clock.phases)
