@@ -12,8 +12,8 @@ commits the model):
    shortlist it. The family is that of the best ``derived`` member; the **direct parent** is chosen
    by :meth:`Pipeline._choose` (a verified claim inside that family, else the best member moved up
    its chain on ties);
-4. no confident match (or only a weak one), no declared base, and a full model (not an adapter, not
-   quantized): a **candidate new family**, flagged on the node, with the model as its root;
+4. no confident match (or only a weak one whose embeddings were not copied), no declared base, and a
+   full model (not an adapter, not quantized): a **candidate new family**, flagged on the node, with the model as its root;
 5. the fingerprint joins the index under the family, so later models can derive from it.
 
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
@@ -42,6 +42,12 @@ SCORE_RESOLUTION = 0.003
 #: A pretrain-looking model whose best "derived" score is under this multiple of the width's derived
 #: threshold becomes a candidate family, not a member: derivatives score far above the threshold.
 WEAK_MATCH = 2.0
+#: ... unless its embedding columns map one-to-one onto the match's at this mean cosine (signed LAP):
+#: models trained apart on the same text converge only up to a rotation (tiny zoo, d=64, 511 anchors:
+#: signed LAP 0.17 against chance 0.11; two bases from one random start 0.69), so a coordinate-level
+#: match this close means the embedding matrix was copied, whatever the layers' score (90% magnitude pruning keeps the embeddings and
+#: leaves Q/K at 0.55 of the base at d=64).
+COPIED_EMBEDDINGS = 0.9
 
 
 def now_ms() -> int:
@@ -133,11 +139,15 @@ class Pipeline:
         indexed)."""
         derived = [x for x in matches if x.verdict == "derived"]
         full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
-        if derived and full_pretrain and max(x.score for x in derived) < WEAK_MATCH * score_thresholds(width)[0]:
+        best_derived = max(derived, key=lambda x: x.score) if derived else None
+        copied = (best_derived is not None and best_derived.evidence.alignment == "signed-lap"
+                  and best_derived.evidence.alignment_quality >= COPIED_EMBEDDINGS)
+        if (best_derived is not None and full_pretrain and not copied
+                and best_derived.score < WEAK_MATCH * score_thresholds(width)[0]):
             # A model that claims no base and looks like a pretrain, matched only just above the
             # threshold: models trained on the same text with the same tokenizer sit there too. Flag
             # it as a candidate family for review instead of silently filing it under that base.
-            weak = max(derived, key=lambda x: x.score)
+            weak = best_derived
             return Placement(m.id, None, weak.score, weak.z, "weak match", candidate_family=True,
                              considered=len(matches))
         if derived:

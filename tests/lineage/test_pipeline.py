@@ -29,9 +29,10 @@ def model(repo_id: str, bases: tuple[str, ...] = (), **flags: Any) -> HubModel:
                     library=None, architecture="llama", weights=(), file_sizes={}, **flags)
 
 
-def match(name: str, score: float, verdict: Verdict = "derived", family: str = "llama", aligned: bool = True) -> Match:
+def match(name: str, score: float, verdict: Verdict = "derived", family: str = "llama", aligned: bool = True,
+          quality: float = 0.8, alignment: str = "signed-lap") -> Match:
     return Match(name, family, score, 30.0 if verdict == "derived" else 1.0, verdict, 0.9, 0.5,
-                 Evidence("signed-lap", aligned, 0.9 if aligned else 0.15, 512, 3, ()))
+                 Evidence(alignment, aligned, quality if aligned else 0.15, 512, 3, ()))
 
 
 @pytest.fixture()
@@ -95,6 +96,15 @@ def test_a_weak_match_of_a_pretrain_is_a_candidate_family(pipe: Pipeline) -> Non
         out = decide(pipe, m, weak)
         assert (out.family, out.parent, out.candidate_family) == ("llama", "org/base", False), m.id
     assert not decide(pipe, model("new/base2"), [match("org/base", 0.60)]).candidate_family  # strong enough
+
+
+def test_a_weak_match_with_copied_embeddings_is_a_member(pipe: Pipeline) -> None:
+    # embedding columns that map one-to-one at cosine 1.0: the matrix was copied (a 90%-pruned base)
+    out = decide(pipe, model("x/pruned"), [match("org/base", 0.40, quality=1.0)])
+    assert (out.family, out.parent, out.candidate_family) == ("llama", "org/base", False)
+    # the same quality reached only by a rotation (Procrustes) is what same-text training gives
+    out = decide(pipe, model("x/pruned"), [match("org/base", 0.40, quality=1.0, alignment="procrustes")])
+    assert out.candidate_family and out.verdict == "weak match"
 
 
 def test_no_derived_match(pipe: Pipeline) -> None:
