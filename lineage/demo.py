@@ -32,12 +32,12 @@ UNCATALOGUED = ("neox-e", "qwen2-f")  # bases the crawl has to discover
 
 
 def ensure_zoo(zoo: Path, quiet: bool, say: Callable[[str], None] = print) -> Path:
-    """The tiny zoo at ``zoo``, built if missing (about 3 minutes on 2 cores, once)."""
+    """The tiny zoo at ``zoo``, built if missing (about a minute on 2 cores, once)."""
     if not (zoo / "manifest.json").exists():
         from zoo.build import Builder
 
         if not quiet:
-            say(f"building the tiny model zoo in {zoo} (one time, a few minutes) ...")
+            say(f"building the tiny model zoo in {zoo} (one time, about a minute) ...")
         Builder("tiny", zoo, quiet=quiet).build()
     return zoo
 

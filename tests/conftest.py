@@ -87,7 +87,7 @@ def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def tiny_zoo() -> Any:
-    """The tiny zoo (built once into the shared zoo cache, where `lineage demo` builds it too, about 3 minutes on 2 cores), as its manifest."""
+    """The tiny zoo (built once into the shared zoo cache, where `lineage demo` builds it too, about a minute on 2 cores), as its manifest."""
     from zoo.build import Builder, default_dir
     from zoo.manifest import read_manifest
 

@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zoo import corpus, ops
+from zoo import corpus, ops, texts
 from zoo.recipes import SIZES, TOKENIZERS, Recipe, all_recipes
 from zoo.train import encode, seed_all, train_dpo, train_lm, train_tokenizer
 
@@ -49,27 +47,32 @@ def default_dir(size: str) -> Path:
 
 
 def corpus_digest() -> str:
-    """``corpus.digest`` of every domain, kept beside the zoos: it parses the whole standard library (9 s,
-    a sixth of a demo with the zoo already built), and for one interpreter and one ``corpus.py`` the text
-    is fixed, so the file is keyed by both."""
-    tag = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}|".encode()
-                         + Path(corpus.__file__).read_bytes()).hexdigest()[:16]
-    f = ROOT / f".corpus-{tag}"
+    """``corpus.digest`` of every domain, kept beside the zoos under the text's tag (:func:`zoo.texts.tag`).
+    On a fresh machine the text files are written first, in parallel (:func:`zoo.texts.ensure`), and the
+    digest is read off them; the builds that follow read the same files."""
+    f = ROOT / f".corpus-{texts.tag()}"
     try:
         cached = f.read_text().strip()
         if len(cached) == 16:
             return cached
     except OSError:
         pass
-    d = corpus.digest(*corpus.DOMAINS)
     try:
-        ROOT.mkdir(parents=True, exist_ok=True)
+        d = texts.digest(texts.ensure(ROOT))
         tmp = f.with_name(f.name + f".tmp{os.getpid()}")
         tmp.write_text(d)
         os.replace(tmp, f)
-    except OSError:  # a read-only cache only costs the 9 s again
-        pass
-    return d
+        return d
+    except OSError:  # a read-only cache: collect the text in memory (10 s more)
+        return corpus.digest(*corpus.DOMAINS)
+
+
+def text_dir() -> Path | None:
+    """Where this interpreter's corpus text files are, if they can be written (:mod:`zoo.texts`)."""
+    try:
+        return texts.ensure(ROOT)
+    except OSError:
+        return None
 
 
 def build_key(size: str) -> str:
@@ -82,9 +85,10 @@ def build_key(size: str) -> str:
 
 
 class Builder:
-    def __init__(self, size: str, out: Path, quiet: bool = False) -> None:
+    def __init__(self, size: str, out: Path, quiet: bool = False, key: str | None = None) -> None:
         self.size, self.cfg, self.out, self.quiet = size, SIZES[size], out, quiet
-        self.key = build_key(size)
+        self.key = key or build_key(size)
+        self._texts: Path | bool | None = False  # False: not looked up yet
         self.models: dict[str, Any] = {}
         self.entries: dict[str, dict[str, Any]] = {}
         self.ids: dict[tuple[str, str], np.ndarray] = {}
@@ -93,10 +97,20 @@ class Builder:
         self._doing = ""
 
     # -- data -------------------------------------------------------------------------------------
+    def text(self, domain: str) -> str:
+        if self._texts is False:
+            self._texts = text_dir()
+        return texts.read(self._texts if isinstance(self._texts, Path) else None, domain)
+
     def tokenizer(self, name: str) -> Path:
         d = self.out / "tokenizers" / name
         if not (d / "tokenizer.json").exists():
-            train_tokenizer(corpus.domain_text(TOKENIZERS[name], 1_500_000), self.cfg["vocab"], d)
+            # the first 1.5M characters: domain_text(name, 1_500_000) is a prefix of the full text
+            tmp = d.with_name(f"{name}.tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            train_tokenizer(self.text(TOKENIZERS[name])[:1_500_000], self.cfg["vocab"], tmp)
+            shutil.rmtree(d, ignore_errors=True)
+            os.replace(tmp, d)
         return d / "tokenizer.json"
 
     def data(self, tok: str, domain: str) -> np.ndarray:
@@ -104,7 +118,9 @@ class Builder:
             f = self.out / "tokens" / f"{tok}-{domain}.npy"
             if not f.exists():
                 f.parent.mkdir(parents=True, exist_ok=True)
-                np.save(f, encode(self.tokenizer(tok), corpus.domain_text(domain), self.cfg["tokens"]))
+                tmp = f.with_name(f"{f.stem}.tmp{os.getpid()}.npy")
+                np.save(tmp, encode(self.tokenizer(tok), self.text(domain), self.cfg["tokens"]))
+                os.replace(tmp, f)
             self.ids[(tok, domain)] = np.load(f)
         return self.ids[(tok, domain)]
 
@@ -157,7 +173,7 @@ class Builder:
 
             t = Tokenizer.from_file(str(self.tokenizer(tok)))
             pairs = [(np.array(t.encode(c).ids[: self.cfg["seq"]]), np.array(t.encode(x).ids[: self.cfg["seq"]]))
-                     for c, x in corpus.preference_pairs(512, a["seed"])]
+                     for c, x in corpus.preference_pairs(512, a["seed"], self.text("docs"))]
             losses = train_dpo(m, ref, pairs, steps=self.steps(a["frac"]), lr=self.cfg["lr"] * 0.1,
                                batch=self.cfg["batch"] // 2, seed=a["seed"])
         elif r.op == "prune_depth":
@@ -251,14 +267,21 @@ class Builder:
                 "card_honest": card_base == (truth or None), "bytes": size, "args": r.args,
                 "build_seconds": round(seconds, 2), **{k: v for k, v in info.items()}}
 
-    def _one(self, r: Recipe) -> None:
-        """Build one recipe, unless a finished build of the same key is on disk."""
+    def done_entry(self, r: Recipe) -> dict[str, Any] | None:
+        """The manifest entry of a finished build of ``r`` with this key, if one is on disk."""
         done = self.out / r.name / ".done"
         if done.exists():
             rec = json.loads(done.read_text())
             if rec.get("key") == self.key:
-                self.entries[r.name] = rec["entry"]
-                return
+                return dict(rec["entry"])
+        return None
+
+    def one(self, r: Recipe) -> None:
+        """Build one recipe, unless a finished build of the same key is on disk."""
+        entry = self.done_entry(r)
+        if entry is not None:
+            self.entries[r.name] = entry
+            return
         t = time.perf_counter()
         if r.op in ("gguf", "fp8"):
             m, info = None, {"losses": {}}
@@ -268,12 +291,7 @@ class Builder:
         if m is not None:
             self.models[r.name] = m
 
-    def build(self) -> Path:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # one bar (ours) is enough
-        self.out.mkdir(parents=True, exist_ok=True)
-        recipes = list(self.recipes.values())
+    def _build_here(self, recipes: list[Recipe]) -> None:
         # Two phases, a bar each: the bases train for most of the time (a bar stuck at 0/78 said nothing),
         # so the first bar counts bases and shows the training step; the second counts the derivatives.
         phases = [("training bases", [r for r in recipes if r.op == "pretrain"]),
@@ -284,8 +302,22 @@ class Builder:
                 for r in bar:
                     self._doing = r.name
                     bar.set_postfix_str(r.name)
-                    self._one(r)
+                    self.one(r)
             self._bar = None
+
+    def build(self) -> Path:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one bar (ours) is enough
+        self.out.mkdir(parents=True, exist_ok=True)
+        recipes = list(self.recipes.values())
+        workers = int(self.cfg.get("workers", 1))
+        if workers > 1:
+            from zoo import parallel
+
+            parallel.build(self, workers)
+        else:
+            self._build_here(recipes)
         manifest = {"format": FORMAT, "size": self.size, "key": self.key, "config": self.cfg,
                     "models": [self.entries[r.name] for r in recipes]}
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -81,10 +81,12 @@ def digest(*names: str) -> str:
     return h.hexdigest()[:16]
 
 
-def preference_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(chosen, rejected) text pairs for a DPO-style loop: real docstrings vs the same words shuffled."""
+def preference_pairs(n: int, seed: int = 0, docs_text: str | None = None) -> list[tuple[str, str]]:
+    """(chosen, rejected) text pairs for a DPO-style loop: real docstrings vs the same words shuffled.
+    ``docs_text`` is the ``docs`` domain when the caller has it already (:mod:`zoo.texts`)."""
     rng = random.Random(seed)
-    docs = [d for d in domain_text("docs").split("\n\n") if 60 < len(d) < 400]
+    text = domain_text("docs") if docs_text is None else docs_text
+    docs = [d for d in text.split("\n\n") if 60 < len(d) < 400]
     rng.shuffle(docs)
     out = []
     for d in docs[:n]:

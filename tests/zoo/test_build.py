@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fingerprint.canonical import open_model
@@ -22,8 +23,9 @@ def test_bases_are_really_trained(tiny_zoo: Manifest) -> None:
     assert len(bases) == 6 and {m.args["arch"] for m in bases} == {"llama", "gpt_neox", "qwen2"}
     for m in bases:
         lo = m.extra["losses"]
-        # Uniform over 512 tokens is ln 512 = 6.24; trained bases end far below where they started.
-        assert lo["first"] > 5.0 and lo["last"] < lo["first"] - 2.0, (m.name, lo)
+        # Uniform over 512 tokens is ln 512 = 6.24; trained bases end far below where they started
+        # (120 steps of 8 sequences: about 2 nats; an untrained model stays within a few tenths).
+        assert lo["first"] > 5.0 and lo["last"] < lo["first"] - 1.5, (m.name, lo)
         assert all(b <= a + 0.5 for a, b in zip(lo["every_10"], lo["every_10"][5:])), m.name
 
 
@@ -81,3 +83,41 @@ def test_the_q4k_copy_is_not_the_q8_copy_at_tiny_width(tiny_zoo: Manifest) -> No
     assert q4.read_bytes() != q8.read_bytes() and q4.stat().st_size < q8.stat().st_size
     types = {t.dtype for t in GGUFReader(LocalFileSource(q4), q4.name).tensors.values()}
     assert "gguf:Q5_0" in types and "gguf:Q8_0" not in types, types
+
+
+def test_an_interrupted_parallel_build_resumes_to_the_same_bytes(tiny_zoo: Manifest, tmp_path: Path) -> None:
+    """Two worker processes build the tiny zoo (zoo/parallel.py). Take a copy, delete a third-generation
+    model and the token file it trains on; the build redoes only those, in fresh workers, and writes the
+    same bytes: a model depends on its recipe and its parents' files, not on which worker built it or
+    when."""
+    import shutil
+
+    from zoo.build import Builder
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo.root, copy)
+    gone = "llama-a-sft-sft2-sft3"
+    (copy / gone).rename(tmp_path / "old")
+    (copy / "tokens" / "tok-a-tests.npy").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if (p / ".done").exists()}
+    Builder("tiny", copy, quiet=True).build()
+    new = sorted((copy / gone).glob("*.safetensors"))
+    assert new and all(p.read_bytes() == (tmp_path / "old" / p.name).read_bytes() for p in new)
+    assert np.array_equal(np.load(copy / "tokens" / "tok-a-tests.npy"), np.load(tiny_zoo.root / "tokens" / "tok-a-tests.npy"))
+    assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.name in kept} == kept  # nothing else redone
+
+
+def test_the_corpus_files_hash_like_the_text_and_encoding_stops_early(tmp_path: Path) -> None:
+    """The zoo key's corpus digest is read off the text files (zoo/texts.py); it must equal the digest of
+    the text itself, or every zoo cached before would be rebuilt. Encoding stops once it has the tokens
+    it needs and returns the same ids as encoding everything."""
+    from zoo import corpus, texts
+    from zoo.train import encode, train_tokenizer
+
+    d = texts.ensure(tmp_path, workers=2)
+    assert texts.digest(d) == corpus.digest(*corpus.DOMAINS)
+    assert texts.read(d, "docs") == corpus.domain_text("docs")
+    text = texts.read(d, "code-b")
+    tok = train_tokenizer(text[:300_000], 300, tmp_path / "tok")
+    every = encode(tok, text)
+    assert np.array_equal(encode(tok, text, 50_000), every[:50_000]) and len(every) > 200_000
