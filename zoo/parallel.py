@@ -120,7 +120,8 @@ def _run(pool: ProcessPoolExecutor, workers: int, jobs: list[Job], bars: list[An
             waiting.remove(j)
             running[pool.submit(_task, j.kind, j.args)] = j
         for i, bar in enumerate(bars):
-            bar.set_postfix_str(", ".join(sorted(r.label for r in running.values() if r.bar == i)))
+            if bar.n < bar.total:  # a finished bar is left as it ended
+                bar.set_postfix_str(", ".join(sorted(r.label for r in running.values() if r.bar == i)))
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in finished:
             j = running.pop(f)
