@@ -29,6 +29,9 @@ def placement_quality(models: Manifest, dump: dict[str, Any]) -> dict[str, Any]:
     fam_root = {f["name"]: nodes.get(f["root_key"]) for f in dump["families"]}
     family = {nodes[r["src"]]: fam_root.get(r["dst"]) for r in dump["IN_FAMILY"]}
     parent = {nodes[e["src"]]: nodes[e["dst"]] for e in dump["DERIVED_FROM"]}
+    detected: dict[str, set[str]] = {}
+    for e in dump["DERIVED_FROM"]:
+        detected.setdefault(nodes[e["src"]], set()).add(nodes[e["dst"]])
     for r in dump["SAME_WEIGHTS"]:  # an exact copy has no edge of its own: it shares its twin's parent
         a, b = nodes[r["src"]], nodes[r["dst"]]
         for x, y in ((a, b), (b, a)):
@@ -42,9 +45,14 @@ def placement_quality(models: Manifest, dump: dict[str, Any]) -> dict[str, Any]:
     chain = [ok for mid, ok in par_ok.items() if by_name[next(m for m in single if m.id == mid).parents[0]].parents]
     cross = [(a, b) for a, b in parent.items() if a in roots and b in roots and not roots[a] & roots[b]]
     wrong = sorted(f"{mid} -> {parent.get(mid)}" for mid, ok in par_ok.items() if not ok)
+    merges = [m for m in models if len(m.parents) > 1]
+    merge_ok = [{by_name[p].id for p in m.parents} <= detected.get(m.id, set()) for m in merges]
+    false_merges = sorted(m.id for m in single if len(detected.get(m.id, ())) > 1)
     return {"family_accuracy": sum(fam_ok) / len(fam_ok), "direct_parent_accuracy": sum(par_ok.values()) / len(par_ok),
             "multi_generation_accuracy": sum(chain) / max(1, len(chain)), "multi_generation_n": len(chain),
-            "single_parent_n": len(par_ok), "cross_family_edges": len(cross), "misplaced": wrong}
+            "single_parent_n": len(par_ok), "cross_family_edges": len(cross), "misplaced": wrong,
+            "merges_with_all_parents": sum(merge_ok) / max(1, len(merge_ok)), "merges_n": len(merges),
+            "false_merges": false_merges}
 
 
 def run(zoo: Path, keep: Path | None = None) -> dict[str, Any]:
@@ -87,7 +95,9 @@ def main() -> None:
           f"({100 * (c['bytes_share'] or 0):.1f}%); statuses {c['statuses']}")
     print(f"\nfamily accuracy {q['family_accuracy']:.3f}; direct parent {q['direct_parent_accuracy']:.3f} "
           f"over {q['single_parent_n']} single-parent derivatives; multi-generation {q['multi_generation_accuracy']:.3f} "
-          f"(n={q['multi_generation_n']}); detected edges across independent families: {q['cross_family_edges']}")
+          f"(n={q['multi_generation_n']}); detected edges across independent families: {q['cross_family_edges']}; "
+          f"merges with all their parents {q['merges_with_all_parents']:.3f} (n={q['merges_n']}), "
+          f"second parents on non-merges: {len(q['false_merges'])}")
     if q["misplaced"]:
         print("misplaced: " + "; ".join(q["misplaced"]))
 

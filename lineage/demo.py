@@ -77,9 +77,14 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
             if fam.root_key is None:
                 continue
             tree = queries.family(store, fam.root_key)
+            # a merge of two families is a member of one and a descendant of both: shown apart in the other
+            home = {r["key"]: store.family_of(r["key"]) for r in tree["members"]}
+            own = [r for r in tree["members"] if (f := home[r["key"]]) is None or f.name == fam.name]
+            merged = [{**r, "family": f.name} for r in tree["members"] if (f := home[r["key"]]) is not None
+                      and f.name != fam.name]
             families.append({"family": fam.name, "root": tree["root"], "license": tree["license"],
                              "candidate": bool(fam.display_name and "candidate" in fam.display_name),
-                             "members": n, "tree": tree["members"], "copies": _copies(store, fam.name, tree)})
+                             "members": n, "tree": own, "merged_in": merged, "copies": _copies(store, fam.name, tree)})
         alerts = queries.undeclared(store)
         stats = queries.stats(store)
         # the alerts a JSONL subscription would have been sent: new findings only (a rerun sends nothing)

@@ -14,7 +14,8 @@ commits the model):
    its chain on ties);
 4. no confident match (or only a weak one whose embeddings were not copied), no declared base, and a
    full model (not an adapter, not quantized): a **candidate new family**, flagged on the node, with the model as its root;
-5. the fingerprint joins the index under the family, so later models can derive from it.
+5. a merge gets a second ``DERIVED_FROM`` edge to its other parent (:meth:`Pipeline._merge_parent`);
+6. the fingerprint joins the index under the family, so later models can derive from it.
 
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
 write and the crawl-state commit) leaves the graph as it was.
@@ -48,6 +49,10 @@ WEAK_MATCH = 2.0
 #: match this close means the embedding matrix was copied, whatever the layers' score (90% magnitude pruning keeps the embeddings and
 #: leaves Q/K at 0.55 of the base at d=64).
 COPIED_EMBEDDINGS = 0.9
+#: A second parent Y of a model M placed under P must make M "between" P and Y (see
+#: :meth:`Pipeline._merge_parent`): r = (d(P,Y) − d(M,Y)) / d(P,Y) at least this. A child of P has r ≤ 0
+#: (tree-additive distances: d(M,Y) = d(M,P) + d(P,Y)), an even merge r ≈ 1/2; a quarter is halfway.
+MERGE_BETWEEN = 0.25
 
 
 def now_ms() -> int:
@@ -74,6 +79,8 @@ class Placement:
     candidate_family: bool = False
     considered: int = 0
     evidence: Evidence | None = None
+    #: further parents of a merge (index entry name, score, z), beside ``parent``
+    also: tuple[tuple[str, float, float], ...] = ()
 
 
 
@@ -85,6 +92,8 @@ class Pipeline:
         self.index = index
         self.shortlist = shortlist
         self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0}
+        #: scores of pairs of indexed models met while placing (the merge test asks for P–Y again)
+        self._pairs: dict[tuple[str, str], float] = {}
 
     def __call__(self, out: Outcome) -> None:
         """Write what ``out`` says into the graph and the index (the crawler's ``place`` callback)."""
@@ -131,7 +140,63 @@ class Pipeline:
             if base in self.index.entries and base not in seen and base != m.id:
                 matches.append(self.index.score(base, work))
                 scored[base] = matches[-1]
-        return self.decide(m, matches, sk.width, score)
+        p = self.decide(m, matches, sk.width, score)
+        for x in scored.values():
+            self._pairs[(min(m.id, x.name), max(m.id, x.name))] = x.score
+        if p.verdict == "derived" and p.parent is not None:
+            second = self._merge_parent(m, scored.get(p.parent), matches, score)
+            if second is not None:
+                p.also = ((second.name, second.score, second.z),)
+        return p
+
+    def _merge_parent(self, m: HubModel, parent: Match | None, matches: list[Match],
+                      score: Callable[[str], Match | None]) -> Match | None:
+        """A second parent, when ``m`` is a merge of its placed parent P and another indexed model Y.
+
+        With distances d = 1 − score roughly additive along the tree, a child of P is no closer to any Y
+        off its own chain than P is: d(M,Y) ≈ d(M,P) + d(P,Y) ≥ d(P,Y). A merge of P and Y lies between
+        them, closer to Y than P is: r = (d(P,Y) − d(M,Y)) / d(P,Y) ≈ Y's share of the mix. Y is a second
+        parent when r ≥ :data:`MERGE_BETWEEN` and the gap is over the files' score resolution.
+
+        1 − score is a squared chord (a cosine's), so √d obeys the triangle inequality and the gap is at
+        most d(M,P) + 2·√(d(M,P)·d(M,Y)): a Y for which that is under the resolution (a copy of P, an
+        attacked twin) is not scored against P at all; the P–Y score is taken from the pairs met while
+        placing when it is there. Of the Ys that pass, the best-scoring is moved up its own chain as the
+        parent is (:meth:`_choose`), so a merge with a base is not filed under the base's attacked copy.
+        """
+        if parent is None:
+            return None
+        d_mp = 1.0 - parent.score
+        cands = sorted((x for x in matches if x.verdict == "derived" and x.name not in (m.id, parent.name)
+                        and d_mp + 2.0 * (d_mp * max(0.0, 1.0 - x.score)) ** 0.5 > SCORE_RESOLUTION),
+                       key=lambda x: -x.score)[:3]  # a merge's other parent is among its closest matches
+        if not cands:
+            return None
+        chain = {parent.name, *self._chain(parent.name)}
+        pw: TargetWork | None = None
+        for y in cands:
+            if y.name in chain or parent.name in self._chain(y.name):
+                continue  # on P's own line: a fine-tune of P, or P one of its fine-tunes
+            s_py = self._pairs.get((min(parent.name, y.name), max(parent.name, y.name)))
+            if s_py is None:
+                pw = pw or TargetWork(self.index.sketch(parent.name))
+                s_py = self.index.score(y.name, pw).score
+                self._pairs[(min(parent.name, y.name), max(parent.name, y.name))] = s_py
+            d_py = 1.0 - s_py
+            gap = d_py - (1.0 - y.score)
+            if gap > SCORE_RESOLUTION and gap >= MERGE_BETWEEN * d_py:
+                return self._choose(y, [b for b in m.base_models if b not in chain], score)
+        return None
+
+    def _chain(self, name: str) -> list[str]:
+        """``name``'s detected ancestors, nearest first (names of index entries)."""
+        out: list[str] = []
+        for _ in range(32):
+            up = self._up(out[-1] if out else name)
+            if up is None or up[0] in out:
+                break
+            out.append(up[0])
+        return out
 
     def decide(self, m: HubModel, matches: list[Match], width: int, score: Callable[[str], Match | None]) -> Placement:
         """The placement rules (module docstring, steps 3-4) on the matches of ``m`` (residual width
@@ -259,9 +324,15 @@ class Pipeline:
                     "alignment": ev.alignment, "aligned": ev.aligned, "alignment_quality": ev.alignment_quality,
                     "shared_tokens": ev.shared_tokens, "layers": [list(x) for x in ev.layer_scores]}
                     if ev is not None else {})}, sort_keys=True)
-                self.store.upsert_derived([DerivedEdge(m.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
-                                                       p.z, "derived", "lineage", METHOD_VERSION, t, evidence)],
-                                          t, replace=True)
+                edges = [DerivedEdge(m.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
+                                     p.z, "derived", "lineage", METHOD_VERSION, t, evidence)]
+                for name, s, z in p.also:  # a merge's other parents (replace=True keeps exactly these)
+                    other = self.store.get_models([name])
+                    if other and other[0].key != parent[0].key:
+                        edges.append(DerivedEdge(m.key, other[0].key, max(-1.0, min(1.0, float(s))), z, "derived",
+                                                 "lineage", METHOD_VERSION, t,
+                                                 json.dumps({"merge_of": [p.parent, name]}, sort_keys=True)))
+                self.store.upsert_derived(edges, t, replace=True)
             self.store.set_families([InFamily(m.key, p.family, "matched")], t)
         if p.family is not None and out.fingerprint is not None:
             self.index.add(out.fingerprint, name=m.id, family=p.family)

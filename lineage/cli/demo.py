@@ -31,6 +31,9 @@ def print_report(doc: dict[str, Any]) -> None:
         _show_tree(children, f["root"], 0)
         for c in copies:
             click.echo(f"  = {c['id']}: " + (f"exact copy of {c['copy_of']}" if c["copy_of"] else "in the family, no edge yet"))
+        for r in f.get("merged_in") or []:
+            click.echo(f"  + {r['id']}  (score {r['score']:.3f} against {r['parent'] or f['root']}): a merge, "
+                       f"filed under family {r['family']}")
         click.echo("")
     if doc["undeclared"]:
         click.echo("derivatives whose card hides or misstates their base:")

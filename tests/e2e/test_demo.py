@@ -80,6 +80,9 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     # each family's count is its tree (root + members) plus its exact copies, each naming what it copies
     for f in doc["families"]:
         assert f["members"] == len(f["tree"]) + 1 + len(f["copies"]), f["family"]
+        # a descendant filed under another family is a merge of the two (llama-ab-merge under llama-b)
+        for r in f["merged_in"]:
+            assert r["family"] != f["family"] and len(truth[r["id"]].parents) > 1, r
         for c in f["copies"]:
             assert frozenset((c["id"], c["copy_of"])) in same, c
     assert any(c["id"].startswith("mirror/") for f in doc["families"] for c in f["copies"])
@@ -89,6 +92,8 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     assert q["family_accuracy"] == 1.0 and q["cross_family_edges"] == 0
     # the bench reports these on the small zoo; here a floor that catches a broken placement rule
     assert acc >= 0.85 and chain >= 0.85
+    # merges keep all their parents (one of them in another family), and no fine-tune gets a second one
+    assert q["merges_n"] == 3 and q["merges_with_all_parents"] == 1.0 and q["false_merges"] == [], q
     check_alerts(models, settings, doc)
     if backend == "embedded":
         check_reads_and_rerun(root, models, settings, doc)
