@@ -17,26 +17,39 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from zoo.build import Builder
-    from zoo.recipes import Recipe
+from zoo.recipes import Recipe
 
 _HERE: dict[str, Any] = {}  # the worker's own Builder
 
 
-def _init(size: str, out: str, key: str) -> None:
+class Builder(Protocol):
+    """What this module needs of :class:`zoo.build.Builder` (which imports this module: no cycle)."""
+
+    size: str
+    out: Path
+    key: str
+    quiet: bool
+    recipes: dict[str, Recipe]
+    entries: dict[str, dict[str, Any]]
+
+    def tok_of(self, name: str) -> str: ...
+    def done_entry(self, r: Recipe) -> dict[str, Any] | None: ...
+    def one(self, r: Recipe) -> None: ...
+    def tokenizer(self, name: str) -> Path: ...
+    def data(self, tok: str, domain: str) -> Any: ...
+
+
+def _init(make: Callable[..., Builder], size: str, out: str, key: str) -> None:
     import torch
     import transformers
 
-    from zoo.build import Builder
-
     torch.set_num_threads(1)
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    _HERE["b"] = Builder(size, Path(out), quiet=True, key=key)
+    _HERE["b"] = make(size, Path(out), quiet=True, key=key)
 
 
 def _task(kind: str, args: tuple[str, ...]) -> dict[str, Any] | None:
@@ -87,7 +100,7 @@ def build(b: Builder, workers: int) -> None:
                0 if r.op == "pretrain" else 1, steps[r.name]) for r in recipes])
     totals = [sum(1 for j in jobs if j.bar == i and j.kind == "model") for i in (0, 1)]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init,
-                             initargs=(b.size, str(b.out), b.key)) as pool:
+                             initargs=(type(b), b.size, str(b.out), b.key)) as pool:
         bars = [tqdm(total=totals[0], desc=f"zoo {b.size}: training bases", unit="model", disable=b.quiet, position=0),
                 tqdm(total=totals[1], desc=f"zoo {b.size}: deriving models", unit="model", disable=b.quiet,
                      position=1)]
