@@ -5,9 +5,10 @@ is too small for two threads to help: 47 ms on two threads, 55 ms on one).
 Each worker is a spawned process with one torch thread and its own :class:`~zoo.build.Builder` on the same
 output directory; it builds one recipe at a time from its parents' saved files (a model saved in the zoo's
 dtype and loaded back equals the parent in memory, so the result does not depend on which worker built
-the parent). The parent process only schedules and shows progress: one bar per phase (data, bases,
-derivatives), with the names in flight. The result is deterministic for a given worker count of 1
-thread each; the thread count is part of the size's recipe (``SIZES[size]["workers"]``), so it is in the
+the parent). The parent process only schedules and shows progress: two bars, the bases (with the data
+steps before them shown in flight) and the derivatives, each with the names in flight. Each model is
+computed on one torch thread, so its bytes do not depend on the schedule (a test rebuilds one and
+compares); the worker count is part of the size's recipe (``SIZES[size]["workers"]``), so it is in the
 build key.
 """
 
