@@ -53,6 +53,9 @@ COPIED_EMBEDDINGS = 0.9
 #: :meth:`Pipeline._merge_parent`): r = (d(P,Y) − d(M,Y)) / d(P,Y) at least this. A child of P has r ≤ 0
 #: (tree-additive distances: d(M,Y) = d(M,P) + d(P,Y)), an even merge r ≈ 1/2; a quarter is halfway.
 MERGE_BETWEEN = 0.25
+#: Pair scores kept for the merge test; past this many the memo starts again (a long-running service
+#: would otherwise keep ~10 per placed model for ever; a miss costs one comparison).
+PAIR_MEMO = 200_000
 
 
 def now_ms() -> int:
@@ -141,6 +144,8 @@ class Pipeline:
                 matches.append(self.index.score(base, work))
                 scored[base] = matches[-1]
         p = self.decide(m, matches, sk.width, score)
+        if len(self._pairs) > PAIR_MEMO:
+            self._pairs.clear()
         for x in scored.values():
             self._pairs[(min(m.id, x.name), max(m.id, x.name))] = x.score
         if p.verdict == "derived" and p.parent is not None:

@@ -156,17 +156,28 @@ class Builder:
         if self._bar is not None and (step == steps or step % 10 == 0):
             self._bar.set_postfix_str(f"{self._doing} step {step}/{steps} loss {loss:.2f}")
 
+    def train_domain(self, r: Recipe) -> str | None:
+        """The corpus domain ``r`` trains on (its token file is ``tokens/<tokenizer>-<domain>.npy``), or
+        None for recipes that train on no token file (DPO, merges, magnitude pruning, conversions).
+        :meth:`run` reads its data through this, and :mod:`zoo.parallel` prepares the files from it."""
+        if r.op in ("pretrain", "sft"):
+            return str(r.args["data"])
+        if r.op in ("prune_depth", "prune_width", "upcycle", "multimodal", "vocab_extend", "lora", "attack"):
+            return "docs"
+        return None
+
     def run(self, r: Recipe) -> tuple[Any, dict[str, Any]]:
         a, info = r.args, {}
         p = self.load(r.parents[0]) if r.parents else None
         tok = self.tok_of(r.name)
+        dom = self.train_domain(r) or "docs"
         if r.op == "pretrain":
             seed_all(a["seed"])
             m = ops.new_model(ops.make_config(a["arch"], self.cfg, self.cfg["vocab"], a.get("gqa", False)), a["seed"])
-            losses = self._lm(m, tok, a["data"], self.cfg["base_steps"], a["seed"])
+            losses = self._lm(m, tok, dom, self.cfg["base_steps"], a["seed"])
         elif r.op == "sft":
             m = _copy(p)
-            losses = self._lm(m, tok, a["data"], self.steps(a["frac"]), a["seed"], a.get("lr_mult", 0.3))
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], a.get("lr_mult", 0.3))
         elif r.op == "dpo":
             m, ref = _copy(p), p
             from tokenizers import Tokenizer
@@ -178,21 +189,21 @@ class Builder:
                                batch=self.cfg["batch"] // 2, seed=a["seed"])
         elif r.op == "prune_depth":
             m = ops.prune_depth(_copy(p))
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "prune_width":
             m = ops.prune_width(_copy(p), a["keep"], a["seed"])
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "prune_magnitude":
             m, losses = ops.prune_magnitude(_copy(p), a["sparsity"]), []
         elif r.op == "upcycle":
             m = ops.upcycle(p, a["experts"], a["seed"])
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "multimodal":
             m = _llava(p, a["seed"])
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "vocab_extend":
             m = ops.extend_vocab(_copy(p), a["new_tokens"], a["seed"])
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 0.3)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 0.3)
         elif r.op == "lora":
             from zoo.train import apply_lora, merge_lora
 
@@ -202,7 +213,7 @@ class Builder:
             wrapped = apply_lora(m, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                                  a["rank"], 2.0 * a["rank"], a["seed"])
             params = [x for _, _, w in wrapped for x in (w.A, w.B)]
-            losses = self._lm(m, tok, "docs", self.steps(a["frac"]), a["seed"], 1.0, params=params)
+            losses = self._lm(m, tok, dom, self.steps(a["frac"]), a["seed"], 1.0, params=params)
             merge_lora(wrapped)
             for q in m.parameters():
                 q.requires_grad_(True)
@@ -211,7 +222,7 @@ class Builder:
         elif r.op == "merge_ties":
             m, losses = ops.merge_ties(self.load(a["base"]), [self.load(x) for x in r.parents], a["density"]), []
         elif r.op == "attack":
-            m, info = _attack(p, a["attack"], a["seed"], self.data(tok, "docs")[: 4 * self.cfg["seq"]])
+            m, info = _attack(p, a["attack"], a["seed"], self.data(tok, dom)[: 4 * self.cfg["seq"]])
             losses = []
         else:
             raise ValueError(r.op)

@@ -38,6 +38,7 @@ class Builder(Protocol):
     entries: dict[str, dict[str, Any]]
 
     def tok_of(self, name: str) -> str: ...
+    def train_domain(self, r: Recipe) -> str | None: ...
     def done_entry(self, r: Recipe) -> dict[str, Any] | None: ...
     def one(self, r: Recipe) -> None: ...
     def tokenizer(self, name: str) -> Path: ...
@@ -66,13 +67,9 @@ def _task(kind: str, args: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def _data_needs(b: Builder, r: Recipe) -> set[tuple[str, str]]:
-    """The (tokenizer, domain) token files a recipe trains on (see :meth:`Builder.run`)."""
-    tok = b.tok_of(r.name)
-    if r.op in ("pretrain", "sft"):
-        return {(tok, str(r.args["data"]))}
-    if r.op in ("prune_depth", "prune_width", "upcycle", "multimodal", "vocab_extend", "lora", "attack"):
-        return {(tok, "docs")}
-    return set()
+    """The (tokenizer, domain) token file a recipe trains on (:meth:`zoo.build.Builder.train_domain`)."""
+    dom = b.train_domain(r)
+    return {(b.tok_of(r.name), dom)} if dom is not None else set()
 
 
 def build(b: Builder, workers: int) -> None:

@@ -28,12 +28,16 @@ def tag() -> str:
                           + Path(corpus.__file__).read_bytes()).hexdigest()[:16]
 
 
-def _write(name: str, path: str) -> None:
-    """One domain's text to ``path`` (UTF-8), atomically: a reader never sees half a file."""
-    p = Path(path)
+def _save(p: Path, text: str) -> None:
+    """``text`` to ``p`` (UTF-8), atomically: a reader never sees half a file."""
     tmp = p.with_name(f"{p.name}.tmp{os.getpid()}")
-    tmp.write_bytes(corpus.domain_text(name).encode("utf-8"))
+    tmp.write_bytes(text.encode("utf-8"))
     os.replace(tmp, p)
+
+
+def _write(name: str, path: str) -> None:
+    """One domain's text to ``path`` (run in a worker)."""
+    _save(Path(path), corpus.domain_text(name))
 
 
 def _docs_half(half: int) -> list[str]:
@@ -66,10 +70,7 @@ def ensure(root: Path, workers: int = 2) -> Path:
             docs = "\n\n".join(halves[0].result() + halves[1].result())
             if len(docs) >= 3_000_000:  # near domain_text's 4M cut, its own loop decides where to stop
                 docs = corpus.domain_text("docs")
-            p = d / "docs.txt"
-            tmp = p.with_name(f"docs.txt.tmp{os.getpid()}")
-            tmp.write_bytes(docs.encode("utf-8"))
-            os.replace(tmp, p)
+            _save(d / "docs.txt", docs)
     return d
 
 
