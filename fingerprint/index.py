@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,15 @@ class Entry:
     vocab_digest: str
     source: str
     bytes_read: int
+    #: the caller's facts about the model, kept with its entry (the lineage pipeline keeps what placing it
+    #: again needs: publication time, flags, declared bases); ``published_ms`` orders :meth:`Index.screen`,
+    #: and ``hidden: true`` keeps the entry out of every match (kept only to be placed again later)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def when(self) -> tuple[int, str]:
+        """The entry's place in publication order: (milliseconds, name); no time sorts first."""
+        ms = self.meta.get("published_ms")
+        return (int(ms) if isinstance(ms, int) else -1, self.name)
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,8 @@ class Index:
         self._tokens: np.ndarray | None = None
         self._names: list[str] = []  # row order of the screen arrays, and each row's width: kept with them
         self._widths = np.zeros(0, np.int64)
+        self._published = np.zeros(0, np.int64)
+        self._hidden = np.zeros(0, bool)
         if (self.root / "index.json").exists():
             try:
                 doc = json.loads((self.root / "index.json").read_text())
@@ -152,18 +163,23 @@ class Index:
     def _rows(self) -> None:
         self._names = list(self.entries)
         self._widths = np.fromiter((e.width for e in self.entries.values()), np.int64, len(self.entries))
+        self._published = np.fromiter((e.when()[0] for e in self.entries.values()), np.int64, len(self.entries))
+        self._hidden = np.fromiter((bool(e.meta.get("hidden")) for e in self.entries.values()), bool, len(self.entries))
 
-    def add(self, path: str | Path, name: str | None = None, family: str | None = None) -> Entry:
+    def add(self, path: str | Path, name: str | None = None, family: str | None = None,
+            meta: dict[str, Any] | None = None) -> Entry:
         """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
-        return self.add_many([(path, name, family)])[0]
+        return self.add_many([(path, name, family)], [meta or {}])[0]
 
-    def add_many(self, items: list[tuple[str | Path, str | None, str | None]]) -> list[Entry]:
-        """Add several fingerprint files, writing ``index.json`` and ``screen.npz`` once."""
+    def add_many(self, items: list[tuple[str | Path, str | None, str | None]],
+                 metas: list[dict[str, Any]] | None = None) -> list[Entry]:
+        """Add several fingerprint files, writing ``index.json`` and ``screen.npz`` once (``metas``: each
+        item's :attr:`Entry.meta`)."""
         screen = self._screen if self._screen is not None else np.zeros((0, DEPTH_BINS * 2 * 16), np.float32)
         tokens = self._tokens if self._tokens is not None else np.zeros((0, TOKEN_SKETCH), np.uint64)
         rows_s, rows_t = list(screen), list(tokens)
         added = []
-        for path, name, family in items:
+        for j, (path, name, family) in enumerate(items):
             if not Path(path).is_file() or Path(path).stat().st_size > MAX_FILE_BYTES:
                 load(path)  # raises its error (missing, unreadable, too large) without reading the file
             data = Path(path).read_bytes()  # read once: parsed, hashed and stored from the same bytes
@@ -173,9 +189,10 @@ class Index:
             if not self.store.exists(rel):  # content-addressed: a copy already there is this file
                 self.store.put(rel, data)
             name = name or str(sk.meta.get("source") or Path(path).stem)
-            e = Entry(name=name, family=family or name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
+            e = Entry(name=name, family=family if family is not None else name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
                       width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
-                      source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)))
+                      source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)),
+                      meta=dict(metas[j]) if metas else {})
             if name in self.entries:
                 i = list(self.entries).index(name)
                 rows_s[i], rows_t[i] = screen_vector(sk), token_sketch(sk)
@@ -186,6 +203,34 @@ class Index:
             added.append(e)
         self._save(np.stack(rows_s).astype(np.float32), np.stack(rows_t).astype(np.uint64))
         return added
+
+    def update(self, name: str, *, family: str | None = None, meta: dict[str, Any] | None = None,
+               rename: str | None = None) -> Entry:
+        """Change an entry's family, meta or name in place (same fingerprint file, same screen row)."""
+        e = self.entries[name]
+        new = replace(e, family=family if family is not None else e.family, meta=dict(meta) if meta is not None else e.meta,
+                      name=rename or e.name)
+        if rename and rename != name:
+            if rename in self.entries:
+                raise FingerprintIndexError(f"{self.root}: cannot rename {name} to {rename}: that entry exists")
+            self.entries = {(rename if k == name else k): (new if k == name else v) for k, v in self.entries.items()}
+        else:
+            self.entries[name] = new
+        if self._screen is not None and self._tokens is not None:
+            self._save(self._screen, self._tokens)
+        return new
+
+    def remove(self, name: str) -> None:
+        """Drop an entry (its fingerprint file stays: files are content-addressed and may be shared)."""
+        if name not in self.entries or self._screen is None or self._tokens is None:
+            return
+        i = list(self.entries).index(name)
+        del self.entries[name]
+        self._save(np.delete(self._screen, i, axis=0), np.delete(self._tokens, i, axis=0))
+
+    def newer_than(self, when: tuple[int, str]) -> int:
+        """How many entries were published after ``when`` = (ms, name) (:meth:`Entry.when`)."""
+        return int(self._side(when, older=False).sum()) if self.entries else 0
 
     def sketch(self, name: str) -> Sketch:
         """The entry's fingerprint, read once from the store and checked against its recorded SHA-256."""
@@ -201,15 +246,34 @@ class Index:
         e = self.entries.get(name)
         return self.store.local_path(e.file) if e is not None else None
 
-    def screen(self, sk: Sketch, shortlist: int) -> list[tuple[str, float, float]]:
-        """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap)."""
+    def _side(self, when: tuple[int, str], older: bool) -> np.ndarray:
+        """Rows published before (``older``) or after ``when`` = (ms, name), names breaking ties."""
+        ms, name = when
+        out = self._published < ms if older else self._published > ms
+        for i in np.flatnonzero(self._published == ms):  # ties (rare): by name
+            out[i] = self._names[i] < name if older else self._names[i] > name
+        return out
+
+    def screen(self, sk: Sketch, shortlist: int, older_than: tuple[int, str] | None = None,
+               newer_than: tuple[int, str] | None = None) -> list[tuple[str, float, float]]:
+        """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap).
+
+        ``older_than`` = (ms, name): only entries published before (:meth:`Entry.when`), candidates for a
+        parent of a model published then; ``newer_than``: only those published after and no wider than
+        ``sk`` (candidates for its descendants, hidden entries included).
+        """
         if not self.entries or self._screen is None or self._tokens is None:
             return []
         names, widths = self._names, self._widths
         mine = token_sketch(sk)
         mine_sorted = np.sort(mine[mine != np.iinfo(np.uint64).max])
         sim = self._screen @ screen_vector(sk)
-        sim[widths < sk.width] = -np.inf  # a base is at least as wide as what derives from it
+        if newer_than is not None:
+            sim[(widths > sk.width) | ~self._side(newer_than, older=False)] = -np.inf
+        else:
+            sim[(widths < sk.width) | self._hidden] = -np.inf  # a base is at least as wide as what derives from it
+        if older_than is not None:
+            sim[~self._side(older_than, older=True)] = -np.inf
         out: list[tuple[str, float, float]] = []
         # Token overlap is checked in similarity order, a block at a time, until the shortlist is full. Only
         # the best rows are ever sorted (argpartition, then a sort of that slice; the rest only if every one

@@ -86,6 +86,23 @@ DELETE r
 RETURN count(*) AS n
 """
 
+DROP_PARENTS = """
+UNWIND $rows AS row
+MATCH (a:Model {key: row.src})-[r:DERIVED_FROM]->(:Model)
+DELETE r
+RETURN count(*) AS n
+"""
+
+DROP_EMPTY_FAMILIES = """
+UNWIND $rows AS row
+MATCH (f:Family {name: row.name})
+OPTIONAL MATCH (m:Model)-[:IN_FAMILY]->(f)
+WITH f, count(m) AS members
+WHERE members = 0
+DETACH DELETE f
+RETURN count(*) AS n
+"""
+
 UPSERT_DERIVED = """
 UNWIND $rows AS row
 MATCH (a:Model {key: row.src})

@@ -113,6 +113,12 @@ class Neo4jStore:
             self._write_batches(cypher.DROP_OTHER_PARENTS, [{"src": s, "dsts": d} for s, d in keep.items()], now_ms)
         return self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
 
+    def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
+        return self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
+
+    def drop_families(self, names: Sequence[str], now_ms: int) -> int:
+        return self._write_batches(cypher.DROP_EMPTY_FAMILIES, [{"name": n} for n in sorted(set(names))], now_ms)
+
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
         return self._write_batches(cypher.UPSERT_DECLARED, [r.props() for r in rows], now_ms)
 

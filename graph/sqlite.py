@@ -303,6 +303,29 @@ class SqliteStore:
             self.db.execute("ROLLBACK")
             raise
 
+    def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
+        self._reached = {}
+        keys = sorted(set(srcs))
+        if not keys:
+            return 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:  # the edges and the closure rows they leave behind change together, as in upsert_derived
+            q = ", ".join("?" * len(keys))
+            n = self.db.execute(f"DELETE FROM derived_from WHERE src IN ({q})", keys).rowcount
+            closure.refresh(self.db, set(keys))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return int(n)
+
+    def drop_families(self, names: Sequence[str], now_ms: int) -> int:
+        n = 0
+        for name in sorted(set(names)):
+            n += self.db.execute("DELETE FROM family WHERE name = ? AND NOT EXISTS "
+                                     "(SELECT 1 FROM in_family WHERE family = ?)", (name, name)).rowcount
+        return n
+
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
         have = self._existing({r.src for r in rows} | {r.dst for r in rows})
         ok = [r for r in rows if r.src in have and r.dst in have]

@@ -60,6 +60,16 @@ class LineageStore(Protocol):
         """
         ...
 
+    def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
+        """Delete every DERIVED_FROM edge out of the models ``srcs`` (a model that turned out to be a copy,
+        or a root, keeps no detected parent); returns how many were deleted."""
+        ...
+
+    def drop_families(self, names: Sequence[str], now_ms: int) -> int:
+        """Delete the families ``names`` that have no member left (a candidate family whose root joined
+        an older family); a family with members is kept. Returns how many were deleted."""
+        ...
+
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int: ...
 
     def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int: ...

@@ -159,7 +159,7 @@ class App:
         """Place again every fingerprinted model without a detected parent (inconclusive, independent,
         a candidate family's root) when a base family joined the index since the last rematch: what
         matched nothing may match the newcomer. Idempotent, like every pipeline write."""
-        families = sorted({e.family for e in self.index.entries.values()})
+        families = sorted({e.family for e in self.index.entries.values() if e.family})
         mark = self.settings.home / "crawl" / "rematch.json"
         try:
             last = json.loads(mark.read_text("utf-8")).get("families")

@@ -5,101 +5,79 @@ commits the model):
 
 1. the model node, with what the card declares (``DECLARES_BASE`` to each named base; a base not yet
    crawled gets a placeholder node keyed on its ``_id``);
-2. exact copies (same LFS sha256 as a model already processed): ``SAME_WEIGHTS``, the copy's family,
-   no weight read;
-3. a fingerprinted model is matched against the index, which holds the base families *and* every
-   member placed so far; the declared parent is always scored too, even when the prefilter did not
-   shortlist it. The family is that of the best ``derived`` member; the **direct parent** is chosen
-   by :meth:`Pipeline._choose` (a verified claim inside that family, else the best member moved up
-   its chain on ties);
+2. exact copies (same LFS sha256 as a model already processed): ``SAME_WEIGHTS``, no weight read; of the
+   two, the one published first keeps (or takes over) the fingerprint and the placement;
+3. a fingerprinted model is matched against the index entries **published before it**: the base
+   families *and* every member placed so far; the declared parent is always scored too, even when the
+   prefilter did not shortlist it. The family is that of the best ``derived`` member; the **direct
+   parent** is chosen by :meth:`~lineage.placement.Placer._choose` (a verified claim inside that family,
+   else the best member moved up its chain on ties);
 4. no confident match (or only a weak one whose embeddings were not copied), no declared base, and a
-   full model (not an adapter, not quantized): a **candidate new family**, flagged on the node, with the model as its root;
-5. a merge gets a second ``DERIVED_FROM`` edge to its other parent (:meth:`Pipeline._merge_parent`);
-6. the fingerprint joins the index under the family, so later models can derive from it.
+   full model (not an adapter, not quantized): a **candidate new family**, flagged on the node, with the
+   model as its root;
+5. a merge gets a second ``DERIVED_FROM`` edge to its other parent
+   (:meth:`~lineage.placement.Placer._merge_parent`);
+6. the fingerprint joins the index under the family, with what placing it again needs (its
+   :class:`~lineage.placement.Subject`), so later models can derive from it;
+7. a model that arrives after models published later than it (a retry, a repo made public late, a
+   worker finishing out of order) may change their placement: :meth:`Pipeline.settle` places again, in
+   publication order, every later model whose shortlist it enters or whose card names it, and then,
+   for each one that moved, its detected subtree (and its old family, when a candidate family's root
+   joined an older family).
 
+Because every placement reads only older entries and the older ones are settled first, the tree is the
+same whatever order the crawl met the models in (``tests/lineage/test_pipeline_order.py`` shuffles it).
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
-write and the crawl-state commit) leaves the graph as it was.
+write and the crawl-state commit) leaves the graph as it was, and re-runs the settling it started.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from crawler.records import HubModel, Outcome
-from fingerprint.index import Evidence, Index, Match
-from fingerprint.similarity.factored import TargetWork
-from fingerprint.similarity.verdict import METHOD_VERSION, score_thresholds
+from fingerprint.index import Index
+from fingerprint.similarity.verdict import METHOD_VERSION
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
+from lineage.placement import (
+    CATALOG_MS,
+    SCORE_RESOLUTION,
+    SHORTLIST,
+    Placement,
+    Placer,
+    Subject,
+    now_ms,
+)
 
-SHORTLIST = 10
-#: Score differences below this are not resolvable: fingerprint files reproduce exact scores within 0.003.
-SCORE_RESOLUTION = 0.003
-#: A pretrain-looking model whose best "derived" score is under this multiple of the width's derived
-#: threshold becomes a candidate family, not a member: derivatives score far above the threshold.
-WEAK_MATCH = 2.0
-#: ... unless its embedding columns map one-to-one onto the match's at this mean cosine (signed LAP):
-#: models trained apart on the same text converge only up to a rotation (tiny zoo, d=64, 511 anchors:
-#: signed LAP 0.17 against chance 0.11; two bases from one random start 0.69), so a coordinate-level
-#: match this close means the embedding matrix was copied, whatever the layers' score (90% magnitude pruning keeps the embeddings and
-#: leaves Q/K at 0.55 of the base at d=64).
-COPIED_EMBEDDINGS = 0.9
-#: A second parent Y of a model M placed under P must make M "between" P and Y (see
-#: :meth:`Pipeline._merge_parent`): r = (d(P,Y) − d(M,Y)) / d(P,Y) at least this. A child of P has r ≤ 0
-#: (tree-additive distances: d(M,Y) = d(M,P) + d(P,Y)), an even merge r ≈ 1/2; a quarter is halfway.
-MERGE_BETWEEN = 0.25
-#: Pair scores kept for the merge test; past this many the memo starts again (a long-running service
-#: would otherwise keep ~10 per placed model for ever; a miss costs one comparison).
-PAIR_MEMO = 200_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+__all__ = ["SCORE_RESOLUTION", "Pipeline", "Placement", "Subject", "register_base"]
+#: How many later models, nearest by prefilter first, :meth:`Pipeline.settle` asks whether a late
+#: arrival entered their shortlist (each is one screen, no comparison, unless it did).
+SETTLE_SCAN = 4 * SHORTLIST
 
 
 def _ms(d: Any) -> int | None:
     return int(d.timestamp() * 1000) if d is not None else None
 
 
-#: How a placement was decided: a match verdict, or why there was none to act on.
-PlacementVerdict = Literal["derived", "inconclusive", "independent", "indexed", "weak match", "no candidates"]
-
-
-@dataclass
-class Placement:
-    """Where a model landed: family, direct parent (index entry name) and the evidence."""
-
-    family: str | None
-    parent: str | None
-    score: float | None
-    z: float | None
-    verdict: PlacementVerdict
-    candidate_family: bool = False
-    considered: int = 0
-    evidence: Evidence | None = None
-    #: further parents of a merge (index entry name, score, z), beside ``parent``
-    also: tuple[tuple[str, float, float], ...] = ()
-
-
-
-class Pipeline:
+class Pipeline(Placer):
     """Places crawled models in the lineage graph (see module docstring)."""
 
     def __init__(self, store: LineageStore, index: Index, shortlist: int = SHORTLIST) -> None:
-        self.store = store
-        self.index = index
-        self.shortlist = shortlist
+        super().__init__(store, index, shortlist)
         self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0}
-        #: scores of pairs of indexed models met while placing (the merge test asks for P–Y again)
-        self._pairs: dict[tuple[str, str], float] = {}
+        #: models placed again by :meth:`settle`, since this pipeline started
+        self.settled = 0
 
     def __call__(self, out: Outcome) -> None:
         """Write what ``out`` says into the graph and the index (the crawler's ``place`` callback)."""
+        import time
+
         m = out.model
         if m is None:
             return
@@ -114,171 +92,156 @@ class Pipeline:
             return
         if out.status != "fingerprinted" or out.sketch is None or out.fingerprint is None:
             return
+        known = self.index.entries.get(m.id)
+        if known is not None and known.family and not self._derived(m.key):
+            # an indexed model seen again (a catalog base reached by the crawl, a root replayed after a
+            # crash): it stays where it is, and what it started to settle is finished
+            self.settle([m.id])
+            return
         t = time.perf_counter()
-        p = self.place(m, out.sketch)
+        s = Subject.of(m)
+        p = self.place_among_older(s, out.sketch, _sha(out.fingerprint))
         self.seconds["match"] += time.perf_counter() - t
         t = time.perf_counter()
-        self._write_placement(m, p, out)
+        self._apply(s, p, out.sketch, m.license)
+        # an unplaced model is kept too, out of every match, so that an older model arriving later can
+        # place it (a fine-tune crawled before its base)
+        self.index.add(out.fingerprint, name=m.id, family=p.family or "",
+                       meta={**s.meta(), **({} if p.family else {"hidden": True})})
+        self.settle([m.id])
         self.seconds["write"] += time.perf_counter() - t
 
-    # -- deciding -------------------------------------------------------------------------------------
-    def place(self, m: HubModel, sk: Sketch) -> Placement:
-        """Family and direct parent of ``m`` from the index (see module docstring, step 3-4)."""
-        known = self.index.entries.get(m.id)
-        if known is not None and not self._derived(m.key):
-            # an indexed model seen again (a catalog base reached by the crawl): it stays where it is
-            return Placement(known.family, None, None, None, "indexed")
-        work = TargetWork(sk)  # the suspect's share of every comparison below, computed once
-        matches, _ = self.index.match(sk, top=self.shortlist, shortlist=self.shortlist, work=work)
-        matches = [x for x in matches if x.name != m.id]
-        scored = {x.name: x for x in matches}
+    def place(self, m: HubModel, sk: Sketch, sha: str | None = None) -> Placement:
+        """Family and direct parent of ``m`` (fingerprint ``sk``; ``sha``: its file's SHA-256) among the
+        models published before it (module docstring, steps 3-5)."""
+        return self.place_among_older(Subject.of(m), sk, sha or f"unsaved:{m.id}:{m.sha}")
 
-        def score(name: str) -> Match | None:
-            if name not in scored and name in self.index.entries:
-                scored[name] = self.index.score(name, work)
-            return scored.get(name)
+    # -- settling -------------------------------------------------------------------------------------
+    def settle(self, arrived: list[str]) -> int:
+        """Place again the later models the indexed ``arrived`` could change (module docstring, step 7),
+        in publication order; returns how many were placed again."""
+        heap: list[tuple[tuple[int, str], str]] = []
+        for name in arrived:
+            for y in self._affected_by(name):
+                heapq.heappush(heap, (self.index.entries[y].when(), y))
+        done: set[str] = set()
+        emptied: set[str] = set()
+        n = 0
+        while heap:
+            when, y = heapq.heappop(heap)
+            if y in done or y not in self.index.entries:
+                continue
+            done.add(y)
+            moved, old_family, key = self._replace(y)
+            n += 1
+            if not moved:
+                continue
+            later = {lbl for k in self._subtree(key) if (lbl := self._label(k)) in self.index.entries}
+            if old_family is not None and (y not in self.index.entries or self.index.entries[y].family != old_family):
+                emptied.add(old_family)
+                later |= {lbl for k in self.store.family_members(old_family) if (lbl := self._label(k)) in self.index.entries}
+            for z in later:
+                if z not in done and self.index.entries[z].when() > when:
+                    heapq.heappush(heap, (self.index.entries[z].when(), z))
+        if emptied:
+            self.store.drop_families(sorted(emptied), now_ms())
+        self.settled += n
+        return n
 
-        seen = set(scored)
-        for base in m.base_models:  # the declared parent is always scored
-            if base in self.index.entries and base not in seen and base != m.id:
-                matches.append(self.index.score(base, work))
-                scored[base] = matches[-1]
-        p = self.decide(m, matches, sk.width, score)
-        if len(self._pairs) > PAIR_MEMO:
-            self._pairs.clear()
-        for x in scored.values():
-            self._pairs[(min(m.id, x.name), max(m.id, x.name))] = x.score
-        if p.verdict == "derived" and p.parent is not None:
-            second = self._merge_parent(m, scored.get(p.parent), matches, score)
-            if second is not None:
-                p.also = ((second.name, second.score, second.z),)
-        return p
-
-    def _merge_parent(self, m: HubModel, parent: Match | None, matches: list[Match],
-                      score: Callable[[str], Match | None]) -> Match | None:
-        """A second parent, when ``m`` is a merge of its placed parent P and another indexed model Y.
-
-        With distances d = 1 − score roughly additive along the tree, a child of P is no closer to any Y
-        off its own chain than P is: d(M,Y) ≈ d(M,P) + d(P,Y) ≥ d(P,Y). A merge of P and Y lies between
-        them, closer to Y than P is: r = (d(P,Y) − d(M,Y)) / d(P,Y) ≈ Y's share of the mix. Y is a second
-        parent when r ≥ :data:`MERGE_BETWEEN` and the gap is over the files' score resolution.
-
-        1 − score is a squared chord (a cosine's), so √d obeys the triangle inequality and the gap is at
-        most d(M,P) + 2·√(d(M,P)·d(M,Y)): a Y for which that is under the resolution (a copy of P, an
-        attacked twin) is not scored against P at all; the P–Y score is taken from the pairs met while
-        placing when it is there. Of the Ys that pass, the best-scoring is moved up its own chain as the
-        parent is (:meth:`_choose`), so a merge with a base is not filed under the base's attacked copy.
-        """
-        if parent is None:
-            return None
-        d_mp = 1.0 - parent.score
-        cands = sorted((x for x in matches if x.verdict == "derived" and x.name not in (m.id, parent.name)
-                        and d_mp + 2.0 * (d_mp * max(0.0, 1.0 - x.score)) ** 0.5 > SCORE_RESOLUTION),
-                       key=lambda x: -x.score)[:3]  # a merge's other parent is among its closest matches
-        if not cands:
-            return None
-        chain = {parent.name, *self._chain(parent.name)}
-        pw: TargetWork | None = None
-        for y in cands:
-            if y.name in chain or parent.name in self._chain(y.name):
-                continue  # on P's own line: a fine-tune of P, or P one of its fine-tunes
-            s_py = self._pairs.get((min(parent.name, y.name), max(parent.name, y.name)))
-            if s_py is None:
-                pw = pw or TargetWork(self.index.sketch(parent.name))
-                s_py = self.index.score(y.name, pw).score
-                self._pairs[(min(parent.name, y.name), max(parent.name, y.name))] = s_py
-            d_py = 1.0 - s_py
-            gap = d_py - (1.0 - y.score)
-            if gap > SCORE_RESOLUTION and gap >= MERGE_BETWEEN * d_py:
-                return self._choose(y, [b for b in m.base_models if b not in chain], score)
-        return None
-
-    def _chain(self, name: str) -> list[str]:
-        """``name``'s detected ancestors, nearest first (names of index entries)."""
-        out: list[str] = []
-        for _ in range(32):
-            up = self._up(out[-1] if out else name)
-            if up is None or up[0] in out:
-                break
-            out.append(up[0])
+    def _affected_by(self, name: str) -> list[str]:
+        """Later entries whose placement ``name`` may change: those whose shortlist it enters, and those
+        whose card names it."""
+        e = self.index.entries.get(name)
+        if e is None or e.meta.get("hidden") or not self.index.newer_than(e.when()):
+            return []
+        sk = self.index.sketch(name)
+        out = []
+        for y, _, _ in self.index.screen(sk, SETTLE_SCAN, newer_than=e.when()):
+            ey = self.index.entries[y]
+            if name in {x for x, _, _ in self.index.screen(self.index.sketch(y), self.shortlist, older_than=ey.when())}:
+                out.append(y)
+        for y, other in self.index.entries.items():  # cards naming it (the id: its key may be unknown then)
+            if name in (other.meta.get("bases") or ()) and other.when() > e.when():
+                out.append(y)
         return out
 
-    def decide(self, m: HubModel, matches: list[Match], width: int, score: Callable[[str], Match | None]) -> Placement:
-        """The placement rules (module docstring, steps 3-4) on the matches of ``m`` (residual width
-        ``width``); ``score(name)`` scores one more indexed model when the parent walk needs it (None: not
-        indexed)."""
-        derived = [x for x in matches if x.verdict == "derived"]
-        full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
-        best_derived = max(derived, key=lambda x: x.score) if derived else None
-        copied = (best_derived is not None and best_derived.evidence.alignment == "signed-lap"
-                  and best_derived.evidence.alignment_quality >= COPIED_EMBEDDINGS)
-        if (best_derived is not None and full_pretrain and not copied
-                and best_derived.score < WEAK_MATCH * score_thresholds(width)[0]):
-            # A model that claims no base and looks like a pretrain, matched only just above the
-            # threshold: models trained on the same text with the same tokenizer sit there too. Flag
-            # it as a candidate family for review instead of silently filing it under that base.
-            weak = best_derived
-            return Placement(m.id, None, weak.score, weak.z, "weak match", candidate_family=True,
-                             considered=len(matches))
-        if derived:
-            best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], score)
-            return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches),
-                             evidence=best.evidence)
-        top = max(matches, key=lambda x: x.score) if matches else None
-        verdict: PlacementVerdict = top.verdict if top else "no candidates"
-        # Inconclusive without a credible alignment is what a new base trained on similar text gets
-        # against existing ones; an aligned but weak match may be a heavily changed derivative: left open.
-        unaligned = top is not None and top.evidence.aligned is False
-        if full_pretrain and (top is None or top.verdict == "independent" or unaligned):
-            return Placement(m.id, None, None, None, verdict, candidate_family=True, considered=len(matches))
-        return Placement(None, None, top.score if top else None, top.z if top else None, verdict,
-                         considered=len(matches))
+    def _label(self, key: str) -> str:
+        return self.store.labels([key]).get(key, (key, None))[0]
 
-    def _up(self, name: str) -> tuple[str, float] | None:
-        """The detected parent of an indexed model and the edge's score, from the store."""
-        entry = self.store.get_models([name])
-        if not entry:
-            return None
-        up = [e for e in self.store.reach(entry[0].key, upward=True, mode="detected", depth=1, min_score=-1.0)
-              if e.src == entry[0].key and e.score is not None]
-        if not up:
-            return None
-        return self.store.labels([up[0].dst]).get(up[0].dst, (up[0].dst, None))[0], float(up[0].score or 0.0)
+    def _subtree(self, key: Any) -> list[str]:
+        if not isinstance(key, str):
+            return []
+        return [r.src for r in self.store.reach(key, upward=False, mode="detected", depth=32, min_score=-1.0)]
 
-    def _choose(self, best: Match, declared: list[str], score: Callable[[str], Match | None]) -> Match:
-        """The direct parent: a declared base the weights confirm, else the best-scoring member, moved up
-        its detected chain while the evidence for going lower is weak.
+    def _replace(self, name: str) -> tuple[bool, str | None, str | None]:
+        """Place the indexed ``name`` again among the models older than it: (whether its family or parents
+        changed, its family before, its graph key)."""
+        e = self.index.entries[name]
+        s = Subject.from_entry(e)
+        if s is None:  # a catalog base: a root by decree
+            return False, None, None
+        before = (e.family, sorted(x.dst for x in self.store.parent_edges(s.key)))
+        sk = self.index.sketch(name)
+        p = self.place_among_older(s, sk, e.sha256)
+        rec = self.store.get_models([s.key])
+        self._apply(s, p, sk, rec[0].license if rec else None)
+        if (p.family or "", not p.family) != (e.family, bool(e.meta.get("hidden"))):
+            self.index.update(name, family=p.family or "", meta={**s.meta(), **({} if p.family else {"hidden": True})})
+        after = (p.family, sorted(x.dst for x in self.store.parent_edges(s.key)))
+        return before != after, e.family, s.key
 
-        A claim the weights confirm (verdict ``derived`` against the declared base) wins: fine-tunes of
-        one base resemble each other more than they resemble the base (shared training dynamics), so
-        similarity alone confuses siblings with parents, and a verified claim is better evidence than a
-        small score difference. Without a claim: with distances d = 1 − score roughly additive along the
-        tree, a child C of ``best`` (whose parent is P) has d(C,P) − d(C,best) ≈ d(best,P); we stay at
-        ``best`` only if the observed gap is more than half that and more than the fingerprint's own
-        score resolution, so on a tie (attacks and quantized copies score ≈ 1 against each other) the
-        older model wins.
-        """
-        # the family comes from the strongest evidence; a claim only picks the parent inside it (a card
-        # naming another family's base is a misstatement even if that base also scores "derived")
-        claims = [x for x in (score(d) for d in declared)
-                  if x is not None and x.verdict == "derived" and x.family == best.family]
-        if claims:
-            return max(claims, key=lambda x: x.score)
-        for _ in range(32):
-            up = self._up(best.name)
-            p = score(up[0]) if up else None
-            if up is None or p is None or p.verdict != "derived":
-                break
-            if best.score - p.score > max(0.5 * (1.0 - up[1]), SCORE_RESOLUTION):
-                return best
-            best = p
-        return best
+    def _apply(self, s: Subject, p: Placement, sk: Sketch | None, license: str | None) -> None:
+        """Write placement ``p`` of ``s``: its family membership, its parent edges (exactly these), its
+        candidate-family flag. A root that joined an older family loses the flag; its family record goes
+        once no member is left (:meth:`settle`)."""
+        t = now_ms()
+        rec = self.store.get_models([s.key])
+        was_candidate = bool(rec and rec[0].candidate_family)
+        if p.candidate_family:
+            if rec and not was_candidate:
+                self.store.upsert_models([replace(rec[0], candidate_family=True)], t)
+            self.store.upsert_families([FamilyRecord(s.id, s.key, f"{s.id} (candidate)", license)], t)
+            self.store.set_families([InFamily(s.key, s.id, "root")], t)
+            self.store.drop_derived([s.key], t)
+            return
+        if was_candidate and rec:
+            self.store.upsert_models([replace(rec[0], candidate_family=False)], t)
+        if p.family is None or p.parent is None:
+            self.store.drop_derived([s.key], t)
+            return
+        parent = self.store.get_models([self._key_of(p.parent)])
+        if parent:
+            ev = p.evidence
+            evidence = json.dumps({"considered": p.considered, "family": p.family, **({
+                "alignment": ev.alignment, "aligned": ev.aligned, "alignment_quality": ev.alignment_quality,
+                "shared_tokens": ev.shared_tokens, "layers": [list(x) for x in ev.layer_scores]}
+                if ev is not None else {})}, sort_keys=True)
+            edges = [DerivedEdge(s.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
+                                 p.z, "derived", "lineage", METHOD_VERSION, t, evidence)]
+            for name, sc, z in p.also:  # a merge's other parents (replace=True keeps exactly these)
+                other = self.store.get_models([self._key_of(name)])
+                if other and other[0].key != parent[0].key:
+                    edges.append(DerivedEdge(s.key, other[0].key, max(-1.0, min(1.0, float(sc))), z, "derived",
+                                             "lineage", METHOD_VERSION, t,
+                                             json.dumps({"merge_of": [p.parent, name]}, sort_keys=True)))
+            self.store.upsert_derived(edges, t, replace=True)
+        self.store.set_families([InFamily(s.key, p.family, "matched")], t)
+        # exact copies follow their twin's family (they have no entry of their own)
+        twins = [k for k in self.store.copies_of(s.key) if self._label(k) not in self.index.entries]
+        if twins:
+            self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
+
+    def _key_of(self, name: str) -> str:
+        """The graph key of an index entry (its subject's key; a catalog base by its id)."""
+        e = self.index.entries.get(name)
+        key = e.meta.get("key") if e is not None else None
+        return key if isinstance(key, str) else name
 
     def _derived(self, key: str) -> bool:
         """Whether the store already has a detected parent for ``key`` (placed by an earlier crawl)."""
         return any(e.src == key for e in self.store.reach(key, upward=True, mode="detected", depth=1, min_score=-1.0))
 
-    # -- writing --------------------------------------------------------------------------------------
+    # -- writing ------------------------------------------------------------------------------------
     def _write_model(self, m: HubModel, sk: Sketch | None, candidate: bool = False) -> None:
         meta = sk.meta if sk is not None else {}
         rec = ModelRecord(
@@ -309,43 +272,50 @@ class Pipeline:
             self.store.upsert_declared(rows, now_ms())
 
     def _copy(self, m: HubModel, owner_key: str) -> None:
-        self.store.upsert_same_weights([SameWeights(m.key, owner_key, ",".join(w.sha256 or "" for w in m.weights))],
-                                       now_ms())
-        fam = self.store.family_of(owner_key)
-        if fam is not None:
-            self.store.set_families([InFamily(m.key, fam.name, "matched")], now_ms())
-
-    def _write_placement(self, m: HubModel, p: Placement, out: Outcome) -> None:
+        """``m`` has exactly the weights of the processed ``owner_key``. The twin published first is the
+        original: it keeps (or takes over) the index entry and the placement; the other is its copy."""
         t = now_ms()
-        if p.candidate_family:
-            self._write_model(m, out.sketch, candidate=True)
-            self.store.upsert_families([FamilyRecord(m.id, m.key, f"{m.id} (candidate)", m.license)], t)
-            self.store.set_families([InFamily(m.key, m.id, "root")], t)
-        elif p.family is not None and p.parent is not None:
-            parent = self.store.get_models([p.parent])
-            if parent:
-                ev = p.evidence
-                evidence = json.dumps({"considered": p.considered, "family": p.family, **({
-                    "alignment": ev.alignment, "aligned": ev.aligned, "alignment_quality": ev.alignment_quality,
-                    "shared_tokens": ev.shared_tokens, "layers": [list(x) for x in ev.layer_scores]}
-                    if ev is not None else {})}, sort_keys=True)
-                edges = [DerivedEdge(m.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
-                                     p.z, "derived", "lineage", METHOD_VERSION, t, evidence)]
-                for name, s, z in p.also:  # a merge's other parents (replace=True keeps exactly these)
-                    other = self.store.get_models([name])
-                    if other and other[0].key != parent[0].key:
-                        edges.append(DerivedEdge(m.key, other[0].key, max(-1.0, min(1.0, float(s))), z, "derived",
-                                                 "lineage", METHOD_VERSION, t,
-                                                 json.dumps({"merge_of": [p.parent, name]}, sort_keys=True)))
-                self.store.upsert_derived(edges, t, replace=True)
-            self.store.set_families([InFamily(m.key, p.family, "matched")], t)
-        if p.family is not None and out.fingerprint is not None:
-            self.index.add(out.fingerprint, name=m.id, family=p.family)
+        sha = ",".join(w.sha256 or "" for w in m.weights)
+        owner = self.store.get_models([owner_key])
+        entry = self.index.entries.get(owner[0].id) if owner else None
+        s = Subject.of(m)
+        mine = Subject.from_entry(entry) if entry is not None else None
+        if entry is None or mine is None or not s.when() < entry.when() or s.id in self.index.entries:
+            self.store.upsert_same_weights([SameWeights(m.key, owner_key, sha)], t)
+            fam = self.store.family_of(owner_key)
+            if fam is not None:
+                self.store.set_families([InFamily(m.key, fam.name, "matched")], t)
+            return
+        # m was published first: the entry moves to it, the owner becomes its copy, and what was placed
+        # under the owner is placed again (now under m, the same fingerprint)
+        subtree = self._subtree(owner_key)
+        self.index.update(entry.name, rename=s.id, meta=s.meta())
+        self.store.upsert_same_weights([SameWeights(owner_key, m.key, sha)], t)
+        self.store.drop_derived([owner_key], t)
+        was = self.store.get_models([owner_key])
+        if was and was[0].candidate_family:
+            self.store.upsert_models([replace(was[0], candidate_family=False)], t)
+        self._replace(s.id)
+        fam = self.store.family_of(m.key)
+        if fam is not None:
+            self.store.set_families([InFamily(owner_key, fam.name, "matched")], t)
+        later = [lbl for k in subtree if (lbl := self._label(k)) in self.index.entries]
+        self.settle([s.id, *later])
+        if mine.id != (fam.name if fam else None):
+            self.store.drop_families([mine.id], t)
+
+
+def _sha(path: Any) -> str:
+    """SHA-256 of a fingerprint file (the index keys its copy on the same digest)."""
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def register_base(store: LineageStore, index: Index, m: HubModel, fingerprint: str, family: str,
                   license: str | None = None) -> None:
-    """Index a base family's root and write its node, family and membership (``lineage index add``)."""
+    """Index a base family's root and write its node, family and membership (``lineage index add``).
+    It precedes every crawled model (:data:`~lineage.placement.CATALOG_MS`)."""
     from fingerprint.sketch import load
 
     sk = load(fingerprint)
@@ -353,4 +323,4 @@ def register_base(store: LineageStore, index: Index, m: HubModel, fingerprint: s
     t = now_ms()
     store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
     store.set_families([InFamily(m.key, family, "root")], t)
-    index.add(fingerprint, name=m.id, family=family)
+    index.add(fingerprint, name=m.id, family=family, meta={"published_ms": CATALOG_MS, "catalog": True})

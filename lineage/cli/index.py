@@ -68,7 +68,7 @@ def index_list(as_json: bool) -> None:
     if not idx.entries:
         click.echo(f"The index at {root} is empty: add bases with lineage index add PATH --family NAME.")
         return
-    click.echo(table([[e.name, e.family, e.architecture, e.width, e.layers, e.vocab_digest[:12]] for e in idx.entries.values()],
+    click.echo(table([[e.name, e.family or "(unplaced)", e.architecture, e.width, e.layers, e.vocab_digest[:12]] for e in idx.entries.values()],
                      ["name", "family", "architecture", "width", "layers", "vocab"]))
 
 

@@ -67,6 +67,23 @@ def test_a_claim_the_weights_confirm_beats_a_better_scoring_sibling(pipe: Pipeli
     assert decide(pipe, model("x/ft"), matches).parent == "a/sibling-sft"  # no claim: similarity decides
 
 
+def test_a_claim_naming_an_older_ancestor_than_the_best_members_parent_lets_the_walk_decide(pipe: Pipeline) -> None:
+    # the heidi case: sft3's card names the chain's root; its best match is its true parent sft2
+    chain(pipe, "a/sft", "org/base", 0.9953)
+    chain(pipe, "g/sft2", "a/sft", 0.9935)
+    best = [match("g/sft2", 0.995)]
+    extra = {"a/sft": match("a/sft", 0.9895), "org/base": match("org/base", 0.9889)}
+    assert decide(pipe, model("h/sft3", bases=("org/base",)), best, extra).parent == "g/sft2"
+    # a claim of the best member's own parent is the sibling ambiguity: the card wins
+    assert decide(pipe, model("h/sft3", bases=("a/sft",)), best, extra).parent == "a/sft"
+    # the walk goes no higher than the claim: a tie all the way up stops at what the card names
+    ties = {"a/sft": match("a/sft", 0.9949), "org/base": match("org/base", 0.9948)}
+    assert decide(pipe, model("h/copy", bases=("org/base",)), best, ties).parent == "org/base"
+    chain(pipe, "org/base", "org/older", 0.999)
+    ties["org/older"] = match("org/older", 0.9947)
+    assert decide(pipe, model("h/copy", bases=("org/base",)), best, ties).parent == "org/base"
+
+
 def test_a_claim_outside_the_best_family_does_not_move_the_model(pipe: Pipeline) -> None:
     matches = [match("org/base", 0.97), match("other/base", 0.90, family="mistral")]
     out = decide(pipe, model("x/ft", bases=("other/base",)), matches)
