@@ -90,8 +90,8 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     acc, chain = q["direct_parent_accuracy"], q["multi_generation_accuracy"]
     print(f"\n{backend}: direct parent accuracy {acc:.3f} over {q['single_parent_n']}, multi-generation {chain:.3f}")
     assert q["family_accuracy"] == 1.0 and q["cross_family_edges"] == 0
-    # the bench reports these on the small zoo; here a floor that catches a broken placement rule
-    assert acc >= 0.85 and chain >= 0.85
+    # the target (the one miss, bob/llama-c-cpt under its SFT sibling, is in the README)
+    assert acc >= 0.98 and chain >= 0.95, q["misplaced"]
     # merges keep all their parents (one of them in another family), and no fine-tune gets a second one
     assert q["merges_n"] == 3 and q["merges_with_all_parents"] == 1.0 and q["false_merges"] == [], q
     check_alerts(models, settings, doc)
@@ -141,9 +141,9 @@ def check_alerts(models: Manifest, settings: Settings, doc: dict[str, Any]) -> N
     # the Q4_K copy is a real (Q5_0-fallback) quantization now, not a byte copy of the Q8_0 one: its card
     # names no base, so the finding is the undeclared base; the card-less mirrors are hidden copies
     assert "undeclared_base" in found["quant/llama-a-sft-q4k"] and "hidden_copy" in found["mirror/llama-a-sft"]
-    # The one dishonest card the graph cannot contradict: heidi's names the family root (its grandparent's
-    # parent) instead of its parent. The weights confirm the claim (derived from the root), the pipeline
-    # accepts a verified claim, and the licence is the root's: nothing in the graph says it is wrong.
+    # The one dishonest card no rule flags: heidi's names the family root (its grandparent's parent)
+    # instead of its parent. The graph places it under its real parent, but the claim is still true (it
+    # derives from the root) and the licence is the root's: no rule is broken.
     assert set(misses) <= {"heidi/llama-a-sft-sft2-sft3"}, misses
     assert doc["alerts"]["findings"] == sum(len(v) for v in found.values()) and doc["alerts"]["sent"] > 0
 

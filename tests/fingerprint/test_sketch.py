@@ -225,3 +225,48 @@ def test_screen_in_blocks_equals_screening_every_entry(tmp_path: Path, monkeypat
             got = idx.screen(suspect, k)
             assert [g[0] for g in got] == [b[0] for b in brute[:k]]
             assert [g[2] for g in got] == pytest.approx([b[2] for b in brute[:k]])
+
+
+def test_screen_by_publication_order_hidden_entries_and_in_place_updates(tmp_path: Path) -> None:
+    """``older_than`` / ``newer_than`` restrict the screen to one side of a publication time (names break
+    ties), hidden entries are out of every match but found as later models, and updates persist."""
+    import numpy as np
+
+    from fingerprint.sketch import Sketch
+
+    rng = np.random.default_rng(7)
+    like = sketch_model(open_model(golden_model(tmp_path / "m")))
+    keys = like.keys
+
+    def fake(width: int, seed: int) -> Sketch:
+        r = np.random.default_rng(seed)
+        return Sketch({**like.meta, "hidden_size": width, "num_layers": 2, "source": f"s{seed}"}, keys,
+                      r.standard_normal((len(keys), width)), None, [r.standard_normal((width, 4)) for _ in range(2)],
+                      [r.standard_normal((width, 4)) for _ in range(2)], [(0.0, 0.0)] * 2,
+                      rng.random((2, 2, 16)).astype(np.float32))
+
+    idx = Index(tmp_path / "idx")
+    widths = {"a": 32, "b": 32, "c": 16, "d": 32, "e": 32}
+    times = {"a": 100, "b": 200, "c": 300, "d": 300, "e": 400}
+    for i, (name, w) in enumerate(widths.items()):
+        idx.add(save(fake(w, i), tmp_path / f"{name}.lfp"), name, "fam",
+                meta={"published_ms": times[name], **({"hidden": True} if name == "e" else {})})
+    probe = fake(16, 9)
+    names = lambda got: sorted(g[0] for g in got)  # noqa: E731
+    # before (300, "d"): a, b and c (same time, earlier name); the hidden e is in no match
+    assert names(idx.screen(probe, 10, older_than=(300, "d"))) == ["a", "b", "c"]
+    assert names(idx.screen(probe, 10)) == ["a", "b", "c", "d"]
+    # after (200, "b"), no wider than the probe: c only; a wider probe also sees d and the hidden e
+    assert names(idx.screen(probe, 10, newer_than=(200, "b"))) == ["c"]
+    assert names(idx.screen(fake(32, 8), 10, newer_than=(200, "b"))) == ["c", "d", "e"]
+    assert idx.newer_than((300, "c")) == 2 and idx.entries["a"].when() == (100, "a")
+    # updates survive a reload; a rename keeps the screen row; a removal drops it
+    idx.update("e", family="other", meta={"published_ms": 400})
+    idx.update("a", rename="a2")
+    idx.remove("c")
+    again = Index(tmp_path / "idx")
+    assert list(again.entries) == ["a2", "b", "d", "e"] and again.entries["e"].family == "other"
+    assert names(again.screen(probe, 10)) == ["a2", "b", "d", "e"]
+    assert again.screen(probe, 10) == idx.screen(probe, 10)
+    with pytest.raises(FingerprintIndexError):
+        again.update("b", rename="d")

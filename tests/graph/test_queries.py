@@ -95,6 +95,19 @@ def test_redetection_moves_the_parent(store: LineageStore) -> None:
     assert store.counts()["DERIVED_FROM"] == len(DERIVED)
 
 
+def test_dropping_parents_and_empty_families(store: LineageStore) -> None:
+    load(store)
+    assert store.drop_derived(["k-sft2"], T0) == 1  # sft2 turned out to be a root: its subtree moves up
+    assert [r.id for r in queries.ancestors(store, "bob/sft3")] == ["bob/sft2"]
+    assert store.drop_derived(["k-sft2"], T0) == 0  # idempotent
+    store.upsert_families([FamilyRecord("cand", "k-other-sft", "cand (candidate)", None)], T0)
+    store.set_families([InFamily("k-other-sft", "cand", "root")], T0)
+    assert store.drop_families(["cand"], T0) == 0  # it has a member: kept
+    store.set_families([InFamily("k-other-sft", "other-x", "matched")], T0)
+    assert store.drop_families(["cand", "no-such-family"], T0) == 1
+    assert "cand" not in {f.name for f, _ in store.families()} and store.family_of("k-other-sft").name == "other-x"
+
+
 def test_derivatives_depth_score_and_modes(store: LineageStore) -> None:
     load(store)
     rows = queries.derivatives(store, "meta/base")
