@@ -277,19 +277,26 @@ class Pipeline(Placer):
         t = now_ms()
         sha = ",".join(w.sha256 or "" for w in m.weights)
         owner = self.store.get_models([owner_key])
-        entry = self.index.entries.get(owner[0].id) if owner else None
+        owner_id = owner[0].id if owner else owner_key
+        entry = self.index.entries.get(owner_id)
         s = Subject.of(m)
-        mine = Subject.from_entry(entry) if entry is not None else None
-        if entry is None or mine is None or not s.when() < entry.when() or s.id in self.index.entries:
-            self.store.upsert_same_weights([SameWeights(m.key, owner_key, sha)], t)
-            fam = self.store.family_of(owner_key)
-            if fam is not None:
-                self.store.set_families([InFamily(m.key, fam.name, "matched")], t)
-            return
-        # m was published first: the entry moves to it, the owner becomes its copy, and what was placed
-        # under the owner is placed again (now under m, the same fingerprint)
+        # a replay after the entry already moved to m (a crash while its subtree was being moved)
+        resumed = entry is None and s.id in self.index.entries and bool(
+            self._subtree(owner_key) or self.store.parent_edges(owner_key) or self.store.family_of(m.key) is None)
+        if not resumed:
+            mine = Subject.from_entry(entry) if entry is not None else None
+            if entry is None or mine is None or not s.when() < entry.when() or s.id in self.index.entries:
+                self.store.upsert_same_weights([SameWeights(m.key, owner_key, sha)], t)
+                fam = self.store.family_of(owner_key)
+                if fam is not None:
+                    self.store.set_families([InFamily(m.key, fam.name, "matched")], t)
+                if s.id in self.index.entries:  # it took over before: finish what it started to settle
+                    self.settle([s.id])
+                return
+            # m was published first: the entry moves to it, the owner becomes its copy, and what was
+            # placed under the owner is placed again (now under m, the same fingerprint)
+            self.index.update(entry.name, rename=s.id, meta=s.meta())
         subtree = self._subtree(owner_key)
-        self.index.update(entry.name, rename=s.id, meta=s.meta())
         self.store.upsert_same_weights([SameWeights(owner_key, m.key, sha)], t)
         self.store.drop_derived([owner_key], t)
         was = self.store.get_models([owner_key])
@@ -301,8 +308,8 @@ class Pipeline(Placer):
             self.store.set_families([InFamily(owner_key, fam.name, "matched")], t)
         later = [lbl for k in subtree if (lbl := self._label(k)) in self.index.entries]
         self.settle([s.id, *later])
-        if mine.id != (fam.name if fam else None):
-            self.store.drop_families([mine.id], t)
+        if owner_id != (fam.name if fam else None):
+            self.store.drop_families([owner_id], t)
 
 
 def _sha(path: Any) -> str:
