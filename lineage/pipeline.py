@@ -26,7 +26,7 @@ commits the model):
    joined an older family).
 
 Because every placement reads only older entries and the older ones are settled first, the tree is the
-same whatever order the crawl met the models in (``tests/lineage/test_pipeline_order.py`` shuffles it).
+same whatever order the crawl met the models in (``tests/e2e/test_crawl_order.py`` shuffles it).
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
 write and the crawl-state commit) leaves the graph as it was, and re-runs the settling it started.
 """
@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -70,14 +71,13 @@ class Pipeline(Placer):
 
     def __init__(self, store: LineageStore, index: Index, shortlist: int = SHORTLIST) -> None:
         super().__init__(store, index, shortlist)
-        self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0}
+        #: where the pipeline's time goes; "settle": placing later models again after a late arrival
+        self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0, "settle": 0.0}
         #: models placed again by :meth:`settle`, since this pipeline started
         self.settled = 0
 
     def __call__(self, out: Outcome) -> None:
         """Write what ``out`` says into the graph and the index (the crawler's ``place`` callback)."""
-        import time
-
         m = out.model
         if m is None:
             return
@@ -108,8 +108,10 @@ class Pipeline(Placer):
         # place it (a fine-tune crawled before its base)
         self.index.add(out.fingerprint, name=m.id, family=p.family or "",
                        meta={**s.meta(), **({} if p.family else {"hidden": True})})
-        self.settle([m.id])
         self.seconds["write"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self.settle([m.id])
+        self.seconds["settle"] += time.perf_counter() - t
 
     def place(self, m: HubModel, sk: Sketch, sha: str | None = None) -> Placement:
         """Family and direct parent of ``m`` (fingerprint ``sk``; ``sha``: its file's SHA-256) among the
@@ -117,12 +119,15 @@ class Pipeline(Placer):
         return self.place_among_older(Subject.of(m), sk, sha or f"unsaved:{m.id}:{m.sha}")
 
     # -- settling -------------------------------------------------------------------------------------
-    def settle(self, arrived: list[str]) -> int:
+    def settle(self, arrived: list[str], again: tuple[str, ...] = ()) -> int:
         """Place again the later models the indexed ``arrived`` could change (module docstring, step 7),
-        in publication order; returns how many were placed again."""
+        and the entries ``again``, in publication order; returns how many were placed again."""
         heap: list[tuple[tuple[int, str], str]] = []
         for name in arrived:
             for y in self._affected_by(name):
+                heapq.heappush(heap, (self.index.entries[y].when(), y))
+        for y in again:
+            if y in self.index.entries:
                 heapq.heappush(heap, (self.index.entries[y].when(), y))
         done: set[str] = set()
         emptied: set[str] = set()
@@ -306,8 +311,7 @@ class Pipeline(Placer):
         fam = self.store.family_of(m.key)
         if fam is not None:
             self.store.set_families([InFamily(owner_key, fam.name, "matched")], t)
-        later = [lbl for k in subtree if (lbl := self._label(k)) in self.index.entries]
-        self.settle([s.id, *later])
+        self.settle([s.id], again=tuple(lbl for k in subtree if (lbl := self._label(k)) in self.index.entries))
         if owner_id != (fam.name if fam else None):
             self.store.drop_families([owner_id], t)
 
