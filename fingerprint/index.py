@@ -250,8 +250,10 @@ class Index:
         """Rows published before (``older``) or after ``when`` = (ms, name), names breaking ties."""
         ms, name = when
         out = self._published < ms if older else self._published > ms
-        for i in np.flatnonzero(self._published == ms):  # ties (rare): by name
-            out[i] = self._names[i] < name if older else self._names[i] > name
+        tied = np.flatnonzero(self._published == ms)  # by name (entries without a time all tie)
+        if len(tied):
+            names = np.asarray(self._names, dtype=object)[tied]
+            out[tied] = (names < name) if older else (names > name)
         return out
 
     def screen(self, sk: Sketch, shortlist: int, older_than: tuple[int, str] | None = None,

@@ -192,7 +192,7 @@ class Pipeline(Placer):
         self._apply(s, p, sk, rec[0].license if rec else None)
         if (p.family or "", not p.family) != (e.family, bool(e.meta.get("hidden"))):
             self.index.update(name, family=p.family or "", meta={**s.meta(), **({} if p.family else {"hidden": True})})
-        after = (p.family, sorted(x.dst for x in self.store.parent_edges(s.key)))
+        after = (p.family or "", sorted(x.dst for x in self.store.parent_edges(s.key)))
         return before != after, e.family, s.key
 
     def _apply(self, s: Subject, p: Placement, sk: Sketch | None, license: str | None) -> None:
