@@ -103,7 +103,7 @@ class Pipeline(Placer):
         p = self.place_among_older(s, out.sketch, _sha(out.fingerprint))
         self.seconds["match"] += time.perf_counter() - t
         t = time.perf_counter()
-        self._apply(s, p, out.sketch, m.license)
+        self._apply(s, p, m.license)
         # an unplaced model is kept too, out of every match, so that an older model arriving later can
         # place it (a fine-tune crawled before its base)
         self.index.add(out.fingerprint, name=m.id, family=p.family or "",
@@ -112,11 +112,6 @@ class Pipeline(Placer):
         t = time.perf_counter()
         self.settle([m.id])
         self.seconds["settle"] += time.perf_counter() - t
-
-    def place(self, m: HubModel, sk: Sketch, sha: str | None = None) -> Placement:
-        """Family and direct parent of ``m`` (fingerprint ``sk``; ``sha``: its file's SHA-256) among the
-        models published before it (module docstring, steps 3-5)."""
-        return self.place_among_older(Subject.of(m), sk, sha or f"unsaved:{m.id}:{m.sha}")
 
     # -- settling -------------------------------------------------------------------------------------
     def settle(self, arrived: list[str], again: tuple[str, ...] = ()) -> int:
@@ -141,10 +136,10 @@ class Pipeline(Placer):
             n += 1
             if not moved:
                 continue
-            later = {lbl for k in self._subtree(key) if (lbl := self._label(k)) in self.index.entries}
+            later = set(self._indexed(self._subtree(key)))
             if old_family is not None and (y not in self.index.entries or self.index.entries[y].family != old_family):
                 emptied.add(old_family)
-                later |= {lbl for k in self.store.family_members(old_family) if (lbl := self._label(k)) in self.index.entries}
+                later |= set(self._indexed(self.store.family_members(old_family)))
             for z in later:
                 if z not in done and self.index.entries[z].when() > when:
                     heapq.heappush(heap, (self.index.entries[z].when(), z))
@@ -170,8 +165,10 @@ class Pipeline(Placer):
                 out.append(y)
         return out
 
-    def _label(self, key: str) -> str:
-        return self.store.labels([key]).get(key, (key, None))[0]
+    def _indexed(self, keys: list[str]) -> list[str]:
+        """The index entry names of the graph ``keys`` that have one (one label lookup for all)."""
+        labels = self.store.labels(keys) if keys else {}
+        return [n for k in keys if (n := labels.get(k, (k, None))[0]) in self.index.entries]
 
     def _subtree(self, key: Any) -> list[str]:
         if not isinstance(key, str):
@@ -189,13 +186,13 @@ class Pipeline(Placer):
         sk = self.index.sketch(name)
         p = self.place_among_older(s, sk, e.sha256)
         rec = self.store.get_models([s.key])
-        self._apply(s, p, sk, rec[0].license if rec else None)
+        self._apply(s, p, rec[0].license if rec else None)
         if (p.family or "", not p.family) != (e.family, bool(e.meta.get("hidden"))):
             self.index.update(name, family=p.family or "", meta={**s.meta(), **({} if p.family else {"hidden": True})})
         after = (p.family or "", sorted(x.dst for x in self.store.parent_edges(s.key)))
         return before != after, e.family, s.key
 
-    def _apply(self, s: Subject, p: Placement, sk: Sketch | None, license: str | None) -> None:
+    def _apply(self, s: Subject, p: Placement, license: str | None) -> None:
         """Write placement ``p`` of ``s``: its family membership, its parent edges (exactly these), its
         candidate-family flag. A root that joined an older family loses the flag; its family record goes
         once no member is left (:meth:`settle`)."""
@@ -232,7 +229,9 @@ class Pipeline(Placer):
             self.store.upsert_derived(edges, t, replace=True)
         self.store.set_families([InFamily(s.key, p.family, "matched")], t)
         # exact copies follow their twin's family (they have no entry of their own)
-        twins = [k for k in self.store.copies_of(s.key) if self._label(k) not in self.index.entries]
+        copies = self.store.copies_of(s.key)
+        labels = self.store.labels(copies) if copies else {}
+        twins = [k for k in copies if labels.get(k, (k, None))[0] not in self.index.entries]
         if twins:
             self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
 
@@ -247,7 +246,7 @@ class Pipeline(Placer):
         return any(e.src == key for e in self.store.reach(key, upward=True, mode="detected", depth=1, min_score=-1.0))
 
     # -- writing ------------------------------------------------------------------------------------
-    def _write_model(self, m: HubModel, sk: Sketch | None, candidate: bool = False) -> None:
+    def _write_model(self, m: HubModel, sk: Sketch | None) -> None:
         meta = sk.meta if sk is not None else {}
         rec = ModelRecord(
             key=m.key, id=m.id, sha=m.sha, author=m.author, created_at_ms=_ms(m.created_at),
@@ -255,12 +254,12 @@ class Pipeline(Placer):
             license_link=m.license_link, gated=bool(m.gated), architecture=m.architecture or meta.get("architecture"),
             hidden_size=meta.get("hidden_size"), num_layers=meta.get("num_layers"), vocab_size=meta.get("vocab_size"),
             num_params=m.params, fingerprint_version=str(meta["version"]) if "version" in meta else None,
-            pipeline_tag=m.pipeline_tag, library=m.library, candidate_family=candidate)
+            pipeline_tag=m.pipeline_tag, library=m.library)
         old = self.store.get_models([m.key])
         if old:  # what we learned before (from the weights, or a flag) is kept when this pass has no value
             prev = old[0].props()
             new = {k: (prev[k] if v is None else v) for k, v in rec.props().items()}
-            new["candidate_family"] = bool(rec.candidate_family or prev["candidate_family"])
+            new["candidate_family"] = bool(prev["candidate_family"])  # the flag is the placement's (_apply)
             rec = ModelRecord(**new)
         self.store.upsert_models([rec], now_ms())
 
@@ -311,7 +310,7 @@ class Pipeline(Placer):
         fam = self.store.family_of(m.key)
         if fam is not None:
             self.store.set_families([InFamily(owner_key, fam.name, "matched")], t)
-        self.settle([s.id], again=tuple(lbl for k in subtree if (lbl := self._label(k)) in self.index.entries))
+        self.settle([s.id], again=tuple(self._indexed(subtree)))
         if owner_id != (fam.name if fam else None):
             self.store.drop_families([owner_id], t)
 

@@ -86,6 +86,18 @@ class Subject:
         return (self.published_ms, self.id)
 
 
+def _lazy_work(sketch: Callable[[], Sketch]) -> Callable[[], TargetWork]:
+    """A :class:`TargetWork` of ``sketch()``, built on the first call (a memo hit needs none)."""
+    made: list[TargetWork] = []
+
+    def work() -> TargetWork:
+        if not made:
+            made.append(TargetWork(sketch()))
+        return made[0]
+
+    return work
+
+
 #: How a placement was decided: a match verdict, or why there was none to act on.
 PlacementVerdict = Literal["derived", "inconclusive", "independent", "indexed", "weak match", "no candidates"]
 
@@ -134,13 +146,7 @@ class Placer:
     def place_among_older(self, s: Subject, sk: Sketch, sha: str) -> Placement:
         """Family and direct parent of ``s`` (fingerprint ``sk``, whose file hashes to ``sha``) among the
         entries published before it."""
-        works: list[TargetWork] = []
-
-        def work() -> TargetWork:  # the suspect's share of every comparison, computed once, when first needed
-            if not works:
-                works.append(TargetWork(sk))
-            return works[0]
-
+        work = _lazy_work(lambda: sk)  # the suspect's share of every comparison, computed once, when first needed
         when = s.when()
         scored: dict[str, Match] = {}
         for name, _, _ in self.index.screen(sk, self.shortlist, older_than=when):
@@ -168,14 +174,7 @@ class Placer:
         """Score of two indexed models, the later-published one as the suspect (as when it was placed)."""
         ea, eb = self.index.entries[a], self.index.entries[b]
         young, old = (ea, eb) if ea.when() > eb.when() else (eb, ea)
-        works: list[TargetWork] = []
-
-        def work() -> TargetWork:
-            if not works:
-                works.append(TargetWork(self.index.sketch(young.name)))
-            return works[0]
-
-        return self.pair(young.sha256, work, old.name).score
+        return self.pair(young.sha256, _lazy_work(lambda: self.index.sketch(young.name)), old.name).score
 
     def _merge_parent(self, m: Placeable, parent: Match | None, matches: list[Match],
                       score: Callable[[str], Match | None]) -> Match | None:
