@@ -104,6 +104,9 @@ class Evidence:
     notes: tuple[str, ...]
     #: per matched layer pair: (layer of the base, layer of the suspect, CKA of Q, CKA of K), rounded
     layer_scores: tuple[tuple[int, int, float, float], ...] = ()
+    #: a ``derived`` match whose shared origin is a random start, not a trained parent (see
+    #: :data:`fingerprint.similarity.verdict.SHARED_INIT_SHARE`)
+    shared_init: bool = False
 
 
 @dataclass
@@ -308,7 +311,7 @@ class Index:
         return Match(name, self.entries[name].family, r.score, r.z, r.verdict, screen, overlap,
                      Evidence(r.alignment, r.aligned, round(r.alignment_quality, 4), r.shared_tokens, len(r.layers),
                               tuple(r.notes), tuple((x.layer_a, x.layer_b, round(x.q, 4), round(x.k, 4))
-                                                    for x in r.layers)))
+                                                    for x in r.layers), r.shared_init))
 
     def match(self, sk: Sketch, top: int = 5, shortlist: int = 8,
               work: TargetWork | None = None) -> tuple[list[Match], dict[str, Any]]:

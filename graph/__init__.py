@@ -6,7 +6,16 @@ questions users ask and ``graph.export`` the exports.
 """
 
 from graph.errors import GraphError, InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
+from graph.records import (
+    DeclaredEdge,
+    DerivedEdge,
+    FamilyRecord,
+    InFamily,
+    Lineage,
+    ModelRecord,
+    SameWeights,
+    SharedInit,
+)
 
 __all__ = [
     "DeclaredEdge",
@@ -18,6 +27,7 @@ __all__ = [
     "Lineage",
     "ModelRecord",
     "SameWeights",
+    "SharedInit",
     "StoreAuthError",
     "StoreUnavailableError",
     "UnknownModelError",

@@ -133,6 +133,24 @@ SET r.sha256 = row.sha256, r.updated_at_ms = $now
 RETURN count(r) AS n
 """
 
+DROP_OTHER_SHARED_INIT = """
+UNWIND $rows AS row
+MATCH (a:Model {key: row.src})-[r:SHARES_INIT]->(b:Model)
+WHERE NOT b.key IN row.dsts
+DELETE r
+RETURN count(*) AS n
+"""
+
+UPSERT_SHARED_INIT = """
+UNWIND $rows AS row
+MATCH (a:Model {key: row.src})
+MATCH (b:Model {key: row.dst})
+MERGE (a)-[r:SHARES_INIT]->(b)
+SET r.score = row.score, r.z = row.z, r.method_version = row.method_version,
+    r.detected_at_ms = row.detected_at_ms, r.updated_at_ms = $now
+RETURN count(r) AS n
+"""
+
 # -- reads ----------------------------------------------------------------------------------------
 _MODEL_FIELDS = ("key", "id", "sha", "author", "created_at_ms", "last_modified_ms", "license", "license_name",
                  "license_link", "gated", "architecture", "hidden_size", "num_layers", "vocab_size", "num_params",
@@ -235,7 +253,8 @@ COUNT_LABEL = {label: f"MATCH (n:{label}) RETURN count(n) AS n" for label in ("M
 COUNT_LABEL["Organization"] = "MATCH (n:Organization) WHERE (n)<-[:PUBLISHED_BY]-() RETURN count(n) AS n"
 COUNT_LABEL["License"] = "MATCH (n:License) WHERE (n)<-[:HAS_LICENSE]-() RETURN count(n) AS n"
 COUNT_TYPE = {t: f"MATCH ()-[r:{t}]->() RETURN count(r) AS n"
-              for t in ("IN_FAMILY", "DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS", "PUBLISHED_BY", "HAS_LICENSE")}
+              for t in ("IN_FAMILY", "DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS", "SHARES_INIT", "PUBLISHED_BY",
+                        "HAS_LICENSE")}
 
 DUMP_MODELS = f"MATCH (m:Model) RETURN {_MODEL_PROJECTION} ORDER BY key"
 DUMP_FAMILIES = ("MATCH (f:Family) RETURN f.name AS name, f.root_key AS root_key, f.display_name AS display_name, "
@@ -257,6 +276,20 @@ DUMP_SAME = """
 MATCH (a:Model)-[r:SAME_WEIGHTS]->(b:Model)
 RETURN a.key AS src, b.key AS dst, r.sha256 AS sha256
 ORDER BY src, dst
+"""
+
+DUMP_SHARED_INIT = """
+MATCH (a:Model)-[r:SHARES_INIT]->(b:Model)
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.z AS z, r.method_version AS method_version,
+       r.detected_at_ms AS detected_at_ms
+ORDER BY src, dst
+"""
+SHARED_INIT_OF = """
+MATCH (a:Model {key: $key})-[r:SHARES_INIT]->(b:Model)
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.z AS z
+UNION
+MATCH (a:Model)-[r:SHARES_INIT]->(b:Model {key: $key})
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.z AS z
 """
 
 

@@ -12,11 +12,11 @@ import networkx as nx
 from graph.store import LineageStore
 
 FORMATS = ("graphml", "json", "cypher")
-_EDGE_TYPES = ("IN_FAMILY", "DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS")
+_EDGE_TYPES = ("IN_FAMILY", "DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS", "SHARES_INIT")
 
 
 def to_networkx(store: LineageStore) -> nx.MultiDiGraph:
-    """Models and families as nodes (``label`` attribute), the four edge types as keyed edges."""
+    """Models and families as nodes (``label`` attribute), the five edge types as keyed edges."""
     d = store.dump()
     g = nx.MultiDiGraph()
     for m in d["models"]:
@@ -24,7 +24,7 @@ def to_networkx(store: LineageStore) -> nx.MultiDiGraph:
     for f in d["families"]:
         g.add_node(f"family:{f['name']}", label="Family", **f)
     for t in _EDGE_TYPES:
-        for e in d[t]:
+        for e in d.get(t, []):
             dst = f"family:{e['dst']}" if t == "IN_FAMILY" else e["dst"]
             g.add_edge(e["src"], dst, key=t, type=t, **{k: v for k, v in e.items() if k not in ("src", "dst")})
     return g
@@ -67,8 +67,8 @@ def to_cypher(store: LineageStore) -> str:
     for e in d["IN_FAMILY"]:
         out.write(f"MATCH (a:Model {{key: {cypher_literal(e['src'])}}}) MATCH (f:Family {{name: {cypher_literal(e['dst'])}}}) "
                   f"MERGE (a)-[r:IN_FAMILY]->(f) SET r.via = {cypher_literal(e['via'])};\n")
-    for t in ("DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS"):
-        for e in d[t]:
+    for t in ("DERIVED_FROM", "DECLARES_BASE", "SAME_WEIGHTS", "SHARES_INIT"):
+        for e in d.get(t, []):
             props = {k: v for k, v in e.items() if k not in ("src", "dst")}
             out.write(f"MATCH (a:Model {{key: {cypher_literal(e['src'])}}}) MATCH (b:Model {{key: {cypher_literal(e['dst'])}}}) "
                       f"MERGE (a)-[r:{t}]->(b) SET r += {_map(props)};\n")

@@ -12,7 +12,16 @@ from typing import Any
 
 from graph import cypher
 from graph.errors import StoreAuthError, StoreUnavailableError
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
+from graph.records import (
+    DeclaredEdge,
+    DerivedEdge,
+    FamilyRecord,
+    InFamily,
+    Lineage,
+    ModelRecord,
+    SameWeights,
+    SharedInit,
+)
 from graph.store import BATCH, EdgeRow, Mode
 
 log = logging.getLogger(__name__)
@@ -125,6 +134,16 @@ class Neo4jStore:
     def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int:
         return self._write_batches(cypher.UPSERT_SAME_WEIGHTS, [r.props() for r in rows], now_ms)
 
+    def set_shared_init(self, src: str, rows: Sequence[SharedInit], now_ms: int) -> int:
+        mine = [r for r in rows if r.src == src]
+        self._write_batches(cypher.DROP_OTHER_SHARED_INIT, [{"src": src, "dsts": [r.dst for r in mine]}], now_ms)
+        return self._write_batches(cypher.UPSERT_SHARED_INIT, [r.props() for r in mine], now_ms)
+
+    def shared_init(self, key: str | None) -> list[EdgeRow]:
+        rows = self._run(cypher.DUMP_SHARED_INIT) if key is None else sorted(
+            self._run(cypher.SHARED_INIT_OF, {"key": key}), key=lambda r: (r["src"], r["dst"]))
+        return [EdgeRow(r["src"], r["dst"], "SHARES_INIT", score=r["score"], z=r["z"]) for r in rows]
+
     def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
         found: dict[str, ModelRecord] = {}
         ids = list(idents)
@@ -232,6 +251,7 @@ class Neo4jStore:
             "DERIVED_FROM": self._run(cypher.DUMP_DERIVED),
             "DECLARES_BASE": self._run(cypher.DUMP_DECLARED),
             "SAME_WEIGHTS": self._run(cypher.DUMP_SAME),
+            "SHARES_INIT": self._run(cypher.DUMP_SHARED_INIT),
         }
 
     def close(self) -> None:

@@ -137,7 +137,18 @@ def family(store: LineageStore, ident: str) -> dict[str, Any]:
     root = resolve(store, root_key)
     tree = derivatives(store, root.key)
     return {"family": fam.name if fam else None, "license": fam.license if fam else root.license,
-            "root": root.id, "root_key": root.key, "members": [r.to_dict() for r in tree]}
+            "root": root.id, "root_key": root.key, "members": [r.to_dict() for r in tree],
+            "shared_init": shared_starts(store, root.key)}
+
+
+def shared_starts(store: LineageStore, key: str) -> list[dict[str, Any]]:
+    """The models ``key`` shares a random initialization with (``SHARES_INIT`` either way): trained apart
+    from one start, so neither derives from the other; each with the weights' score and z."""
+    rows = store.shared_init(key)
+    other = [e.dst if e.src == key else e.src for e in rows]
+    labels = store.labels(other) if other else {}
+    return [{"id": labels.get(k, (k, None))[0], "key": k, "license": labels.get(k, (k, None))[1],
+             "score": e.score, "z": e.z} for k, e in zip(other, rows)]
 
 
 def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict[str, Any]]:

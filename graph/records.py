@@ -172,6 +172,34 @@ class SameWeights:
         return asdict(self.ordered())
 
 
+@dataclass(frozen=True)
+class SharedInit:
+    """``(later)-[:SHARES_INIT {score, z}]->(earlier)``: the weights share a random start but neither is
+    the other's trained parent (same seed and shapes, trained apart): not a derivative, so no lineage
+    query follows it. ``src`` is the model placed later; its set of these is replaced on each placement."""
+
+    src: str
+    dst: str
+    score: float
+    z: float | None = None
+    method_version: str = "1"
+    detected_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _key(self.src, "SharedInit.src")
+        _key(self.dst, "SharedInit.dst")
+        if self.src == self.dst:
+            raise InvalidRecordError("SHARES_INIT needs two different models")
+        if not isinstance(self.score, (int, float)) or not math.isfinite(self.score) or not -1.0 <= self.score <= 1.0:
+            raise InvalidRecordError(f"SharedInit.score must be a finite number in [-1, 1], got {self.score!r}")
+        if self.z is not None and not math.isfinite(self.z):
+            raise InvalidRecordError(f"SharedInit.z must be finite, got {self.z!r}")
+        _opt_int(self.detected_at_ms, "SharedInit.detected_at_ms")
+
+    def props(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(slots=True)
 class Lineage:
     """One row of a traversal answer: a model reached in ``hops`` steps, the weakest detected score on the way.

@@ -19,7 +19,17 @@ from urllib.parse import quote
 
 from graph import closure
 from graph.errors import StoreUnavailableError
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
+from graph.records import (
+    DeclaredEdge,
+    DerivedEdge,
+    FamilyRecord,
+    InFamily,
+    Lineage,
+    ModelRecord,
+    SameWeights,
+    SharedInit,
+)
+from graph.sqlite_reach import ONE_HOP, REACH, REACH_ALL, TABLES
 from graph.store import BATCH, MAX_DEPTH, EdgeRow, Mode
 
 log = logging.getLogger(__name__)
@@ -59,78 +69,12 @@ CREATE TABLE IF NOT EXISTS same_weights (
   a TEXT NOT NULL, b TEXT NOT NULL, sha256 TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
   PRIMARY KEY (a, b)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS same_weights_b ON same_weights(b);
+CREATE TABLE IF NOT EXISTS shares_init (
+  src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, method_version TEXT NOT NULL,
+  detected_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shares_init_dst ON shares_init(dst);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
 """ + closure.DDL
-
-# Traversals: one constant statement per (mode, direction), each recursive step reading a table through
-# its index (a CTE over a UNION view would be materialized and scanned: 0.4 s instead of ms at 100k edges).
-_TABLES = {
-    "detected": [("derived_from", "'DERIVED_FROM'", "score", "verdict", "NULL")],
-    "declared": [("declares_base", "'DECLARES_BASE'", "NULL", "NULL", "relation")],
-}
-_TABLES["both"] = _TABLES["detected"] + _TABLES["declared"]
-
-
-def _reach_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
-    near, far = ("src", "dst") if upward else ("dst", "src")
-
-    def col(name: str) -> str:
-        return "NULL" if name == "NULL" else f"e.{name}"
-
-    steps = "\n  UNION\n".join(
-        f"  SELECT e.{far}, r.depth + 1 FROM r JOIN {t} e ON e.{near} = r.key "
-        f"WHERE r.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, _, score, _, _ in tables)
-    selects = "\nUNION ALL\n".join(
-        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM n JOIN {t} e "
-        f"ON e.{near} = n.key JOIN model m ON m.key = e.{far} "
-        f"WHERE n.depth < ? AND ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
-    # UNION (not UNION ALL) drops repeated (key, depth) pairs; the depth bound ends cycles in bad data.
-    return f"""
-WITH RECURSIVE r(key, depth) AS (
-  SELECT ?, 0
-  UNION
-{steps}
-),
-n AS (SELECT key, MIN(depth) AS depth FROM r GROUP BY key)
-{selects}
-"""
-
-
-def _reach_all_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
-    """Unbounded variant: the recursion carries keys only (UNION on the key ends cycles), which skips the
-    (key, depth) dedup and GROUP BY: 47 ms instead of 70 ms for an 11k-descendant family at 1M models."""
-    near, far = ("src", "dst") if upward else ("dst", "src")
-
-    def col(name: str) -> str:
-        return "NULL" if name == "NULL" else f"e.{name}"
-
-    steps = "\n  UNION\n".join(
-        f"  SELECT e.{far} FROM r JOIN {t} e ON e.{near} = r.key WHERE ({col(score)} IS NULL OR {col(score)} >= ?)"
-        for t, _, score, _, _ in tables)
-    selects = "\nUNION ALL\n".join(
-        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM r JOIN {t} e "
-        f"ON e.{near} = r.key JOIN model m ON m.key = e.{far} "
-        f"WHERE ({col(score)} IS NULL OR {col(score)} >= ?)" for t, kind, score, verdict, rel in tables)
-    return f"WITH RECURSIVE r(key) AS (\n  SELECT ?\n  UNION\n{steps}\n)\n{selects}\n"
-
-
-def _one_hop_sql(tables: list[tuple[str, str, str, str, str]], upward: bool) -> str:
-    """``depth=1``: the edges at the key itself, no recursion (a base's direct children, a model's parents)."""
-    near, far = ("src", "dst") if upward else ("dst", "src")
-
-    def col(name: str) -> str:
-        return "NULL" if name == "NULL" else f"e.{name}"
-
-    return "\nUNION ALL\n".join(
-        f"SELECT e.src, e.dst, {kind}, {col(score)}, {col(verdict)}, {col(rel)}, m.id, m.license FROM {t} e "
-        f"JOIN model m ON m.key = e.{far} WHERE e.{near} = ? AND ({col(score)} IS NULL OR {col(score)} >= ?)"
-        for t, kind, score, verdict, rel in tables)
-
-
-_REACH = {(mode, up): _reach_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
-_ONE_HOP = {(mode, up): _one_hop_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
-_REACH_ALL = {(mode, up): _reach_all_sql(t, up) for mode, t in _TABLES.items() for up in (False, True)}
-
 
 class SqliteStore:
     """The embedded default store (``$LINEAGE_HOME/graph.sqlite``)."""
@@ -341,6 +285,26 @@ class SqliteStore:
                     "updated_at_ms = excluded.updated_at_ms", [(r.a, r.b, r.sha256, now_ms) for r in ok])
         return len(ok)
 
+    def set_shared_init(self, src: str, rows: Sequence[SharedInit], now_ms: int) -> int:
+        have = self._existing({src} | {r.dst for r in rows})
+        ok = [r for r in rows if r.src == src and r.dst in have] if src in have else []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:  # the old set and the new one change together: a crash leaves one or the other
+            self.db.execute("DELETE FROM shares_init WHERE src = ?", (src,))
+            self.db.executemany("INSERT INTO shares_init VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [(r.src, r.dst, r.score, r.z, r.method_version, r.detected_at_ms, now_ms) for r in ok])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return len(ok)
+
+    def shared_init(self, key: str | None) -> list[EdgeRow]:
+        sql = "SELECT src, dst, score, z FROM shares_init"
+        rows = self.db.execute(sql + " ORDER BY src, dst") if key is None else self.db.execute(
+            sql + " WHERE src = ? UNION SELECT src, dst, score, z FROM shares_init WHERE dst = ? ORDER BY 1, 2", (key, key))
+        return [EdgeRow(a, b, "SHARES_INIT", score=sc, z=z) for a, b, sc, z in rows]
+
     # -- reads ------------------------------------------------------------------------------------
 
     def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
@@ -367,14 +331,14 @@ class SqliteStore:
         return out
 
     def reach(self, key: str, *, upward: bool, mode: Mode, depth: int, min_score: float) -> list[EdgeRow]:
-        n_tables = len(_TABLES[mode])
+        n_tables = len(TABLES[mode])
         if depth >= MAX_DEPTH:
-            rows = self.db.execute(_REACH_ALL[(mode, upward)], [key, *([min_score] * (2 * n_tables))]).fetchall()
+            rows = self.db.execute(REACH_ALL[(mode, upward)], [key, *([min_score] * (2 * n_tables))]).fetchall()
         elif depth == 1:
-            rows = self.db.execute(_ONE_HOP[(mode, upward)], [key, min_score] * n_tables).fetchall()
+            rows = self.db.execute(ONE_HOP[(mode, upward)], [key, min_score] * n_tables).fetchall()
         else:
             params = [key, *([depth, min_score] * n_tables), *([depth, min_score] * n_tables)]
-            rows = self.db.execute(_REACH[(mode, upward)], params).fetchall()
+            rows = self.db.execute(REACH[(mode, upward)], params).fetchall()
         far = 1 if upward else 0
         self._reached = {r[far]: (r[6], r[7]) for r in rows}
         return [EdgeRow._make((*r[:6], None)) for r in rows]  # z: only detected_edges reads it
@@ -441,7 +405,7 @@ class SqliteStore:
 
     def counts(self) -> dict[str, int]:
         q = {"Model": "model", "Family": "family", "IN_FAMILY": "in_family", "DERIVED_FROM": "derived_from",
-             "DECLARES_BASE": "declares_base", "SAME_WEIGHTS": "same_weights"}
+             "DECLARES_BASE": "declares_base", "SAME_WEIGHTS": "same_weights", "SHARES_INIT": "shares_init"}
         out = {k: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for k, t in q.items()}
         out["Organization"] = int(self.db.execute("SELECT COUNT(DISTINCT author) FROM model").fetchone()[0])
         out["License"] = int(self.db.execute("SELECT COUNT(DISTINCT license) FROM model").fetchone()[0])
@@ -465,6 +429,7 @@ class SqliteStore:
             "DERIVED_FROM": rows(f"SELECT {', '.join(DERIVED_COLS)} FROM derived_from ORDER BY src, dst"),
             "DECLARES_BASE": rows("SELECT src, dst, relation, source FROM declares_base ORDER BY src, dst"),
             "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
+            "SHARES_INIT": rows("SELECT src, dst, score, z, method_version, detected_at_ms FROM shares_init ORDER BY src, dst"),
         }
 
     def copies_of(self, key: str) -> list[str]:

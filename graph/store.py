@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, Lineage, ModelRecord, SameWeights
+from graph.records import (
+    DeclaredEdge,
+    DerivedEdge,
+    FamilyRecord,
+    InFamily,
+    Lineage,
+    ModelRecord,
+    SameWeights,
+    SharedInit,
+)
 
 Mode = Literal["detected", "declared", "both"]
 MODES: tuple[str, ...] = ("detected", "declared", "both")
@@ -73,6 +82,14 @@ class LineageStore(Protocol):
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int: ...
 
     def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int: ...
+
+    def set_shared_init(self, src: str, rows: Sequence[SharedInit], now_ms: int) -> int:
+        """Make ``rows`` (all from ``src``) exactly ``src``'s ``SHARES_INIT`` relations; returns those written."""
+        ...
+
+    def shared_init(self, key: str | None) -> list[EdgeRow]:
+        """``SHARES_INIT`` relations from or to ``key`` (every one when None), with score and z."""
+        ...
 
     def get_models(self, idents: Sequence[str]) -> list[ModelRecord]:
         """Models whose key or repo id is in ``idents``."""

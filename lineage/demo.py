@@ -28,7 +28,7 @@ from zoo.manifest import read_manifest
 
 OPERATOR_TOKEN = "hf_demo_operator_accepted_terms"
 GATED = ("meta-zoo/llama-a",)
-UNCATALOGUED = ("neox-e", "qwen2-f")  # bases the crawl has to discover
+UNCATALOGUED = ("llama-c", "neox-e", "qwen2-f")  # bases the crawl has to discover (llama-c: from llama-a's random start)
 
 
 def ensure_zoo(zoo: Path, quiet: bool, say: Callable[[str], None] = print) -> Path:
@@ -84,6 +84,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
                       and f.name != fam.name]
             families.append({"family": fam.name, "root": tree["root"], "license": tree["license"],
                              "candidate": bool(fam.display_name and "candidate" in fam.display_name),
+                             "shared_init": tree["shared_init"],
                              "members": n, "tree": own, "merged_in": merged, "copies": _copies(store, fam.name, tree)})
         alerts = queries.undeclared(store)
         stats = queries.stats(store)

@@ -44,7 +44,7 @@ from crawler.records import HubModel, Outcome
 from fingerprint.index import Index
 from fingerprint.similarity.verdict import METHOD_VERSION
 from fingerprint.sketch import Sketch
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights, SharedInit
 from graph.store import LineageStore
 from lineage.placement import (
     CATALOG_MS,
@@ -199,6 +199,12 @@ class Pipeline(Placer):
         t = now_ms()
         rec = self.store.get_models([s.key])
         was_candidate = bool(rec and rec[0].candidate_family)
+        # exactly this placement's shared random starts (none unless it is one): a re-placement replaces them
+        found = self.store.get_models([self._key_of(n) for n, _, _ in p.shared]) if p.shared else []
+        keys = {**{r.id: r.key for r in found}, **{r.key: r.key for r in found}}  # a catalog base is named by its id
+        self.store.set_shared_init(s.key, [
+            SharedInit(s.key, keys[self._key_of(name)], max(-1.0, min(1.0, float(sc))), z, METHOD_VERSION, t)
+            for name, sc, z in p.shared if keys.get(self._key_of(name), s.key) != s.key], t)
         if p.candidate_family:
             if rec and not was_candidate:
                 self.store.upsert_models([replace(rec[0], candidate_family=True)], t)

@@ -99,7 +99,8 @@ def _lazy_work(sketch: Callable[[], Sketch]) -> Callable[[], TargetWork]:
 
 
 #: How a placement was decided: a match verdict, or why there was none to act on.
-PlacementVerdict = Literal["derived", "inconclusive", "independent", "indexed", "weak match", "no candidates"]
+PlacementVerdict = Literal["derived", "shared init", "inconclusive", "independent", "indexed", "weak match",
+                           "no candidates"]
 
 
 @dataclass
@@ -116,6 +117,9 @@ class Placement:
     evidence: Evidence | None = None
     #: further parents of a merge (index entry name, score, z), beside ``parent``
     also: tuple[tuple[str, float, float], ...] = ()
+    #: verdict "shared init": the models (index entry name, score, z) it shares a random start with,
+    #: the earliest-published of each family it matched so
+    shared: tuple[tuple[str, float, float], ...] = ()
 
 
 Placeable = Subject | HubModel
@@ -164,6 +168,14 @@ class Placer:
             if base not in {x.name for x in matches} and score(base) is not None:
                 matches.append(scored[base])
         p = self.decide(s, matches, sk.width, score)
+        if p.verdict == "shared init" and p.shared:
+            # half of a merge with an unrelated model shares only half of each parent's embeddings too;
+            # the other parent, found between them, tells a merge from a shared random start
+            top = scored.get(max(p.shared, key=lambda x: x[1])[0])
+            second = self._merge_parent(s, top, matches, score)
+            if top is not None and second is not None:
+                return Placement(top.family, top.name, top.score, top.z, "derived", considered=p.considered,
+                                 evidence=top.evidence, also=((second.name, second.score, second.z),))
         if p.verdict == "derived" and p.parent is not None:
             second = self._merge_parent(s, scored.get(p.parent), matches, score)
             if second is not None:
@@ -223,8 +235,14 @@ class Placer:
         """The placement rules (module docstring, steps 3-4) on the matches of ``m`` (residual width
         ``width``); ``score(name)`` scores one more indexed model when the parent walk needs it (None: not
         indexed)."""
-        derived = [x for x in matches if x.verdict == "derived"]
+        derived = [x for x in matches if x.verdict == "derived" and not x.evidence.shared_init]
+        origin = [x for x in matches if x.verdict == "derived" and x.evidence.shared_init]
         full_pretrain = not (m.adapter or m.gguf or m.quantized) and not m.base_models
+        # a shared random start is a trained parent only when the card says so (heavy continued
+        # pretraining can move the embeddings as far): the claim, confirmed by the shared origin, decides
+        claimed = [x for x in origin if x.name in m.base_models]
+        if not derived and claimed:
+            derived = claimed
         best_derived = max(derived, key=lambda x: x.score) if derived else None
         copied = (best_derived is not None and best_derived.evidence.alignment == "signed-lap"
                   and best_derived.evidence.alignment_quality >= COPIED_EMBEDDINGS)
@@ -240,6 +258,13 @@ class Placer:
             best = self._choose(max(derived, key=lambda x: x.score), [b for b in m.base_models if b != m.id], score)
             return Placement(best.family, best.name, best.score, best.z, "derived", considered=len(matches),
                              evidence=best.evidence)
+        if origin:
+            first: dict[str, Match] = {}
+            for x in sorted(origin, key=lambda x: e.when() if (e := self.index.entries.get(x.name)) else (UNDATED_MS, x.name)):
+                first.setdefault(x.family, x)
+            shared = tuple((x.name, x.score, x.z) for x in first.values())
+            return Placement(m.id if full_pretrain else None, None, None, None, "shared init",
+                             candidate_family=full_pretrain, considered=len(matches), shared=shared)
         top = max(matches, key=lambda x: x.score) if matches else None
         verdict: PlacementVerdict = top.verdict if top else "no candidates"
         # Inconclusive without a credible alignment is what a new base trained on similar text gets

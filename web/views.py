@@ -156,6 +156,7 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
                      for e in children[:MAX_LIMIT]],
         "children_total": len(children),
         "copies": sorted(name(k) for k in copies),
+        "shared_init": [{"id": r["id"], "score": r["score"], "z": r["z"]} for r in queries.shared_starts(store, m.key)],
         "alerts": findings,
     }
 

@@ -24,12 +24,14 @@ from fingerprint.similarity.verdict import (
     G_INDEPENDENT,
     GATES,
     MIN_TRUSTED_TOKENS,
+    SHARED_INIT_SHARE,
     Z_DERIVED,
     CompareResult,
     Gates,
     LayerScore,
     SketchComparison,
     build_result,
+    embedding_share,
     exact_background,
     fit_gain,
     no_correspondence,
@@ -65,6 +67,13 @@ def lineage_result(c: SketchComparison, views: int, bytes_read: dict[str, int], 
         trustworthy=trustworthy, aligned=c.aligned, quality=c.quality, chance=c.chance, fit=c.fit,
         fit_chance=c.fit_chance, layers=layers, reference="b" if c.swap else "a", notes=notes)
     res.timings = dict(c.timings)
+    if c.aligned:
+        res.embedding_share = embedding_share(c.alignment, c.quality, c.fit)
+    if res.verdict == "derived" and res.embedding_share is not None and res.embedding_share < SHARED_INIT_SHARE:
+        res.shared_init = True
+        res.notes.append(f"shared initialization: the weights share an origin, but the aligned embeddings explain only "
+                         f"{res.embedding_share:.2f} of each other (< {SHARED_INIT_SHARE:g}; a derivative keeps most of "
+                         "its parent's): a shared random start trained apart, or half of a merge with an unrelated model")
     if res.verdict == "independent" and not c.aligned and no_correspondence(c.fit, c.fit_chance):
         assert c.fit is not None and c.fit_chance is not None
         res.notes.append(f"no correspondence beyond what similar training gives: a rotation explains {c.fit:.2f} of the "

@@ -26,8 +26,9 @@ import numpy as np
 from fingerprint.errors import ComparisonError
 
 #: 3: no `derived` without a credible residual alignment; 4: no correspondence → independent;
-#: 5: the null's spread in closed form instead of 24 draws, numpy alignment, pairwise anchors bottom-k.
-METHOD_VERSION = "5"
+#: 5: the null's spread in closed form instead of 24 draws, numpy alignment, pairwise anchors bottom-k;
+#: 6: ``derived`` pairs that share only a random start are flagged ``shared_init``.
+METHOD_VERSION = "6"
 #: Verdicts, as :mod:`graph.records` spells them too (a test keeps the two equal).
 Verdict = Literal["derived", "inconclusive", "independent"]
 
@@ -64,6 +65,17 @@ Verdict = Literal["derived", "inconclusive", "independent"]
 #: heavily changed derivative (embeddings moved by 50–70%) or a shared random initialization can occupy:
 #: ``inconclusive``.
 G_INDEPENDENT = 0.5
+#: ``derived`` says the weights share an origin; whether that origin is a *trained* parent is a second
+#: question. A derivative starts from its parent's trained embeddings and moves them by a drift ``δ``, so
+#: the aligned parent explains ``e ≈ 1 − δ²`` of them: the Procrustes fit ``f``, or ``q²`` for a signed
+#: LAP whose matched columns have mean ``|cos| = q``. Two models trained apart from one random start
+#: (same seed and shapes, other data) share only that start: each training run moves the embeddings as
+#: far as pretraining does, and a 50/50 merge with an unrelated model shares half its parent's (both:
+#: ``q ≈ 0.7``, ``e ≈ ½``). A pair the weights call derived whose embedding share is under the bar that
+#: accepts a rotation (:attr:`Gates.min_fit`, three quarters: "most of the embeddings inherited") is
+#: flagged ``shared_init``: a shared random start, not a trained parent (a merge's two such parents
+#: together explain it; a card naming the other model settles it). Derivatives on both zoos: ``e`` ≥ 0.84.
+SHARED_INIT_SHARE = 0.75
 Z_DERIVED = 6.0
 Z_INDEPENDENT = 3.0
 MIN_DERIVED_SCORE = 0.02
@@ -124,6 +136,14 @@ def no_correspondence(fit: float | None, chance: float | None) -> bool:
     """Whether a Procrustes fit and its chance level show no more than chance (``g < G_INDEPENDENT``);
     False when they were not measured (a credible signed LAP)."""
     return fit is not None and chance is not None and fit_gain(fit, chance) < G_INDEPENDENT
+
+
+def embedding_share(alignment: str, quality: float, fit: float | None) -> float:
+    """The share of one model's embeddings the other, aligned, explains: the Procrustes fit ``f`` when a
+    rotation aligned them, else ``q²`` (``q``: the signed LAP's mean matched ``|cos|``)."""
+    if alignment.startswith("procrustes") and fit is not None:
+        return float(fit)
+    return float(quality) ** 2
 
 
 def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = None, aligned: bool = True,
@@ -218,12 +238,22 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     aligned: bool | None = None  # lineage only: a credible residual alignment was found (None: not assessed)
     procrustes_chance: float | None = None  # the rotation's fit on token-shuffled rows (its chance level)
+    #: lineage only, with ``derived``: the shared origin is a random start, not a trained parent
+    #: (:data:`SHARED_INIT_SHARE`); ``embedding_share`` is what that rests on
+    shared_init: bool = False
+    embedding_share: float | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (the pairwise path records them)
+
+    @property
+    def outcome(self) -> str:
+        """What to tell a user: the verdict, or ``shared_init`` for a derived pair flagged so."""
+        return "shared_init" if self.shared_init else self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = [{**asdict(x), "score": x.score} for x in self.layers]
         d["method_version"] = METHOD_VERSION
+        d["outcome"] = self.outcome
         return d
 
 

@@ -21,6 +21,10 @@ def print_report(doc: dict[str, Any]) -> None:
     click.echo("")
     for f in doc["families"]:
         tag = "  (candidate new family: no catalog base matched, no base declared)" if f["candidate"] else ""
+        if f.get("shared_init"):  # SHARES_INIT: one random start, trained apart, neither derived from the other
+            starts = ", ".join(f"{r['id']} (score {r['score']:.3f})" for r in f["shared_init"])
+            tag = (f"  (candidate new family: trained from the same random start as {starts}, not derived from it)"
+                   if f["candidate"] else f"  (shares its random start with {starts})")
         copies = f.get("copies") or []
         split = f" ({len(f['tree']) + 1} in the tree, {len(copies)} exact copies)" if copies else ""
         click.echo(f"family {f['family']}: root {f['root']}, licence {f['license']}, {f['members']} models{split}{tag}")

@@ -76,7 +76,8 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
     if as_json:
         emit_json(r.to_dict())
         return
-    click.echo(f"verdict    {r.verdict.upper()}")
+    click.echo(f"verdict    {r.verdict.upper()}" + (" (SHARED INIT: a common random start, not a trained parent)"
+                                                     if r.shared_init else ""))
     click.echo(f"score      {r.score:.4f}   (method {r.method})")
     click.echo(f"z          {r.z:.1f}   against {r.background}; null mean {r.null_mean:.4f}, std {r.null_std:.4f}")
     click.echo("thresholds " + ", ".join(f"{k}={v}" for k, v in r.thresholds.items()))

@@ -63,6 +63,11 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     # the bases the catalog left out were found as candidate families, with their derivatives under them
     for name in UNCATALOGUED:
         assert by_id[root_id[name]]["candidate_family"] in (True, 1)
+    # llama-c starts from llama-a's random initialization: SHARES_INIT, not a derivative of it
+    shared = {(nodes[r["src"]]["id"], nodes[r["dst"]]["id"]) for r in dump["SHARES_INIT"]}
+    assert shared == {(root_id["llama-c"], root_id["llama-a"])}, shared
+    f_c = next(f for f in doc["families"] if f["root"] == root_id["llama-c"])
+    assert [r["id"] for r in f_c["shared_init"]] == [root_id["llama-a"]]
     # no detected edge between independent families
     roots = {mid: set(m.roots) for mid, m in truth.items()}
     edges = {}

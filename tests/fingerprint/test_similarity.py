@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -240,3 +241,30 @@ def test_independent_needs_enough_anchor_rows_to_rule_out_a_rotation() -> None:
     kid = sk(e @ rot, h @ rot, [rot.T @ x for x in q], [rot.T @ x for x in k])
     found = compare_fingerprints(sk(e, h, q, k), kid)
     assert found.alignment == "procrustes" and found.verdict == "derived" and found.score > 0.99
+
+
+def test_a_shared_random_start_is_flagged_not_a_plain_derivative(tiny_zoo: Any) -> None:
+    """llama-c starts from llama-a's random initialization (same seed and shapes) and trains on other
+    text: the weights share an origin (derived: z ≫ 6 on an aligned basis), but the aligned embeddings
+    explain under three quarters of each other, so the pair is flagged ``shared_init``, on the
+    checkpoint path and the fingerprint path alike. Every kind of derivative keeps most of its
+    parent's embeddings (continued pretraining included) and stays a plain ``derived``."""
+    from click.testing import CliRunner
+
+    from fingerprint.similarity.lineage import compare_fingerprints
+    from fingerprint.similarity.verdict import SHARED_INIT_SHARE
+    from fingerprint.sketch import sketch_model
+    from lineage.cli import main
+
+    root = Path(tiny_zoo.dir_of(tiny_zoo.by_name()["llama-a"])).parent
+    a, c = open_model(root / "llama-a"), open_model(root / "llama-c")
+    for r in (compare_lineage(a, c), compare_fingerprints(sketch_model(a), sketch_model(c))):
+        assert r.verdict == "derived" and r.shared_init and r.outcome == "shared_init", (r.verdict, r.embedding_share)
+        assert r.embedding_share is not None and r.embedding_share < SHARED_INIT_SHARE
+        assert any(n.startswith("shared initialization") for n in r.notes) and r.to_dict()["outcome"] == "shared_init"
+    for child in ("llama-a-sft", "llama-a-cpt", "llama-a-prune-magnitude", "llama-a-sft-fold_and_rotate"):
+        r = compare_lineage(a, open_model(root / child))
+        assert r.verdict == "derived" and not r.shared_init, (child, r.embedding_share)
+        assert r.embedding_share is not None and r.embedding_share >= SHARED_INIT_SHARE
+    out = CliRunner().invoke(main, ["compare", str(root / "llama-a"), str(root / "llama-c")])
+    assert out.exit_code == 0 and "verdict    DERIVED (SHARED INIT" in out.output, out.output

@@ -18,7 +18,7 @@ from graph import queries
 from graph.errors import InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
 from graph.export import export
 from graph.neo4j import Neo4jStore, connect
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SharedInit
 from graph.sqlite import SqliteStore
 from graph.store import LineageStore
 
@@ -106,6 +106,27 @@ def test_dropping_parents_and_empty_families(store: LineageStore) -> None:
     store.set_families([InFamily("k-other-sft", "other-x", "matched")], T0)
     assert store.drop_families(["cand", "no-such-family"], T0) == 1
     assert "cand" not in {f.name for f, _ in store.families()} and store.family_of("k-other-sft").name == "other-x"
+
+
+def test_shared_init_is_replaced_per_model_and_is_not_lineage(store: LineageStore) -> None:
+    """SHARES_INIT: each placement sets exactly its model's set (a re-placement replaces it, a replay
+    changes nothing); it reads either way, is dumped, exported and counted, and no lineage query follows it."""
+    load(store)
+    rows = [SharedInit("k-other", "k-base", 0.42, 36.0, "6", T0), SharedInit("k-other", "k-sft", 0.41, 35.0, "6", T0)]
+    assert store.set_shared_init("k-other", rows, T0) == 2
+    assert store.set_shared_init("k-other", rows, T0 + 1) == 2  # a replay
+    assert [(e.src, e.dst, e.score) for e in store.shared_init("k-base")] == [("k-other", "k-base", 0.42)]
+    assert store.set_shared_init("k-other", rows[:1], T0) == 1  # placed again: only the family root is kept
+    assert [(e.src, e.dst) for e in store.shared_init(None)] == [("k-other", "k-base")]
+    assert [r["id"] for r in queries.shared_starts(store, "k-other")] == ["meta/base"]
+    assert queries.family(store, "other/base")["shared_init"][0]["score"] == 0.42
+    assert "other/base" not in {r.id for r in queries.derivatives(store, "meta/base")}
+    assert store.counts()["SHARES_INIT"] == 1 and len(store.dump()["SHARES_INIT"]) == 1
+    assert "SHARES_INIT" in export(store, "cypher") and "SHARES_INIT" in export(store, "graphml")
+    assert store.set_shared_init("k-other", [SharedInit("k-other", "k-missing", 0.4)], T0) == 0  # unknown model
+    assert store.shared_init("k-other") == []
+    with pytest.raises(InvalidRecordError):
+        SharedInit("k-a", "k-a", 0.4)
 
 
 def test_derivatives_depth_score_and_modes(store: LineageStore) -> None:

@@ -30,9 +30,9 @@ def model(repo_id: str, bases: tuple[str, ...] = (), **flags: Any) -> HubModel:
 
 
 def match(name: str, score: float, verdict: Verdict = "derived", family: str = "llama", aligned: bool = True,
-          quality: float = 0.8, alignment: str = "signed-lap") -> Match:
+          quality: float = 0.8, alignment: str = "signed-lap", shared_init: bool = False) -> Match:
     return Match(name, family, score, 30.0 if verdict == "derived" else 1.0, verdict, 0.9, 0.5,
-                 Evidence(alignment, aligned, quality if aligned else 0.15, 512, 3, ()))
+                 Evidence(alignment, aligned, quality if aligned else 0.15, 512, 3, (), shared_init=shared_init))
 
 
 @pytest.fixture()
@@ -122,6 +122,21 @@ def test_a_weak_match_with_copied_embeddings_is_a_member(pipe: Pipeline) -> None
     # the same quality reached only by a rotation (Procrustes) is what same-text training gives
     out = decide(pipe, model("x/pruned"), [match("org/base", 0.40, quality=1.0, alignment="procrustes")])
     assert out.candidate_family and out.verdict == "weak match"
+
+
+def test_a_shared_random_start_is_a_candidate_family_unless_the_card_names_it(pipe: Pipeline) -> None:
+    # llama-c against llama-a's family: derived-level weights, embeddings shared only as a random start
+    shared = [match("org/base", 0.42, quality=0.69, shared_init=True), match("a/sft", 0.43, quality=0.69, shared_init=True),
+              match("y/other", 0.10, "independent", "other")]
+    out = decide(pipe, model("t/new"), shared)
+    assert (out.family, out.parent, out.verdict, out.candidate_family) == ("t/new", None, "shared init", True)
+    assert [name for name, _, _ in out.shared] == ["a/sft"]  # one per family (the earliest published; undated here: by name)
+    # a card naming the model confirms the claim: heavy continued pretraining can move embeddings that far
+    out = decide(pipe, model("t/new", bases=("org/base",)), shared)
+    assert (out.family, out.parent, out.verdict, out.shared) == ("llama", "org/base", "derived", ())
+    # a plain derived match elsewhere wins: a member of llama-c's family is filed under llama-c
+    out = decide(pipe, model("c/sft"), [*shared, match("t/new", 0.99, family="t/new")])
+    assert (out.family, out.parent, out.shared) == ("t/new", "t/new", ())
 
 
 def test_no_derived_match(pipe: Pipeline) -> None:
