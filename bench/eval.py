@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from fingerprint.canonical import CanonicalModel, open_model
@@ -85,11 +84,24 @@ def _negative_kind(models: dict[str, ZooModel], x: str, y: str) -> str:
 
 
 class Scorer:
-    """Scores pairs with each method, caching what is per model (REEF representations, opened models)."""
+    """Scores pairs with each method, caching what is per model (REEF representations) and per pair.
 
-    def __init__(self, root: Path) -> None:
+    ``second`` is the weights' outcome after the representation second opinion
+    (:mod:`fingerprint.similarity.second`), asked only for the pairs the weights leave ``inconclusive`` or
+    ``shared_init``, calibrated on ``backgrounds`` (the zoo's bases) the weights call independent of each
+    side; its score is the pair's representation CKA where it was asked. ``changes`` lists what it moved.
+    """
+
+    def __init__(self, root: Path, backgrounds: list[str] | None = None) -> None:
+        from fingerprint.similarity.second import Representations
+
         self.root = root
-        self.reps: dict[str, np.ndarray | None] = {}
+        self.reps = Representations()
+        self.backgrounds = list(backgrounds or [])
+        self._lineage: dict[tuple[str, str], Any] = {}
+        self._independent: dict[tuple[str, str], bool] = {}
+        self.changes: list[dict[str, Any]] = []
+        self.asked = 0
 
     def open(self, name: str) -> CanonicalModel:
         return open_model(self.root / name)
@@ -98,6 +110,11 @@ class Scorer:
         try:
             if method == "reef":  # cached representations per model, not the per-pair path
                 return self._reef(a, b)
+            if method == "second":
+                return self._second(a, b)
+            if method == "lineage":
+                r = self._lineage_of(a, b)
+                return r.score, r.outcome
             if method in METHODS:
                 r = METHODS[method](self.open(a), self.open(b))
                 return r.score, r.verdict
@@ -105,23 +122,40 @@ class Scorer:
             return math.nan, f"error: {e}"
         raise ValueError(method)
 
-    def _rep(self, name: str) -> np.ndarray | None:
-        if name not in self.reps:
-            from fingerprint.similarity.reef import probe_texts, representations, zscore
+    def _lineage_of(self, a: str, b: str) -> Any:
+        if (a, b) not in self._lineage:
+            self._lineage[(a, b)] = METHODS["lineage"](self.open(a), self.open(b))
+        return self._lineage[(a, b)]
 
-            try:
-                self.reps[name] = zscore(representations(self.open(name), probe_texts()))
-            except Exception:  # REEF needs a runnable HF model: GGUF, fp8 and wrappers are skipped
-                self.reps[name] = None
-        return self.reps[name]
+    def _second(self, a: str, b: str) -> tuple[float, str]:
+        from fingerprint.similarity.second import UNCERTAIN, combine, second_opinion
+
+        outcome = self._lineage_of(a, b).outcome
+        if outcome not in UNCERTAIN:
+            return math.nan, outcome
+        self.asked += 1
+        op = second_opinion(self.open(a), self.open(b), [self.open(x) for x in self.backgrounds], self.reps,
+                            independent=self._is_independent)
+        final, by = combine(outcome, op)
+        if by != "weights" or final != outcome:
+            self.changes.append({"a": a, "b": b, "weights": outcome, "final": final, "finding": op.finding, "note": op.note})
+        return (op.score if op.score is not None else math.nan), final
+
+    def _is_independent(self, x: CanonicalModel, y: CanonicalModel) -> bool:
+        key = (str(x.repo.name), str(y.repo.name))
+        if key not in self._independent:
+            from fingerprint.similarity.lineage import compare_lineage
+
+            self._independent[key] = compare_lineage(x, y).verdict == "independent"
+        return self._independent[key]
 
     def _reef(self, a: str, b: str) -> tuple[float, str]:
-        from fingerprint.similarity.cka import feature_cka
+        from fingerprint.similarity.second import representation_cka
 
-        xa, xb = self._rep(a), self._rep(b)
-        if xa is None or xb is None:
+        xa, xb = self.reps.of(self.open(a)), self.reps.of(self.open(b))
+        if xa is None or xb is None:  # REEF needs a runnable HF model: GGUF, fp8 and wrappers are skipped
             return math.nan, "skipped: not runnable"
-        return float(feature_cka(torch.from_numpy(xa), torch.from_numpy(xb), unbiased=False)), "-"
+        return representation_cka(xa, xb), "-"
 
 
 def roc(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +184,12 @@ def metrics(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
             "n_pos": len(pos), "n_neg": len(neg)}
 
 
-def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str) -> str:
+#: verdicts a weight method reports (REEF's column is the raw score)
+VERDICTS = ("derived", "shared_init", "inconclusive", "independent")
+
+
+def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str,
+                 changes: list[dict[str, Any]] | None = None, asked: int = 0) -> str:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -159,27 +198,35 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
     lines = [f"### {title}", "", "| method | AUC | pAUC(FPR≤5%) | TPR@1%FPR | neg mean ± std | neg max | weakest pos | margin (σ) | false `derived` | positives `derived` |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     summary: dict[str, Any] = {}
+    scored = [m for m in methods if m != "second"]  # the second opinion's column is a verdict, scored on a few pairs
     for m in methods:
         pos = np.array([r[m] for r in rows if r["label"] == 1], dtype=float)
         neg = np.array([r[m] for r in rows if r["label"] == 0], dtype=float)
+        if m == "second":
+            fd = sum(1 for r in rows if r["label"] == 0 and r[f"{m}_verdict"] == "derived")
+            pdv = sum(1 for r in rows if r["label"] == 1 and r[f"{m}_verdict"] in ("derived", "shared_init"))
+            summary[m] = {"false_derived": fd, "positives_derived": pdv}
+            lines.append(f"| {m} | - | - | - | - | - | - | - | {fd}/{len(neg)} | {pdv}/{len(pos)} |")
+            continue
         k = metrics(pos, neg)
         summary[m] = k
         if not k:
             continue
         fd = sum(1 for r in rows if r["label"] == 0 and r[f"{m}_verdict"] == "derived")
-        pdv = sum(1 for r in rows if r["label"] == 1 and r[f"{m}_verdict"] == "derived")
-        verdicts = m in ("lineage", "awm", "huref")  # REEF here is the raw score, no per-pair verdict
+        # a shared_init pair is derived by the weights, flagged (a merge with an unrelated model is one at the pair level)
+        pdv = sum(1 for r in rows if r["label"] == 1 and r[f"{m}_verdict"] in ("derived", "shared_init"))
+        verdicts = m in ("lineage", "second", "awm", "huref")  # REEF here is the raw score, no per-pair verdict
         fd_s = f"{fd}/{k['n_neg']}" if verdicts else "-"
         pd_s = f"{pdv}/{k['n_pos']}" if verdicts else "-"
         lines.append(f"| {m} | {k['auc']:.3f} | {k['pauc5']:.3f} | {k['tpr_at_1fpr']:.3f} | {k['neg_mean']:.4f} ± {k['neg_std']:.4f} "
                      f"| {k['neg_max']:.4f} | {k['pos_min']:.4f} | {k['margin_sigma']:.1f} | {fd_s} | {pd_s} |")
     cats = sorted({r["category"] for r in rows if r["label"] == 1})
     lines += ["", "Per category: min / mean score of positives; mean / max of negatives, with false `derived` counts", "",
-              "| category | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+              "| category | n | " + " | ".join(scored) + " |", "|---|---|" + "---|" * len(scored)]
     for c in cats:
         cr = [r for r in rows if r["label"] == 1 and r["category"] == c]
         cells = []
-        for m in methods:
+        for m in scored:
             v = np.array([r[m] for r in cr], dtype=float)
             v = v[~np.isnan(v)]
             cells.append(f"{v.min():.3f} / {v.mean():.3f}" if len(v) else "-")
@@ -187,17 +234,35 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
     for c in sorted({r["category"] for r in rows if r["label"] == 0}):
         cr = [r for r in rows if r["label"] == 0 and r["category"] == c]
         cells = []
-        for m in methods:
+        for m in scored:
             v = np.array([r[m] for r in cr], dtype=float)
             v = v[~np.isnan(v)]
             fd = sum(1 for r in cr if r[f"{m}_verdict"] == "derived")
             cells.append(f"{v.mean():.3f} / {v.max():.3f}" + (f" ({fd} derived)" if m != "reef" else "") if len(v) else "-")
         lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
+    lines += _verdict_table(rows, [m for m in methods if m in ("lineage", "second")])
+    if changes is not None:
+        lines += ["", f"Second opinion: asked on {asked} pairs the weights left inconclusive or shared_init; "
+                  f"{len(changes)} decided with the representations" + (":" if changes else "."), ""]
+        lines += [f"- {c['a']} / {c['b']}: {c['weights']} → {c['final']} ({c['finding']}; {c['note']})" for c in changes]
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _plots(rows, methods, out)
+    _plots(rows, scored, out)
     return text
+
+
+def _verdict_table(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """Verdict counts per category (derived / shared_init / inconclusive / independent) for ``methods``."""
+    if not methods:
+        return []
+    out = ["", "Verdicts per category: " + " / ".join(VERDICTS), "",
+           "| category | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for c in sorted({r["category"] for r in rows}, key=lambda c: (c.startswith("negative"), c)):
+        cr = [r for r in rows if r["category"] == c]
+        cells = [" / ".join(str(sum(1 for r in cr if r[f"{m}_verdict"] == v)) for v in VERDICTS) for m in methods]
+        out.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _plots(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
@@ -234,8 +299,9 @@ def _plots(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(root: Path, pairs: list[tuple[str, str, int, str]], methods: list[str], quiet: bool = False) -> list[dict[str, Any]]:
-    sc = Scorer(root)
+def evaluate(root: Path, pairs: list[tuple[str, str, int, str]], methods: list[str], quiet: bool = False,
+             backgrounds: list[str] | None = None, scorer: Scorer | None = None) -> list[dict[str, Any]]:
+    sc = scorer or Scorer(root, backgrounds)
     rows = []
     import os
 
@@ -277,7 +343,12 @@ def main() -> None:
     p.add_argument("--zoo", type=Path, default=None, help="zoo directory with manifest.json (default: the built small zoo)")
     p.add_argument("--models", type=Path, default=None, help="directory of real checkpoints (with --pairs)")
     p.add_argument("--pairs", type=Path, default=None, help='file of "A B label [category]" lines, paths under --models')
-    p.add_argument("--methods", nargs="+", default=["lineage", "awm", "huref", "reef"])
+    p.add_argument("--methods", nargs="+", default=["lineage", "second", "awm", "huref", "reef"],
+                   help="methods to score; 'second' is lineage after the representation second opinion on the pairs "
+                        "it leaves inconclusive or shared_init")
+    p.add_argument("--backgrounds", nargs="*", default=None,
+                   help="models (names under the zoo or --models) the second opinion is calibrated on, where the weights "
+                        "call them independent of a side (default: the zoo's bases; none with --models)")
     p.add_argument("--negatives", choices=["all", "roots"], default="all")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--reuse", type=Path, default=None,
@@ -297,12 +368,15 @@ def main() -> None:
         manifest = read_manifest(root)
         pairs = zoo_pairs(manifest, a.negatives)
         title = f"zoo {manifest.size}: {len(manifest)} models, {len(pairs)} pairs (negatives: {a.negatives})"
-    rows = evaluate(root, pairs, a.methods)
+    backgrounds = a.backgrounds if a.backgrounds is not None else (
+        [] if a.models else [m.name for m in read_manifest(root) if m.is_base])
+    scorer = Scorer(root, backgrounds)
+    rows = evaluate(root, pairs, a.methods, scorer=scorer)
     methods = list(a.methods)
     if a.reuse:
         methods = reuse_columns(rows, a.reuse, methods)
     out = a.out or RESULTS / (root.name if a.models else read_manifest(root).size)
-    print(write_report(rows, methods, out, title))
+    print(write_report(rows, methods, out, title, scorer.changes if "second" in a.methods else None, scorer.asked))
     by_method = defaultdict(float)
     for r in rows:
         for m in methods:

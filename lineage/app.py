@@ -34,7 +34,7 @@ from crawler.errors import CrawlerError, HubRequestError, HubStopError
 from crawler.http import check_endpoint
 from crawler.records import HubModel, Outcome, valid_repo_id
 from fingerprint import device
-from fingerprint.canonical import open_model
+from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import ComparisonError
 from fingerprint.index import Entry, Index, Match
 from fingerprint.similarity import compare
@@ -237,20 +237,46 @@ def on_device(settings: Settings | None = None) -> Iterator[torch.device]:
         yield dev
 
 
-def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | None = None) -> CompareResult:
+def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | None = None,
+                  backgrounds: tuple[str, ...] = ()) -> CompareResult:
     """Compare two checkpoints (model directories or ``.gguf``) with one of ``METHODS``, or two fingerprint
     files (``.lfp``; a checkpoint beside one is fingerprinted first) with the ``lineage`` method.
+
+    ``backgrounds`` (checkpoints): a pair the weights leave uncertain gets the representation second
+    opinion (:mod:`fingerprint.similarity.second`), calibrated on those the weights call independent.
 
     Raises:
         ComparisonError: an unknown method, a method fingerprint files cannot serve, or a pair that
             cannot be compared.
     """
-    with on_device(settings):
+    with on_device(settings) as dev:
         if a.endswith(".lfp") or b.endswith(".lfp"):
-            if method != "lineage":
-                raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}")
+            if method != "lineage" or backgrounds:
+                raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}"
+                                      if method != "lineage" else "a second opinion runs the models: give checkpoints, not .lfp files")
             return compare_fingerprints(sketch_of(a), sketch_of(b))
-        return compare(open_model(a), open_model(b), method)
+        ma, mb = open_model(a), open_model(b)
+        r = compare(ma, mb, method)
+        if backgrounds:
+            if method != "lineage":
+                raise ComparisonError("--background gives the lineage method a second opinion; drop --method")
+            take_second_opinion(r, ma, mb, [open_model(x) for x in backgrounds], str(dev))
+        return r
+
+
+def take_second_opinion(r: CompareResult, a: CanonicalModel, b: CanonicalModel, backgrounds: list[CanonicalModel],
+                        device_name: str = "cpu") -> None:
+    """Ask for the representation second opinion when ``r`` is uncertain and record it in ``r``: the
+    evidence, the final outcome and what decided it."""
+    from fingerprint.similarity.second import UNCERTAIN, Representations, combine, second_opinion
+
+    if r.outcome not in UNCERTAIN:
+        r.notes.append(f"second opinion not needed: the weights decided ({r.outcome})")
+        return
+    op = second_opinion(a, b, backgrounds, Representations(device_name))
+    r.final, r.decided_by = combine(r.outcome, op)
+    r.second_opinion = op.to_dict()
+    r.notes.append(op.note)
 
 
 def match_path(path: str, top: int, shortlist: int, settings: Settings | None = None) -> tuple[list[Match], dict[str, Any]]:

@@ -242,12 +242,17 @@ class CompareResult:
     #: (:data:`SHARED_INIT_SHARE`); ``embedding_share`` is what that rests on
     shared_init: bool = False
     embedding_share: float | None = None
+    #: with a second opinion (:mod:`.second`): the final outcome, what decided it, the evidence
+    final: str | None = None
+    decided_by: str = "weights"
+    second_opinion: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (the pairwise path records them)
 
     @property
     def outcome(self) -> str:
-        """What to tell a user: the verdict, or ``shared_init`` for a derived pair flagged so."""
-        return "shared_init" if self.shared_init else self.verdict
+        """What to tell a user: the verdict, or ``shared_init`` for a derived pair flagged so; after a
+        second opinion, the combined outcome."""
+        return self.final or ("shared_init" if self.shared_init else self.verdict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -54,9 +54,13 @@ def inspect(path: str, as_json: bool) -> None:
 @click.argument("b", type=click.Path(exists=True))
 @click.option("--method", type=click.Choice(list(METHODS)), default="lineage", show_default=True,
               help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()) + ".")
+@click.option("--background", "backgrounds", multiple=True, type=click.Path(exists=True),
+              help="A checkpoint unrelated to the pair (repeat, at least 3; e.g. other families' bases): a pair the "
+                   "weights leave inconclusive or shared_init gets a second opinion from the models' representations, "
+                   "calibrated on those the weights call independent. Runs the models (safetensors only, no remote code).")
 @output_options
 @handle_errors
-def compare(a: str, b: str, method: str, as_json: bool) -> None:
+def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: bool) -> None:
     """Say whether model B derives from model A (or vice versa), with score, z and evidence.
 
     A and B are model directories (safetensors + config.json + tokenizer), .gguf files, or fingerprint
@@ -72,12 +76,14 @@ def compare(a: str, b: str, method: str, as_json: bool) -> None:
     t = time.perf_counter()
     if not as_json and not (a.endswith(".lfp") or b.endswith(".lfp")):  # checkpoints take a while to read
         click.echo(f"opening and comparing {a} and {b} ({method}) ...", err=True)
-    r = compare_paths(a, b, method)
+    r = compare_paths(a, b, method, backgrounds=backgrounds)
     if as_json:
         emit_json(r.to_dict())
         return
     click.echo(f"verdict    {r.verdict.upper()}" + (" (SHARED INIT: a common random start, not a trained parent)"
                                                      if r.shared_init else ""))
+    if r.second_opinion is not None:
+        click.echo(f"outcome    {r.outcome.upper()}   (decided by the {r.decided_by})")
     click.echo(f"score      {r.score:.4f}   (method {r.method})")
     click.echo(f"z          {r.z:.1f}   against {r.background}; null mean {r.null_mean:.4f}, std {r.null_std:.4f}")
     click.echo("thresholds " + ", ".join(f"{k}={v}" for k, v in r.thresholds.items()))
