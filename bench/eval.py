@@ -137,8 +137,8 @@ class Scorer:
         op = second_opinion(self.open(a), self.open(b), [self.open(x) for x in self.backgrounds], self.reps,
                             independent=self._is_independent)
         final, by = combine(outcome, op)
-        if by != "weights" or final != outcome:
-            self.changes.append({"a": a, "b": b, "weights": outcome, "final": final, "finding": op.finding, "note": op.note})
+        self.changes.append({"a": a, "b": b, "weights": outcome, "final": final, "by": by, "finding": op.finding,
+                             "note": op.note})
         return (op.score if op.score is not None else math.nan), final
 
     def _is_independent(self, x: CanonicalModel, y: CanonicalModel) -> bool:
@@ -242,14 +242,27 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
         lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
     lines += _verdict_table(rows, [m for m in methods if m in ("lineage", "second")])
     if changes is not None:
-        lines += ["", f"Second opinion: asked on {asked} pairs the weights left inconclusive or shared_init; "
-                  f"{len(changes)} decided with the representations" + (":" if changes else "."), ""]
-        lines += [f"- {c['a']} / {c['b']}: {c['weights']} → {c['final']} ({c['finding']}; {c['note']})" for c in changes]
+        lines += _second_summary(changes, asked)
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _plots(rows, scored, out)
     return text
+
+
+def _second_summary(asked_pairs: list[dict[str, Any]], asked: int) -> list[str]:
+    """What the second opinion found on the pairs it was asked about: counts per (weights' outcome,
+    finding, final outcome), and every pair whose outcome it changed, with its evidence."""
+    from collections import Counter
+
+    kinds = Counter((c["weights"], c["finding"], c["final"]) for c in asked_pairs)
+    out = ["", f"Second opinion: asked on {asked} pairs the weights left inconclusive or shared_init "
+           "(weights → finding → final: pairs):", ""]
+    out += [f"- {w} → {f} → {t}: {n}" for (w, f, t), n in sorted(kinds.items())]
+    changed = [c for c in asked_pairs if c["final"] != c["weights"]]
+    out += ["", f"Changed by the second opinion: {len(changed)}" + (":" if changed else ".")]
+    out += [f"- {c['a']} / {c['b']}: {c['weights']} → {c['final']} ({c['note']})" for c in changed]
+    return out
 
 
 def _verdict_table(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:

@@ -255,11 +255,11 @@ def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | 
                 raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}"
                                       if method != "lineage" else "a second opinion runs the models: give checkpoints, not .lfp files")
             return compare_fingerprints(sketch_of(a), sketch_of(b))
+        if backgrounds and method != "lineage":
+            raise ComparisonError("--background gives the lineage method a second opinion; drop --method")
         ma, mb = open_model(a), open_model(b)
         r = compare(ma, mb, method)
         if backgrounds:
-            if method != "lineage":
-                raise ComparisonError("--background gives the lineage method a second opinion; drop --method")
             take_second_opinion(r, ma, mb, [open_model(x) for x in backgrounds], str(dev))
         return r
 

@@ -23,6 +23,7 @@ from fingerprint.canonical import CanonicalModel
 from fingerprint.similarity.verdict import (
     G_INDEPENDENT,
     GATES,
+    INHERITED_SCORE,
     MIN_TRUSTED_TOKENS,
     SHARED_INIT_SHARE,
     Z_DERIVED,
@@ -69,7 +70,8 @@ def lineage_result(c: SketchComparison, views: int, bytes_read: dict[str, int], 
     res.timings = dict(c.timings)
     if c.aligned:
         res.embedding_share = embedding_share(c.alignment, c.quality, c.fit)
-    if res.verdict == "derived" and res.embedding_share is not None and res.embedding_share < SHARED_INIT_SHARE:
+    if (res.verdict == "derived" and res.embedding_share is not None and res.embedding_share < SHARED_INIT_SHARE
+            and c.score < SHARED_INIT_SHARE):
         res.shared_init = True
         res.notes.append(f"shared initialization: the weights share an origin, but the aligned embeddings explain only "
                          f"{res.embedding_share:.2f} of each other (< {SHARED_INIT_SHARE:g}; a derivative keeps most of "
@@ -79,6 +81,10 @@ def lineage_result(c: SketchComparison, views: int, bytes_read: dict[str, int], 
         res.notes.append(f"no correspondence beyond what similar training gives: a rotation explains {c.fit:.2f} of the "
                          f"embeddings ({c.fit_chance:.2f} on token-shuffled rows, {fit_gain(c.fit, c.fit_chance):.2f} of "
                          f"the rest < {G_INDEPENDENT:g}); a derivative keeps its parent's embeddings up to a rotation")
+    elif not c.aligned and res.verdict == "derived":
+        res.notes.append(f"the embeddings show no credible alignment, but under the signed LAP's matching the layers "
+                         f"agree at {c.score:.2f} ≥ {INHERITED_SCORE:g}, which no chance matching reaches (~ln d/d): "
+                         "inherited layers under re-initialized or retrained embeddings")
     elif not c.aligned and res.z >= Z_DERIVED and c.score >= score_thresholds(c.width)[0]:
         res.notes.append("no credible residual alignment: independently trained models with similar embeddings "
                          "score this high too, so the pair is not called derived")

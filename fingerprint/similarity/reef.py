@@ -36,6 +36,7 @@ def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") ->
     if m.spec.source_format != "safetensors" or not m.repo.exists("tokenizer.json"):
         raise ComparisonError(f"{m.repo.name}: REEF needs a safetensors model with tokenizer.json")
     tok = Tokenizer.from_str(m.repo.read_bytes("tokenizer.json").decode("utf-8"))
+    tf.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # one "Loading weights" bar per model would bury the command's output
     model = tf.AutoModelForCausalLM.from_pretrained(m.repo.name, trust_remote_code=False, use_safetensors=True,
                                                     dtype=torch.float32)
     model = model.to(device).eval()  # type: ignore[arg-type]

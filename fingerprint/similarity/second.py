@@ -126,7 +126,7 @@ class Representations:
                 self._reps[key] = zscore(representations(m, probe_texts(), self.device))
             except FingerprintError as e:
                 self._reps[key], self.errors[key] = None, str(e)
-            except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a model it cannot build or run
+            except Exception as e:
                 self._reps[key], self.errors[key] = None, f"{key}: cannot run the model ({type(e).__name__}: {e})"
         return self._reps[key]
 

@@ -76,6 +76,15 @@ G_INDEPENDENT = 0.5
 #: flagged ``shared_init``: a shared random start, not a trained parent (a merge's two such parents
 #: together explain it; a card naming the other model settles it). Derivatives on both zoos: ``e`` ≥ 0.84.
 SHARED_INIT_SHARE = 0.75
+#: The layers can carry the evidence the embeddings lost. Under a coordinate matching that chance made
+#: (independent models: each column's best match has ``|cos| ≈ √(2 ln d / d)``), the Q/K Grams agree at
+#: ~``ln d / d`` (≤ 0.11 on both zoos, every negative); agreeing on half their structure or more needs the
+#: matched coordinates to be the other model's own. So a score of at least ``INHERITED_SCORE`` under the
+#: signed LAP's matching counts as a credible alignment even when the embeddings no longer show one
+#: (re-initialized or retrained embeddings over inherited layers), and never as independence; nor is a
+#: pair whose layers are inherited that far flagged ``shared_init`` (a random start trained apart keeps
+#: no more of its layers than of its embeddings: both under :data:`SHARED_INIT_SHARE`).
+INHERITED_SCORE = 0.5
 Z_DERIVED = 6.0
 Z_INDEPENDENT = 3.0
 MIN_DERIVED_SCORE = 0.02
@@ -153,9 +162,10 @@ def verdict_of(score: float, z: float, trustworthy: bool, width: int | None = No
     credibly aligned (``derived`` needs it) and whether they show no correspondence beyond chance
     (``unrelated``: enough for ``independent``; see the notes above :data:`Z_DERIVED`)."""
     hi, lo = score_thresholds(width) if width else (MIN_DERIVED_SCORE, MAX_INDEPENDENT_SCORE)
-    if z >= Z_DERIVED and score >= hi and aligned:
+    inherited = width is not None and score >= INHERITED_SCORE  # layers matched beyond any chance matching
+    if z >= Z_DERIVED and score >= hi and (aligned or inherited):
         return "derived"
-    if (z < Z_INDEPENDENT or score < lo or (unrelated and not aligned)) and trustworthy:
+    if (z < Z_INDEPENDENT or score < lo or (unrelated and not aligned and not inherited)) and trustworthy:
         return "independent"
     return "inconclusive"
 
