@@ -3,7 +3,8 @@
 It builds the tiny model zoo once (cached), serves it through the loopback Hub stand-in (a gated base
 included), indexes the zoo's "catalog" bases from the stand-in as an operator whose token accepted
 their terms, crawls every repo anonymously into the embedded store, and prints what a user wants to see.
-Two zoo bases are left out of the catalog on purpose: the crawl must find them as candidate new families.
+Three zoo bases are left out of the catalog on purpose: the crawl must find them as candidate new families
+(llama-c from llama-a's random seed: a candidate family joined to it by SHARES_INIT, not a derivative).
 """
 
 from __future__ import annotations

@@ -19,10 +19,15 @@ def test_ours_separates_the_zoo_and_awm_shows_its_rotation_failure(tiny_zoo: Man
     neg = np.array([r["lineage"] for r in rows if r["label"] == 0])
     assert len(pos) >= 90 and len(neg) >= 300
     assert metrics(pos, neg)["auc"] == 1.0, (pos.min(), neg.max())
-    assert all(r["lineage_verdict"] == "derived" for r in rows if r["label"] == 1)
-    # Every false "derived" is a pair whose roots share their random initialization (same seed, same
-    # shape, different data): the known hard case, reported in the README.
-    assert {r["category"] for r in rows if r["label"] == 0 and r["lineage_verdict"] == "derived"} <= {"negative: same init"}
+    # every positive is derived by the weights; only a merge with an unrelated model is flagged a shared
+    # start at the pair level (half of each parent's embeddings; the pipeline gives it both parents)
+    assert all(r["lineage_verdict"] in ("derived", "shared_init") for r in rows if r["label"] == 1)
+    assert {r["category"] for r in rows if r["label"] == 1 and r["lineage_verdict"] == "shared_init"} <= {"merge-unrelated"}
+    # No negative is a plain "derived"; pairs whose roots share their random initialization (same seed,
+    # same shape, different data) are reported as such
+    assert not [r for r in rows if r["label"] == 0 and r["lineage_verdict"] == "derived"]
+    same = [r["lineage_verdict"] for r in rows if r["category"] == "negative: same init"]
+    assert same.count("shared_init") >= 0.9 * len(same) and "derived" not in same, same
     # and the others are called what they are: trained from scratch (no rotation relates the embeddings
     # beyond chance, with enough anchor rows to have found one), not "cannot tell"
     others = [r["lineage_verdict"] for r in rows if r["label"] == 0 and r["category"] != "negative: same init"]
