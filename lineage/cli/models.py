@@ -70,6 +70,8 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
     Example:
 
         lineage compare ./Llama-2-7b ./vicuna-7b --json
+
+        lineage compare ./base ./suspect --background ./mistral-7b --background ./qwen2-7b --background ./gemma-7b
     """
     from lineage.app import compare_paths
 

@@ -16,7 +16,7 @@ from graphdata import DAY, T0, load, model
 
 from alerts.findings import evaluate
 from alerts.outbox import AlertStore
-from graph.records import DerivedEdge, FamilyRecord, InFamily
+from graph.records import DerivedEdge, FamilyRecord, InFamily, SharedInit
 from graph.sqlite import SqliteStore
 from web.app import CSP, create_app
 
@@ -83,7 +83,18 @@ def test_model_page_states_what_its_twin_states(site: tuple[TestClient, SqliteSt
     page, doc = both(client, "/model/meta/base")
     assert doc["children_total"] == len(doc["children"]) >= 4
     assert all(c["id"] in text(page) for c in doc["children"])
-    assert doc["copies"] == [] and doc["family"]["name"] == "llama-x"
+    assert doc["copies"] == [] and doc["family"]["name"] == "llama-x" and doc["shared_init"] == []
+
+
+def test_a_shared_random_start_is_shown_on_both_models_and_not_as_lineage(site: tuple[TestClient, SqliteStore, Path]) -> None:
+    client, store, _ = site
+    store.set_shared_init("k-evil", [SharedInit("k-evil", "k-other", 0.42, 36.0, "6", T0)], T0)
+    page, doc = both(client, "/model/other/base")
+    assert doc["shared_init"] == [{"id": EVIL_ID, "score": 0.42, "z": 36.0}]
+    assert "Same random start" in page and "<script>alert(1)" not in page  # the hostile id is escaped here too
+    assert EVIL_ID not in [c["id"] for c in doc["children"]]
+    _, doc = both(client, "/model/" + EVIL_ID)
+    assert [r["id"] for r in doc["shared_init"]] == ["other/base"]
 
 
 def test_evidence_chart_and_hostile_ids_render_as_text(site: tuple[TestClient, SqliteStore, Path]) -> None:
