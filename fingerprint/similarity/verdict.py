@@ -27,7 +27,8 @@ from fingerprint.errors import ComparisonError
 
 #: 3: no `derived` without a credible residual alignment; 4: no correspondence → independent;
 #: 5: the null's spread in closed form instead of 24 draws, numpy alignment, pairwise anchors bottom-k;
-#: 6: ``derived`` pairs that share only a random start are flagged ``shared_init``.
+#: 6: ``derived`` pairs that share only a random start are flagged ``shared_init``; layers matched at a score
+#: no chance matching reaches count as an alignment (:data:`INHERITED_SCORE`).
 METHOD_VERSION = "6"
 #: Verdicts, as :mod:`graph.records` spells them too (a test keeps the two equal).
 Verdict = Literal["derived", "inconclusive", "independent"]
@@ -73,8 +74,9 @@ G_INDEPENDENT = 0.5
 #: far as pretraining does, and a 50/50 merge with an unrelated model shares half its parent's (both:
 #: ``q ≈ 0.7``, ``e ≈ ½``). A pair the weights call derived whose embedding share is under the bar that
 #: accepts a rotation (:attr:`Gates.min_fit`, three quarters: "most of the embeddings inherited") is
-#: flagged ``shared_init``: a shared random start, not a trained parent (a merge's two such parents
-#: together explain it; a card naming the other model settles it). Derivatives on both zoos: ``e`` ≥ 0.84.
+#: flagged ``shared_init`` when its layer score is under the same bar: a shared random start, not a trained
+#: parent (a merge's two such parents together explain it; a card naming the other model settles it).
+#: Derivatives on both zoos: ``e`` ≥ 0.84.
 SHARED_INIT_SHARE = 0.75
 #: The layers can carry the evidence the embeddings lost. Under a coordinate matching that chance made
 #: (independent models: each column's best match has ``|cos| ≈ √(2 ln d / d)``), the Q/K Grams agree at
