@@ -199,12 +199,7 @@ class Pipeline(Placer):
         t = now_ms()
         rec = self.store.get_models([s.key])
         was_candidate = bool(rec and rec[0].candidate_family)
-        # exactly this placement's shared random starts (none unless it is one): a re-placement replaces them
-        found = self.store.get_models([self._key_of(n) for n, _, _ in p.shared]) if p.shared else []
-        keys = {**{r.id: r.key for r in found}, **{r.key: r.key for r in found}}  # a catalog base is named by its id
-        self.store.set_shared_init(s.key, [
-            SharedInit(s.key, keys[self._key_of(name)], max(-1.0, min(1.0, float(sc))), z, METHOD_VERSION, t)
-            for name, sc, z in p.shared if keys.get(self._key_of(name), s.key) != s.key], t)
+        self._set_shared_init(s, p, t)
         if p.candidate_family:
             if rec and not was_candidate:
                 self.store.upsert_models([replace(rec[0], candidate_family=True)], t)
@@ -240,6 +235,19 @@ class Pipeline(Placer):
         twins = [k for k in copies if labels.get(k, (k, None))[0] not in self.index.entries]
         if twins:
             self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
+
+    def _set_shared_init(self, s: Subject, p: Placement, t: int) -> None:
+        """Make this placement's shared random starts ``s``'s ``SHARES_INIT`` set (a re-placement replaces
+        them). Most placements have none and had none: one read then, not a write per placement."""
+        if not p.shared:
+            if any(e.src == s.key for e in self.store.shared_init(s.key)):
+                self.store.set_shared_init(s.key, [], t)
+            return
+        found = self.store.get_models([self._key_of(n) for n, _, _ in p.shared])
+        keys = {**{r.id: r.key for r in found}, **{r.key: r.key for r in found}}  # a catalog base is named by its id
+        self.store.set_shared_init(s.key, [
+            SharedInit(s.key, keys[self._key_of(name)], max(-1.0, min(1.0, float(sc))), z, METHOD_VERSION, t)
+            for name, sc, z in p.shared if keys.get(self._key_of(name), s.key) != s.key], t)
 
     def _key_of(self, name: str) -> str:
         """The graph key of an index entry (its subject's key; a catalog base by its id)."""
