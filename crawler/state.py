@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import CrawlStateError
-from crawler.records import WorkItem
+from crawler.records import HubModel, Outcome, WorkItem
 from graph.sqlitedb import connect, transaction
 
 SCHEMA = """
@@ -128,6 +128,22 @@ class CrawlState:
                                "ORDER BY processed_at", (self.endpoint,)).fetchall()
         return [{"key": k, "sha": s, "id": i, "status": st, "reason": r, **json.loads(rec)}
                 for k, s, i, st, r, rec in rows]
+
+    def fingerprinted(self, skip: set[str] | frozenset[str] = frozenset()) -> list[Outcome]:
+        """Every model this state recorded as fingerprinted whose fingerprint file is still on disk, as the
+        :class:`~crawler.records.Outcome` the pipeline took (oldest first; keys in ``skip`` left out).
+
+        The one way code outside :mod:`crawler` learns what the crawl fingerprinted (``App.rematch``)."""
+        from fingerprint.sketch import load
+
+        out = []
+        for r in self.results():
+            path = Path(r["fingerprint"]) if r.get("fingerprint") else None
+            if r["status"] != "fingerprinted" or r["key"] in skip or path is None or not path.is_file():
+                continue
+            out.append(Outcome(HubModel.from_record(r["model"]), "fingerprinted", fingerprint=path,
+                               sketch=load(path), base_keys=dict(r.get("base_keys") or {})))
+        return out
 
     def counts(self) -> dict[str, int]:
         q = self.db.execute("SELECT status, COUNT(*) FROM queue WHERE endpoint=? GROUP BY status", (self.endpoint,))

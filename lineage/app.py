@@ -32,7 +32,7 @@ from alerts.subscriptions import load as load_subscriptions
 from crawler.crawl import Crawler, CrawlOptions, Summary
 from crawler.errors import CrawlerError, HubRequestError, HubStopError
 from crawler.http import check_endpoint
-from crawler.records import HubModel, Outcome, valid_repo_id
+from crawler.records import valid_repo_id
 from fingerprint import device
 from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import ComparisonError
@@ -40,13 +40,16 @@ from fingerprint.index import Entry, Index, Match
 from fingerprint.similarity import compare
 from fingerprint.similarity.lineage import compare_fingerprints
 from fingerprint.similarity.verdict import CompareResult
-from fingerprint.sketch import load, save, sketch_of
+from fingerprint.sketch import save, sketch_of
 from graph.store import LineageStore
 from lineage.errors import InvalidRepoIdError
-from lineage.pipeline import Pipeline, register_base
+from lineage.pipeline import Pipeline
 from lineage.settings import Settings
 from lineage.store import open_store
 from lineage.workers import Executor, open_executor
+
+#: The families the index held when ``App.rematch`` last ran (in ``$LINEAGE_HOME``).
+REMATCH_MARK = "rematch.json"
 
 
 @dataclass
@@ -123,7 +126,7 @@ class App:
             self._close(c)
         if out.model is None or out.fingerprint is None:
             raise HubRequestError(repo_id, None, out.reason or out.status)
-        register_base(self.store, self.index, out.model, str(out.fingerprint), family or repo_id)
+        self.pipeline.register_base(out.model, str(out.fingerprint), family or repo_id)
         return self.index.entries[repo_id]
 
     def bootstrap(self, families: list[dict[str, Any]], endpoint: str | None = None,
@@ -160,28 +163,30 @@ class App:
         a candidate family's root) when a base family joined the index since the last rematch: what
         matched nothing may match the newcomer. Idempotent, like every pipeline write."""
         families = sorted({e.family for e in self.index.entries.values() if e.family})
-        mark = self.settings.home / "crawl" / "rematch.json"
-        try:
-            last = json.loads(mark.read_text("utf-8")).get("families")
-        except (OSError, ValueError, AttributeError):
-            last = None
+        last = self._rematched_families()
         if last == families:
             return {"rematched": 0, "families": len(families), "skipped": "no family joined the index"}
         placed = {e.src for e in self.store.detected_edges(None)}
         n = 0
-        for r in crawler.state.results():
-            path = Path(r["fingerprint"]) if r.get("fingerprint") else None
-            if r["status"] != "fingerprinted" or r["key"] in placed or path is None or not path.is_file():
-                continue
-            out = Outcome(HubModel.from_record(r["model"]), "fingerprinted", fingerprint=path, sketch=load(path),
-                          base_keys=dict(r.get("base_keys") or {}))
+        for out in crawler.state.fingerprinted(skip=placed):
             self.pipeline(out)
             n += 1
-        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark = self.settings.home / REMATCH_MARK
         tmp = mark.with_suffix(".tmp")
         tmp.write_text(json.dumps({"families": families}), "utf-8")
         tmp.replace(mark)
         return {"rematched": n, "families": len(families), "new": sorted(set(families) - set(last or []))}
+
+    def _rematched_families(self) -> list[str] | None:
+        """The families the index held at the last rematch (the app's own marker in the home; a home
+        written before it moved keeps it in the crawl folder)."""
+        for mark in (self.settings.home / REMATCH_MARK, self.settings.home / "crawl" / REMATCH_MARK):
+            try:
+                last = json.loads(mark.read_text("utf-8")).get("families")
+            except (OSError, ValueError, AttributeError):
+                continue
+            return list(last) if isinstance(last, list) else None
+        return None
 
     def alert_state(self) -> AlertStore:
         """The alerts state in the home (opened on first use, closed with the app)."""

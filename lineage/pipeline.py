@@ -9,23 +9,26 @@ commits the model):
    two, the one published first keeps (or takes over) the fingerprint and the placement;
 3. a fingerprinted model is matched against the index entries **published before it**: the base
    families *and* every member placed so far; the declared parent is always scored too, even when the
-   prefilter did not shortlist it. The family is that of the best ``derived`` member; the **direct
-   parent** is chosen by :meth:`~lineage.placement.Placer._choose` (a verified claim inside that family,
-   else the best member moved up its chain on ties);
+   prefilter did not shortlist it (:class:`~lineage.scoring.Scorer`). The family is that of the best
+   ``derived`` member; the **direct parent** is :func:`~lineage.placement.choose_parent` (a verified
+   claim inside that family, else the best member moved up its chain on ties);
 4. no confident match (or only a weak one whose embeddings were not copied), no declared base, and a
    full model (not an adapter, not quantized): a **candidate new family**, flagged on the node, with the
    model as its root;
-5. a merge gets a second ``DERIVED_FROM`` edge to its other parent
-   (:meth:`~lineage.placement.Placer._merge_parent`);
+5. a merge gets a second ``DERIVED_FROM`` edge to its other parent (:func:`~lineage.placement.merge_parent`);
 6. the fingerprint joins the index under the family, with what placing it again needs (its
    :class:`~lineage.placement.Subject`), so later models can derive from it;
 7. a model that arrives after models published later than it (a retry, a repo made public late, a
-   worker finishing out of order) may change their placement: :meth:`Pipeline.settle` places again, in
+   worker finishing out of order) may change their placement: :meth:`Pipeline.revisit` places again, in
    publication order, every later model whose shortlist it enters or whose card names it, and then,
    for each one that moved, its detected subtree (and its old family, when a candidate family's root
    joined an older family).
 
-Because every placement reads only older entries and the older ones are settled first, the tree is the
+The rules themselves are the functions of :mod:`lineage.placement` (plain data in, a
+:class:`~lineage.placement.Placement` out); this module gathers their input (:mod:`lineage.scoring`) and
+writes their answer, in a bounded number of store calls per placement.
+
+Because every placement reads only older entries and the older ones are placed first, the tree is the
 same whatever order the crawl met the models in (``tests/e2e/test_crawl_order.py`` shuffles it).
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
 write and the crawl-state commit) leaves the graph as it was, and re-runs the settling it started.
@@ -46,18 +49,11 @@ from fingerprint.similarity.verdict import METHOD_VERSION
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights, SharedInit
 from graph.store import LineageStore
-from lineage.placement import (
-    CATALOG_MS,
-    SCORE_RESOLUTION,
-    SHORTLIST,
-    Placement,
-    Placer,
-    Subject,
-    now_ms,
-)
+from lineage.placement import CATALOG_MS, SHORTLIST, UNDATED_MS, Placement, Subject, now_ms, place
+from lineage.scoring import Scorer, StoreTree, subject_meta, subject_of
 
-__all__ = ["SCORE_RESOLUTION", "Pipeline", "Placement", "Subject", "register_base"]
-#: How many later models, nearest by prefilter first, :meth:`Pipeline.settle` asks whether a late
+__all__ = ["Pipeline", "Placement", "Subject", "subject_of_model"]
+#: How many later models, nearest by prefilter first, :meth:`Pipeline.revisit` asks whether a late
 #: arrival entered their shortlist (each is one screen, no comparison, unless it did).
 SETTLE_SCAN = 4 * SHORTLIST
 
@@ -66,15 +62,29 @@ def _ms(d: Any) -> int | None:
     return int(d.timestamp() * 1000) if d is not None else None
 
 
-class Pipeline(Placer):
+def subject_of_model(m: HubModel) -> Subject:
+    """What placement needs of a crawled model (an undated one sorts after every dated one)."""
+    ms = int(m.created_at.timestamp() * 1000) if m.created_at is not None else UNDATED_MS
+    return Subject(m.id, m.key, ms, tuple(m.base_models), bool(m.adapter), bool(m.gguf), bool(m.quantized))
+
+
+class Pipeline:
     """Places crawled models in the lineage graph (see module docstring)."""
 
     def __init__(self, store: LineageStore, index: Index, shortlist: int = SHORTLIST) -> None:
-        super().__init__(store, index, shortlist)
-        #: where the pipeline's time goes; "settle": placing later models again after a late arrival
-        self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0, "settle": 0.0}
-        #: models placed again by :meth:`settle`, since this pipeline started
-        self.settled = 0
+        self.store = store
+        self.index = index
+        self.scorer = Scorer(store, index, shortlist)
+        #: where the pipeline's time goes; "revisit": placing later models again after a late arrival
+        self.seconds: dict[str, float] = {"match": 0.0, "write": 0.0, "revisit": 0.0}
+        #: models placed again by :meth:`revisit`, since this pipeline started
+        self.revisited = 0
+
+    def place(self, s: Subject, sk: Sketch, sha: str) -> Placement:
+        """Where ``s`` (fingerprint ``sk``, whose file hashes to ``sha``) goes among the models published
+        before it: :func:`lineage.placement.place` on what the index and the store say."""
+        matches, score, declared = self.scorer.older(s, sk, sha)
+        return place(s, declared, matches, sk.width, score, StoreTree(self.store), self.scorer.between)
 
     def __call__(self, out: Outcome) -> None:
         """Write what ``out`` says into the graph and the index (the crawler's ``place`` callback)."""
@@ -95,26 +105,26 @@ class Pipeline(Placer):
         known = self.index.entries.get(m.id)
         if known is not None and known.family and not self._derived(m.key):
             # an indexed model seen again (a catalog base reached by the crawl, a root replayed after a
-            # crash): it stays where it is, and what it started to settle is finished
-            self.settle([m.id])
+            # crash): it stays where it is, and what it started to revisit is finished
+            self.revisit([m.id])
             return
         t = time.perf_counter()
-        s = Subject.of(m)
-        p = self.place_among_older(s, out.sketch, _sha(out.fingerprint))
+        s = subject_of_model(m)
+        p = self.place(s, out.sketch, _sha(out.fingerprint))
         self.seconds["match"] += time.perf_counter() - t
         t = time.perf_counter()
         self._apply(s, p, m.license)
         # an unplaced model is kept too, out of every match, so that an older model arriving later can
         # place it (a fine-tune crawled before its base)
-        self.index.add(out.fingerprint, name=m.id, family=p.family or "",
-                       meta={**s.meta(), **({} if p.family else {"hidden": True})})
+        self.index.add(out.fingerprint, name=m.id, family=p.family or "", meta=subject_meta(s, bool(p.family)))
+        self.scorer.indexed(m.id, m.key)
         self.seconds["write"] += time.perf_counter() - t
         t = time.perf_counter()
-        self.settle([m.id])
-        self.seconds["settle"] += time.perf_counter() - t
+        self.revisit([m.id])
+        self.seconds["revisit"] += time.perf_counter() - t
 
-    # -- settling -------------------------------------------------------------------------------------
-    def settle(self, arrived: list[str], again: tuple[str, ...] = ()) -> int:
+    # -- revisiting later models --------------------------------------------------------------------
+    def revisit(self, arrived: list[str], again: tuple[str, ...] = ()) -> int:
         """Place again the later models the indexed ``arrived`` could change (module docstring, step 7),
         and the entries ``again``, in publication order; returns how many were placed again."""
         heap: list[tuple[tuple[int, str], str]] = []
@@ -145,7 +155,7 @@ class Pipeline(Placer):
                     heapq.heappush(heap, (self.index.entries[z].when(), z))
         if emptied:
             self.store.drop_families(sorted(emptied), now_ms())
-        self.settled += n
+        self.revisited += n
         return n
 
     def _affected_by(self, name: str) -> list[str]:
@@ -158,7 +168,8 @@ class Pipeline(Placer):
         out = []
         for y, _, _ in self.index.screen(sk, SETTLE_SCAN, newer_than=e.when()):
             ey = self.index.entries[y]
-            if name in {x for x, _, _ in self.index.screen(self.index.sketch(y), self.shortlist, older_than=ey.when())}:
+            if name in {x for x, _, _ in self.index.screen(self.index.sketch(y), self.scorer.shortlist,
+                                                          older_than=ey.when())}:
                 out.append(y)
         for y, other in self.index.entries.items():  # cards naming it (the id: its key may be unknown then)
             if name in (other.meta.get("bases") or ()) and other.when() > e.when():
@@ -166,9 +177,8 @@ class Pipeline(Placer):
         return out
 
     def _indexed(self, keys: list[str]) -> list[str]:
-        """The index entry names of the graph ``keys`` that have one (one label lookup for all)."""
-        labels = self.store.labels(keys) if keys else {}
-        return [n for k in keys if (n := labels.get(k, (k, None))[0]) in self.index.entries]
+        """The index entry names of the graph ``keys`` that have one."""
+        return [n for k in keys if (n := self.scorer.name_of(k)) is not None]
 
     def _subtree(self, key: Any) -> list[str]:
         if not isinstance(key, str):
@@ -179,23 +189,22 @@ class Pipeline(Placer):
         """Place the indexed ``name`` again among the models older than it: (whether its family or parents
         changed, its family before, its graph key)."""
         e = self.index.entries[name]
-        s = Subject.from_entry(e)
+        s = subject_of(e)
         if s is None:  # a catalog base: a root by decree
             return False, None, None
         before = (e.family, sorted(x.dst for x in self.store.parent_edges(s.key)))
-        sk = self.index.sketch(name)
-        p = self.place_among_older(s, sk, e.sha256)
-        rec = self.store.get_models([s.key])
-        self._apply(s, p, rec[0].license if rec else None)
+        p = self.place(s, self.index.sketch(name), e.sha256)
+        self._apply(s, p, None)
         if (p.family or "", not p.family) != (e.family, bool(e.meta.get("hidden"))):
-            self.index.update(name, family=p.family or "", meta={**s.meta(), **({} if p.family else {"hidden": True})})
+            self.index.update(name, family=p.family or "", meta=subject_meta(s, bool(p.family)))
         after = (p.family or "", sorted(x.dst for x in self.store.parent_edges(s.key)))
         return before != after, e.family, s.key
 
-    def _apply(self, s: Subject, p: Placement, license: str | None) -> None:
+    def _apply(self, s: Subject, p: Placement, license: str | None = None) -> None:
         """Write placement ``p`` of ``s``: its family membership, its parent edges (exactly these), its
-        candidate-family flag. A root that joined an older family loses the flag; its family record goes
-        once no member is left (:meth:`settle`)."""
+        candidate-family flag, its shared random starts. A root that joined an older family loses the
+        flag; its family record goes once no member is left (:meth:`revisit`). ``license`` names a
+        candidate family's licence (default: the model's, as stored)."""
         t = now_ms()
         rec = self.store.get_models([s.key])
         was_candidate = bool(rec and rec[0].candidate_family)
@@ -203,7 +212,8 @@ class Pipeline(Placer):
         if p.candidate_family:
             if rec and not was_candidate:
                 self.store.upsert_models([replace(rec[0], candidate_family=True)], t)
-            self.store.upsert_families([FamilyRecord(s.id, s.key, f"{s.id} (candidate)", license)], t)
+            lic = license if license is not None or not rec else rec[0].license
+            self.store.upsert_families([FamilyRecord(s.id, s.key, f"{s.id} (candidate)", lic)], t)
             self.store.set_families([InFamily(s.key, s.id, "root")], t)
             self.store.drop_derived([s.key], t)
             return
@@ -212,27 +222,26 @@ class Pipeline(Placer):
         if p.family is None or p.parent is None:
             self.store.drop_derived([s.key], t)
             return
-        parent = self.store.get_models([self._key_of(p.parent)])
-        if parent:
+        ends = {r.key: r for r in self.store.get_models([p.parent, *(k for k, _, _ in p.also)])}
+        parent = ends.get(p.parent)
+        if parent is not None:
             ev = p.evidence
             evidence = json.dumps({"considered": p.considered, "family": p.family, **({
                 "alignment": ev.alignment, "aligned": ev.aligned, "alignment_quality": ev.alignment_quality,
                 "shared_tokens": ev.shared_tokens, "layers": [list(x) for x in ev.layer_scores]}
                 if ev is not None else {})}, sort_keys=True)
-            edges = [DerivedEdge(s.key, parent[0].key, max(-1.0, min(1.0, float(p.score or 0))),
+            edges = [DerivedEdge(s.key, parent.key, max(-1.0, min(1.0, float(p.score or 0))),
                                  p.z, "derived", "lineage", METHOD_VERSION, t, evidence)]
-            for name, sc, z in p.also:  # a merge's other parents (replace=True keeps exactly these)
-                other = self.store.get_models([self._key_of(name)])
-                if other and other[0].key != parent[0].key:
-                    edges.append(DerivedEdge(s.key, other[0].key, max(-1.0, min(1.0, float(sc))), z, "derived",
+            for key, sc, z in p.also:  # a merge's other parents (replace=True keeps exactly these)
+                other = ends.get(key)
+                if other is not None and other.key != parent.key:
+                    edges.append(DerivedEdge(s.key, other.key, max(-1.0, min(1.0, float(sc))), z, "derived",
                                              "lineage", METHOD_VERSION, t,
-                                             json.dumps({"merge_of": [p.parent, name]}, sort_keys=True)))
+                                             json.dumps({"merge_of": [parent.id, other.id]}, sort_keys=True)))
             self.store.upsert_derived(edges, t, replace=True)
         self.store.set_families([InFamily(s.key, p.family, "matched")], t)
         # exact copies follow their twin's family (they have no entry of their own)
-        copies = self.store.copies_of(s.key)
-        labels = self.store.labels(copies) if copies else {}
-        twins = [k for k in copies if labels.get(k, (k, None))[0] not in self.index.entries]
+        twins = [k for k in self.store.copies_of(s.key) if self.scorer.name_of(k) is None]
         if twins:
             self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
 
@@ -243,21 +252,27 @@ class Pipeline(Placer):
             if any(e.src == s.key for e in self.store.shared_init(s.key)):
                 self.store.set_shared_init(s.key, [], t)
             return
-        found = self.store.get_models([self._key_of(n) for n, _, _ in p.shared])
-        keys = {**{r.id: r.key for r in found}, **{r.key: r.key for r in found}}  # a catalog base is named by its id
+        found = {r.key for r in self.store.get_models([k for k, _, _ in p.shared])}
         self.store.set_shared_init(s.key, [
-            SharedInit(s.key, keys[self._key_of(name)], max(-1.0, min(1.0, float(sc))), z, METHOD_VERSION, t)
-            for name, sc, z in p.shared if keys.get(self._key_of(name), s.key) != s.key], t)
-
-    def _key_of(self, name: str) -> str:
-        """The graph key of an index entry (its subject's key; a catalog base by its id)."""
-        e = self.index.entries.get(name)
-        key = e.meta.get("key") if e is not None else None
-        return key if isinstance(key, str) else name
+            SharedInit(s.key, key, max(-1.0, min(1.0, float(sc))), z, METHOD_VERSION, t)
+            for key, sc, z in p.shared if key in found and key != s.key], t)
 
     def _derived(self, key: str) -> bool:
         """Whether the store already has a detected parent for ``key`` (placed by an earlier crawl)."""
         return any(e.src == key for e in self.store.reach(key, upward=True, mode="detected", depth=1, min_score=-1.0))
+
+    def register_base(self, m: HubModel, fingerprint: str, family: str, license: str | None = None) -> None:
+        """Index a base family's root and write its node, family and membership (``lineage index add``).
+        It precedes every crawled model (:data:`~lineage.placement.CATALOG_MS`)."""
+        from fingerprint.sketch import load
+
+        self._write_model(m, load(fingerprint))
+        t = now_ms()
+        self.store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
+        self.store.set_families([InFamily(m.key, family, "root")], t)
+        self.index.add(fingerprint, name=m.id, family=family,
+                       meta={"published_ms": CATALOG_MS, "catalog": True, "key": m.key})
+        self.scorer.indexed(m.id, m.key)
 
     # -- writing ------------------------------------------------------------------------------------
     def _write_model(self, m: HubModel, sk: Sketch | None) -> None:
@@ -297,23 +312,24 @@ class Pipeline(Placer):
         owner = self.store.get_models([owner_key])
         owner_id = owner[0].id if owner else owner_key
         entry = self.index.entries.get(owner_id)
-        s = Subject.of(m)
+        s = subject_of_model(m)
         # a replay after the entry already moved to m (a crash while its subtree was being moved)
         resumed = entry is None and s.id in self.index.entries and bool(
             self._subtree(owner_key) or self.store.parent_edges(owner_key) or self.store.family_of(m.key) is None)
         if not resumed:
-            mine = Subject.from_entry(entry) if entry is not None else None
+            mine = subject_of(entry) if entry is not None else None
             if entry is None or mine is None or not s.when() < entry.when() or s.id in self.index.entries:
                 self.store.upsert_same_weights([SameWeights(m.key, owner_key, sha)], t)
                 fam = self.store.family_of(owner_key)
                 if fam is not None:
                     self.store.set_families([InFamily(m.key, fam.name, "matched")], t)
-                if s.id in self.index.entries:  # it took over before: finish what it started to settle
-                    self.settle([s.id])
+                if s.id in self.index.entries:  # it took over before: finish what it started to revisit
+                    self.revisit([s.id])
                 return
             # m was published first: the entry moves to it, the owner becomes its copy, and what was
             # placed under the owner is placed again (now under m, the same fingerprint)
-            self.index.update(entry.name, rename=s.id, meta=s.meta())
+            self.index.update(entry.name, rename=s.id, meta=subject_meta(s))
+            self.scorer.indexed(s.id, s.key, was=owner_key)
         subtree = self._subtree(owner_key)
         self.store.upsert_same_weights([SameWeights(owner_key, m.key, sha)], t)
         self.store.drop_derived([owner_key], t)
@@ -324,7 +340,7 @@ class Pipeline(Placer):
         fam = self.store.family_of(m.key)
         if fam is not None:
             self.store.set_families([InFamily(owner_key, fam.name, "matched")], t)
-        self.settle([s.id], again=tuple(self._indexed(subtree)))
+        self.revisit([s.id], again=tuple(self._indexed(subtree)))
         if owner_id != (fam.name if fam else None):
             self.store.drop_families([owner_id], t)
 
@@ -334,17 +350,3 @@ def _sha(path: Any) -> str:
     from pathlib import Path
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def register_base(store: LineageStore, index: Index, m: HubModel, fingerprint: str, family: str,
-                  license: str | None = None) -> None:
-    """Index a base family's root and write its node, family and membership (``lineage index add``).
-    It precedes every crawled model (:data:`~lineage.placement.CATALOG_MS`)."""
-    from fingerprint.sketch import load
-
-    sk = load(fingerprint)
-    Pipeline(store, index)._write_model(m, sk)
-    t = now_ms()
-    store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
-    store.set_families([InFamily(m.key, family, "root")], t)
-    index.add(fingerprint, name=m.id, family=family, meta={"published_ms": CATALOG_MS, "catalog": True})
