@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alerts.errors import DeliveryError
-from alerts.outbox import AlertStore, Event, is_muted, now_ms
+from alerts.outbox import AlertStore, DeliveryStatus, Event, is_muted, now_ms
 from alerts.sinks import SINKS
 from alerts.subscriptions import Subscription
 
@@ -46,33 +46,8 @@ class Report:
 def fan_out(state: AlertStore, sub: Subscription) -> int:
     """Create this subscription's deliveries for events it has not seen; returns how many are pending."""
     mutes = set(state.mutes())
-    with state.tx() as con:
-        row = con.execute("SELECT since_seq FROM subscription WHERE name=?", (sub.name,)).fetchone()
-        last = int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
-        if row is None:  # first sight: the current state, not the history
-            seqs = [int(s) for (s,) in con.execute(
-                "SELECT MAX(e.seq) FROM event e JOIN finding f ON f.dedup_key = e.dedup_key WHERE f.status='open' "
-                "GROUP BY e.dedup_key")]
-            con.execute("INSERT INTO subscription VALUES (?, ?)", (sub.name, last))
-        else:
-            seqs = [int(s) for (s,) in con.execute("SELECT seq FROM event WHERE seq > ?", (int(row[0]),))]
-            con.execute("UPDATE subscription SET since_seq=? WHERE name=?", (last, sub.name))
-    events = state.events_at(sorted(seqs))
-    with state.tx() as con:
-        for e in events:
-            ok = sub.filters.accepts(e.type, e.finding) and (e.type == "test" or not is_muted(e.finding, mutes))
-            con.execute("INSERT OR IGNORE INTO delivery (event_id, subscription, status) VALUES (?, ?, ?)",
-                        (e.id, sub.name, "pending" if ok else "skipped"))
-    return int(state.db.execute("SELECT COUNT(*) FROM delivery WHERE subscription=? AND status='pending'",
-                                (sub.name,)).fetchone()[0])
-
-
-def _pending(state: AlertStore, sub: Subscription, now: int) -> list[tuple[Event, int]]:
-    rows = state.db.execute("SELECT e.seq, d.attempts FROM delivery d JOIN event e ON e.id = d.event_id "
-                            "WHERE d.subscription=? AND d.status='pending' AND d.next_ms <= ? ORDER BY e.seq",
-                            (sub.name, now)).fetchall()
-    attempts = {int(s): int(n) for s, n in rows}
-    return [(e, attempts[e.seq]) for e in state.events_at(list(attempts))]
+    return state.fan_out(sub.name, lambda e: sub.filters.accepts(e.type, e.finding)
+                         and (e.type == "test" or not is_muted(e.finding, mutes)))
 
 
 def deliver(state: AlertStore, subs: list[Subscription], *, now: int | None = None,
@@ -84,7 +59,7 @@ def deliver(state: AlertStore, subs: list[Subscription], *, now: int | None = No
     for sub in subs:
         fan_out(state, sub)
         t = now_ms() if now is None else now
-        pending = _pending(state, sub, t)
+        pending = state.due(sub.name, t)
         if not pending:
             continue
         if sub.digest_seconds > 0:
@@ -124,17 +99,10 @@ def _delay(base: float, attempt: int) -> float:
     return float(min(300.0, base * 2**attempt) * random.uniform(0.75, 1.25))
 
 
-def _mark(state: AlertStore, sub: Subscription, events: list[Event], status: str, attempts: int, error: str | None,
-          next_ms: int = 0) -> None:
-    with state.tx() as con:
-        con.executemany("UPDATE delivery SET status=?, attempts=?, last_error=?, next_ms=?, sent_ms=? "
-                        "WHERE event_id=? AND subscription=?",
-                        [(status, attempts, error, next_ms, now_ms() if status == "sent" else None, e.id, sub.name)
-                         for e in events])
+def _mark(state: AlertStore, sub: Subscription, events: list[Event], status: DeliveryStatus, attempts: int,
+          error: str | None, next_ms: int = 0) -> None:
+    state.mark(sub.name, [e.id for e in events], status, attempts, error, next_ms)
 
 
 def dead_letters(state: AlertStore) -> list[dict[str, object]]:
-    rows = state.db.execute("SELECT d.subscription, d.event_id, e.type, e.dedup_key, d.attempts, d.last_error "
-                            "FROM delivery d JOIN event e ON e.id = d.event_id WHERE d.status='dead' ORDER BY e.seq")
-    return [{"subscription": s, "event_id": i, "type": t, "dedup_key": k, "attempts": n, "error": err}
-            for s, i, t, k, n, err in rows]
+    return state.dead_letters()

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,53 @@ class AlertStore:
 
     def last_seq(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
+
+    # -- deliveries ------------------------------------------------------------------------------
+    def fan_out(self, subscription: str, accepts: Callable[[Event], bool]) -> int:
+        """Create ``subscription``'s deliveries for the events it has not seen (``pending`` if ``accepts``
+        the event, else ``skipped``); returns how many are pending. A subscription seen for the first time
+        starts with the latest event of every open finding, not the whole history."""
+        with self.tx() as con:
+            row = con.execute("SELECT since_seq FROM subscription WHERE name=?", (subscription,)).fetchone()
+            last = int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
+            if row is None:  # first sight: the current state, not the history
+                seqs = [int(s) for (s,) in con.execute(
+                    "SELECT MAX(e.seq) FROM event e JOIN finding f ON f.dedup_key = e.dedup_key "
+                    "WHERE f.status='open' GROUP BY e.dedup_key")]
+                con.execute("INSERT INTO subscription VALUES (?, ?)", (subscription, last))
+            else:
+                seqs = [int(s) for (s,) in con.execute("SELECT seq FROM event WHERE seq > ?", (int(row[0]),))]
+                con.execute("UPDATE subscription SET since_seq=? WHERE name=?", (last, subscription))
+        events = self.events_at(sorted(seqs))
+        with self.tx() as con:
+            con.executemany("INSERT OR IGNORE INTO delivery (event_id, subscription, status) VALUES (?, ?, ?)",
+                            [(e.id, subscription, "pending" if accepts(e) else "skipped") for e in events])
+        return int(self.db.execute("SELECT COUNT(*) FROM delivery WHERE subscription=? AND status='pending'",
+                                   (subscription,)).fetchone()[0])
+
+    def due(self, subscription: str, now: int) -> list[tuple[Event, int]]:
+        """``subscription``'s pending deliveries whose next try is due at ``now``: (event, attempts so far)."""
+        rows = self.db.execute("SELECT e.seq, d.attempts FROM delivery d JOIN event e ON e.id = d.event_id "
+                               "WHERE d.subscription=? AND d.status='pending' AND d.next_ms <= ? ORDER BY e.seq",
+                               (subscription, now)).fetchall()
+        attempts = {int(s): int(n) for s, n in rows}
+        return [(e, attempts[e.seq]) for e in self.events_at(list(attempts))]
+
+    def mark(self, subscription: str, event_ids: list[str], status: DeliveryStatus, attempts: int,
+             error: str | None, next_ms: int = 0) -> None:
+        """Record the outcome of one try of these deliveries (one transaction)."""
+        with self.tx() as con:
+            con.executemany("UPDATE delivery SET status=?, attempts=?, last_error=?, next_ms=?, sent_ms=? "
+                            "WHERE event_id=? AND subscription=?",
+                            [(status, attempts, error, next_ms, now_ms() if status == "sent" else None, i,
+                              subscription) for i in event_ids])
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        """Deliveries given up on, oldest event first."""
+        rows = self.db.execute("SELECT d.subscription, d.event_id, e.type, e.dedup_key, d.attempts, d.last_error "
+                               "FROM delivery d JOIN event e ON e.id = d.event_id WHERE d.status='dead' ORDER BY e.seq")
+        return [{"subscription": s, "event_id": i, "type": t, "dedup_key": k, "attempts": n, "error": err}
+                for s, i, t, k, n, err in rows]
 
     # -- reading, acks and mutes ------------------------------------------------------------------
     def findings(self, *, status: str = "open", kind: str | None = None, family: str | None = None,

@@ -3,7 +3,7 @@
 APScheduler persists a job as a ``module:function`` reference plus picklable arguments, so every job
 is :func:`run` with the job's name: it opens the application afresh for that run (its own store and
 crawl-state connections, in the scheduler's worker thread), does one pass, and records when it ran
-and what came of it in ``$LINEAGE_HOME/service.sqlite``.
+and what came of it in ``$LINEAGE_HOME/service.sqlite`` (:mod:`lineage.service.runs`).
 """
 
 from __future__ import annotations
@@ -11,28 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from graph.sqlitedb import connect, transaction
+from lineage.service.runs import ServiceRecord
 from lineage.settings import Settings
 
 LOG = logging.getLogger("lineage.service")
-
-RUNS = """
-CREATE TABLE IF NOT EXISTS run (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER,
-    outcome TEXT NOT NULL, summary TEXT);
-CREATE INDEX IF NOT EXISTS run_job ON run (job, id);
-CREATE TABLE IF NOT EXISTS control (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, job TEXT NOT NULL, requested_ms INTEGER NOT NULL,
-    done_ms INTEGER, result TEXT);
-"""
-
 
 #: The graph has one writer: the crawl and the sweep share the crawl state and the pipeline, so the
 #: scheduler's two threads never run them at the same time (the alerts job only reads the graph).
@@ -105,27 +92,17 @@ JOBS: dict[str, JobSpec] = {
 }
 
 
-def open_runs(home: Path) -> Any:
-    return connect(home / "service.sqlite", RUNS)
-
-
 def run(name: str) -> None:
     """Run job ``name`` once and record it (the function every scheduled job points at)."""
     settings = Settings.from_env()
-    db = open_runs(settings.home)
-    t0 = int(time.time() * 1000)
-    with transaction(db) as con:
-        run_id = con.execute("INSERT INTO run (job, started_ms, outcome) VALUES (?, ?, 'running')",
-                             (name, t0)).lastrowid
-    outcome, summary = "ok", None
-    try:
-        summary = JOBS[name].func(settings)
-        LOG.info("%s: %s", name, json.dumps(summary, default=str)[:500])
-    except Exception as e:  # a failed pass is recorded and logged; the next one runs as scheduled
-        outcome, summary = "failed", {"error": f"{type(e).__name__}: {e}"}
-        LOG.error("%s failed: %s\n%s", name, e, traceback.format_exc(limit=5))
-    finally:
-        with transaction(db) as con:
-            con.execute("UPDATE run SET finished_ms=?, outcome=?, summary=? WHERE id=?",
-                        (int(time.time() * 1000), outcome, json.dumps(summary, default=str), run_id))
-        db.close()
+    with ServiceRecord(settings.home) as record:
+        run_id = record.start_run(name)
+        outcome, summary = "ok", None
+        try:
+            summary = JOBS[name].func(settings)
+            LOG.info("%s: %s", name, json.dumps(summary, default=str)[:500])
+        except Exception as e:  # a failed pass is recorded and logged; the next one runs as scheduled
+            outcome, summary = "failed", {"error": f"{type(e).__name__}: {e}"}
+            LOG.error("%s failed: %s\n%s", name, e, traceback.format_exc(limit=5))
+        finally:
+            record.finish_run(run_id, outcome, summary)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -30,9 +29,9 @@ from typing import Any, TextIO
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from graph.sqlitedb import transaction
 from lineage.errors import LineageError
-from lineage.service.jobs import JOBS, open_runs
+from lineage.service.jobs import JOBS
+from lineage.service.runs import ServiceRecord
 from lineage.settings import Settings
 
 LOG = logging.getLogger("lineage.service")
@@ -110,15 +109,11 @@ def _apply(sched: BackgroundScheduler, action: str, job: str) -> str:
 
 
 def _poll_control(sched: BackgroundScheduler, home: Path) -> None:
-    db = open_runs(home)
-    try:
-        for cid, action, job in db.execute("SELECT id, action, job FROM control WHERE done_ms IS NULL ORDER BY id").fetchall():
-            result = _apply(sched, str(action), str(job))
-            with transaction(db) as con:
-                con.execute("UPDATE control SET done_ms=?, result=? WHERE id=?", (int(time.time() * 1000), result, cid))
+    with ServiceRecord(home) as record:
+        for cid, action, job in record.open_requests():
+            result = _apply(sched, action, job)
+            record.answer(cid, result)
             LOG.info("control %s %s: %s", action, job, result)
-    finally:
-        db.close()
 
 
 def run_service(settings: Settings, minutes: dict[str, float], stop: threading.Event | None = None) -> None:
@@ -126,11 +121,8 @@ def run_service(settings: Settings, minutes: dict[str, float], stop: threading.E
     home = settings.home
     with home_lock(home):
         _logging(home)
-        db = open_runs(home)
-        with transaction(db) as con:  # runs cut short by a kill: say so, and run those jobs again at once
-            cut = {str(j) for (j,) in con.execute("SELECT DISTINCT job FROM run WHERE outcome='running'")}
-            con.execute("UPDATE run SET outcome='interrupted' WHERE outcome='running'")
-        db.close()
+        with ServiceRecord(home) as record:  # runs cut short by a kill: say so, and run those jobs again at once
+            cut = record.interrupt_running()
         sched = scheduler(home)
         sched.start(paused=True)
         ensure_jobs(sched, minutes)
@@ -171,20 +163,15 @@ def control(settings: Settings, action: str, job: str, timeout: float = 10.0) ->
                 sched.shutdown(wait=False)
     except ServiceBusyError:
         pass
-    db = open_runs(home)
-    try:
-        with transaction(db) as con:
-            cid = con.execute("INSERT INTO control (action, job, requested_ms) VALUES (?, ?, ?)",
-                              (action, job, int(time.time() * 1000))).lastrowid
+    with ServiceRecord(home) as record:
+        cid = record.request(action, job)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            row = db.execute("SELECT result FROM control WHERE id=? AND done_ms IS NOT NULL", (cid,)).fetchone()
-            if row:
-                return str(row[0])
+            answer = record.answer_of(cid)
+            if answer is not None:
+                return answer
             time.sleep(0.2)
         return "queued (the service has not picked it up yet)"
-    finally:
-        db.close()
 
 
 def _run_now_offline(job: str) -> str:
@@ -215,16 +202,9 @@ def status(settings: Settings) -> dict[str, Any]:
                               "every_seconds": j.trigger.interval.total_seconds()}
         finally:
             store.shutdown()
-    db = open_runs(home)
-    try:
+    with ServiceRecord(home) as record:
         for name in JOBS:
-            rows = db.execute("SELECT started_ms, finished_ms, outcome, summary FROM run WHERE job=? ORDER BY id DESC "
-                              "LIMIT 1", (name,)).fetchall()
-            n = int(db.execute("SELECT COUNT(*) FROM run WHERE job=?", (name,)).fetchone()[0])
-            last = ({"started_ms": rows[0][0], "finished_ms": rows[0][1], "outcome": rows[0][2],
-                     "summary": json.loads(rows[0][3]) if rows[0][3] else None} if rows else None)
+            n, last = record.last_run(name)
             jobs.setdefault(name, {"next_run": None, "paused": None, "every_seconds": None})
             jobs[name].update({"runs": n, "last": last})
-    finally:
-        db.close()
     return {"home": str(home), "running": running, "holder": holder if running else None, "jobs": jobs}

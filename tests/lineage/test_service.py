@@ -21,7 +21,7 @@ from hubdata import dump_graph as hub_graph
 
 from hubsim import HubSim
 from lineage.cli import main
-from lineage.service.jobs import open_runs
+from lineage.service.runs import ServiceRecord
 from lineage.service.scheduler import ServiceBusyError, control, home_lock, run_service, status
 from lineage.settings import Settings
 
@@ -29,14 +29,10 @@ ROOT = Path(__file__).parents[2]
 
 
 def runs(home: Path, job: str) -> list[tuple[int, str]]:
-    # open_runs, not a bare connect: the service creates the file a moment before its tables, and a
-    # bare reader in that moment sees "no such table" (a CI run failed on exactly that)
-    db = open_runs(home)
-    try:
-        return [(int(s), str(o)) for s, o in db.execute("SELECT started_ms, outcome FROM run WHERE job=? ORDER BY id",
-                                                         (job,))]
-    finally:
-        db.close()
+    # through the service's record, not a bare connect: the service creates the file a moment before its
+    # tables, and a bare reader in that moment sees "no such table" (a CI run failed on exactly that)
+    with ServiceRecord(home) as record:
+        return record.runs(job)
 
 
 @contextmanager
