@@ -13,6 +13,8 @@ re-detection changes the next evaluation. Kinds:
 * ``unknown_license``: a derivative whose licence cannot be recognised, of a base whose terms matter.
 
 Declared derivatives are judged too: a card may name its base honestly and still relicense it.
+
+Each kind comes from a small finder (:data:`FINDERS`) over one batched read of the graph (:class:`Graph`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from alerts.licenses import License, canonical, clean
 from alerts.rules import SEVERITIES, Severity, judge, rules, strictest
 from graph import queries
-from graph.records import ModelRecord
-from graph.store import LineageStore
+from graph.records import FamilyRecord, ModelRecord
+from graph.store import EdgeRow, LineageStore
 
 Kind = Literal["license_conflict", "undeclared_base", "declared_differently", "attribution_missing", "hidden_copy",
                "unknown_license"]
@@ -94,84 +97,137 @@ def _finding(kind: Kind, severity: Severity, m: ModelRecord, base: ModelRecord |
                    or kind, {k: v for k, v in evidence.items() if v is not None})
 
 
-def evaluate(store: LineageStore) -> list[Finding]:
-    """Every finding the graph supports now, sorted by model then kind."""
-    detected = [e for e in store.detected_edges(None) if e.verdict == "derived"]
-    declared: dict[str, list[str]] = defaultdict(list)
-    for e in store.declared_edges(None):
-        declared[e.src].append(e.dst)
-    copies = store.copies()
-    parents: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-    zs: dict[tuple[str, str], float | None] = {}
-    for e in detected:
-        parents[e.src].append((e.dst, e.score))
-        zs[(e.src, e.dst)] = e.z
-    keys = set(parents) | set(declared) | {d for v in declared.values() for d in v} | {p for v in parents.values()
-                                                                                       for p, _ in v}
-    keys |= {c.src for c in copies} | {c.dst for c in copies}
-    models = {m.key: m for m in store.get_models(sorted(keys))}
-    fams = {k: store.family_of(k) for k in keys}
-    roots = {f.root_key for f in fams.values() if f is not None and f.root_key}
-    models.update({m.key: m for m in store.get_models(sorted(roots - set(models)))})
+@dataclass
+class Graph:
+    """What every finder reads, from batched graph reads made once per evaluation."""
 
-    def root_of(key: str) -> ModelRecord | None:
-        f = fams.get(key) or store.family_of(key)
-        return models.get(f.root_key) if f is not None and f.root_key else None
+    store: LineageStore
+    #: detected parents (key, score) and the z of each detected edge, per model key
+    parents: dict[str, list[tuple[str, float | None]]]
+    zs: dict[tuple[str, str], float | None]
+    #: declared base keys per model key
+    declared: dict[str, list[str]]
+    copies: list[EdgeRow]
+    models: dict[str, ModelRecord]
+    families: dict[str, FamilyRecord | None]
 
-    def family(key: str) -> str | None:
-        f = fams.get(key)
+    @classmethod
+    def read(cls, store: LineageStore) -> Graph:
+        detected = [e for e in store.detected_edges(None) if e.verdict == "derived"]
+        declared: dict[str, list[str]] = defaultdict(list)
+        for e in store.declared_edges(None):
+            declared[e.src].append(e.dst)
+        copies = store.copies()
+        parents: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
+        zs: dict[tuple[str, str], float | None] = {}
+        for e in detected:
+            parents[e.src].append((e.dst, e.score))
+            zs[(e.src, e.dst)] = e.z
+        keys = set(parents) | set(declared) | {d for v in declared.values() for d in v} | {
+            p for v in parents.values() for p, _ in v} | {c.src for c in copies} | {c.dst for c in copies}
+        models = {m.key: m for m in store.get_models(sorted(keys))}
+        fams = {k: store.family_of(k) for k in keys}
+        roots = {f.root_key for f in fams.values() if f is not None and f.root_key}
+        models.update({m.key: m for m in store.get_models(sorted(roots - set(models)))})
+        return cls(store, parents, zs, declared, copies, models, fams)
+
+    def root_of(self, key: str) -> ModelRecord | None:
+        """The root of ``key``'s family."""
+        f = self.families.get(key) or self.store.family_of(key)
+        return self.models.get(f.root_key) if f is not None and f.root_key else None
+
+    def family(self, key: str) -> str | None:
+        f = self.families.get(key)
         return f.name if f is not None else None
 
-    def is_root(key: str) -> bool:
-        f = fams.get(key)
+    def is_root(self, key: str) -> bool:
+        f = self.families.get(key)
         return f is not None and f.root_key == key
 
-    out: list[Finding] = []
-    for row in queries.undeclared(store):
-        m, p = models.get(row["key"]), next((models[k] for k, _ in parents.get(row["key"], []) if k in models), None)
+
+def find_undeclared(g: Graph) -> Iterator[Finding]:
+    """``undeclared_base`` and ``declared_differently``: a detected parent the card does not name (no
+    ``base_model``), or names bases none of which is the detected family's (``graph.queries.undeclared``)."""
+    for row in queries.undeclared(g.store):
+        m = g.models.get(row["key"])
+        p = next((g.models[k] for k, _ in g.parents.get(row["key"], []) if k in g.models), None)
         if m is None:
             continue
         kind: Kind = "undeclared_base" if row["reason"] == "undeclared" else "declared_differently"
         what = ("the weights derive from {p}; the card names no base" if kind == "undeclared_base"
                 else "the weights derive from {p}; the card names " + ", ".join(row["declared"]))
-        out.append(_finding(kind, DEFAULT_SEVERITY[kind], m, p, row["family"], what.format(p=row["detected_parent"]),
-                            score=row["score"], z=zs.get((m.key, p.key)) if p else None,
-                            detected_parent=row["detected_parent"], declared=row["declared"]))
-    # licences: every derivative (detected or declared) against its strictest base
-    for key in sorted(set(parents) | set(declared)):
-        m = models.get(key)
-        if m is None or is_root(key):
+        yield _finding(kind, DEFAULT_SEVERITY[kind], m, p, row["family"], what.format(p=row["detected_parent"]),
+                       score=row["score"], z=g.zs.get((m.key, p.key)) if p else None,
+                       detected_parent=row["detected_parent"], declared=row["declared"])
+
+
+def find_license_breaks(g: Graph) -> Iterator[Finding]:
+    """``license_conflict``, ``attribution_missing``, ``unknown_license``: every derivative (detected or
+    declared, not a family root) against its strictest base's licence, by the rule table
+    (:func:`alerts.rules.judge`)."""
+    for key in sorted(set(g.parents) | set(g.declared)):
+        m = g.models.get(key)
+        if m is None or g.is_root(key):
             continue
-        bases = {r.key: r for r in [root_of(key), *(root_of(d) for d in declared.get(key, []))] if r is not None
-                 and r.key != key}
+        bases = {r.key: r for r in [g.root_of(key), *(g.root_of(d) for d in g.declared.get(key, []))]
+                 if r is not None and r.key != key}
         base = _strictest(list(bases.values()))
         if base is None:
             continue
-        score, z = next(((s, zs.get((key, d))) for d, s in parents.get(key, [])), (None, None))
+        score, z = next(((s, g.zs.get((key, d))) for d, s in g.parents.get(key, [])), (None, None))
         for j in judge(_license(m), _license(base), m.id.split("/")[-1]):
-            out.append(_finding(j.kind, j.severity, m, base, family(key), j.reason,
-                                rule=j.rule, clause=j.clause, base_license=_license(base).label(), score=score, z=z,
-                                declared=[models[d].id for d in declared.get(key, []) if d in models]))
-    # exact copies: a re-upload that hides where its weights come from. SAME_WEIGHTS is unordered; the
-    # copy is the later-created side (on a tie, the one whose card names no base).
-    for c in copies:
-        a, b = models.get(c.src), models.get(c.dst)
+            yield _finding(j.kind, j.severity, m, base, g.family(key), j.reason, rule=j.rule, clause=j.clause,
+                           base_license=_license(base).label(), score=score, z=z,
+                           declared=[g.models[d].id for d in g.declared.get(key, []) if d in g.models])
+
+
+def _copies(g: Graph) -> Iterator[tuple[ModelRecord, ModelRecord]]:
+    """(copy, original) of every exact re-upload whose card names no base. ``SAME_WEIGHTS`` is unordered;
+    the copy is the later-created side (on a tie, the one whose card names no base)."""
+    for c in g.copies:
+        a, b = g.models.get(c.src), g.models.get(c.dst)
         if a is None or b is None:
             continue
-        m, orig = sorted([a, b], key=lambda x: (x.created_at_ms or 0, not declared.get(x.key), x.key), reverse=True)
-        if declared.get(m.key):
-            continue  # a re-upload that names its base says what it is
+        m, orig = sorted([a, b], key=lambda x: (x.created_at_ms or 0, not g.declared.get(x.key), x.key), reverse=True)
+        if not g.declared.get(m.key):  # a re-upload that names its base says what it is
+            yield m, orig
+
+
+def find_hidden_copies(g: Graph) -> Iterator[Finding]:
+    """``hidden_copy``: an exact re-upload that names no base, ``low`` when it keeps the original's
+    licence, ``medium`` when its licence is missing or another."""
+    for m, orig in _copies(g):
         mine, theirs = _license(m), _license(orig)
         severity: Severity = "low" if mine.known and mine.key == theirs.key else "medium"
-        out.append(_finding("hidden_copy", severity, m, orig, family(m.key),
-                            f"same weight files as {clean(orig.id)}; the card names no base (licence {mine.label()}, "
-                            f"original {theirs.label()})", original=clean(orig.id)))
-        base = root_of(orig.key) or orig
+        yield _finding("hidden_copy", severity, m, orig, g.family(m.key),
+                       f"same weight files as {clean(orig.id)}; the card names no base (licence {mine.label()}, "
+                       f"original {theirs.label()})", original=clean(orig.id))
+
+
+def find_copy_license_breaks(g: Graph) -> Iterator[Finding]:
+    """The licence rules for a hidden copy, against its original's family root (or the original)."""
+    for m, orig in _copies(g):
+        base = g.root_of(orig.key) or orig
         if base.key != m.key:
-            for j in judge(mine, _license(base), m.id.split("/")[-1]):
-                out.append(_finding(j.kind, j.severity, m, base, family(m.key), j.reason, rule=j.rule, clause=j.clause,
-                                    base_license=_license(base).label(), original=clean(orig.id)))
-    uniq = {f.dedup_key: f for f in out}
+            for j in judge(_license(m), _license(base), m.id.split("/")[-1]):
+                yield _finding(j.kind, j.severity, m, base, g.family(m.key), j.reason, rule=j.rule, clause=j.clause,
+                               base_license=_license(base).label(), original=clean(orig.id))
+
+
+#: The finders, each a function of the graph read once; a new kind of finding is a function and a line here.
+FINDERS: dict[str, Callable[[Graph], Iterable[Finding]]] = {
+    "undeclared": find_undeclared,
+    "license": find_license_breaks,
+    "hidden_copy": find_hidden_copies,
+    "copy_license": find_copy_license_breaks,
+}
+
+
+def evaluate(store: LineageStore) -> list[Finding]:
+    """Every finding the graph supports now (every :data:`FINDERS` entry over one read of the graph),
+    one per dedup key, sorted by model then kind."""
+    g = Graph.read(store)
+    uniq = {f.dedup_key: f for finder in FINDERS.values() for f in finder(g)}
     return sorted(uniq.values(), key=lambda f: (f.model_id, KINDS.index(f.kind), f.base_id or ""))
 
 

@@ -156,7 +156,8 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
 
     ``undeclared``: detected parent, no ``base_model`` at all. ``declared_differently``: the card names bases,
     but none of them is among the detected ancestors and none is in the detected family.
-    ``license_differs`` flags a licence other than the family root's (a cue for the licence alert).
+    Each row carries the model's licence and its family root's (``family_license``) as the cards give
+    them; whether they differ is licence policy (``alerts.policy``).
     """
     if family_name is not None and store.family_named(family_name) is None:
         raise UnknownFamilyNameError(family_name, sorted(f.name for f, _ in store.families()))
@@ -204,8 +205,7 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
         out.append({"id": child.id, "key": child.key, "reason": reason, "detected_parent": parent.id,
                     "score": e.score, "declared": [models[d].id for d in decl if d in models],
                     "family": my_family.name if my_family else None, "license": child.license,
-                    "family_license": root_license,
-                    "license_differs": root_license is not None and child.license != root_license})
+                    "family_license": root_license})
     return out
 
 

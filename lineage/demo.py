@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from alerts.policy import suspects
 from alerts.sinks import summary as alert_line
 from alerts.subscriptions import Subscription
 from graph import queries
@@ -87,7 +88,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
                              "candidate": bool(fam.display_name and "candidate" in fam.display_name),
                              "shared_init": tree["shared_init"],
                              "members": n, "tree": own, "merged_in": merged, "copies": _copies(store, fam.name, tree)})
-        alerts = queries.undeclared(store)
+        alerts = suspects(store)
         stats = queries.stats(store)
         # the alerts a JSONL subscription would have been sent: new findings only (a rerun sends nothing)
         sink = Subscription(name="demo", sink="jsonl", path=str(settings.home / "demo-alerts.jsonl"))

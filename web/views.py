@@ -13,7 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from alerts import policy
 from alerts.outbox import AlertStore
+from alerts.policy import differs
 from graph import queries
 from graph.errors import UnknownModelError
 from graph.records import DerivedEdge, FamilyRecord, ModelRecord
@@ -147,7 +149,7 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
         "model": _model_doc(m),
         "family": {"name": fam.name, "license": root_license} if fam else None,
         "license": {"model": m.license, "family": root_license,
-                    "differs": root_license is not None and m.license != root_license},
+                    "differs": differs(m.license, root_license)},
         "detected_parents": [_edge_doc(e, labels) for e in parents],
         "declared_parents": [{"id": name(e.dst), "relation": e.relation, "confirmed": name(e.dst) in detected_ids}
                              for e in declared],
@@ -164,7 +166,7 @@ def model(store: LineageStore, alerts: AlertStore | None, ident: str) -> dict[st
 def _node(m_id: str, key: str, lic: str | None, score: float | None, kind: str, relation: str | None,
           family_license: str | None) -> dict[str, Any]:
     return {"id": key, "label": m_id, "kind": "model", "score": score, "edge": kind, "relation": relation,
-            "license": lic, "license_differs": family_license is not None and lic != family_license}
+            "license": lic, "license_differs": differs(lic, family_license)}
 
 
 def _groups(children: list[EdgeRow], repo_id: Callable[[str], str]) -> list[tuple[str, list[EdgeRow]]]:
@@ -268,7 +270,7 @@ def suspects(store: LineageStore, reason: str | None = None, family_name: str | 
     if sort not in ("score", "id", "family"):
         raise BadRequestError("sort must be score, id or family")
     fam = _text(family_name, "family") or None
-    rows = queries.undeclared(store, fam)
+    rows = policy.suspects(store, fam)
     if reason:
         rows = [r for r in rows if r["reason"] == reason]
     key = {"score": lambda r: -(r["score"] or 0.0), "id": lambda r: r["id"], "family": lambda r: (r["family"] or "", r["id"])}

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from alerts.policy import suspects
 from graph import queries
 from graph.records import Lineage
 from graph.store import MAX_DEPTH, LineageStore
@@ -135,7 +136,7 @@ def undeclared(family_name: str | None, as_json: bool) -> None:
 
         lineage undeclared --family llama-2 --json
     """
-    rows = _with_store(lambda s: queries.undeclared(s, family_name))
+    rows = _with_store(lambda s: suspects(s, family_name))
     if as_json:
         emit_json({"family": family_name, "undeclared": rows})
         return

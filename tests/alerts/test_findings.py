@@ -124,3 +124,13 @@ def test_hostile_card_fields_are_bounded_and_stripped(store: SqliteStore) -> Non
     assert len(f.license) < 260 and "\r" not in f.license and "\n" not in f.license and "\x1b" not in f.license
     assert "\u202e" not in f.license and f.license.endswith("…)")
     assert clean("a\x00b\u2028c") == "a b c" and clean("   ") is None
+
+
+def test_licence_difference_is_decided_by_licence_knowledge_not_by_strings() -> None:
+    from alerts.policy import differs
+
+    assert not differs("apache-2.0", None)  # no family licence: nothing to differ from
+    assert not differs("Apache-2.0", "apache-2.0")  # one licence, two spellings
+    assert differs("mit", "llama2")
+    assert differs(None, "llama2")
+    assert differs("my-own-terms", "other-terms") and not differs("my-own-terms", "my-own-terms")
