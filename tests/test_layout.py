@@ -79,6 +79,20 @@ def test_nothing_outside_bench_imports_bench(graph: dict[str, set[str]]) -> None
     assert not bad, sorted(bad)
 
 
+def test_only_the_benchmarks_tests_import_bench() -> None:
+    # bench/ holds benchmarks only: a helper that tests need (the Bolt server, placement quality) lives
+    # with the tests or in a product package, and only tests/bench/ (which tests the benchmarks) imports bench
+    bad = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.parent.name == "bench":
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "bench"]
+    assert not bad, bad
+
+
 @pytest.mark.parametrize(("pkg", "allowed"), [("crawler", ("fingerprint", "graph")), ("alerts", ("graph",)),
                                                   ("web", ("graph", "alerts"))])
 def test_middle_floors_import_only_the_floors_below_them(graph: dict[str, set[str]], pkg: str,

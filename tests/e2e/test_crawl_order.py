@@ -18,8 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from crawlorder import crawl_in_order, tree
 
-from bench.pipeline import crawl_in_order, tree
 from zoo.manifest import Manifest
 
 pytestmark = pytest.mark.slow
@@ -50,13 +50,13 @@ def test_a_kill_while_a_late_parent_settles_its_children_resumes_to_the_right_tr
     """``alice/llama-a-sft`` appears after its children were crawled, and after its card-less mirror,
     which took its place; the crawl that finds the original is killed while it moves the mirror's
     subtree under it; the next crawl finishes the move."""
-    from bench.pipeline import placement_quality
     from graph.sqlite import SqliteStore
     from hubsim import HubSim
     from lineage.app import open_app
     from lineage.demo import GATED, OPERATOR_TOKEN, UNCATALOGUED
     from lineage.settings import Settings
     from lineage.zoohub import EPOCH, zoo_repos
+    from zoo.quality import placement_quality
 
     late_id = "alice/llama-a-sft"
     catalog = [m for m in tiny_zoo if m.category == "base" and m.name not in UNCATALOGUED]

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.pipeline import placement_quality
 from fingerprint.canonical import open_model
 from fingerprint.inspect import inspect_model
 from fingerprint.io.gguf import CHUNK
@@ -18,6 +17,7 @@ from graph.sqlite import SqliteStore
 from lineage.demo import UNCATALOGUED, run_demo
 from lineage.settings import Settings
 from zoo.manifest import Manifest
+from zoo.quality import placement_quality
 
 pytestmark = pytest.mark.slow
 
