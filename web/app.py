@@ -231,3 +231,36 @@ def create_app(store: LineageStore, alerts_path: Path | None = None, token: str 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def get(app: Any, path: str, accept_json: bool = False) -> tuple[int, str, bytes]:
+    """Answer one ``GET path`` from ``app`` in this process, as a browser would get it over HTTP:
+    ``(status, content type, body)``. No server, no socket (``lineage web --get``, after datasette's)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    if not path.startswith("/"):
+        raise BadRequestError(f"the path must start with '/': {path[:200]!r}")
+    parts = urlsplit(path)
+    headers = [(b"host", b"localhost")] + ([(b"accept", b"application/json")] if accept_json else [])
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": parts.path, "raw_path": parts.path.encode(), "query_string": parts.query.encode(),
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 0), "server": ("localhost", 80)}
+    sent: list[dict[str, Any]] = []
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    ctype = next((v.decode("latin-1") for k, v in start.get("headers", []) if k.lower() == b"content-type"), "")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return int(start["status"]), ctype, body
