@@ -14,7 +14,13 @@ from lineage.cli.output import emit_json, handle_errors, output_options, table
 def alerts() -> None:
     """Findings on suspected unlicensed derivatives, and their delivery (webhook, Slack, e-mail, JSONL).
 
-    Subscriptions live in $LINEAGE_HOME/alerts.json (see the README's Alerts section).
+    Subscriptions live in $LINEAGE_HOME/alerts.json (docs/alerts.md).
+
+    Example:
+
+    \b
+        lineage alerts deliver             # evaluate the graph, send what changed to every subscription
+        lineage alerts list --kind license_conflict
     """
 
 
@@ -116,7 +122,12 @@ def show(key: str, as_json: bool) -> None:
 @output_options
 @handle_errors
 def ack(key: str, as_json: bool) -> None:
-    """Acknowledge a finding: no more "changed" notices for it (a "resolved" one is still sent)."""
+    """Acknowledge a finding: no more "changed" notices for it (a "resolved" one is still sent).
+
+    Example:
+
+        lineage alerts ack 3f9c2a1b        # a dedup key, or a unique prefix of 6+ characters
+    """
     from lineage.app import open_alerts
 
     state = open_alerts()
@@ -132,7 +143,12 @@ def ack(key: str, as_json: bool) -> None:
 @output_options
 @handle_errors
 def mute(model: str | None, org: str | None, family: str | None, kind: str | None, as_json: bool) -> None:
-    """Stop notices for a model, an organisation, a family or a kind (findings are still listed)."""
+    """Stop notices for a model, an organisation, a family or a kind (findings are still listed).
+
+    Example:
+
+        lineage alerts mute --org mirror
+    """
 
     scope, value = _scope(model, org, family, kind)
     _set_mute(scope, value, True, as_json)
@@ -143,7 +159,12 @@ def mute(model: str | None, org: str | None, family: str | None, kind: str | Non
 @output_options
 @handle_errors
 def unmute(model: str | None, org: str | None, family: str | None, kind: str | None, as_json: bool) -> None:
-    """Undo lineage alerts mute."""
+    """Undo lineage alerts mute.
+
+    Example:
+
+        lineage alerts unmute --org mirror
+    """
 
     scope, value = _scope(model, org, family, kind)
     _set_mute(scope, value, False, as_json)
@@ -220,7 +241,12 @@ def deliver(as_json: bool) -> None:
 @output_options
 @handle_errors
 def dead(as_json: bool) -> None:
-    """Deliveries that gave up (a permanent refusal, or too many failures)."""
+    """Deliveries that gave up (a permanent refusal, or too many failures).
+
+    Example:
+
+        lineage alerts dead --json
+    """
     from alerts.delivery import dead_letters
     from lineage.app import open_alerts
 

@@ -13,7 +13,15 @@ from lineage.settings import Settings
 
 @click.group()
 def index() -> None:
-    """The local index of base-family fingerprints ($LINEAGE_HOME/index)."""
+    """The local index of base-family fingerprints ($LINEAGE_HOME/index).
+
+    Example:
+
+    \b
+        lineage index bootstrap --list     # the catalog of well-known bases
+        lineage index add ./Llama-2-7b-hf --family llama-2
+        lineage index list
+    """
 
 
 @index.command("add")

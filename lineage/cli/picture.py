@@ -25,9 +25,9 @@ def picture(target: str | None, output: Path, size: int | None, sheet: str | Non
     TARGET is a fingerprint file (.lfp), a checkpoint (directory or .gguf, fingerprinted now) or a model
     id this home has crawled or indexed. The picture depends on the weights only (the embedding geometry
     of hash-chosen anchor tokens, with the common modes shrunk), never on the name or the card; the
-    README's "Fingerprint pictures" section says what it survives.
+    manual's "Fingerprint pictures" page (docs/method/pictures.md) says what it survives.
 
-    Examples:
+    Example:
 
     \b
         lineage picture meta-zoo/llama-a -o llama-a.png

@@ -12,7 +12,14 @@ from lineage.service.jobs import JOBS
 
 @click.group()
 def service() -> None:
-    """Scheduled crawl passes, sweeps and alert deliveries, one scheduler per $LINEAGE_HOME."""
+    """Scheduled crawl passes, sweeps and alert deliveries, one scheduler per $LINEAGE_HOME.
+
+    Example:
+
+    \b
+        lineage service run --alerts-minutes 5
+        lineage service status
+    """
 
 
 def _intervals(f: Any) -> Any:
@@ -52,7 +59,12 @@ def run(**minutes: float) -> None:
 @output_options
 @handle_errors
 def status(as_json: bool) -> None:
-    """Whether a service runs on this home, each job's next run and its last run's outcome."""
+    """Whether a service runs on this home, each job's next run and its last run's outcome.
+
+    Example:
+
+        lineage service status --json
+    """
     from lineage.service.scheduler import status as get
     from lineage.settings import Settings
 
@@ -72,7 +84,12 @@ def status(as_json: bool) -> None:
 @service.command()
 @output_options
 def jobs(as_json: bool) -> None:
-    """The jobs a service schedules, with their default intervals."""
+    """The jobs a service schedules, with their default intervals.
+
+    Example:
+
+        lineage service jobs
+    """
     rows = [{"job": k, "minutes": v.minutes, "what": v.help} for k, v in JOBS.items()]
     if as_json:
         emit_json(rows)
@@ -89,8 +106,9 @@ def _control(action: str) -> click.Command:
 
         click.echo(f"{action} {job}: {control(Settings.from_env(), action, job)}")
 
-    cmd.__doc__ = {"pause": "Pause a job (it keeps its place in the store).", "resume": "Resume a paused job.",
-                   "run-now": "Run a job now (in the running service, or here when none runs)."}[action]
+    what = {"pause": "Pause a job (it keeps its place in the store).", "resume": "Resume a paused job.",
+            "run-now": "Run a job now (in the running service, or here when none runs)."}[action]
+    cmd.__doc__ = f"{what}\n\n    Example:\n\n        lineage service {action} {'crawl' if action != 'run-now' else 'alerts'}\n    "
     return service.command(action)(cmd)
 
 
