@@ -1,7 +1,7 @@
 """Embedded lineage store: one SQLite file, recursive CTEs for traversals, and a closure of the detected
 edges (:mod:`graph.closure`) that answers detected ``derivatives`` with one range scan.
 
-Why SQLite (measured at 1M models / 1.1M edges on 2 cores, see the README): it matched or beat the
+Why SQLite (measured at 1M models / 1.1M edges on 2 cores, see docs/guide/graph.md): it matched or beat the
 embedded Cypher databases on every operation (point lookup < 1 ms, 17k-descendant traversal 80 ms,
 20k upserts in 0.5 s), ships with Python, and the file is inspectable with any SQLite tool.
 """

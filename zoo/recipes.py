@@ -18,7 +18,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(d=64, layers=3, heads=4, kv_gqa=2, ffn=192, vocab=512, seq=64, batch=8, base_steps=120, lr=3e-3,
                  tokens=200_000, dtype="float32", workers=2),
     # The benchmark set: d=256 (Q4_K-sized rows), 4 layers, 4x the tiny zoo's width and vocabulary;
-    # 250 steps per base (continued pretraining as many again). Build time is in the README.
+    # 250 steps per base (continued pretraining as many again). Build time is in docs/evaluation.md.
     "small": dict(d=256, layers=4, heads=8, kv_gqa=2, ffn=704, vocab=2048, seq=64, batch=8, base_steps=250,
                   lr=2e-3, tokens=1_000_000, dtype="float16"),
 }

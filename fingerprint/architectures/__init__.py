@@ -206,7 +206,7 @@ def gguf_architecture() -> ArchitectureDef:
 
 
 def architecture_table() -> str:
-    """The README's supported-architectures table, generated from the data files."""
+    """The supported-architectures table (docs/reference/architectures.md), generated from the data files."""
     rows = ["| file | HF classes / format | norm | RoPE | fused QKV | notes |", "|---|---|---|---|---|---|"]
     for name, a in load_architectures().items():
         classes = ", ".join(f"`{c}`" for c in a.architectures) or "GGUF (`general.architecture`)"

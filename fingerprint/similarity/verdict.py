@@ -11,7 +11,7 @@ into ``z = (s − μ₀) / σ₀`` and a verdict:
   (token-shuffled rows) leaves unexplained;
 * ``inconclusive``: everything else.
 
-Why each threshold (``k = SHARED_DIRECTIONS``) is argued in the README's *Verdict* paragraph and in
+Why each threshold (``k = SHARED_DIRECTIONS``) is argued in ``docs/method/verdict.md`` and in
 the comments below.
 """
 
