@@ -29,14 +29,14 @@ def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple
 
 
 def help_text(path: tuple[str, ...], cmd: click.Command, root: click.Group) -> str:
-    """``lineage PATH --help`` exactly as a user sees it, at a fixed width."""
-    parent = click.Context(root, info_name="lineage", terminal_width=100, max_content_width=100)
-    ctx = parent
+    """``lineage PATH --help`` exactly as a user sees it, at a fixed width: the contexts are made the way
+    click makes them (the root's ``context_settings``, such as ``-h``, reach every subcommand)."""
+    ctx = root.make_context("lineage", [], resilient_parsing=True, terminal_width=100, max_content_width=100)
     node: click.Command = root
     for name in path:
         assert isinstance(node, click.Group)
         node = node.commands[name]
-        ctx = click.Context(node, info_name=name, parent=ctx, terminal_width=100, max_content_width=100)
+        ctx = node.make_context(name, [], parent=ctx, resilient_parsing=True)
     return cmd.get_help(ctx)
 
 
