@@ -127,3 +127,14 @@ def hub(models: dict[str, Path]) -> Any:
         yield sim
 
 
+@pytest.fixture
+def loaded() -> None:
+    """The hand-built graph of ``tests/graphdata.py`` in this test's home (``$LINEAGE_HOME/graph.sqlite``)."""
+    from graphdata import load
+
+    from graph.sqlite import SqliteStore
+
+    s = SqliteStore(Path(os.environ["LINEAGE_HOME"]) / "graph.sqlite")
+    s.ensure_schema()
+    load(s)
+    s.close()

@@ -9,19 +9,11 @@ from pathlib import Path
 import networkx as nx
 import pytest
 from click.testing import CliRunner
-from graphdata import T0, load, model
+from graphdata import T0, model
 
 from graph.records import DerivedEdge
 from graph.sqlite import SqliteStore
 from lineage.cli import main
-
-
-@pytest.fixture
-def loaded() -> None:
-    s = SqliteStore(Path(os.environ["LINEAGE_HOME"]) / "graph.sqlite")
-    s.ensure_schema()
-    load(s)
-    s.close()
 
 
 def run(*args: str, code: int = 0) -> str:

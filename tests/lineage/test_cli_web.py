@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
-from graphdata import load
 
-from graph.sqlite import SqliteStore
 from lineage.cli import main
-
-
-@pytest.fixture
-def loaded() -> None:
-    s = SqliteStore(Path(os.environ["LINEAGE_HOME"]) / "graph.sqlite")
-    s.ensure_schema()
-    load(s)
-    s.close()
 
 
 def run(*args: str, code: int = 0) -> str:
