@@ -31,7 +31,7 @@ writes their answer, in a bounded number of store calls per placement.
 Because every placement reads only older entries and the older ones are placed first, the tree is the
 same whatever order the crawl met the models in (``tests/e2e/test_crawl_order.py`` shuffles it).
 Every write is a MERGE on stable keys, so replaying an outcome (after a crash between the graph
-write and the crawl-state commit) leaves the graph as it was, and re-runs the settling it started.
+write and the crawl-state commit) leaves the graph as it was, and re-runs the revisiting it started.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from lineage.scoring import Scorer, StoreTree, subject_meta, subject_of
 __all__ = ["Pipeline", "Placement", "Subject", "subject_of_model"]
 #: How many later models, nearest by prefilter first, :meth:`Pipeline.revisit` asks whether a late
 #: arrival entered their shortlist (each is one screen, no comparison, unless it did).
-SETTLE_SCAN = 4 * SHORTLIST
+REVISIT_SCAN = 4 * SHORTLIST
 
 
 def _ms(d: Any) -> int | None:
@@ -166,7 +166,7 @@ class Pipeline:
             return []
         sk = self.index.sketch(name)
         out = []
-        for y, _, _ in self.index.screen(sk, SETTLE_SCAN, newer_than=e.when()):
+        for y, _, _ in self.index.screen(sk, REVISIT_SCAN, newer_than=e.when()):
             ey = self.index.entries[y]
             if name in {x for x, _, _ in self.index.screen(self.index.sketch(y), self.scorer.shortlist,
                                                           older_than=ey.when())}:
