@@ -42,7 +42,7 @@ def connect(uri: str, user: str, password: str) -> Any:
         driver.close()
         raise StoreAuthError(f"Neo4j at {uri} refused the credentials of user {user!r} "
                              "(set LINEAGE_NEO4J_USER / LINEAGE_NEO4J_PASSWORD)") from e
-    except (ServiceUnavailable, OSError) as e:
+    except (ServiceUnavailable, OSError, ValueError) as e:  # ValueError: an address the driver cannot resolve
         driver.close()
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise StoreUnavailableError(f"cannot reach Neo4j at {uri}: {reason}") from e

@@ -98,8 +98,8 @@ class Settings:
         """Read every setting once; values are checked here, so a bad one fails at start-up.
 
         Raises:
-            SettingsError: a malformed ``LINEAGE_DEVICE``, ``LINEAGE_WORKERS`` or ``LINEAGE_WORKER_COUNT``, or a ``LINEAGE_HOME`` that exists and is not a
-                directory.
+            SettingsError: a malformed ``LINEAGE_DEVICE``, ``LINEAGE_WORKERS``, ``LINEAGE_WORKER_COUNT`` or
+                ``LINEAGE_GRAPH`` URI, or a ``LINEAGE_HOME`` that exists and is not a directory.
         """
         e = dict(os.environ if env is None else env)
 
@@ -123,11 +123,24 @@ class Settings:
         if store and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", store):
             raise SettingsError("LINEAGE_FINGERPRINT_STORE", store, "use an fsspec URL such as s3://bucket/prefix or "
                                 "file:///path, or leave it empty")
+        graph = get("LINEAGE_GRAPH").strip()
+        if "://" in graph:  # a server URI: checked by its shape only (no lookup of the host here)
+            from urllib.parse import urlsplit
+
+            try:
+                parts = urlsplit(graph)
+                port_ok = parts.port is None or 0 < parts.port < 65536
+            except ValueError:
+                port_ok = False
+            if not parts.hostname or not port_ok:
+                shown = graph.replace(f":{parts.password}@", ":***@") if parts.password else graph  # never echo a password
+                raise SettingsError("LINEAGE_GRAPH", shown, "use embedded or a URI such as bolt://host:7687 "
+                                    "(a host, and a port from 1 to 65535)")
         return cls(
             home=home,
             device=device,
             disable_progress_bars=_truthy(get("LINEAGE_DISABLE_PROGRESS_BARS")),
-            graph=get("LINEAGE_GRAPH"),
+            graph=graph,
             neo4j_user=get("LINEAGE_NEO4J_USER"),
             neo4j_password=get("LINEAGE_NEO4J_PASSWORD"),
             neo4j_database=get("LINEAGE_NEO4J_DATABASE"),

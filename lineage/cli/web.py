@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from lineage.cli.output import handle_errors
@@ -48,9 +50,10 @@ def web(host: str, port: int, get_path: str | None, as_json: bool) -> None:
                 raise LineageError(f"GET {get_path[:200]} answered {status}: {_reason(ctype, body)}")
             click.echo(body.decode("utf-8", errors="replace"), nl=not body.endswith(b"\n"))
             return
+        sock = _listen(host, port)  # bound before the URL is announced: a busy port is one error line
         click.echo(f"lineage web on http://{host}:{port}/ (store: {s.graph}, "
                    f"{'writes need the token' if s.web_token else 'read-only'}); Ctrl-C stops it", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         store.close()
 
@@ -66,3 +69,22 @@ def _reason(ctype: str, body: bytes) -> str:
         except (ValueError, AttributeError):
             pass
     return " ".join(body.decode("utf-8", errors="replace").split())[:300]
+
+
+def _listen(host: str, port: int) -> Any:
+    """A listening socket on ``host:port``, or one clear error (the port is taken, the address is not ours)."""
+    import socket
+
+    from lineage.errors import LineageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise LineageError(f"cannot listen on {host}:{port}: {e.strerror or e} (is another server on that port? "
+                           "choose one with --port)") from e
+    return sock

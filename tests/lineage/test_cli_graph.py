@@ -65,6 +65,15 @@ def test_unreachable_neo4j_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.startswith("Error: cannot reach Neo4j at bolt://127.0.0.1:1") and out.count("\n") == 1
     monkeypatch.setenv("LINEAGE_GRAPH", "mysql://x")
     assert "use 'embedded' or a Neo4j URI" in run("stats", code=2)
+    # a port that is not a number is refused by its shape, before any driver or lookup (it printed an
+    # 82-line traceback and exited 1)
+    for uri in ("bolt://127.0.0.1:notaport", "bolt://127.0.0.1:70000", "bolt://:7687"):
+        monkeypatch.setenv("LINEAGE_GRAPH", uri)
+        out = run("stats", code=2)
+        assert out.startswith("Error: LINEAGE_GRAPH") and "a port from 1 to 65535" in out and out.count("\n") == 1, out
+    monkeypatch.setenv("LINEAGE_GRAPH", "bolt://neo:s3cret@127.0.0.1:x")
+    out = run("stats", code=2)
+    assert "s3cret" not in out and "neo:***@" in out
 
 
 def test_an_exact_copy_answers_with_the_model_it_copies(loaded: None) -> None:
