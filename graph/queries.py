@@ -156,7 +156,7 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
 
     ``undeclared``: detected parent, no ``base_model`` at all. ``declared_differently``: the card names bases,
     but none of them is among the detected ancestors and none is in the detected family.
-    Each row carries the model's licence and its family root's (``family_license``) as the cards give
+    Rows are sorted by repo id. Each row carries the model's licence and its family root's (``family_license``) as the cards give
     them; whether they differ is licence policy (``alerts.policy``).
     """
     if family_name is not None and store.family_named(family_name) is None:
@@ -206,7 +206,7 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
                     "score": e.score, "declared": [models[d].id for d in decl if d in models],
                     "family": my_family.name if my_family else None, "license": child.license,
                     "family_license": root_license})
-    return out
+    return sorted(out, key=lambda r: (r["id"], r["detected_parent"]))  # by repo id: what a reader scans
 
 
 def stats(store: LineageStore) -> dict[str, Any]:

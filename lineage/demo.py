@@ -24,6 +24,7 @@ from graph import queries
 from graph.store import LineageStore
 from hubsim import HubSim
 from lineage.app import open_app
+from lineage.errors import LineageError
 from lineage.settings import Settings
 from lineage.zoohub import populate
 from zoo.manifest import read_manifest
@@ -34,9 +35,21 @@ UNCATALOGUED = ("llama-c", "neox-e", "qwen2-f")  # bases the crawl has to discov
 
 
 def ensure_zoo(zoo: Path, quiet: bool, say: Callable[[str], None] = print) -> Path:
-    """The tiny zoo at ``zoo``, built if missing (about a minute on 2 cores, once)."""
+    """The tiny zoo at ``zoo``, built if missing (about a minute on 2 cores, once).
+
+    Raises:
+        LineageError: ``zoo`` holds other files and no zoo (built or partly built): nothing is written into
+            a directory that is not the zoo's.
+    """
     if not (zoo / "manifest.json").exists():
         from zoo.build import Builder
+        from zoo.recipes import all_recipes
+
+        ours = {"tokenizers", "tokens", *(r.name for r in all_recipes())}  # what a (partial) build writes
+        present = {p.name for p in zoo.iterdir()} if zoo.is_dir() else set()
+        if present and not present & ours:
+            raise LineageError(f"{zoo} is not empty and holds no model zoo (no manifest.json): give an empty or "
+                               "new directory to build one in, or a built zoo")
 
         if not quiet:
             say(f"building the tiny model zoo in {zoo} (one time, about a minute) ...")

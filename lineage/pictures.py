@@ -23,6 +23,8 @@ CELL = 128
 LABEL_H = 16
 MAX_CELLS = 400
 MAX_LABEL = 22
+#: characters kept from the start of a label cut in the middle
+LABEL_HEAD = 8
 
 
 class PictureLookupError(LineageError):
@@ -98,10 +100,31 @@ def _wrap(cells: list[Cell], per_row: int = 10) -> list[list[Cell]]:
 
 
 def label(text: str) -> str:
-    """A name fit to print under a picture: printable characters only, cut to :data:`MAX_LABEL`."""
+    """A name fit to print under a picture: printable ASCII only, at most :data:`MAX_LABEL` characters,
+    keeping what tells names apart: a long repo id loses its organisation, and a name still too long keeps
+    its start and its end (``mallory/llama-a-sft-permute_heads`` → ``llama-a-~permute_heads``: attacked
+    copies of one model differ only at the end)."""
     clean = "".join(c if unicodedata.category(c)[0] not in "CZ" or c == " " else "?" for c in text)
     clean = clean.encode("ascii", "replace").decode()  # the bitmap font has ASCII glyphs only
-    return clean if len(clean) <= MAX_LABEL else clean[: MAX_LABEL - 1] + "~"
+    if len(clean) <= MAX_LABEL:
+        return clean
+    name = clean.rsplit("/", 1)[-1]
+    if len(name) <= MAX_LABEL:
+        return name
+    return name[:LABEL_HEAD] + "~" + name[-(MAX_LABEL - LABEL_HEAD - 1):]
+
+
+def labels(texts: Sequence[str]) -> list[str]:
+    """:func:`label` of each text, numbered (``~#2``...) where two different texts would still print the same."""
+    out = [label(t) for t in texts]
+    firsts: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for i, (t, lab) in enumerate(zip(texts, out)):
+        if firsts.setdefault(lab, t) != t:
+            seen[lab] = seen.get(lab, 1) + 1
+            tag = f"#{seen[lab]}"
+            out[i] = lab[: MAX_LABEL - len(tag)] + tag
+    return out
 
 
 def contact_sheet(rows: Sequence[Sequence[Cell]], cell: int = CELL) -> bytes:
@@ -112,12 +135,13 @@ def contact_sheet(rows: Sequence[Sequence[Cell]], cell: int = CELL) -> bytes:
     height = len(rows) * (cell + LABEL_H)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
+    names = iter(labels([item.label for row in rows for item in row]))
     for r, row in enumerate(rows):
         for c, item in enumerate(row):
             pic = Image.open(io.BytesIO(picture_png(item.sketch, cell))).convert("RGB")
             x, y = c * cell, r * (cell + LABEL_H)
             sheet.paste(pic, (x, y))
-            draw.text((x + 3, y + cell + 2), label(item.label), fill=(20, 20, 20))
+            draw.text((x + 3, y + cell + 2), next(names), fill=(20, 20, 20))
     out = io.BytesIO()
     sheet.save(out, format="PNG", optimize=True)
     return out.getvalue()

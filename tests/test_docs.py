@@ -123,3 +123,10 @@ def test_the_site_builds_offline_with_nothing_from_a_cdn(tmp_path: Path) -> None
                      re.findall(r'<(?:script|link|img)\b[^>]*?(?:src|href)="(https?://[^"]+)"', text)]
     assert not external, external[:10]
     assert (site / "reference" / "cli" / "index.html").exists()
+
+
+def test_ci_installs_into_a_virtual_environment_of_its_own() -> None:
+    # a fixed venv path in the shared temp dir let two CI runs on one machine overwrite each other's
+    ci = (ROOT / ".ci" / "run").read_text("utf-8")
+    assert "mktemp -d" in ci and "/tmp/lineage-ci-venv" not in ci
+    assert ci.index("mktemp -d") < ci.index("python3 -m venv") < ci.index("pip install")

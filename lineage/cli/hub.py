@@ -107,9 +107,13 @@ def print_summary(doc: dict[str, Any]) -> None:
 def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...]) -> None:
     """Serve a model zoo through the loopback Hub stand-in until Ctrl-C (for trying lineage crawl).
 
+    ZOO is a built zoo: lineage demo builds the tiny one into the zoo cache,
+    ~/.cache/model-lineage/zoo/tiny-<key> (or $LINEAGE_ZOO_CACHE/tiny-<key>).
+
     Example:
 
-        lineage hubsim ~/.lineage/zoo/tiny --port 8765 &
+    \b
+        lineage hubsim ~/.cache/model-lineage/zoo/tiny-* --port 8765 &
         lineage crawl --endpoint http://127.0.0.1:8765 --once
     """
     from hubsim import HubSim

@@ -161,7 +161,9 @@ def test_ancestors_and_family(store: LineageStore) -> None:
 
 def test_undeclared(store: LineageStore) -> None:
     load(store)
-    rows = {r["id"]: r for r in queries.undeclared(store)}
+    listed = queries.undeclared(store)
+    assert [r["id"] for r in listed] == sorted(r["id"] for r in listed)  # by repo id, not by internal key
+    rows = {r["id"]: r for r in listed}
     assert set(rows) == {"bob/sft3", "carol/rl"}
     assert rows["bob/sft3"]["reason"] == "undeclared"
     assert rows["bob/sft3"]["family_license"] == "llama2" and rows["bob/sft3"]["license"] != "llama2"

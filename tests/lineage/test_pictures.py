@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from hubsim import HubSim
 from lineage.cli import main
-from lineage.pictures import MAX_LABEL, label
+from lineage.pictures import MAX_LABEL, label, labels
 
 
 @pytest.fixture
@@ -61,9 +61,33 @@ def test_directory_sheet_and_one_line_errors(crawled: Path) -> None:
     assert r.exit_code == 2 and "is not a directory" in r.output and not Path("/nonexistent-dir").exists()
 
 
+def test_json_without_an_output_prints_the_latent_and_writes_nothing(crawled: Path) -> None:
+    before = set(crawled.rglob("*.png"))
+    r = CliRunner().invoke(main, ["picture", "alice/ft", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["output"] is None and len(doc["latent"]) == 32 and set(crawled.rglob("*.png")) == before
+    with_file = json.loads(CliRunner().invoke(main, ["picture", "alice/ft", "-o", str(crawled / "a.png"), "--json"]).stdout)
+    assert with_file["latent"] == doc["latent"]
+    r = CliRunner().invoke(main, ["picture", "alice/ft"])  # neither a file nor --json: say what to give
+    assert r.exit_code == 2 and "give -o FILE.png" in r.output
+
+
 def test_labels_are_printable_and_bounded() -> None:
     assert label("org/model\x1b[31m\u202e") == "org/model?[31m?"
     assert len(label("x" * 500)) == MAX_LABEL and label("ünï/cödé") == "?n?/c?d?"
+
+
+def test_labels_on_one_sheet_tell_the_models_apart() -> None:
+    # cut from the start, the three attacked copies printed as one label ("mallory/llama-a-sft-p~")
+    names = [f"mallory/llama-a-sft-{a}" for a in ("permute_heads", "permute_hidden", "permute_mlp")]
+    names += ["mallory/llama-d-cpt-permute_heads", "meta-zoo/llama-a", "grace/llama-a-sft-sft2"]
+    out = labels(names)
+    assert len(set(out)) == len(out) and all(len(x) <= MAX_LABEL for x in out), out
+    assert out[0] == "llama-a-~permute_heads" and out[4] == "meta-zoo/llama-a"  # short ids stay whole
+    # names that still print alike are numbered
+    twins = labels(["a/" + "x" * 30 + "-one", "b/" + "x" * 30 + "-one"])
+    assert twins[0] != twins[1] and twins[1].endswith("#2") and len(twins[1]) == MAX_LABEL
 
 
 def test_web_model_page_shows_the_picture(crawled: Path) -> None:
