@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,25 @@ def _delay(base: float, attempt: int) -> float:
 def _mark(state: AlertStore, sub: Subscription, events: list[Event], status: DeliveryStatus, attempts: int,
           error: str | None, next_ms: int = 0) -> None:
     state.mark(sub.name, [e.id for e in events], status, attempts, error, next_ms)
+
+
+def send_test(sub: Subscription, *, sinks: dict[str, Callable[[Subscription, list[Event]], None]] | None = None,
+              now: int | None = None) -> dict[str, object]:
+    """Send one synthetic, clearly marked test event through ``sub``'s sink, once, now, and report the
+    sink's answer: ``{subscription, sent, event_id, error, permanent}``.
+
+    The event is never written to the outbox: no other subscription receives it, and it neither sends
+    nor marks any finding (a subscription's first delivery starts with every open finding; a test must
+    not be that delivery)."""
+    t = now_ms() if now is None else now
+    event = Event(0, uuid.uuid4().hex, "test", "test",
+                  {"kind": "test", "test": True, "model_id": "model-lineage/test", "severity": "info",
+                   "reason": "lineage alerts test: a test event, not a finding"}, t)
+    try:
+        (sinks or SINKS)[sub.sink](sub, [event])
+    except DeliveryError as e:
+        return {"subscription": sub.name, "sent": False, "event_id": event.id, "error": str(e), "permanent": e.permanent}
+    return {"subscription": sub.name, "sent": True, "event_id": event.id, "error": None, "permanent": None}
 
 
 def dead_letters(state: AlertStore) -> list[dict[str, object]]:

@@ -136,14 +136,6 @@ class AlertStore:
         con.execute("INSERT INTO event (id, dedup_key, type, doc, created_ms) VALUES (?,?,?,?,?)",
                     (uuid.uuid4().hex, key, kind, doc, t))
 
-    def add_test_event(self, finding: dict[str, Any]) -> Event:
-        """An event for ``lineage alerts test``: written to the outbox like any other, never a finding."""
-        t = now_ms()
-        with self.tx() as con:
-            self._event(con, "test", "test", json.dumps(finding, sort_keys=True), t)
-            seq = int(con.execute("SELECT MAX(seq) FROM event").fetchone()[0])
-        return self.events_after(seq - 1)[0]
-
     _EVENT = "SELECT seq, id, dedup_key, type, doc, created_ms FROM event"
 
     @staticmethod

@@ -175,37 +175,30 @@ def unmute(model: str | None, org: str | None, family: str | None, kind: str | N
 @output_options
 @handle_errors
 def test(subscription: str, as_json: bool) -> None:
-    """Send a test alert through one subscription of $LINEAGE_HOME/alerts.json now.
+    """Send one test event (marked as a test, not a finding) through one subscription of
+    $LINEAGE_HOME/alerts.json now, and say what its sink answered. Nothing is queued or marked sent.
 
     Example:
 
         lineage alerts test security-webhook
     """
-    from alerts.delivery import deliver
+    from alerts.delivery import send_test
     from alerts.errors import SubscriptionError
     from alerts.subscriptions import load
-    from lineage.app import open_alerts
     from lineage.settings import Settings
 
     s = Settings.from_env()
     subs = [x for x in load(s.home / "alerts.json") if x.name == subscription]
     if not subs:
         raise SubscriptionError(f"no subscription {subscription!r} in {s.home / 'alerts.json'}")
-    state = open_alerts(s)
-    try:
-        state.add_test_event({"kind": "test", "model_id": "model-lineage/test", "severity": "info",
-                              "reason": "lineage alerts test"})
-        report = deliver(state, subs)
-    finally:
-        state.close()
-    doc = report.as_dict()
+    doc = send_test(subs[0])
     if as_json:
         emit_json(doc)
-    else:
-        got = report.counts.get(subscription, Counter())
-        click.echo(f"{subscription}: " + (", ".join(f"{k} {v}" for k, v in sorted(got.items())) or "nothing to send")
-                   + ("".join(f"\n  {e}" for e in report.errors)))
-    if report.errors:
+    elif doc["sent"]:
+        click.echo(f"{subscription}: test event {doc['event_id']} accepted by its {subs[0].sink} sink")
+    if not doc["sent"]:
+        what = "a configuration error: fix alerts.json" if doc["permanent"] else "may pass: try again later"
+        click.echo(f"Error: {subscription}: {doc['error']} ({what})", err=True)
         raise SystemExit(2)
 
 

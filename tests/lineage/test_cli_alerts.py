@@ -55,7 +55,7 @@ def test_the_alerts_commands(tmp_path: Path) -> None:
     assert next(x for x in json.loads(run(home, "list", "--json").stdout)["findings"] if x["model_id"] == "judy/lora")["muted"]
     assert run(home, "unmute", "--org", "judy").exit_code == 0
     r = run(home, "test", "log", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["subscriptions"] == {"log": {"sent": 1}}
+    assert r.exit_code == 0 and json.loads(r.stdout)["sent"] is True
     assert json.loads(out.read_text().splitlines()[-1])["type"] == "lineage.finding.test"
     graph(home, license="llama2")  # frank fixes its card
     doc = json.loads(run(home, "deliver", "--json").stdout)
@@ -75,3 +75,33 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     (home / "alerts.json").write_text('{"subscriptions": [{"name": "x", "sink": "webhook"}]}')
     r = run(home, "test", "x")
     assert r.exit_code == 2 and r.output.startswith("Error: ") and "needs url" in r.output and r.output.count("\n") == 1
+
+
+def test_alerts_test_sends_one_test_event_even_to_a_new_subscription(tmp_path: Path) -> None:
+    # a subscription's first delivery starts with every open finding: `alerts test` used to be that
+    # delivery (42 findings on the demo), and a bad URL sent them all to the dead letters
+    home = tmp_path / "home"
+    home.mkdir()
+    graph(home)
+    out = tmp_path / "new.jsonl"
+    (home / "alerts.json").write_text(json.dumps({"subscriptions": [
+        {"name": "old", "sink": "jsonl", "path": str(tmp_path / "old.jsonl")},
+        {"name": "new", "sink": "jsonl", "path": str(out)}]}))
+    assert run(home, "deliver", "--json").exit_code == 0  # two open findings, delivered to both
+    out.unlink()
+    (home / "alerts.json").write_text(json.dumps({"subscriptions": [
+        {"name": "old", "sink": "jsonl", "path": str(tmp_path / "old.jsonl")},
+        {"name": "fresh", "sink": "jsonl", "path": str(out)}]}))
+    r = run(home, "test", "fresh")
+    assert r.exit_code == 0 and "accepted by its jsonl sink" in r.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["type"] for x in lines] == ["lineage.finding.test"] and lines[0]["data"]["test"] is True
+    # the test event is not in the outbox: the next delivery sends "fresh" its start, "old" nothing new
+    doc = json.loads(run(home, "deliver", "--json").stdout)
+    assert doc["subscriptions"] == {"fresh": {"sent": 2}}
+    # a sink that refuses: one error line with its answer, exit 2, nothing dead-lettered
+    (home / "alerts.json").write_text(json.dumps({"subscriptions": [
+        {"name": "hook", "sink": "webhook", "url": "http://127.0.0.1:9/x"}]}))
+    r = run(home, "test", "hook")
+    assert r.exit_code == 2 and r.output.startswith("Error: hook: ") and "configuration error" in r.output
+    assert json.loads(run(home, "dead", "--json").stdout) == {"dead": []}
