@@ -6,7 +6,9 @@ latest event of every open finding, not the whole history. Pending deliveries ar
 event, or one digest per ``digest_seconds`` window. A failure that may pass (5xx, 408, 429, timeouts,
 refused connections) is retried with exponential backoff and jitter, ``delay = base · 2^k · U(0.75,
 1.25)``, up to ``attempts_per_run`` times now, then left for the next run until ``max_attempts``; a
-permanent one (other 4xx, a refused address) goes to the dead letters at once.
+permanent one (other 4xx, a refused address) goes to the dead letters at once. Dead letters go back in the
+queue with ``lineage alerts retry`` (``AlertStore.retry_dead``), and by themselves when the subscription's
+configuration changes (:func:`config_digest`): the failure may be what was fixed.
 
 A delivery is marked ``sent`` only after its sink returned: a crash in between sends it again on the next
 run with the same idempotency key (the event id), which the receiver dedupes on.
@@ -14,6 +16,8 @@ run with the same idempotency key (the event id), which the receiver dedupes on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import time
@@ -48,7 +52,14 @@ def fan_out(state: AlertStore, sub: Subscription) -> int:
     """Create this subscription's deliveries for events it has not seen; returns how many are pending."""
     mutes = set(state.mutes())
     return state.fan_out(sub.name, lambda e: sub.filters.accepts(e.type, e.finding)
-                         and (e.type == "test" or not is_muted(e.finding, mutes)))
+                         and (e.type == "test" or not is_muted(e.finding, mutes)), config=config_digest(sub))
+
+
+def config_digest(sub: Subscription) -> str:
+    """A digest of everything that decides where and how ``sub`` delivers (its filters aside): a change of
+    it re-arms the subscription's dead letters."""
+    doc = sub.model_dump(mode="json", exclude={"name", "filters", "digest_seconds"})
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def deliver(state: AlertStore, subs: list[Subscription], *, now: int | None = None,

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS delivery (
     event_id TEXT NOT NULL, subscription TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_ms INTEGER, PRIMARY KEY (event_id, subscription));
 CREATE INDEX IF NOT EXISTS delivery_pending ON delivery (subscription, status, next_ms);
-CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY, since_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY, since_seq INTEGER NOT NULL, config TEXT);
 CREATE TABLE IF NOT EXISTS mute (scope TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, value));
 """
 MUTE_SCOPES = ("model", "organization", "family", "kind")
@@ -86,6 +86,8 @@ class AlertStore:
         self.path = Path(path)
         try:
             self.db = connect(self.path, SCHEMA, synchronous="FULL")  # an outbox row must survive a power cut
+            if "config" not in {r[1] for r in self.db.execute("PRAGMA table_info(subscription)")}:
+                self.db.execute("ALTER TABLE subscription ADD COLUMN config TEXT")  # a state from before re-arming
         except (sqlite3.Error, OSError) as e:
             raise AlertStateError(f"cannot open the alerts state {self.path}: {e}") from e
 
@@ -164,21 +166,26 @@ class AlertStore:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
 
     # -- deliveries ------------------------------------------------------------------------------
-    def fan_out(self, subscription: str, accepts: Callable[[Event], bool]) -> int:
+    def fan_out(self, subscription: str, accepts: Callable[[Event], bool], config: str | None = None) -> int:
         """Create ``subscription``'s deliveries for the events it has not seen (``pending`` if ``accepts``
         the event, else ``skipped``); returns how many are pending. A subscription seen for the first time
-        starts with the latest event of every open finding, not the whole history."""
+        starts with the latest event of every open finding, not the whole history. ``config`` is a digest of
+        the subscription's configuration: when it differs from the one stored, the dead letters of the
+        subscription are re-armed (the failure that killed them may be what was fixed)."""
         with self.tx() as con:
-            row = con.execute("SELECT since_seq FROM subscription WHERE name=?", (subscription,)).fetchone()
+            row = con.execute("SELECT since_seq, config FROM subscription WHERE name=?", (subscription,)).fetchone()
             last = int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM event").fetchone()[0])
             if row is None:  # first sight: the current state, not the history
                 seqs = [int(s) for (s,) in con.execute(
                     "SELECT MAX(e.seq) FROM event e JOIN finding f ON f.dedup_key = e.dedup_key "
                     "WHERE f.status='open' GROUP BY e.dedup_key")]
-                con.execute("INSERT INTO subscription VALUES (?, ?)", (subscription, last))
+                con.execute("INSERT INTO subscription VALUES (?, ?, ?)", (subscription, last, config))
             else:
                 seqs = [int(s) for (s,) in con.execute("SELECT seq FROM event WHERE seq > ?", (int(row[0]),))]
-                con.execute("UPDATE subscription SET since_seq=? WHERE name=?", (last, subscription))
+                con.execute("UPDATE subscription SET since_seq=?, config=COALESCE(?, config) WHERE name=?",
+                            (last, config, subscription))
+                if config is not None and row[1] is not None and row[1] != config:
+                    self._rearm(con, subscription)
         events = self.events_at(sorted(seqs))
         with self.tx() as con:
             con.executemany("INSERT OR IGNORE INTO delivery (event_id, subscription, status) VALUES (?, ?, ?)",
@@ -202,6 +209,18 @@ class AlertStore:
                             "WHERE event_id=? AND subscription=?",
                             [(status, attempts, error, next_ms, now_ms() if status == "sent" else None, i,
                               subscription) for i in event_ids])
+
+    @staticmethod
+    def _rearm(con: sqlite3.Connection, subscription: str | None) -> int:
+        q = ("UPDATE delivery SET status='pending', attempts=0, next_ms=0, last_error=NULL WHERE status='dead'"
+             + (" AND subscription=?" if subscription is not None else ""))
+        return int(con.execute(q, (subscription,) if subscription is not None else ()).rowcount)
+
+    def retry_dead(self, subscription: str | None = None) -> int:
+        """Put the dead letters of ``subscription`` (None: of every subscription) back in the queue with
+        their attempts reset; returns how many. The next delivery run sends them."""
+        with self.tx() as con:
+            return self._rearm(con, subscription)
 
     def dead_letters(self) -> list[dict[str, object]]:
         """Deliveries given up on, oldest event first."""

@@ -231,6 +231,38 @@ def deliver(as_json: bool) -> None:
 
 
 @alerts.command()
+@click.argument("subscription", required=False)
+@click.option("--all", "every", is_flag=True, help="Re-arm the dead letters of every subscription.")
+@output_options
+@handle_errors
+def retry(subscription: str | None, every: bool, as_json: bool) -> None:
+    """Put dead letters back in the queue, their attempts reset: the next lineage alerts deliver (or the
+    service's alerts job) sends them. A subscription whose configuration changed in alerts.json has its
+    dead letters re-armed by itself on the next delivery.
+
+    Example:
+
+    \b
+        lineage alerts retry security-webhook
+        lineage alerts retry --all
+    """
+    from lineage.app import open_alerts
+
+    if (subscription is None) == (not every):
+        raise click.UsageError("give a SUBSCRIPTION or --all")
+    state = open_alerts()
+    try:
+        n = state.retry_dead(subscription)
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"subscription": subscription, "rearmed": n})
+    else:
+        who = subscription or "every subscription"
+        click.echo(f"{who}: {n} dead deliveries back in the queue" + ("; lineage alerts deliver sends them" if n else ""))
+
+
+@alerts.command()
 @output_options
 @handle_errors
 def dead(as_json: bool) -> None:
