@@ -3,10 +3,15 @@
 For each subscription: events written after it was first seen become ``pending`` deliveries (or
 ``skipped`` when its filters or a mute say so); a subscription seen for the first time starts with the
 latest event of every open finding, not the whole history. Pending deliveries are sent one message per
-event, or one digest per ``digest_seconds`` window. A failure that may pass (5xx, 408, 429, timeouts,
-refused connections) is retried with exponential backoff and jitter, ``delay = base · 2^k · U(0.75,
-1.25)``, up to ``attempts_per_run`` times now, then left for the next run until ``max_attempts``; a
-permanent one (other 4xx, a refused address) goes to the dead letters at once. Dead letters go back in the
+event, or one digest per ``digest_seconds`` window; subscriptions are served concurrently. A failure that
+may pass (5xx, 408, 429, timeouts, refused connections) is retried with exponential backoff and jitter,
+``delay = base · 2^k · U(0.75, 1.25)``, up to ``attempts_per_run`` times now, then left for the next run
+until ``max_attempts``; and that opens the subscription's circuit: its other events wait for the next run
+without using an attempt (a sink that is down costs one batch's tries per run, not every event's). A
+refusal of one event (other 4xx) sends it to the dead letters at once. A configuration error of the
+subscription (a malformed URL, a private address without ``allow_private``, refused credentials, a TLS
+misconfiguration, 401/403/404/410) is no event's fault: it is reported once per run, logged when it first
+appears, and every event waits for the fix. Dead letters go back in the
 queue with ``lineage alerts retry`` (``AlertStore.retry_dead``), and by themselves when the subscription's
 configuration changes (:func:`config_digest`): the failure may be what was fixed.
 
@@ -24,6 +29,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from alerts.errors import DeliveryError
@@ -64,46 +70,83 @@ def config_digest(sub: Subscription) -> str:
 
 def deliver(state: AlertStore, subs: list[Subscription], *, now: int | None = None,
             sleep: Callable[[float], None] = time.sleep, attempts_per_run: int = 6, max_attempts: int = 12,
-            base_delay: float = 0.5, sinks: dict[str, Callable[[Subscription, list[Event]], None]] | None = None) -> Report:
-    """One delivery run over every subscription (see module docstring)."""
+            base_delay: float = 0.5, sinks: dict[str, Callable[[Subscription, list[Event]], None]] | None = None,
+            workers: int = 8) -> Report:
+    """One delivery run over every subscription (see module docstring), the subscriptions concurrently:
+    one slow or dead sink does not hold back the others. Each runs on a connection of its own to the
+    alerts state (``state.path``)."""
     report = Report()
-    send = sinks or SINKS
-    for sub in subs:
-        fan_out(state, sub)
-        t = now_ms() if now is None else now
-        pending = state.due(sub.name, t)
-        if not pending:
-            continue
-        if sub.digest_seconds > 0:
-            if t - min(e.created_ms for e, _ in pending) < sub.digest_seconds * 1000:
-                report.add(sub.name, "held for digest", len(pending))
-                continue
-            batches = [pending]
-        else:
-            batches = [[p] for p in pending]
-        for batch in batches:
-            events = [e for e, _ in batch]
-            done = max(n for _, n in batch)
-            for k in range(attempts_per_run):
-                try:
-                    send[sub.sink](sub, events)
-                except DeliveryError as e:
-                    done += 1
-                    if e.permanent or done >= max_attempts:
-                        _mark(state, sub, events, "dead", done, str(e))
-                        report.add(sub.name, "dead", len(events))
-                        report.errors.append(f"{sub.name}: {e}")
-                        break
-                    if k == attempts_per_run - 1:  # left for the next run, later
-                        _mark(state, sub, events, "pending", done, str(e), now_ms() + int(1000 * _delay(base_delay, done)))
-                        report.add(sub.name, "retry", len(events))
-                        LOG.warning("%s: %s (will retry)", sub.name, e)
-                        break
-                    sleep(_delay(base_delay, k))
-                else:
-                    _mark(state, sub, events, "sent", done + 1, None)
-                    report.add(sub.name, "sent", len(events))
+    if not subs:
+        return report
+
+    def one(sub: Subscription) -> Report:
+        own = AlertStore(state.path)
+        try:
+            return _deliver_one(own, sub, now, sleep, attempts_per_run, max_attempts, base_delay, sinks or SINKS)
+        finally:
+            own.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(subs))), thread_name_prefix="deliver") as pool:
+        for r in pool.map(one, subs):
+            report.counts.update(r.counts)
+            report.errors += r.errors
+    return report
+
+
+def _deliver_one(state: AlertStore, sub: Subscription, now: int | None, sleep: Callable[[float], None],
+                 attempts_per_run: int, max_attempts: int, base_delay: float,
+                 send: dict[str, Callable[[Subscription, list[Event]], None]]) -> Report:
+    """One subscription's share of a run. Its first batch that keeps failing after ``attempts_per_run``
+    tries opens the circuit: the rest wait for the next run without using an attempt. A configuration
+    error stops the run at once, leaves every event queued (none uses an attempt or dies) and is reported
+    once, as one line, and logged when it first appears."""
+    report = Report()
+    fan_out(state, sub)
+    t = now_ms() if now is None else now
+    pending = state.due(sub.name, t)
+    if not pending:
+        return report
+    if sub.digest_seconds > 0:
+        if t - min(e.created_ms for e, _ in pending) < sub.digest_seconds * 1000:
+            report.add(sub.name, "held for digest", len(pending))
+            return report
+        batches = [pending]
+    else:
+        batches = [[p] for p in pending]
+    for i, batch in enumerate(batches):
+        events = [e for e, _ in batch]
+        done = max(n for _, n in batch)
+        for k in range(attempts_per_run):
+            try:
+                send[sub.sink](sub, events)
+            except DeliveryError as e:
+                if e.config:
+                    waiting = sum(len(b) for b in batches[i:])
+                    report.add(sub.name, "waiting for a configuration fix", waiting)
+                    report.errors.append(f"{sub.name}: configuration error: {e}")
+                    if state.note_error(sub.name, str(e)):
+                        LOG.warning("%s: configuration error: %s (%d deliveries wait for a fix)", sub.name, e, waiting)
+                    return report
+                done += 1
+                if e.permanent or done >= max_attempts:
+                    _mark(state, sub, events, "dead", done, str(e))
+                    report.add(sub.name, "dead", len(events))
+                    report.errors.append(f"{sub.name}: {e}")
                     break
+                if k == attempts_per_run - 1:  # the circuit opens: this batch later, the rest next run
+                    _mark(state, sub, events, "pending", done, str(e), now_ms() + int(1000 * _delay(base_delay, done)))
+                    report.add(sub.name, "retry", len(events))
+                    rest = sum(len(b) for b in batches[i + 1:])
+                    if rest:
+                        report.add(sub.name, "waiting for the next run", rest)
+                    LOG.warning("%s: %s (will retry; %d more wait for the next run)", sub.name, e, rest)
+                    return report
+                sleep(_delay(base_delay, k))
+            else:
+                _mark(state, sub, events, "sent", done + 1, None)
+                report.add(sub.name, "sent", len(events))
+                state.note_error(sub.name, None)
+                break
     return report
 
 
@@ -119,7 +162,7 @@ def _mark(state: AlertStore, sub: Subscription, events: list[Event], status: Del
 def send_test(sub: Subscription, *, sinks: dict[str, Callable[[Subscription, list[Event]], None]] | None = None,
               now: int | None = None) -> dict[str, object]:
     """Send one synthetic, clearly marked test event through ``sub``'s sink, once, now, and report the
-    sink's answer: ``{subscription, sent, event_id, error, permanent}``.
+    sink's answer: ``{subscription, sent, event_id, error, permanent, configuration}``.
 
     The event is never written to the outbox: no other subscription receives it, and it neither sends
     nor marks any finding (a subscription's first delivery starts with every open finding; a test must
@@ -131,8 +174,10 @@ def send_test(sub: Subscription, *, sinks: dict[str, Callable[[Subscription, lis
     try:
         (sinks or SINKS)[sub.sink](sub, [event])
     except DeliveryError as e:
-        return {"subscription": sub.name, "sent": False, "event_id": event.id, "error": str(e), "permanent": e.permanent}
-    return {"subscription": sub.name, "sent": True, "event_id": event.id, "error": None, "permanent": None}
+        return {"subscription": sub.name, "sent": False, "event_id": event.id, "error": str(e),
+                "permanent": e.permanent, "configuration": e.config}
+    return {"subscription": sub.name, "sent": True, "event_id": event.id, "error": None, "permanent": None,
+            "configuration": None}
 
 
 def dead_letters(state: AlertStore) -> list[dict[str, object]]:

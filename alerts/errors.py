@@ -27,9 +27,14 @@ class DeliveryError(AlertsError):
     """A sink refused or failed a delivery.
 
     Attributes:
-        permanent: retrying cannot help (a 4xx other than 408/429, a refused address, bad credentials).
+        permanent: retrying this event cannot help (a 4xx other than 408/429).
+        config: the subscription itself is wrong (a malformed URL, a private address without
+            ``allow_private``, refused credentials, a TLS misconfiguration, an endpoint that is not
+            there): no event can be delivered until ``alerts.json`` changes, so it is reported once per
+            run and the events wait, rather than each going to the dead letters.
     """
 
-    def __init__(self, reason: str, permanent: bool) -> None:
-        self.permanent = permanent
+    def __init__(self, reason: str, permanent: bool, config: bool = False) -> None:
+        self.permanent = permanent or config
+        self.config = config
         super().__init__(reason)

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS delivery (
     event_id TEXT NOT NULL, subscription TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_ms INTEGER, PRIMARY KEY (event_id, subscription));
 CREATE INDEX IF NOT EXISTS delivery_pending ON delivery (subscription, status, next_ms);
-CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY, since_seq INTEGER NOT NULL, config TEXT);
+CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY, since_seq INTEGER NOT NULL, config TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS mute (scope TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, value));
 """
 MUTE_SCOPES = ("model", "organization", "family", "kind")
@@ -86,8 +86,10 @@ class AlertStore:
         self.path = Path(path)
         try:
             self.db = connect(self.path, SCHEMA, synchronous="FULL")  # an outbox row must survive a power cut
-            if "config" not in {r[1] for r in self.db.execute("PRAGMA table_info(subscription)")}:
-                self.db.execute("ALTER TABLE subscription ADD COLUMN config TEXT")  # a state from before re-arming
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(subscription)")}
+            for col in ("config", "error"):  # a state written before these columns
+                if col not in have:
+                    self.db.execute(f"ALTER TABLE subscription ADD COLUMN {col} TEXT")
         except (sqlite3.Error, OSError) as e:
             raise AlertStateError(f"cannot open the alerts state {self.path}: {e}") from e
 
@@ -179,7 +181,8 @@ class AlertStore:
                 seqs = [int(s) for (s,) in con.execute(
                     "SELECT MAX(e.seq) FROM event e JOIN finding f ON f.dedup_key = e.dedup_key "
                     "WHERE f.status='open' GROUP BY e.dedup_key")]
-                con.execute("INSERT INTO subscription VALUES (?, ?, ?)", (subscription, last, config))
+                con.execute("INSERT INTO subscription (name, since_seq, config) VALUES (?, ?, ?)",
+                            (subscription, last, config))
             else:
                 seqs = [int(s) for (s,) in con.execute("SELECT seq FROM event WHERE seq > ?", (int(row[0]),))]
                 con.execute("UPDATE subscription SET since_seq=?, config=COALESCE(?, config) WHERE name=?",
@@ -209,6 +212,16 @@ class AlertStore:
                             "WHERE event_id=? AND subscription=?",
                             [(status, attempts, error, next_ms, now_ms() if status == "sent" else None, i,
                               subscription) for i in event_ids])
+
+    def note_error(self, subscription: str, error: str | None) -> bool:
+        """Record the subscription's standing configuration error (None: it delivers again); True when that
+        changed what was recorded (a new error is worth a log line, the same one every run is not)."""
+        with self.tx() as con:
+            row = con.execute("SELECT error FROM subscription WHERE name=?", (subscription,)).fetchone()
+            if row is None or row[0] == error:
+                return False
+            con.execute("UPDATE subscription SET error=? WHERE name=?", (error, subscription))
+            return True
 
     @staticmethod
     def _rearm(con: sqlite3.Connection, subscription: str | None) -> int:

@@ -34,6 +34,8 @@ from alerts.errors import DeliveryError
 from alerts.outbox import Event
 from alerts.subscriptions import Subscription
 
+#: answers that say the endpoint or its credentials are wrong, not this event
+CONFIG_STATUSES = frozenset({401, 403, 404, 410})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_BODY = 256 * 1024  # a digest is cut to fit (events beyond it wait for the next message)
 SLACK_TEXT = 2900  # Slack's section text limit is 3000 characters
@@ -63,7 +65,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 def _refuse_private(url: str, allow: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeliveryError(f"{url[:200]!r}: only http(s) URLs are delivered to", permanent=True)
+        raise DeliveryError(f"{url[:200]!r}: only http(s) URLs are delivered to", permanent=True, config=True)
     if allow:
         return
     host = parts.hostname
@@ -81,7 +83,7 @@ def _refuse_private(url: str, allow: bool) -> None:
         ip = ipaddress.ip_address(a)
         if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
             raise DeliveryError(f"{host} is a private or loopback address ({a}); set allow_private on the "
-                                "subscription to deliver there", permanent=True)
+                                "subscription to deliver there", permanent=True, config=True)
 
 
 def _post(sub: Subscription, body: bytes, headers: dict[str, str]) -> None:
@@ -93,9 +95,12 @@ def _post(sub: Subscription, body: bytes, headers: dict[str, str]) -> None:
         with urllib.request.urlopen(req, timeout=sub.timeout) as r:
             r.read(1024)
     except urllib.error.HTTPError as e:
-        raise DeliveryError(f"{urlsplit(sub.url).netloc}: HTTP {e.code}", permanent=e.code not in RETRY_STATUSES) from e
+        raise DeliveryError(f"{urlsplit(sub.url).netloc}: HTTP {e.code}", permanent=e.code not in RETRY_STATUSES,
+                            config=e.code in CONFIG_STATUSES) from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise DeliveryError(f"{urlsplit(sub.url).netloc}: {getattr(e, 'reason', e)}", permanent=False) from e
+        reason = getattr(e, "reason", e)
+        raise DeliveryError(f"{urlsplit(sub.url).netloc}: {reason}", permanent=False,
+                            config=isinstance(reason, ssl.SSLError)) from e  # a certificate that does not verify
 
 
 def send_webhook(sub: Subscription, events: list[Event]) -> None:
@@ -160,7 +165,13 @@ def send_email(sub: Subscription, events: list[Event]) -> None:
                 s.login(sub.username, sub.password or "")
             s.send_message(msg)
     except smtplib.SMTPAuthenticationError as e:
-        raise DeliveryError(f"{sub.smtp_host}: authentication failed ({e.smtp_code})", permanent=True) from e
+        raise DeliveryError(f"{sub.smtp_host}: authentication failed ({e.smtp_code})", permanent=True, config=True) from e
+    except smtplib.SMTPNotSupportedError as e:  # STARTTLS (or AUTH) asked of a server that offers none
+        raise DeliveryError(f"{sub.smtp_host}: {e} (check starttls / username in alerts.json)", permanent=True,
+                            config=True) from e
+    except ssl.SSLError as e:
+        raise DeliveryError(f"{sub.smtp_host}: TLS failed ({e}; check ca_file / starttls)", permanent=True,
+                            config=True) from e
     except smtplib.SMTPResponseException as e:
         raise DeliveryError(f"{sub.smtp_host}: SMTP {e.smtp_code}", permanent=500 <= e.smtp_code < 600) from e
     except (smtplib.SMTPException, OSError) as e:

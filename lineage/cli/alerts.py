@@ -197,7 +197,8 @@ def test(subscription: str, as_json: bool) -> None:
     elif doc["sent"]:
         click.echo(f"{subscription}: test event {doc['event_id']} accepted by its {subs[0].sink} sink")
     if not doc["sent"]:
-        what = "a configuration error: fix alerts.json" if doc["permanent"] else "may pass: try again later"
+        what = ("a configuration error: fix alerts.json" if doc["configuration"] else
+                "refused: retrying will not help" if doc["permanent"] else "may pass: try again later")
         click.echo(f"Error: {subscription}: {doc['error']} ({what})", err=True)
         raise SystemExit(2)
 

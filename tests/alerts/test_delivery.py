@@ -131,8 +131,10 @@ def test_private_and_loopback_targets_are_refused_unless_allowed(tmp_path: Path,
             Subscription(name="lan", sink="slack", url="http://10.1.2.3/hook"),
             Subscription(name="meta", sink="webhook", url="http://169.254.169.254/latest")]
     report = deliver(state, subs)
-    assert {k: dict(v) for k, v in report.counts.items()} == {s.name: {"dead": 1} for s in subs}
-    assert all("private or loopback" in e for e in report.errors) and receiver.requests == []
+    # a configuration error of the subscription: the finding waits for a fix instead of dying
+    assert {k: dict(v) for k, v in report.counts.items()} == {s.name: {"waiting for a configuration fix": 1} for s in subs}
+    assert all("configuration error" in e and "private or loopback" in e for e in report.errors)
+    assert receiver.requests == [] and dead_letters(state) == []
     state.close()
 
 
@@ -240,7 +242,7 @@ def test_email_over_starttls_with_auth(tmp_path: Path) -> None:
         state = AlertStore(tmp_path / "alerts.sqlite")
         state.sync([finding(model="evil/x", license=f"other ({EVIL})")])
         bad = deliver(state, [Subscription.model_validate({**base, "name": "badpw", "password": "nope"})])
-        assert bad.counts["badpw"] == {"dead": 1} and "authentication failed" in bad.errors[0]
+        assert bad.counts["badpw"] == {"waiting for a configuration fix": 1} and "authentication failed" in bad.errors[0]
         report = deliver(state, [Subscription.model_validate({**base, "password": "pw"})])
         assert report.counts["mail"] == {"sent": 1}, report.errors
         rcpt, msg = got[0]
@@ -298,3 +300,58 @@ def test_a_hostile_card_is_bounded_and_escaped_in_every_sink(tmp_path: Path, rec
         assert "<!channel>" not in body and "<script>" not in body and "&lt;!channel&gt;" in body
     slack.close()
     state.close()
+
+
+def test_a_dead_sink_opens_its_circuit_and_does_not_delay_the_others(tmp_path: Path) -> None:
+    # the SMTP-server-down case of a new user: each event retried 6 times with backoff before the next,
+    # 617 s for 42 events, every other subscription waiting behind it
+    state = AlertStore(tmp_path / "alerts.sqlite")
+    out = tmp_path / "log.jsonl"
+    dead = Subscription(name="down", sink="webhook", url=f"http://127.0.0.1:{_free_port()}/hook", allow_private=True,
+                        timeout=2)
+    log = Subscription(name="log", sink="jsonl", path=str(out))
+    deliver(state, [dead, log])  # both known before the findings
+    state.sync([finding(f"m/model-{i}") for i in range(5)])
+    sleeps: list[float] = []
+    report = deliver(state, [dead, log], sleep=sleeps.append, base_delay=0.001)
+    assert report.counts["log"] == {"sent": 5} and len(out.read_text().splitlines()) == 5
+    # one batch used its 6 tries (5 backoff sleeps); the other 4 wait without using an attempt
+    assert report.counts["down"] == {"retry": 1, "waiting for the next run": 4} and len(sleeps) == 5
+    attempts = sorted(n for (n,) in state.db.execute("SELECT attempts FROM delivery WHERE subscription='down'"))
+    assert attempts == [0, 0, 0, 0, 6]
+    state.close()
+
+
+def test_a_configuration_error_is_reported_once_and_every_event_waits_for_the_fix(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the default "starttls": true against a mail server without TLS: retried as transient for 10+
+    # minutes, then dead-lettered event by event
+    from aiosmtpd.controller import Controller
+
+    got: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            got.append(envelope.rcpt_tos)
+            return "250 OK"
+
+    port = _free_port()
+    ctl = Controller(Handler(), hostname="127.0.0.1", port=port)  # plain SMTP: no STARTTLS offered
+    ctl.start()
+    try:
+        base = {"name": "mail", "sink": "email", "smtp_host": "127.0.0.1", "smtp_port": port,
+                "sender": "lineage@example.org", "to": ["legal@example.org"]}
+        state = AlertStore(tmp_path / "alerts.sqlite")
+        state.sync([finding(f"m/model-{i}") for i in range(5)])
+        sleeps: list[float] = []
+        for _ in range(2):
+            report = deliver(state, [Subscription.model_validate(base)], sleep=sleeps.append)
+            assert report.counts["mail"] == {"waiting for a configuration fix": 5}
+            assert len(report.errors) == 1 and "configuration error" in report.errors[0] and "STARTTLS" in report.errors[0]
+        assert sleeps == [] and dead_letters(state) == []  # no retries, no attempts, nothing dead
+        assert [r.message for r in caplog.records if "configuration error" in r.message].__len__() == 1  # logged once
+        fixed = deliver(state, [Subscription.model_validate({**base, "starttls": False})])
+        assert fixed.counts["mail"] == {"sent": 5} and len(got) == 5 and fixed.errors == []
+        state.close()
+    finally:
+        ctl.stop()

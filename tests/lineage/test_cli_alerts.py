@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -108,26 +110,40 @@ def test_alerts_test_sends_one_test_event_even_to_a_new_subscription(tmp_path: P
 
 
 def test_dead_letters_can_be_retried_and_a_fixed_subscription_re_arms_them(tmp_path: Path) -> None:
-    # a webhook to a loopback address without allow_private: a permanent refusal, so every finding went
-    # to the dead letters, and fixing alerts.json re-sent nothing ever
-    home = tmp_path / "home"
-    home.mkdir()
-    graph(home)
-    conf = home / "alerts.json"
-    conf.write_text(json.dumps({"subscriptions": [{"name": "hook", "sink": "webhook", "url": "http://127.0.0.1:9/x"}]}))
-    doc = json.loads(run(home, "deliver", "--json").stdout)
-    assert doc["subscriptions"] == {"hook": {"dead": 2}}
-    assert len(json.loads(run(home, "dead", "--json").stdout)["dead"]) == 2
-    # retry puts them back; with the same configuration they die again
-    assert json.loads(run(home, "retry", "hook", "--json").stdout) == {"subscription": "hook", "rearmed": 2}
-    assert json.loads(run(home, "deliver", "--json").stdout)["subscriptions"] == {"hook": {"dead": 2}}
-    assert run(home, "retry").exit_code == 2  # neither a subscription nor --all
-    # the subscription fixed (same name, another sink): its dead letters are re-armed and sent
-    out = tmp_path / "hook.jsonl"
-    conf.write_text(json.dumps({"subscriptions": [{"name": "hook", "sink": "jsonl", "path": str(out)}]}))
-    doc = json.loads(run(home, "deliver", "--json").stdout)
-    assert doc["subscriptions"] == {"hook": {"sent": 2}} and len(out.read_text().splitlines()) == 2
-    assert json.loads(run(home, "dead", "--json").stdout) == {"dead": []}
-    # and an unchanged configuration re-arms nothing
-    assert json.loads(run(home, "deliver", "--json").stdout)["subscriptions"] == {}
-    assert json.loads(run(home, "retry", "--all", "--json").stdout)["rearmed"] == 0
+    # dead letters were final: after fixing alerts.json nothing was ever re-sent
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(400)  # this payload refused: the event goes to the dead letters
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        graph(home)
+        conf = home / "alerts.json"
+        hook = {"name": "hook", "sink": "webhook", "allow_private": True,
+                "url": f"http://127.0.0.1:{server.server_address[1]}/x"}
+        conf.write_text(json.dumps({"subscriptions": [hook]}))
+        assert json.loads(run(home, "deliver", "--json").stdout)["subscriptions"] == {"hook": {"dead": 2}}
+        assert len(json.loads(run(home, "dead", "--json").stdout)["dead"]) == 2
+        # retry puts them back; with the same configuration they die again
+        assert json.loads(run(home, "retry", "hook", "--json").stdout) == {"subscription": "hook", "rearmed": 2}
+        assert json.loads(run(home, "deliver", "--json").stdout)["subscriptions"] == {"hook": {"dead": 2}}
+        assert run(home, "retry").exit_code == 2  # neither a subscription nor --all
+        # the subscription fixed (same name, another sink): its dead letters are re-armed and sent
+        out = tmp_path / "hook.jsonl"
+        conf.write_text(json.dumps({"subscriptions": [{"name": "hook", "sink": "jsonl", "path": str(out)}]}))
+        doc = json.loads(run(home, "deliver", "--json").stdout)
+        assert doc["subscriptions"] == {"hook": {"sent": 2}} and len(out.read_text().splitlines()) == 2
+        assert json.loads(run(home, "dead", "--json").stdout) == {"dead": []}
+        # and an unchanged configuration re-arms nothing
+        assert json.loads(run(home, "deliver", "--json").stdout)["subscriptions"] == {}
+        assert json.loads(run(home, "retry", "--all", "--json").stdout)["rearmed"] == 0
+    finally:
+        server.shutdown()
