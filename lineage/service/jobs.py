@@ -76,11 +76,18 @@ def alerts(settings: Settings) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A job: its function and its default interval in minutes."""
+    """A job: its function, its default interval in minutes, and whether it writes the graph (writers run
+    one at a time on their own executor; a reader never waits behind them)."""
 
     func: Callable[[Settings], dict[str, Any]]
     minutes: float
     help: str
+    writes: bool = True
+
+    @property
+    def executor(self) -> str:
+        """The scheduler's executor the job runs on (``lineage.service.scheduler.scheduler``)."""
+        return "writers" if self.writes else "readers"
 
 
 JOBS: dict[str, JobSpec] = {
@@ -88,7 +95,7 @@ JOBS: dict[str, JobSpec] = {
     "sweep": JobSpec(sweep, 24 * 60.0, "full listing once a day"),
     "cards": JobSpec(cards, 6 * 60.0, "re-read recent models' cards and gating"),
     "rematch": JobSpec(rematch, 30.0, "place unmatched models again when a base family joins the index"),
-    "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts"),
+    "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts", writes=False),
 }
 
 

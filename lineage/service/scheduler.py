@@ -68,7 +68,14 @@ def scheduler(home: Path) -> BackgroundScheduler:
     """A scheduler over the home's job store (not started)."""
     return BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{home / 'jobs.sqlite'}")},
-        executors={"default": {"type": "threadpool", "max_workers": 2}},
+        # Readers (alerts) have a pool of their own, so a long crawl pass never keeps them waiting (with one
+        # shared pool of two, a crawl and a sweep waiting for the writer lock held both threads and no alerts
+        # ran for as long as the crawl took). Writers get a thread each: every due writer starts, is recorded
+        # as running and then takes its turn on jobs.WRITER; queued in a pool instead, a job submitted but not
+        # started would vanish with a killed process, unrecorded, so the restart would not run it again.
+        executors={"writers": {"type": "threadpool", "max_workers": sum(j.writes for j in JOBS.values())},
+                   "readers": {"type": "threadpool", "max_workers": max(1, sum(not j.writes for j in JOBS.values()))},
+                   "default": {"type": "threadpool", "max_workers": 1}},
         job_defaults={"coalesce": True, "max_instances": 1}, timezone="UTC")
 
 
@@ -78,13 +85,15 @@ def ensure_jobs(sched: BackgroundScheduler, minutes: dict[str, float]) -> None:
     for name, every in minutes.items():
         seconds = max(1.0, every * 60)
         job = sched.get_job(name)
-        if job is not None and abs(job.trigger.interval.total_seconds() - seconds) < 1e-6:
+        executor = JOBS[name].executor
+        if (job is not None and abs(job.trigger.interval.total_seconds() - seconds) < 1e-6
+                and job.executor == executor):
             continue
         jitter = int(min(30.0, seconds / 10))
         first = {"next_run_time": datetime.now(timezone.utc)} if job is None else {}  # a new job runs at once
         sched.add_job("lineage.service.jobs:run", "interval", args=[name], id=name, name=name, seconds=seconds,
                       jitter=jitter or None, coalesce=True, max_instances=1, misfire_grace_time=int(seconds) + 1,
-                      replace_existing=True, **first)
+                      executor=executor, replace_existing=True, **first)
 
 
 def _logging(home: Path) -> None:
@@ -205,6 +214,8 @@ def status(settings: Settings) -> dict[str, Any]:
     with ServiceRecord(home) as record:
         for name in JOBS:
             n, last = record.last_run(name)
+            if last is not None and last["outcome"] == "running" and not running:
+                last["outcome"] = "interrupted"  # no service holds the home: that run was cut short by a stop
             jobs.setdefault(name, {"next_run": None, "paused": None, "every_seconds": None})
             jobs[name].update({"runs": n, "last": last})
     return {"home": str(home), "running": running, "holder": holder if running else None, "jobs": jobs}

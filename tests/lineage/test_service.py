@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -158,7 +159,7 @@ def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(30)
-    assert [o for _, o in runs(home, "crawl")] == ["interrupted", "ok"]
+    assert [o for _, o in runs(home, "crawl")] == ["interrupted", "ok"], {j: runs(home, j) for j in ("crawl", "sweep", "cards", "rematch", "alerts")}
     after = _served(hub)
     for r, n in once.items():
         again = after[r] - at_kill[r]
@@ -171,3 +172,46 @@ def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
     with sqlite3.connect(ref_home / "crawl" / "crawl.sqlite") as a, sqlite3.connect(home / "crawl" / "crawl.sqlite") as b:
         q = "SELECT id, sha, status, json_extract(record, '$.bytes_read') FROM result ORDER BY id"
         assert a.execute(q).fetchall() == b.execute(q).fetchall()
+
+
+def test_the_alerts_job_runs_while_a_long_crawl_pass_holds_the_writer(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # with one shared pool of two threads, a crawl pass and a sweep waiting for the writer lock held both,
+    # and no alerts ran for as long as the crawl took
+    from lineage.service import jobs
+
+    held: list[tuple[float, float]] = []
+
+    def holding(seconds: float) -> Any:
+        def job(settings: Settings) -> dict[str, Any]:
+            with jobs.WRITER:
+                t = time.time()
+                time.sleep(seconds)
+                held.append((t, time.time()))
+            return {}
+        return job
+
+    for name, seconds in (("crawl", 6.0), ("sweep", 6.0), ("cards", 0.1), ("rematch", 0.1)):
+        monkeypatch.setitem(jobs.JOBS, name, jobs.JobSpec(holding(seconds), jobs.JOBS[name].minutes, "slow", writes=True))
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
+    s = Settings.from_env()
+    with service(s, {"crawl": 60.0, "sweep": 60.0, "cards": 60.0, "rematch": 60.0, "alerts": 1 / 60}):
+        wait(lambda: (tmp_path / "service.sqlite").exists() and len(runs(tmp_path, "alerts")) >= 3 and len(held) >= 1, 30)
+        writers = [r for j in ("crawl", "sweep", "cards", "rematch") for r in runs(tmp_path, j)]
+        alerts = runs(tmp_path, "alerts")
+    first_writer = min(t for t, _ in writers)
+    # three alerts runs within six seconds of the first writer: the readers never waited behind a long pass
+    assert len(alerts) >= 3 and all(t - first_writer < 6000 for t, _ in alerts[:3]), (alerts, writers)
+    # every writer job started (and was recorded) at once, and they took turns on the writer lock
+    assert len(writers) == 4 and max(t for t, _ in writers) - first_writer < 3000, writers
+    spans = sorted(held)
+    assert all(b[0] >= a[1] - 0.05 for a, b in itertools.pairwise(spans)), spans
+
+
+def test_status_after_a_kill_calls_the_cut_run_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # after a kill -9, status said no service runs but showed the killed job as `running`
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
+    with ServiceRecord(tmp_path) as record:
+        record.start_run("crawl")  # what a killed service leaves behind
+    doc = status(Settings.from_env())
+    assert not doc["running"] and doc["jobs"]["crawl"]["last"]["outcome"] == "interrupted"
