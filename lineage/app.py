@@ -20,33 +20,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from alerts.delivery import Report, deliver
-from alerts.findings import Finding, evaluate
-from alerts.outbox import AlertStore, SyncResult
-from alerts.subscriptions import Subscription
-from alerts.subscriptions import load as load_subscriptions
-from crawler.crawl import Crawler, CrawlOptions, Summary
-from crawler.errors import CrawlerError, HubRequestError, HubStopError
-from crawler.http import check_endpoint
-from crawler.records import valid_repo_id
-from fingerprint import device
-from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import ComparisonError
-from fingerprint.index import Entry, Index, Match
-from fingerprint.similarity import compare
-from fingerprint.similarity.lineage import compare_fingerprints
-from fingerprint.similarity.verdict import CompareResult
-from fingerprint.sketch import save, sketch_of
-from graph.store import LineageStore
 from lineage.errors import InvalidRepoIdError
-from lineage.pipeline import Pipeline
 from lineage.settings import Settings
-from lineage.store import open_store
-from lineage.workers import Executor, open_executor
+
+# Only what every entry point needs is imported here: torch, the crawler and the alerts are imported by
+# the functions that use them, so `lineage compare` of two checkpoints (numpy only) starts without them.
+if TYPE_CHECKING:
+    import torch
+
+    from alerts.delivery import Report
+    from alerts.findings import Finding
+    from alerts.outbox import AlertStore, SyncResult
+    from alerts.subscriptions import Subscription
+    from crawler.crawl import Crawler, Summary
+    from fingerprint.canonical import CanonicalModel
+    from fingerprint.index import Entry, Index, Match
+    from fingerprint.similarity.verdict import CompareResult
+    from graph.store import LineageStore
+    from lineage.pipeline import Pipeline
+    from lineage.workers import Executor
+
 
 #: The families the index held when ``App.rematch`` last ran (in ``$LINEAGE_HOME``).
 REMATCH_MARK = "rematch.json"
@@ -79,6 +75,8 @@ class App:
         Raises:
             WorkersError: Ray is asked for and is not installed, or its cluster cannot be reached.
         """
+        from lineage.workers import open_executor
+
         if self._executor is None:
             s = self.settings
             self._executor = open_executor(s.workers, s.worker_count, s.device, s.ray_address)
@@ -88,6 +86,8 @@ class App:
                 **options: Any) -> Crawler:
         """A crawler of ``endpoint`` (default ``LINEAGE_HUB_ENDPOINT``) with its state in the home; the
         token defaults to ``HF_TOKEN``. Closed with the app."""
+        from crawler.crawl import Crawler, CrawlOptions
+
         s = self.settings
         opts = CrawlOptions(endpoint=endpoint or s.hub_endpoint, home=s.home / "crawl",
                             token=token or s.hub_token, **options)
@@ -117,6 +117,9 @@ class App:
             InvalidRepoIdError: not a ``namespace/name`` id.
             GatedRepoError, RepoNotFoundError, HubRequestError: as the Hub answers.
         """
+        from crawler.errors import HubRequestError
+        from crawler.records import valid_repo_id
+
         if valid_repo_id(repo_id) is None:
             raise InvalidRepoIdError(repo_id)
         c = self.crawler(endpoint, token=token, progress=False)
@@ -139,6 +142,9 @@ class App:
             HubStopError: the Hub gives no answer at all, or refuses the token (every other base would
                 fail the same way).
         """
+        from crawler.errors import CrawlerError, HubStopError
+        from crawler.http import check_endpoint
+
         check_endpoint(endpoint or self.settings.hub_endpoint)
         done: list[str] = []
         failed: list[dict[str, str]] = []
@@ -196,11 +202,16 @@ class App:
 
     def evaluate_alerts(self) -> tuple[list[Finding], SyncResult]:
         """Findings the graph supports now, synced into the alerts state with their events (one transaction)."""
+        from alerts.findings import evaluate
+
         findings = evaluate(self.store)
         return findings, self.alert_state().sync(findings)
 
     def deliver_alerts(self, subscriptions: list[Subscription] | None = None, **options: Any) -> Report:
         """Deliver pending events to ``subscriptions`` (default: ``$LINEAGE_HOME/alerts.json``); evaluate first."""
+        from alerts.delivery import deliver
+        from alerts.subscriptions import load as load_subscriptions
+
         subs = subscriptions if subscriptions is not None else load_subscriptions(self.settings.home / "alerts.json")
         return deliver(self.alert_state(), subs, **options)
 
@@ -216,6 +227,8 @@ def add_path(path: str | Path, name: str | None = None, family: str | None = Non
 
     Only the index is touched (no store, no Hub): a local base has no Hub identity to put in the graph.
     """
+    from fingerprint.sketch import save, sketch_of
+
     index = (settings or Settings.from_env()).index()
     p = Path(path)
     if p.suffix == ".lfp":
@@ -227,6 +240,8 @@ def add_path(path: str | Path, name: str | None = None, family: str | None = Non
 
 def open_alerts(settings: Settings | None = None) -> AlertStore:
     """The alerts state of the home (``$LINEAGE_HOME/alerts.sqlite``), without the graph; close it when done."""
+    from alerts.outbox import AlertStore
+
     return AlertStore((settings or Settings.from_env()).home / "alerts.sqlite")
 
 
@@ -237,6 +252,8 @@ def on_device(settings: Settings | None = None) -> Iterator[torch.device]:
     Raises:
         DeviceError: the device is one torch cannot see.
     """
+    from fingerprint import device
+
     s = settings or Settings.from_env()
     with device.using(s.device) as dev:
         yield dev
@@ -254,14 +271,25 @@ def compare_paths(a: str, b: str, method: str = "lineage", settings: Settings | 
         ComparisonError: an unknown method, a method fingerprint files cannot serve, or a pair that
             cannot be compared.
     """
+    from fingerprint.canonical import open_model
+    from fingerprint.similarity import compare
+
+    if a.endswith(".lfp") or b.endswith(".lfp"):
+        if method != "lineage" or backgrounds:
+            raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}"
+                                  if method != "lineage" else "a second opinion runs the models: give checkpoints, not .lfp files")
+    elif backgrounds and method != "lineage":
+        raise ComparisonError("--background gives the lineage method a second opinion; drop --method")
+    elif method == "lineage" and not backgrounds:
+        # two checkpoints with our method stream through numpy (fingerprint.similarity.pairwise): no torch,
+        # no device to resolve, so the command starts in a fraction of a second
+        return compare(open_model(a), open_model(b), method)
     with on_device(settings) as dev:
         if a.endswith(".lfp") or b.endswith(".lfp"):
-            if method != "lineage" or backgrounds:
-                raise ComparisonError(f"fingerprint files hold what the lineage method needs, not {method}"
-                                      if method != "lineage" else "a second opinion runs the models: give checkpoints, not .lfp files")
+            from fingerprint.similarity.lineage import compare_fingerprints
+            from fingerprint.sketch import sketch_of
+
             return compare_fingerprints(sketch_of(a), sketch_of(b))
-        if backgrounds and method != "lineage":
-            raise ComparisonError("--background gives the lineage method a second opinion; drop --method")
         ma, mb = open_model(a), open_model(b)
         r = compare(ma, mb, method)
         if backgrounds:
@@ -273,6 +301,7 @@ def take_second_opinion(r: CompareResult, a: CanonicalModel, b: CanonicalModel, 
                         device_name: str = "cpu") -> None:
     """Ask for the representation second opinion when ``r`` is uncertain and record it in ``r``: the
     evidence, the final outcome and what decided it."""
+
     from fingerprint.similarity.second import UNCERTAIN, Representations, combine, second_opinion
 
     if r.outcome not in UNCERTAIN:
@@ -288,6 +317,8 @@ def match_path(path: str, top: int, shortlist: int, settings: Settings | None = 
     """Screen the index against a model or fingerprint file and score the shortlist (``lineage match``):
     the best-scoring base of each family, at most ``top`` families (the question is which families, and
     several bases of one family would crowd out the others)."""
+    from fingerprint.sketch import sketch_of
+
     s = settings or Settings.from_env()
     with on_device(s):
         s.existing_home()  # before the read: a typo'd home is not an empty index
@@ -313,6 +344,9 @@ def open_app(settings: Settings | None = None, store: LineageStore | None = None
         DeviceError: ``LINEAGE_DEVICE`` names a device torch cannot see.
         StoreUnavailableError: the graph backend cannot be opened.
     """
+    from lineage.pipeline import Pipeline
+    from lineage.store import open_store
+
     s = settings or Settings.from_env()
     with on_device(s) as dev:
         own = store is None
