@@ -138,3 +138,15 @@ def loaded() -> None:
     s.ensure_schema()
     load(s)
     s.close()
+
+
+#: Fixtures that make a test slow wherever it is: the tiny zoo (a minute to build on a fresh machine) and
+#: the Bolt server (a JVM). Tests using them are marked ``slow``, so ``-m "not slow"`` is a quick first check.
+SLOW_FIXTURES = frozenset({"tiny_zoo", "bolt"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        neo4j = "neo4j" in getattr(getattr(item, "callspec", None), "params", {}).values()  # asks for the Bolt server
+        if neo4j or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -113,6 +113,7 @@ def test_ranged_reads_match_local_fingerprint(hub: HubSim, models: dict[str, Pat
     c.close()
 
 
+@pytest.mark.slow
 def test_429_storm_and_5xx_mid_download(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:
     hub.inject(Fault("429", "api", count=3, retry_after=0))
     hub.inject(Fault("status", "cdn", count=2, status=503, after=1))
@@ -163,6 +164,7 @@ def test_errors_are_typed(hub: HubSim, tmp_path: Path) -> None:
         src.read(0, 16)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_crawl_resumes_without_loss_or_repeats(hub: HubSim, tmp_path: Path) -> None:
     home = tmp_path / "home"
     hub.delay_s = 0.05  # slow enough to be killed mid-way

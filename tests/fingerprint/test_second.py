@@ -46,6 +46,7 @@ def test_combining_never_makes_a_pair_independent() -> None:
     assert combine("shared_init", None) == ("shared_init", "weights")
 
 
+@pytest.mark.slow
 def test_a_fine_tune_computes_like_its_base_and_a_shared_seed_does_not(zoo: Path, reps: Representations) -> None:
     """llama-a-sft's representations are llama-a's beyond anything unrelated models share (supports);
     llama-c, from llama-a's random start but trained on other text, is no closer than unrelated models."""
@@ -63,6 +64,7 @@ def test_a_fine_tune_computes_like_its_base_and_a_shared_seed_does_not(zoo: Path
     assert gguf.finding == "unavailable" and "safetensors" in gguf.note
 
 
+@pytest.mark.slow
 def test_compare_reports_the_second_opinion_and_what_decided(zoo: Path) -> None:
     args = ["compare", str(zoo / "llama-a"), str(zoo / "llama-c"), "--json"]
     for n in BACKGROUNDS:

@@ -334,6 +334,7 @@ def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
     assert store.copies_of("k-base") == []
 
 
+@pytest.mark.slow
 def test_large_batch_load(store: LineageStore) -> None:
     """100k models and 100k DERIVED_FROM edges in one call each; a second load changes nothing."""
     n = 100_000

@@ -36,6 +36,7 @@ def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.Mon
     assert "alice/ft" in ids and "carol/other" not in ids
 
 
+@pytest.mark.slow
 def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path) -> None:
     """`lineage crawl` (crawler + pipeline + store) SIGKILLed mid-run, then resumed, gives the graph an
     uninterrupted crawl gives."""
@@ -96,6 +97,7 @@ def test_index_add_from_hub_and_gated_message(hub: HubSim, tmp_path: Path) -> No
     assert r.exit_code == 2 and "phi-2 (PhiForCausalLM)" in r.output and "not readable yet" in r.output
 
 
+@pytest.mark.slow
 def test_crawl_without_once_keeps_watching(hub: HubSim, tmp_path: Path) -> None:
     """Every pass after the first used to fail (a SQLite handle used from a scheduler thread) while the
     process stayed up: three passes in a row must each report."""

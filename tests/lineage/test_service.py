@@ -71,6 +71,7 @@ def test_three_crawl_passes_in_a_row(hub: HubSim, tmp_path: Path, monkeypatch: p
         assert con.execute("SELECT COUNT(*) FROM result").fetchone()[0] == 5
 
 
+@pytest.mark.slow
 def test_jobs_survive_a_restart_and_missed_runs_coalesce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
     s = Settings.from_env()
@@ -116,6 +117,7 @@ def _served(hub: HubSim) -> dict[str, int]:
     return {r: hub.served(r) for r in hub.repos}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
         hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lineage service run` (default local worker pool) SIGKILLed mid-pass, then restarted: the graph and
@@ -174,6 +176,7 @@ def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
         assert a.execute(q).fetchall() == b.execute(q).fetchall()
 
 
+@pytest.mark.slow
 def test_the_alerts_job_runs_while_a_long_crawl_pass_holds_the_writer(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # with one shared pool of two threads, a crawl pass and a sweep waiting for the writer lock held both,

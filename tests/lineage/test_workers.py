@@ -62,6 +62,7 @@ def kill_when_reading(hub: HubSim, pids: Any, count: int = 1) -> Any:
     return run
 
 
+@pytest.mark.slow
 def test_local_pool_crawl_equals_an_inline_crawl_and_survives_a_killed_worker(
         hub: HubSim, tmp_path: Path, online: None) -> None:
     inline, _ = crawl(hub, tmp_path / "inline", "inline")
@@ -124,6 +125,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         ex.close()
 
 
+@pytest.mark.slow
 def test_ray_crawl_equals_the_local_pool_and_a_killed_actor_is_retried(
         hub: HubSim, tmp_path: Path, online: None, ray_cluster: Any) -> None:
     assert ray_cluster.is_initialized()
