@@ -9,11 +9,13 @@ safetensors only.
 
 from __future__ import annotations
 
+import sys
 import time
 from importlib import resources
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import ComparisonError
@@ -42,8 +44,12 @@ def representations(m: CanonicalModel, texts: list[str], device: str = "cpu") ->
     model = model.to(device).eval()  # type: ignore[arg-type]
     layer = min(m.spec.num_layers, max(1, round(0.5625 * m.spec.num_layers)))
     rows = []
+    # the long part of REEF and of the second opinion (a forward pass per text): say what is running.
+    # disable=None: shown on a terminal only; TQDM_DISABLE=1 turns it off everywhere
+    bar = tqdm(texts, desc=f"representations of {m.repo.name[-48:]}", unit="text", leave=False, disable=None,
+               file=sys.stderr)
     with torch.no_grad():
-        for t in texts:
+        for t in bar:
             ids = tok.encode(t).ids or [0]
             out = model(torch.tensor([ids], device=device), output_hidden_states=True)
             rows.append(out.hidden_states[layer][0, -1].float().cpu().numpy())

@@ -78,6 +78,12 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
     t = time.perf_counter()
     if not as_json and not (a.endswith(".lfp") or b.endswith(".lfp")):  # checkpoints take a while to read
         click.echo(f"opening and comparing {a} and {b} ({method}) ...", err=True)
+        if method == "reef":
+            click.echo("  REEF runs both models on 200 probe texts (a forward pass each) and a 24-draw null",
+                       err=True)
+        if backgrounds:
+            click.echo(f"  if the weights leave the pair uncertain: a second opinion from the representations of "
+                       f"both models and {len(backgrounds)} background models (200 forward passes each)", err=True)
     r = compare_paths(a, b, method, backgrounds=backgrounds)
     if as_json:
         emit_json(r.to_dict())
