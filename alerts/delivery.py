@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from alerts.errors import DeliveryError
-from alerts.outbox import AlertStore, DeliveryStatus, Event, is_muted, now_ms
+from alerts.outbox import AlertStore, Event, is_muted, now_ms
 from alerts.sinks import SINKS
 from alerts.subscriptions import Subscription
 
@@ -114,7 +114,8 @@ def _deliver_one(state: AlertStore, sub: Subscription, now: int | None, sleep: C
     else:
         batches = [[p] for p in pending]
     for i, batch in enumerate(batches):
-        events = [e for e, _ in batch]
+        events = [ev for ev, _ in batch]
+        ids = [ev.id for ev in events]
         done = max(n for _, n in batch)
         for k in range(attempts_per_run):
             try:
@@ -129,12 +130,13 @@ def _deliver_one(state: AlertStore, sub: Subscription, now: int | None, sleep: C
                     return report
                 done += 1
                 if e.permanent or done >= max_attempts:
-                    _mark(state, sub, events, "dead", done, str(e))
+                    state.mark(sub.name, ids, "dead", done, str(e))
                     report.add(sub.name, "dead", len(events))
                     report.errors.append(f"{sub.name}: {e}")
                     break
                 if k == attempts_per_run - 1:  # the circuit opens: this batch later, the rest next run
-                    _mark(state, sub, events, "pending", done, str(e), now_ms() + int(1000 * _delay(base_delay, done)))
+                    state.mark(sub.name, ids, "pending", done, str(e),
+                               now_ms() + int(1000 * _delay(base_delay, done)))
                     report.add(sub.name, "retry", len(events))
                     rest = sum(len(b) for b in batches[i + 1:])
                     if rest:
@@ -143,7 +145,7 @@ def _deliver_one(state: AlertStore, sub: Subscription, now: int | None, sleep: C
                     return report
                 sleep(_delay(base_delay, k))
             else:
-                _mark(state, sub, events, "sent", done + 1, None)
+                state.mark(sub.name, ids, "sent", done + 1, None)
                 report.add(sub.name, "sent", len(events))
                 state.note_error(sub.name, None)
                 break
@@ -152,11 +154,6 @@ def _deliver_one(state: AlertStore, sub: Subscription, now: int | None, sleep: C
 
 def _delay(base: float, attempt: int) -> float:
     return float(min(300.0, base * 2**attempt) * random.uniform(0.75, 1.25))
-
-
-def _mark(state: AlertStore, sub: Subscription, events: list[Event], status: DeliveryStatus, attempts: int,
-          error: str | None, next_ms: int = 0) -> None:
-    state.mark(sub.name, [e.id for e in events], status, attempts, error, next_ms)
 
 
 def send_test(sub: Subscription, *, sinks: dict[str, Callable[[Subscription, list[Event]], None]] | None = None,
@@ -178,7 +175,3 @@ def send_test(sub: Subscription, *, sinks: dict[str, Callable[[Subscription, lis
                 "permanent": e.permanent, "configuration": e.config}
     return {"subscription": sub.name, "sent": True, "event_id": event.id, "error": None, "permanent": None,
             "configuration": None}
-
-
-def dead_letters(state: AlertStore) -> list[dict[str, object]]:
-    return state.dead_letters()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from typing import Any
 
 import click
@@ -43,12 +44,9 @@ def _scope_options(f: Any) -> Any:
 def _set_mute(scope: str, value: str, on: bool, as_json: bool) -> None:
     from lineage.app import open_alerts
 
-    state = open_alerts()
-    try:
+    with closing(open_alerts()) as state:
         state.mute(scope, value, on=on)
         mutes = state.mutes()
-    finally:
-        state.close()
     if as_json:
         emit_json({"mutes": [{"scope": s, "value": v} for s, v in mutes]})
     else:
@@ -72,11 +70,8 @@ def list_(status: str, kind: str | None, family: str | None, model: str | None, 
     """
     from lineage.app import open_alerts
 
-    state = open_alerts()
-    try:
+    with closing(open_alerts()) as state:
         rows = state.findings(status=status, kind=kind, family=family, model=model, limit=limit)
-    finally:
-        state.close()
     if as_json:
         emit_json({"findings": rows})
         return
@@ -101,11 +96,8 @@ def show(key: str, as_json: bool) -> None:
     """
     from lineage.app import open_alerts
 
-    state = open_alerts()
-    try:
+    with closing(open_alerts()) as state:
         f = state.finding(key)
-    finally:
-        state.close()
     if as_json:
         emit_json(f)
         return
@@ -130,11 +122,8 @@ def ack(key: str, as_json: bool) -> None:
     """
     from lineage.app import open_alerts
 
-    state = open_alerts()
-    try:
+    with closing(open_alerts()) as state:
         full = state.ack(key)
-    finally:
-        state.close()
     emit_json({"acknowledged": full}) if as_json else click.echo(f"acknowledged {full}")
 
 
@@ -251,11 +240,8 @@ def retry(subscription: str | None, every: bool, as_json: bool) -> None:
 
     if (subscription is None) == (not every):
         raise click.UsageError("give a SUBSCRIPTION or --all")
-    state = open_alerts()
-    try:
+    with closing(open_alerts()) as state:
         n = state.retry_dead(subscription)
-    finally:
-        state.close()
     if as_json:
         emit_json({"subscription": subscription, "rearmed": n})
     else:
@@ -273,14 +259,10 @@ def dead(as_json: bool) -> None:
 
         lineage alerts dead --json
     """
-    from alerts.delivery import dead_letters
     from lineage.app import open_alerts
 
-    state = open_alerts()
-    try:
-        rows = dead_letters(state)
-    finally:
-        state.close()
+    with closing(open_alerts()) as state:
+        rows = state.dead_letters()
     if as_json:
         emit_json({"dead": rows})
     elif not rows:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from alerts.delivery import dead_letters, deliver
+from alerts.delivery import deliver
 from alerts.findings import Finding
 from alerts.outbox import AlertStore
 from alerts.subscriptions import Subscription
@@ -120,7 +120,7 @@ def test_a_400_is_a_dead_letter_and_never_retried(tmp_path: Path, receiver: Rece
     assert report.counts["hook"] == {"dead": 1} and "HTTP 400" in report.errors[0]
     deliver(state, [hook(receiver)], base_delay=0.001)
     assert len(receiver.requests) == 1
-    assert dead_letters(state)[0]["error"].endswith("HTTP 400")
+    assert state.dead_letters()[0]["error"].endswith("HTTP 400")
     state.close()
 
 
@@ -134,7 +134,7 @@ def test_private_and_loopback_targets_are_refused_unless_allowed(tmp_path: Path,
     # a configuration error of the subscription: the finding waits for a fix instead of dying
     assert {k: dict(v) for k, v in report.counts.items()} == {s.name: {"waiting for a configuration fix": 1} for s in subs}
     assert all("configuration error" in e and "private or loopback" in e for e in report.errors)
-    assert receiver.requests == [] and dead_letters(state) == []
+    assert receiver.requests == [] and state.dead_letters() == []
     state.close()
 
 
@@ -348,7 +348,7 @@ def test_a_configuration_error_is_reported_once_and_every_event_waits_for_the_fi
             report = deliver(state, [Subscription.model_validate(base)], sleep=sleeps.append)
             assert report.counts["mail"] == {"waiting for a configuration fix": 5}
             assert len(report.errors) == 1 and "configuration error" in report.errors[0] and "STARTTLS" in report.errors[0]
-        assert sleeps == [] and dead_letters(state) == []  # no retries, no attempts, nothing dead
+        assert sleeps == [] and state.dead_letters() == []  # no retries, no attempts, nothing dead
         assert [r.message for r in caplog.records if "configuration error" in r.message].__len__() == 1  # logged once
         fixed = deliver(state, [Subscription.model_validate({**base, "starttls": False})])
         assert fixed.counts["mail"] == {"sent": 5} and len(got) == 5 and fixed.errors == []
