@@ -134,16 +134,8 @@ class CrawlState:
         :class:`~crawler.records.Outcome` the pipeline took (oldest first; keys in ``skip`` left out).
 
         The one way code outside :mod:`crawler` learns what the crawl fingerprinted (``App.rematch``)."""
-        from fingerprint.sketch import load
-
-        out = []
-        for r in self.results():
-            path = Path(r["fingerprint"]) if r.get("fingerprint") else None
-            if r["status"] != "fingerprinted" or r["key"] in skip or path is None or not path.is_file():
-                continue
-            out.append(Outcome(HubModel.from_record(r["model"]), "fingerprinted", fingerprint=path,
-                               sketch=load(path), base_keys=dict(r.get("base_keys") or {})))
-        return out
+        return [o for r in self.results() if r["key"] not in skip
+                and (o := _replayed(r)) is not None and o.status == "fingerprinted"]
 
     def counts(self) -> dict[str, int]:
         q = self.db.execute("SELECT status, COUNT(*) FROM queue WHERE endpoint=? GROUP BY status", (self.endpoint,))
@@ -184,3 +176,48 @@ def fingerprint_file(path: str | Path, repo_id: str) -> Path | None:
         return None
     fp = json.loads(row[0]).get("fingerprint")
     return Path(fp) if isinstance(fp, str) and fp else None
+
+
+def _replayed(r: dict[str, Any]) -> Outcome | None:
+    """The outcome a stored result records, as the pipeline took it: a fingerprinted model whose file is
+    still on disk (read back), or an exact copy; None for anything else."""
+    from fingerprint.sketch import load
+
+    if not r.get("model"):
+        return None
+    m, bases = HubModel.from_record(r["model"]), dict(r.get("base_keys") or {})
+    if r["status"] == "duplicate" and r.get("duplicate_of"):
+        owner = r["duplicate_of"]
+        return Outcome(m, "duplicate", r.get("reason"), duplicate_of=(str(owner[0]), str(owner[1])), base_keys=bases)
+    path = Path(r["fingerprint"]) if r["status"] == "fingerprinted" and r.get("fingerprint") else None
+    if path is None or not path.is_file():
+        return None
+    return Outcome(m, "fingerprinted", fingerprint=path, sketch=load(path), base_keys=bases)
+
+
+def placed_outcomes(path: str | Path) -> list[Outcome]:
+    """Every outcome placement reads, of every endpoint the crawl state at ``path`` holds: fingerprinted
+    models (whose files are still on disk) and exact copies, in the order they were processed. Read
+    without writing (``lineage repair``).
+
+    Raises:
+        CrawlStateError: the state cannot be read.
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT key, sha, id, status, reason, record FROM result "
+                              "WHERE status IN ('fingerprinted', 'duplicate') ORDER BY processed_at").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise CrawlStateError(f"cannot read crawl state {p}: {e}") from e
+    out = []
+    for k, sha, i, st, reason, rec in rows:
+        o = _replayed({"key": k, "sha": sha, "id": i, **json.loads(rec), "status": st, "reason": reason})
+        if o is not None:
+            out.append(o)
+    return out

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,9 +125,9 @@ class Match:
 class Index:
     """The on-disk index (see module docstring). Not safe for concurrent writers: one process adds."""
 
-    def __init__(self, root: str | Path, store: str | None = None) -> None:
+    def __init__(self, root: str | Path, store: str | None = None, *, read: bool = True) -> None:
         """``store``: an fsspec URL for the fingerprint files (default: ``root/fingerprints``); the entries
-        and screen arrays stay in ``root``."""
+        and screen arrays stay in ``root``. ``read=False``: start empty (:meth:`rebuild`)."""
         self.root = Path(root)
         self.store = FingerprintStore(self.root, store)
         self.entries: dict[str, Entry] = {}
@@ -136,7 +137,7 @@ class Index:
         self._widths = np.zeros(0, np.int64)
         self._published = np.zeros(0, np.int64)
         self._hidden = np.zeros(0, bool)
-        if (self.root / "index.json").exists():
+        if read and (self.root / "index.json").exists():
             try:
                 doc = json.loads((self.root / "index.json").read_text())
                 if doc.get("version") != INDEX_VERSION:
@@ -149,7 +150,7 @@ class Index:
                         raise FingerprintIndexError(f"{self.root}: screen.npz does not match index.json")
                     self._rows()
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise FingerprintIndexError(f"{self.root}: corrupt index ({e}); rebuild it with lineage index add") from e
+                raise FingerprintIndexError(f"{self.root}: corrupt index ({e}); lineage repair rebuilds it from its fingerprint files") from e
 
     def _save(self, screen: np.ndarray, tokens: np.ndarray) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,43 @@ class Index:
         i = list(self.entries).index(name)
         del self.entries[name]
         self._save(np.delete(self._screen, i, axis=0), np.delete(self._tokens, i, axis=0))
+
+    @classmethod
+    def rebuild(cls, root: str | Path, store: str | None = None,
+                keep: Callable[[Entry], bool] = lambda e: True) -> tuple[Index, list[str]]:
+        """The index at ``root`` with only the entries ``keep`` accepts whose stored file is intact, its
+        screen rows computed again from those files: ``(index, names dropped for a missing or altered
+        file)``. Reads ``index.json``
+        alone, so it also mends an index whose ``screen.npz`` no longer matches (two writers at once).
+
+        Raises:
+            FingerprintIndexError: ``index.json`` is unreadable (the bases must be added again).
+        """
+        idx = cls(root, store, read=False)
+        doc_path = idx.root / "index.json"
+        try:
+            doc: dict[str, Any] = json.loads(doc_path.read_text()) if doc_path.exists() else {
+                "version": INDEX_VERSION, "entries": []}
+            if doc.get("version") != INDEX_VERSION:
+                raise ValueError(f"version {doc.get('version')!r}, expected {INDEX_VERSION}")
+            entries = [Entry(**x) for x in doc["entries"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FingerprintIndexError(f"{doc_path}: unreadable ({err}); add the bases again with lineage index add") from err
+        rows_s, rows_t, dropped = [], [], []
+        for e in (x for x in entries if keep(x)):
+            idx.entries[e.name] = e
+            try:
+                sk = idx.sketch(e.name)
+            except (FingerprintFileError, OSError):
+                del idx.entries[e.name]
+                dropped.append(e.name)
+                continue
+            rows_s.append(screen_vector(sk))
+            rows_t.append(token_sketch(sk))
+        shape_s, shape_t = (0, DEPTH_BINS * 2 * 16), (0, TOKEN_SKETCH)
+        idx._save(np.stack(rows_s).astype(np.float32) if rows_s else np.zeros(shape_s, np.float32),
+                  np.stack(rows_t).astype(np.uint64) if rows_t else np.zeros(shape_t, np.uint64))
+        return idx, dropped
 
     def newer_than(self, when: tuple[int, str]) -> int:
         """How many entries were published after ``when`` = (ms, name) (:meth:`Entry.when`)."""

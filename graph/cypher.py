@@ -93,6 +93,43 @@ DELETE r
 RETURN count(*) AS n
 """
 
+# clear_placement: one relationship type per statement (each MATCH finds only what it deletes)
+LEAVE_FAMILIES = """
+UNWIND $rows AS row
+MATCH (:Model {key: row.key})-[r:IN_FAMILY]->(:Family)
+DELETE r
+RETURN count(*) AS n
+"""
+
+DROP_SHARED_INIT_OF = """
+UNWIND $rows AS row
+MATCH (:Model {key: row.key})-[r:SHARES_INIT]->(:Model)
+DELETE r
+RETURN count(*) AS n
+"""
+
+CLEAR_CANDIDATE_FLAG = """
+UNWIND $rows AS row
+MATCH (m:Model {key: row.key})
+WHERE m.candidate_family = true
+SET m.candidate_family = false, m.updated_at_ms = $now
+RETURN count(m) AS n
+"""
+
+DROP_COPIES_FROM = """
+UNWIND $rows AS row
+MATCH (:Model {key: row.key})-[r:SAME_WEIGHTS]->(:Model)
+DELETE r
+RETURN count(*) AS n
+"""
+
+DROP_COPIES_TO = """
+UNWIND $rows AS row
+MATCH (:Model)-[r:SAME_WEIGHTS]->(:Model {key: row.key})
+DELETE r
+RETURN count(*) AS n
+"""
+
 DROP_EMPTY_FAMILIES = """
 UNWIND $rows AS row
 MATCH (f:Family {name: row.name})

@@ -125,6 +125,15 @@ class Neo4jStore:
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
         return self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
 
+    def clear_placement(self, keys: Sequence[str], now_ms: int, *, copies: bool = False) -> int:
+        rows = [{"key": k} for k in sorted(set(keys))]
+        n = self._write_batches(cypher.LEAVE_FAMILIES, rows, now_ms)
+        self.drop_derived(keys, now_ms)
+        for q in (cypher.DROP_SHARED_INIT_OF, cypher.CLEAR_CANDIDATE_FLAG,
+                  *((cypher.DROP_COPIES_FROM, cypher.DROP_COPIES_TO) if copies else ())):
+            self._write_batches(q, rows, now_ms)
+        return n
+
     def drop_families(self, names: Sequence[str], now_ms: int) -> int:
         return self._write_batches(cypher.DROP_EMPTY_FAMILIES, [{"name": n} for n in sorted(set(names))], now_ms)
 

@@ -263,6 +263,28 @@ class SqliteStore:
             raise
         return int(n)
 
+    def clear_placement(self, keys: Sequence[str], now_ms: int, *, copies: bool = False) -> int:
+        self._reached = {}
+        ks = sorted(set(keys))
+        if not ks:
+            return 0
+        sel, arg = "(SELECT value FROM json_each(?))", (json.dumps(ks),)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:  # one transaction: a crash leaves the placement whole or cleared, never half of it
+            n = self.db.execute(f"DELETE FROM in_family WHERE model_key IN {sel}", arg).rowcount
+            self.db.execute(f"DELETE FROM derived_from WHERE src IN {sel}", arg)
+            closure.refresh(self.db, set(ks))
+            self.db.execute(f"DELETE FROM shares_init WHERE src IN {sel}", arg)
+            self.db.execute(f"UPDATE model SET candidate_family = 0, updated_at_ms = ? WHERE candidate_family != 0 "
+                            f"AND key IN {sel}", (now_ms, *arg))
+            if copies:
+                self.db.execute(f"DELETE FROM same_weights WHERE a IN {sel} OR b IN {sel}", arg * 2)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return int(n)
+
     def drop_families(self, names: Sequence[str], now_ms: int) -> int:
         n = 0
         for name in sorted(set(names)):

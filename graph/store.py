@@ -74,6 +74,13 @@ class LineageStore(Protocol):
         or a root, keeps no detected parent); returns how many were deleted."""
         ...
 
+    def clear_placement(self, keys: Sequence[str], now_ms: int, *, copies: bool = False) -> int:
+        """Undo what placing the models ``keys`` wrote: their family membership, their ``DERIVED_FROM``
+        parents, their ``SHARES_INIT`` relations and their candidate-family flag; with ``copies``, their
+        ``SAME_WEIGHTS`` pairs too. Nodes, declared bases and families stay (:meth:`drop_families` removes
+        the families left empty). Returns how many memberships were removed."""
+        ...
+
     def drop_families(self, names: Sequence[str], now_ms: int) -> int:
         """Delete the families ``names`` that have no member left (a candidate family whose root joined
         an older family); a family with members is kept. Returns how many were deleted."""

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from fingerprint.similarity.verdict import CompareResult
     from graph.store import LineageStore
     from lineage.pipeline import Pipeline
+    from lineage.repair import RepairReport
     from lineage.workers import Executor
 
 
@@ -101,6 +102,9 @@ class App:
 
         The summary's phases include the pipeline's (``match``, ``write``) for this pass.
         """
+        from lineage.repair import check_not_pending
+
+        check_not_pending(self.settings.home)
         before = dict(self.pipeline.seconds)
         ex = self.executor()
         summary = crawler.run(limit, place=self.pipeline, runner=ex, batch=ex.batch())
@@ -177,11 +181,14 @@ class App:
         for out in crawler.state.fingerprinted(skip=placed):
             self.pipeline(out)
             n += 1
+        self._mark_rematched(families)
+        return {"rematched": n, "families": len(families), "new": sorted(set(families) - set(last or []))}
+
+    def _mark_rematched(self, families: list[str]) -> None:
         mark = self.settings.home / REMATCH_MARK
         tmp = mark.with_suffix(".tmp")
         tmp.write_text(json.dumps({"families": families}), "utf-8")
         tmp.replace(mark)
-        return {"rematched": n, "families": len(families), "new": sorted(set(families) - set(last or []))}
 
     def _rematched_families(self) -> list[str] | None:
         """The families the index held at the last rematch (the app's own marker in the home; a home
@@ -193,6 +200,21 @@ class App:
                 continue
             return list(last) if isinstance(last, list) else None
         return None
+
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Place every crawled model again from the stored fingerprints (:mod:`lineage.repair`), then
+        evaluate the alerts. The app must have been opened on an index :func:`repair_home` rebuilt."""
+        from crawler.state import placed_outcomes
+        from lineage.pipeline import Pipeline
+        from lineage.repair import REPAIR_MARK, repair
+
+        home = self.settings.home
+        report = repair(self.store, self.index, placed_outcomes(home / "crawl" / "crawl.sqlite"), progress)
+        self.pipeline = Pipeline(self.store, self.index)  # the one the app had scored against the old index
+        self._mark_rematched(sorted({e.family for e in self.index.entries.values() if e.family}))
+        self.evaluate_alerts()
+        (home / REPAIR_MARK).unlink(missing_ok=True)
+        return report
 
     def alert_state(self) -> AlertStore:
         """The alerts state in the home (opened on first use, closed with the app)."""
@@ -331,6 +353,26 @@ def match_path(path: str, top: int, shortlist: int, settings: Settings | None = 
         best.setdefault(m.family, m)
     stats["fingerprint_seconds"] = t_fp
     return list(best.values())[:top], stats
+
+
+def repair_home(settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+    """``lineage repair``: mark the home, rebuild its index without the crawled models, open the app on
+    it and place every crawled model again (:mod:`lineage.repair`).
+
+    Raises:
+        SettingsError: the home does not exist.
+        FingerprintIndexError: ``index.json`` itself is unreadable.
+    """
+    from lineage.repair import mark, rebuild_index
+
+    s = settings or Settings.from_env()
+    s.existing_home()
+    mark(s.home)
+    dropped = rebuild_index(s.home / "index", s.fingerprint_store)
+    with open_app(s) as app:
+        report = app.repair(progress)
+    report.dropped = dropped
+    return report
 
 
 @contextmanager

@@ -206,6 +206,14 @@ class Pipeline:
         flag; its family record goes once no member is left (:meth:`revisit`). ``license`` names a
         candidate family's licence (default: the model's, as stored)."""
         t = now_ms()
+        # exact copies follow their twin's family (they have no entry of their own)
+        twins = [k for k in self.store.copies_of(s.key) if self.scorer.name_of(k) is None]
+        if p.family is None:
+            # unplaced (it may have been placed before: an older model arrived, or a repair): no family,
+            # no parent, no flag, for it and its copies; then its shared starts, if any
+            self.store.clear_placement([s.key, *twins], t)
+            self._set_shared_init(s, p, t)
+            return
         rec = self.store.get_models([s.key])
         was_candidate = bool(rec and rec[0].candidate_family)
         self._set_shared_init(s, p, t)
@@ -219,7 +227,7 @@ class Pipeline:
             return
         if was_candidate and rec:
             self.store.upsert_models([replace(rec[0], candidate_family=False)], t)
-        if p.family is None or p.parent is None:
+        if p.parent is None:  # not reached: a family without a parent is a candidate family (above)
             self.store.drop_derived([s.key], t)
             return
         ends = {r.key: r for r in self.store.get_models([p.parent, *(k for k, _, _ in p.also)])}
@@ -240,8 +248,6 @@ class Pipeline:
                                              json.dumps({"merge_of": [parent.id, other.id]}, sort_keys=True)))
             self.store.upsert_derived(edges, t, replace=True)
         self.store.set_families([InFamily(s.key, p.family, "matched")], t)
-        # exact copies follow their twin's family (they have no entry of their own)
-        twins = [k for k in self.store.copies_of(s.key) if self.scorer.name_of(k) is None]
         if twins:
             self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
 

@@ -97,6 +97,16 @@ def tiny_zoo() -> Any:
 
 
 @pytest.fixture(scope="session")
+def one_crawl(tiny_zoo: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny zoo crawled once, in publication order, by one process (about 25 s): the graph every
+    other crawl order, and every repair, must reproduce. ``home``: its home, not to be written."""
+    from crawlorder import crawl_in_order
+
+    home = tmp_path_factory.mktemp("one-crawl") / "home"
+    return {"home": home, **crawl_in_order(tiny_zoo.root, home)}
+
+
+@pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A base, two fine-tunes (one of them two generations down) and an unrelated base, on disk."""
     root = tmp_path_factory.mktemp("hubmodels")

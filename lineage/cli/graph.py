@@ -1,4 +1,4 @@
-"""``lineage derivatives / ancestors / family / undeclared / stats / export``: thin commands over graph.queries."""
+"""``lineage derivatives / ancestors / family / undeclared / stats / export / repair``: thin commands over the graph."""
 
 from __future__ import annotations
 
@@ -193,4 +193,44 @@ def export(fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-COMMANDS = (derivatives, ancestors, family, undeclared, stats, export)
+@click.command()
+@output_options
+@handle_errors
+def repair(as_json: bool) -> None:
+    """Place every crawled model again from its stored fingerprint, and mend the index.
+
+    For a home two processes wrote at once (two crawls or demos started together): models in no family,
+    a wrong candidate family, missing alerts. Reads no weights and contacts no Hub: the crawl state and
+    the fingerprint files hold everything. Stop the service and every crawl of this home first.
+    Interrupted, it is finished by running it again (crawls refuse to run until then).
+
+    Example:
+
+        lineage repair
+    """
+    from tqdm import tqdm
+
+    from lineage.app import repair_home
+
+    bar = tqdm(desc="placing", unit="model", disable=as_json or None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = repair_home(progress=progress).as_dict()
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(report)
+        return
+    b, a = report["before"], report["after"]
+    click.echo(f"placed {report['models']} fingerprinted models and {report['copies']} exact copies again in "
+               f"{report['seconds']:.1f} s; {report['moved']} moved")
+    click.echo(table([[k, b.get(k, 0), a.get(k, 0)] for k in a], ["", "before", "after"]))
+    if report["dropped"]:
+        click.echo(f"index entries dropped (fingerprint file missing or altered): {', '.join(report['dropped'])}")
+
+
+COMMANDS = (derivatives, ancestors, family, undeclared, stats, export, repair)

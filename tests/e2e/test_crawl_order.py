@@ -1,9 +1,10 @@
 """lineage.pipeline: the tree does not depend on the order the crawl meets the models in.
 
-The tiny zoo's repos appear on the stand-in in three random orders, six at a time, with a crawl pass
+The tiny zoo's repos appear on the stand-in in two random orders, six at a time, with a crawl pass
 after each: children before their parents, copies before their originals, a candidate family's members
 before its root. Each repo keeps its true creation time and shows up by a recent ``lastModified``, as a
-model made public long after it was created does on the Hub.
+model made public long after it was created does on the Hub. Both give the tree of one crawl in
+publication order (the ``one_crawl`` fixture).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from crawlorder import crawl_in_order, tree
@@ -26,14 +28,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
 
 
-def test_three_random_crawl_orders_give_the_same_tree(tiny_zoo: Manifest, tmp_path: Path) -> None:
-    runs = [crawl_in_order(tiny_zoo.root, tmp_path / f"order-{seed}", seed) for seed in (11, 12, 13)]
+def test_two_random_crawl_orders_give_the_tree_of_publication_order(one_crawl: dict[str, Any],
+                                                                    tiny_zoo: Manifest, tmp_path: Path) -> None:
+    runs = [one_crawl, *(crawl_in_order(tiny_zoo.root, tmp_path / f"order-{seed}", seed) for seed in (11, 12))]
     trees = [tree(r["dump"]) for r in runs]
     for other in trees[1:]:
         for part in trees[0]:
             assert other[part] == trees[0][part], (part, sorted(set(other[part]) ^ set(trees[0][part]))[:8])
     # the orders really were out of order: older models arrived late and moved what was placed before
-    assert all(r["settled"] > 50 for r in runs)
+    assert all(r["settled"] > 50 for r in runs[1:])
     q = runs[0]["quality"]
     assert q["family_accuracy"] == 1.0 and q["cross_family_edges"] == 0
     assert q["direct_parent_accuracy"] >= 0.98, q["misplaced"]

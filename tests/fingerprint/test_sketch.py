@@ -270,3 +270,14 @@ def test_screen_by_publication_order_hidden_entries_and_in_place_updates(tmp_pat
     assert again.screen(probe, 10) == idx.screen(probe, 10)
     with pytest.raises(FingerprintIndexError):
         again.update("b", rename="d")
+    # two writers at once: one's screen.npz beside the other's index.json is refused, and rebuild mends it
+    # from the files (keeping what ``keep`` accepts, dropping an entry whose file was altered)
+    np.savez(tmp_path / "idx" / "screen.npz", screen=again._screen[:2], tokens=again._tokens[:2])
+    with pytest.raises(FingerprintIndexError, match="does not match"):
+        Index(tmp_path / "idx")
+    (tmp_path / "idx" / again.entries["d"].file).write_bytes(b"LFP altered")
+    mended, dropped = Index.rebuild(tmp_path / "idx", keep=lambda e: e.name != "b")
+    assert (list(mended.entries), dropped) == (["a2", "e"], ["d"])
+    rounded = lambda got: [(n, round(float(a), 5), round(float(b), 5)) for n, a, b in got]  # noqa: E731
+    kept = [g for g in rounded(again.screen(probe, 10)) if g[0] in ("a2", "e")]
+    assert rounded(Index(tmp_path / "idx").screen(probe, 10)) == rounded(mended.screen(probe, 10)) == kept

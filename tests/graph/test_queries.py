@@ -108,6 +108,27 @@ def test_dropping_parents_and_empty_families(store: LineageStore) -> None:
     assert "cand" not in {f.name for f, _ in store.families()} and store.family_of("k-other-sft").name == "other-x"
 
 
+def test_clearing_placements(store: LineageStore) -> None:
+    """clear_placement undoes exactly what placing wrote (membership, parents, shared starts, the
+    candidate flag; copies only when asked), keeps nodes and declared bases, and is idempotent."""
+    load(store)
+    store.set_shared_init("k-other-sft", [SharedInit("k-other-sft", "k-base", 0.4, 30.0, "6", T0)], T0)
+    store.upsert_models([ModelRecord(**{**MODELS[7].props(), "candidate_family": True})], T0)
+    before = store.counts()
+    assert store.clear_placement(["k-sft2", "k-other-sft", "k-quant-copy", "k-other"], T0) == 4
+    c = store.counts()
+    assert (c["IN_FAMILY"], c["DERIVED_FROM"], c["SHARES_INIT"]) == (before["IN_FAMILY"] - 4, before["DERIVED_FROM"] - 2, 0)
+    assert (c["Model"], c["DECLARES_BASE"], c["SAME_WEIGHTS"]) == (before["Model"], before["DECLARES_BASE"], 1)
+    assert store.family_of("k-sft2") is None and store.family_of("k-sft").name == "llama-x"
+    assert [r.id for r in queries.ancestors(store, "bob/sft3")] == ["bob/sft2"]  # the closure follows
+    assert not store.get_models(["k-other"])[0].candidate_family
+    assert store.clear_placement(["k-sft2", "k-other-sft", "k-quant-copy", "k-other"], T0) == 0  # idempotent
+    assert store.clear_placement(["k-quant"], T0, copies=True) == 1
+    assert store.counts()["SAME_WEIGHTS"] == 0 and store.copies_of("k-quant-copy") == []
+    assert store.drop_families(["other", "llama-x"], T0) == 1  # "other" lost both members
+    assert store.clear_placement([], T0) == 0
+
+
 def test_shared_init_is_replaced_per_model_and_is_not_lineage(store: LineageStore) -> None:
     """SHARES_INIT: each placement sets exactly its model's set (a re-placement replaces it, a replay
     changes nothing); it reads either way, is dumped, exported and counted, and no lineage query follows it."""

@@ -21,9 +21,9 @@ from tinymodels import build_hf, perturb, save_state_dict, write_wordlevel_token
 from crawler.records import HubModel, Outcome
 from fingerprint.index import Index
 from fingerprint.sketch import load, save, sketch_of
-from graph.records import ModelRecord
+from graph.records import ModelRecord, SameWeights
 from graph.sqlite import SqliteStore
-from lineage.pipeline import Pipeline
+from lineage.pipeline import Pipeline, Placement, subject_of_model
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -112,6 +112,22 @@ def test_a_fine_tune_crawled_before_its_parent_is_placed_when_the_parent_arrives
     assert parent_of(p, "bob/ft2") == "org/base"
     crawled(p, "alice/ft", 1, prints["ft"])
     assert parent_of(p, "bob/ft2") == "alice/ft" and p.revisited >= 1
+
+
+def test_a_model_placed_again_with_no_family_leaves_its_family(pipe: tuple[Pipeline, CountingStore],
+                                                                prints: dict[str, Path]) -> None:
+    """Placed, then placed again where nothing matches (an older model arrived, a repair): it and its
+    exact copy leave the family; no membership is left behind."""
+    p, _ = pipe
+    p.register_base(hub_model("org/base", 0), str(prints["base"]), "llama")
+    crawled(p, "alice/ft", 1, prints["ft"])
+    p.store.upsert_models([ModelRecord(key="k-mirror/ft", id="mirror/ft")], 1)
+    p.store.upsert_same_weights([SameWeights("k-mirror/ft", "k-alice/ft", "ab" * 32)], 1)
+    crawled(p, "alice/ft", 1, prints["ft"])  # placed again: the copy follows it into the family
+    assert p.store.family_of("k-mirror/ft").name == "llama"
+    p._apply(subject_of_model(hub_model("alice/ft", 1)), Placement(None, None, None, None, "inconclusive"))
+    assert p.store.family_of("k-alice/ft") is None and p.store.family_of("k-mirror/ft") is None
+    assert parent_of(p, "alice/ft") is None and p.store.family_members("llama") == ["k-org/base"]
 
 
 def test_one_placement_costs_a_bounded_number_of_store_calls(prints: dict[str, Path], tmp_path: Path) -> None:
