@@ -33,6 +33,11 @@ SMALL_TREE = 150
 #: at most this many groups around one model (the smaller ones pooled per relation)
 MAX_GROUPS = 24
 HUB = "https://huggingface.co"
+#: the home page's count tiles, in words (the graph's bookkeeping, ``IN_FAMILY``, ``PUBLISHED_BY``,
+#: ``HAS_LICENSE``, stays in the twin's ``counts``)
+TILES = (("Model", "models"), ("Family", "families"), ("DERIVED_FROM", "detected derivations"),
+         ("DECLARES_BASE", "declared bases"), ("SAME_WEIGHTS", "exact copies"),
+         ("SHARES_INIT", "shared random starts"), ("Organization", "organisations"), ("License", "licences"))
 
 
 def bounded(value: int | None, default: int, top: int = MAX_LIMIT) -> int:
@@ -94,8 +99,10 @@ def home(store: LineageStore, q: str | None = None, limit: int | None = None,
         return {"family": f.name, "root": r.id if r else None, "license": f.license, "models": count,
                 "candidate": bool(r and r.candidate_family)}
 
+    counts = aggregates("counts", store.counts)
     return {
-        "counts": aggregates("counts", store.counts),
+        "counts": counts,
+        "tiles": [{"label": label, "count": counts.get(k, 0)} for k, label in TILES],
         "query": q,
         "results": [_model_doc(m) for m in store.search(q, n)] if q else [],
         "recent": [_edge_doc(e, labels) for e in recent],
@@ -227,16 +234,40 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
             nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM", None, lic))
             edges.append({"source": key_of.get(r.parent or "", center), "target": r.key, "kind": "DERIVED_FROM",
                           "score": r.extra.get("score")})
-        for e in children:  # children only a card names (not in the detected tree)
-            if e.src not in in_tree:
-                nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], None, e.kind, e.relation, lic))
-                edges.append({"source": center, "target": e.src, "kind": e.kind, "score": None})
+        # children only a card names: drawn under the focus, unless the weights placed them deeper in the tree
+        shown = [e for e in children if e.src not in in_tree]
+        for e in shown:
+            nodes.append(_node(label(e.src)[0], e.src, label(e.src)[1], None, e.kind, e.relation, lic))
+            edges.append({"source": center, "target": e.src, "kind": e.kind, "score": None})
+        direct = sum(1 for r in subtree if r.hops == 1) + len(shown)
+        declared_only = len(shown)
     else:
         subtree = None
         _one_level(nodes, edges, center, children, grouped, expand, label, lic)
+        direct, declared_only = len(children), sum(1 for e in children if e.kind != "DERIVED_FROM")
+    _copies(store, nodes, edges, lic)
+    cand = store.get_models([root])
     return {"family": fam.name, "license": lic, "root": label(root)[0], "focus": label(center)[0],
-            "expanded": expand, "children_total": len(children), "grouped": grouped,
+            "expanded": expand, "children_total": direct, "declared_only": declared_only, "grouped": grouped,
+            "candidate": bool(cand and cand[0].candidate_family),
+            "shared_init": [{"id": r["id"], "score": r["score"], "z": r["z"]} for r in queries.shared_starts(store, root)],
             "descendants": len(subtree) if subtree is not None else None, "nodes": nodes, "edges": edges}
+
+
+def _copies(store: LineageStore, nodes: list[dict[str, Any]], edges: list[dict[str, Any]], lic: str | None) -> None:
+    """Each drawn model's exact copies (``SAME_WEIGHTS``), as ``copy`` nodes beside it: a copy has no
+    placement of its own, so without this it would be in the family and nowhere in its tree."""
+    drawn = {n["id"] for n in nodes}
+    found: dict[str, str] = {}
+    for n in [n for n in nodes if n["kind"] in ("model", "focus", "ancestor")]:
+        for k in store.copies_of(n["id"]):
+            if k not in drawn and k not in found:
+                found[k] = n["id"]
+    labels = store.labels(sorted(found))
+    for k, twin in found.items():
+        m_id, m_lic = labels.get(k, (k, None))
+        nodes.append({**_node(m_id, k, m_lic, None, "SAME_WEIGHTS", None, lic), "kind": "copy"})
+        edges.append({"source": twin, "target": k, "kind": "SAME_WEIGHTS", "score": None})
 
 
 def _one_level(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], center: str, children: list[EdgeRow],

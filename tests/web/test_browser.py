@@ -1,6 +1,7 @@
 """The web UI in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): every page
 loads without a console error, the tree matches its JSON twin, groups expand, clicks navigate, hostile
-ids stay text."""
+ids stay text, no edge crosses a label, no word of a table is split, and no page scrolls sideways on a
+phone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 from graphdata import DAY, T0, load, model
 
+from alerts.findings import evaluate
+from alerts.outbox import AlertStore
 from graph.records import DerivedEdge, InFamily
 from graph.sqlite import SqliteStore
 from web.app import create_app
@@ -42,6 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store.upsert_models(extra, T0 + 100 * DAY)
     store.upsert_derived([DerivedEdge(m.key, "k-base", 0.8) for m in extra], T0 + 100 * DAY)
     store.set_families([InFamily(m.key, "llama-x") for m in extra], T0 + 100 * DAY)
+    alerts = AlertStore(home / "alerts.sqlite")
+    alerts.sync(evaluate(store))  # findings with long ids and kinds, for the alerts table
+    alerts.close()
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(store, home / "alerts.sqlite"), host="127.0.0.1", port=port,
                                         log_level="warning"))
@@ -123,3 +129,70 @@ def test_hostile_ids_render_as_text(server: str, page: Any) -> None:
     labels = page.evaluate("() => window.__cy.nodes().map(n => n.data('label'))")
     assert EVIL_ID in labels or any(lbl.startswith("1 more") or "more:" in lbl for lbl in labels)
     assert page.errors == []
+
+
+#: every edge against every node's box, its label included (a margin for the border): the edges that pass
+#: through a box or a label. Liang-Barsky clipping of the segment to the box.
+CROSSINGS = """() => {
+  const out = [];
+  const hits = (p, q, b) => {
+    let t0 = 0, t1 = 1;
+    const dx = q.x - p.x, dy = q.y - p.y;
+    for (const [num, den] of [[p.x - b.x1, -dx], [b.x2 - p.x, dx], [p.y - b.y1, -dy], [b.y2 - p.y, dy]]) {
+      if (den === 0) { if (num < 0) return false; continue; }
+      const t = num / den;
+      if (den < 0) { t0 = Math.max(t0, t); } else { t1 = Math.min(t1, t); }
+      if (t0 > t1) return false;
+    }
+    return true;
+  };
+  window.__cy.edges().forEach(e => {
+    const p = e.sourceEndpoint(), q = e.targetEndpoint();
+    window.__cy.nodes().forEach(n => {
+      // its own two ends too: an edge may end at a box's border, never run through its label
+      const b = n.boundingBox({ includeLabels: true }), m = 2.5;
+      if (hits(p, q, { x1: b.x1 + m, x2: b.x2 - m, y1: b.y1 + m, y2: b.y2 - m })) out.push(e.id() + " crosses " + n.data("label"));
+    });
+  });
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("path", ["/family/llama-x", "/family/llama-x?focus=alice/sft"])
+def test_no_edge_crosses_a_label_and_the_details_start_on_the_focus(server: str, page: Any, path: str) -> None:
+    page.goto(server + path)
+    page.wait_for_selector("#tree[data-ready='1']", timeout=15000)
+    twin = page.request.get(server + path.replace("/family/llama-x", "/family/llama-x.json")).json()
+    assert page.evaluate(CROSSINGS) == []
+    assert page.locator("#details").inner_text().splitlines()[:2] == [twin["focus"], "the focus of this view"]
+    # every box of a column is as wide as the column's widest: labels fit inside their boxes
+    outside = page.evaluate("""() => window.__cy.nodes().filter(n => {
+        const b = n.boundingBox({ includeLabels: false }), l = n.boundingBox({ includeLabels: true });
+        return l.x1 < b.x1 - 0.5 || l.x2 > b.x2 + 0.5; }).map(n => n.data('label'))""")
+    assert outside == [] and page.errors == []
+
+
+def test_the_alerts_table_splits_no_word_at_1400_px(server: str, page: Any) -> None:
+    page.goto(server + "/alerts")
+    assert page.locator("tbody tr").count() >= 4
+    # an id, a kind, a licence or a state on two lines would have two client rects
+    split = page.evaluate("""() => [...document.querySelectorAll('td a, td .tag, td.nowrap')].filter(el => {
+        const r = document.createRange();
+        r.selectNodeContents(el);
+        const tops = [...r.getClientRects()].map(x => x.top);
+        return Math.max(...tops) - Math.min(...tops) > 8;  // a second line (boxes of one line differ by a pixel or two)
+      }).map(el => el.textContent)""")
+    assert split == [] and page.errors == []
+
+
+@pytest.mark.parametrize("path", ["/", "/model/alice/sft", "/family/llama-x", "/suspects", "/alerts", "/model/nobody/none"])
+def test_no_page_scrolls_sideways_on_a_phone(server: str, browser: Any, path: str) -> None:
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    pg = ctx.new_page()
+    pg.goto(server + path)
+    if path.startswith("/family"):
+        pg.wait_for_selector("#tree[data-ready='1']", timeout=15000)
+    wide = pg.evaluate("() => document.documentElement.scrollWidth")
+    tree = pg.evaluate("() => { const t = document.getElementById('tree'); return t ? t.clientWidth : null; }")
+    ctx.close()
+    assert wide <= 390 and (tree is None or tree > 300), (wide, tree)

@@ -16,7 +16,7 @@ from graphdata import DAY, T0, load, model
 
 from alerts.findings import evaluate
 from alerts.outbox import AlertStore
-from graph.records import DerivedEdge, FamilyRecord, InFamily, SharedInit
+from graph.records import DerivedEdge, FamilyRecord, InFamily, ModelRecord, SharedInit
 from graph.sqlite import SqliteStore
 from web.app import CSP, create_app
 
@@ -69,6 +69,10 @@ def test_home_and_search(site: tuple[TestClient, SqliteStore, Path]) -> None:
     assert doc["recent"][0]["child"] == EVIL_ID  # the latest detection first
     assert {f["family"]: f["root"] for f in doc["families"]} == {"llama-x": "meta/base", "other": "other/base"}
     assert doc["families_total"] == 2 and doc["candidates"] == []
+    # the tiles say what a person counts, in words; the graph's bookkeeping stays in the twin's counts
+    tiles = {t["label"]: t["count"] for t in doc["tiles"]}
+    assert tiles["models"] == doc["counts"]["Model"] and tiles["exact copies"] == 1 and "PUBLISHED_BY" in doc["counts"]
+    assert not {"PUBLISHED_BY", "HAS_LICENSE", "IN_FAMILY"} & set(text(page).split())
 
 
 def test_model_page_states_what_its_twin_states(site: tuple[TestClient, SqliteStore, Path]) -> None:
@@ -107,15 +111,28 @@ def test_evidence_chart_and_hostile_ids_render_as_text(site: tuple[TestClient, S
     [e] = doc["detected_parents"]
     assert [x["score"] for x in e["evidence"]["layers"]] == [0.85, 0.65]
     assert page.text.count('class="bar"') == 2  # one bar per matched layer pair
+    # the bars spread over the chart's width, each under its layer pair's label
+    xs = [float(x) for x in re.findall(r'<rect x="([\d.]+)"[^>]*class="bar"', page.text)]
+    assert len(xs) == 2 and max(xs) > 320 and ">0→0<" in page.text and ">1→1<" in page.text
     home = client.get("/").text
     assert "<script>alert(1)" not in home and "&lt;script&gt;" in home
 
 
 def test_family_tree_twin_groups_and_expands(site: tuple[TestClient, SqliteStore, Path]) -> None:
     client, store, _ = site
-    small = client.get("/family/llama-x.json").json()  # a small family: the whole subtree at once
+    page, small = both(client, "/family/llama-x")  # a small family: the whole subtree at once
     assert {n["label"] for n in small["nodes"]} >= {"meta/base", "alice/sft", "bob/sft2", "bob/sft3", EVIL_ID}
     assert {(e["source"], e["target"]) for e in small["edges"]} >= {("k-sft", "k-sft2"), ("k-sft2", "k-sft3")}
+    # the header counts the direct children drawn: bob/sft2 names the base on its card but its weights
+    # place it under alice/sft, where it is drawn; it is not a second direct child
+    direct = {e["target"] for e in small["edges"] if e["source"] == "k-base" and e["kind"] != "SAME_WEIGHTS"}
+    assert small["children_total"] == len(direct) == 4 and small["declared_only"] == 0
+    assert "4 direct children" in text(page)
+    # an exact copy is drawn beside its twin (it has no placement of its own)
+    [copy] = [n for n in small["nodes"] if n["kind"] == "copy"]
+    assert copy["label"] == "eve/quant-copy" and {"source": "k-quant", "target": "k-quant-copy", "kind": "SAME_WEIGHTS",
+                                                   "score": None} in small["edges"]
+    assert not small["candidate"] and small["shared_init"] == []
     # 30 more fine-tunes of the base from three organisations: more than GROUP_AT, so they are grouped
     extra = [model(f"k-ft{i}", f"org{i % 3}/ft{i}", day=80 + i) for i in range(30)]
     store.upsert_models(extra, T0 + 100 * DAY)
@@ -131,6 +148,20 @@ def test_family_tree_twin_groups_and_expands(site: tuple[TestClient, SqliteStore
     assert len(more["nodes"]) == len(doc["nodes"]) - 1 + g["count"]
     focus = client.get("/family/llama-x.json", params={"focus": "alice/sft"}).json()
     assert focus["focus"] == "alice/sft" and [n["label"] for n in focus["nodes"] if n["kind"] == "ancestor"] == ["meta/base"]
+
+
+def test_a_candidate_family_says_why_and_names_its_shared_start(site: tuple[TestClient, SqliteStore, Path]) -> None:
+    client, store, _ = site
+    other = store.get_models(["k-other"])[0]
+    store.upsert_models([ModelRecord(**{**other.props(), "candidate_family": True})], T0)
+    page, doc = both(client, "/family/other")
+    assert doc["candidate"] and doc["shared_init"] == [] and "no indexed base matched" in text(page)
+    store.set_shared_init("k-other", [SharedInit("k-other", "k-base", 0.42, 36.0, "6", T0)], T0)
+    page, doc = both(client, "/family/other")
+    assert doc["shared_init"] == [{"id": "meta/base", "score": 0.42, "z": 36.0}]
+    assert "same random start as meta/base (score 0.420), not derived from it" in " ".join(text(page).split())
+    _, base = both(client, "/family/llama-x")  # the other side says it too, without calling itself a candidate
+    assert base["shared_init"][0]["id"] == "other/base" and not base["candidate"]
 
 
 def test_suspects_filter_and_sort(site: tuple[TestClient, SqliteStore, Path]) -> None:
