@@ -14,10 +14,11 @@ start-up) and makes it the device the similarity math runs on while the app is o
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,13 +252,12 @@ def add_path(path: str | Path, name: str | None = None, family: str | None = Non
     """
     from fingerprint.sketch import save, sketch_of
 
-    index = (settings or Settings.from_env()).index()
+    s = settings or Settings.from_env()
     p = Path(path)
-    if p.suffix == ".lfp":
-        return index.add(p, name=name, family=family)
     with tempfile.TemporaryDirectory() as tmp:
-        f = save(sketch_of(p), Path(tmp) / "fp.lfp")
-        return index.add(f, name=name or p.name, family=family)
+        f = p if p.suffix == ".lfp" else save(sketch_of(p), Path(tmp) / "fp.lfp")  # before the lock: minutes
+        with writing_home(s, "lineage index add"):
+            return s.index().add(f, name=name or (None if p.suffix == ".lfp" else p.name), family=family)
 
 
 def open_alerts(settings: Settings | None = None) -> AlertStore:
@@ -367,29 +367,49 @@ def repair_home(settings: Settings | None = None, progress: Callable[[int, int],
 
     s = settings or Settings.from_env()
     s.existing_home()
-    mark(s.home)
-    dropped = rebuild_index(s.home / "index", s.fingerprint_store)
-    with open_app(s) as app:
-        report = app.repair(progress)
+    with writing_home(s, "lineage repair"):
+        mark(s.home)
+        dropped = rebuild_index(s.home / "index", s.fingerprint_store)
+        with open_app(s) as app:
+            report = app.repair(progress)
     report.dropped = dropped
     return report
 
 
 @contextmanager
-def open_app(settings: Settings | None = None, store: LineageStore | None = None) -> Iterator[App]:
+def open_app(settings: Settings | None = None, store: LineageStore | None = None,
+             writer: str | None = None) -> Iterator[App]:
     """Open the application for ``settings`` (default: the environment).
 
     ``store`` lets a caller that already holds one (a test, a web server) pass it in; it is then not
-    closed here.
+    closed here. ``writer`` (a command or job name): hold the home's writer lock (:mod:`lineage.writer`)
+    while the app is open, taken before the index is loaded; every command that writes passes it.
 
     Raises:
         DeviceError: ``LINEAGE_DEVICE`` names a device torch cannot see.
         StoreUnavailableError: the graph backend cannot be opened.
+        WriterBusyError: another process kept writing the home for longer than ``LINEAGE_WRITER_WAIT``.
     """
+    s = settings or Settings.from_env()
+    with ExitStack() as held:
+        if writer is not None:
+            held.enter_context(writing_home(s, writer))
+        yield held.enter_context(_open(s, store))
+
+
+def writing_home(settings: Settings, what: str) -> AbstractContextManager[None]:
+    """The writer lock of ``settings``' home, held as ``what``, waiting ``LINEAGE_WRITER_WAIT`` seconds
+    and saying whom it waits for on the log."""
+    from lineage.writer import writing
+
+    return writing(settings.home, what, settings.writer_wait, logging.getLogger("lineage").warning)
+
+
+@contextmanager
+def _open(s: Settings, store: LineageStore | None) -> Iterator[App]:
     from lineage.pipeline import Pipeline
     from lineage.store import open_store
 
-    s = settings or Settings.from_env()
     with on_device(s) as dev:
         own = store is None
         st = store if store is not None else open_store(s)

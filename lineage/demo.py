@@ -74,7 +74,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
     catalog = [m for m in bases if m.name not in UNCATALOGUED]
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
-    with HubSim(accepted_tokens=frozenset({OPERATOR_TOKEN})) as hub, open_app(settings) as app:
+    with HubSim(accepted_tokens=frozenset({OPERATOR_TOKEN})) as hub, open_app(settings, writer="lineage demo") as app:
         populate(hub, zoo, gated=GATED)
         with tqdm(catalog, desc="indexing the catalog's bases", unit="base", disable=quiet) as bar:
             for m in bar:  # the operator's account accepted the gated base's terms

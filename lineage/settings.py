@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
     Setting("LINEAGE_FINGERPRINT_STORE", "", "Where the index keeps fingerprint files: empty for $LINEAGE_HOME/index, or "
             "an fsspec URL (s3://bucket/prefix, gs://..., file:///mnt/fp; the backend package must be installed)."),
+    Setting("LINEAGE_WRITER_WAIT", "600", "Seconds a writing command (or service job) waits for another process "
+            "that is writing the same home before it gives up with one line naming it; 0: do not wait."),
     Setting("LINEAGE_WEB_TOKEN", "", "Token that lets lineage web acknowledge and mute alerts; empty: the web UI is "
             "read-only."),
     Setting("HF_TOKEN", "", "Hugging Face token for the crawler and lineage index bootstrap (gated bases need one "
@@ -74,6 +76,7 @@ class Settings:
     fingerprint_store: str | None
     web_token: str | None
     hub_token: str | None
+    writer_wait: float = 600.0
 
     def existing_home(self) -> Path:
         """The home, for commands that only read it: a missing one is an error (a typo in
@@ -123,6 +126,13 @@ class Settings:
         if store and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", store):
             raise SettingsError("LINEAGE_FINGERPRINT_STORE", store, "use an fsspec URL such as s3://bucket/prefix or "
                                 "file:///path, or leave it empty")
+        wait = get("LINEAGE_WRITER_WAIT").strip()
+        try:
+            writer_wait = float(wait)
+        except ValueError:
+            writer_wait = -1.0
+        if not 0 <= writer_wait <= 86_400:
+            raise SettingsError("LINEAGE_WRITER_WAIT", wait, "use a number of seconds from 0 to 86400")
         graph = get("LINEAGE_GRAPH").strip()
         if "://" in graph:  # a server URI: checked by its shape only (no lookup of the host here)
             from urllib.parse import urlsplit
@@ -151,6 +161,7 @@ class Settings:
             fingerprint_store=store or None,
             web_token=get("LINEAGE_WEB_TOKEN").strip() or None,
             hub_token=get("HF_TOKEN").strip() or None,
+            writer_wait=writer_wait,
         )
 
 

@@ -35,10 +35,10 @@ def parse_since(value: str | None) -> datetime | None:
 @click.option("--endpoint", default=None, help="Hub URL (default $LINEAGE_HUB_ENDPOINT, https://huggingface.co).")
 @click.option("--since", default=None, help="First run only: list back to this date or age (7d, 24h, 2026-11-01). "
               "Default: everything (use it on the real Hub).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Process at most N models per pass.")
-@click.option("--once", is_flag=True, help="One pass, then exit (default: a pass every --interval minutes; "
-              "for an unattended watcher use lineage service run).")
-@click.option("--interval", type=click.FloatRange(0.001), default=15.0, show_default=True, help="Minutes between passes.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Process at most N models in this pass.")
+@click.option("--once", is_flag=True, hidden=True, help="Accepted for older scripts: every crawl is one pass.")
+@click.option("--interval", type=float, default=None, hidden=True,
+              help="Gone: passes every N minutes are lineage service run --crawl-minutes N.")
 @click.option("--sweep", is_flag=True, help="Also list every model once (finds private repos made public).")
 @click.option("--pipeline-tag", "pipeline_tags", multiple=True, help="Keep only this pipeline tag (repeatable).")
 @click.option("--library", "libraries", multiple=True, help="Keep only this library, e.g. transformers (repeatable).")
@@ -48,42 +48,37 @@ def parse_since(value: str | None) -> datetime | None:
 @click.option("--exclude-author", "deny_authors", multiple=True, help="Never these authors (repeatable).")
 @output_options
 @handle_errors
-def crawl(endpoint: str | None, since: str | None, limit: int | None, once: bool, interval: float, sweep: bool,
+def crawl(endpoint: str | None, since: str | None, limit: int | None, once: bool, interval: float | None, sweep: bool,
           pipeline_tags: tuple[str, ...], libraries: tuple[str, ...], min_params: int | None, max_params: int | None,
           allow_authors: tuple[str, ...], deny_authors: tuple[str, ...], as_json: bool) -> None:
-    """Find new and changed models on the Hub, fingerprint them by ranged reads, place them in the graph.
+    """One pass: find new and changed models on the Hub, fingerprint them by ranged reads, place them.
 
-    State (watermarks, queue, results) lives in $LINEAGE_HOME/crawl; an interrupted crawl resumes.
+    State (watermarks, queue, results) lives in $LINEAGE_HOME/crawl; an interrupted crawl resumes. A pass
+    holds the home's writer lock: beside a running service (or another crawl) it waits its turn
+    (LINEAGE_WRITER_WAIT). For a pass every N minutes, unattended, run lineage service run.
 
     Example:
 
-        lineage crawl --since 24h --pipeline-tag text-generation --once
+        lineage crawl --since 24h --pipeline-tag text-generation
     """
     from lineage.app import open_app
 
-    with open_app() as app:
+    if interval is not None:
+        raise LineageError("lineage crawl does one pass; for a pass every N minutes run "
+                           "lineage service run --crawl-minutes N (one scheduler per home)")
+    with open_app(writer="lineage crawl") as app:
         c = app.crawler(endpoint, progress=not as_json, since=parse_since(since), sweep=sweep,
                         pipeline_tags=pipeline_tags, libraries=libraries, min_params=min_params, max_params=max_params,
                         allow_authors=allow_authors, deny_authors=deny_authors)
-
-        def one_pass() -> None:
-            doc = app.crawl(c, limit).as_dict()
-            if as_json:
-                emit_json(doc)
-            else:
-                print_summary(doc)
-
         try:
-            one_pass()
-            # Later passes run here, in this thread: the crawler's SQLite handles belong to it (a
-            # scheduler's worker thread could not use them). A pass that overruns the interval is
-            # followed by the next one at once, never stacked. `lineage service run` is the unattended way.
-            while not once:
-                click.echo(f"next pass in {interval:g} min (Ctrl-C to stop)", err=True)
-                time.sleep(interval * 60)
-                one_pass()
+            doc = app.crawl(c, limit).as_dict()
         except KeyboardInterrupt:
             click.echo("stopped; the next run resumes from the saved state", err=True)
+            raise SystemExit(130) from None
+    if as_json:
+        emit_json(doc)
+    else:
+        print_summary(doc)
 
 
 def print_summary(doc: dict[str, Any]) -> None:
@@ -114,7 +109,7 @@ def hubsim(zoo: str, port: int, gated: tuple[str, ...], tokens: tuple[str, ...])
 
     \b
         lineage hubsim ~/.cache/model-lineage/zoo/tiny-* --port 8765 &
-        lineage crawl --endpoint http://127.0.0.1:8765 --once
+        lineage crawl --endpoint http://127.0.0.1:8765
     """
     from hubsim import HubSim
     from lineage.zoohub import populate

@@ -48,7 +48,7 @@ def index_add(path: str, family: str | None, name: str | None, endpoint: str | N
     if Path(path).exists():
         e, where = add_path(path, name, family), Settings.from_env().home / "index"
     else:
-        with open_app() as app:
+        with open_app(writer="lineage index add") as app:
             e, where = app.add_base(path, family, endpoint), app.index.root
     if as_json:
         emit_json(asdict(e))
@@ -116,7 +116,7 @@ def bootstrap(families: tuple[str, ...], endpoint: str | None, list_only: bool, 
         if not as_json:
             click.echo(f"indexed {repo} ({family})" if error is None else f"skipped {repo}: {error}", err=True)
 
-    with open_app() as app:
+    with open_app(writer="lineage index bootstrap") as app:
         done, failed = app.bootstrap(cat, endpoint, report)
     if as_json:
         emit_json({"indexed": done, "failed": failed})

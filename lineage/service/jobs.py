@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,15 +20,12 @@ from lineage.settings import Settings
 
 LOG = logging.getLogger("lineage.service")
 
-#: The graph has one writer: the crawl and the sweep share the crawl state and the pipeline, so the
-#: scheduler's two threads never run them at the same time (the alerts job only reads the graph).
-WRITER = threading.Lock()
-
-
 def _crawl(settings: Settings, sweep: bool) -> dict[str, Any]:
     from lineage.app import open_app
 
-    with WRITER, open_app(settings) as app:
+    # every writing job holds the home's writer lock (lineage.writer), across processes: two jobs of
+    # this service take turns, and so do a job and a `lineage index add` from another shell
+    with open_app(settings, writer="service job " + ("sweep" if sweep else "crawl")) as app:
         crawler = app.crawler(progress=False, sweep=sweep)
         return app.crawl(crawler).as_dict()
 
@@ -49,7 +45,7 @@ def cards(settings: Settings) -> dict[str, Any]:
     after publication), then process what that queued."""
     from lineage.app import open_app
 
-    with WRITER, open_app(settings) as app:
+    with open_app(settings, writer="service job cards") as app:
         crawler = app.crawler(progress=False)
         found = crawler.recheck()
         summary = app.crawl(crawler) if found["new_commit"] or found["opened"] else None
@@ -60,7 +56,7 @@ def rematch(settings: Settings) -> dict[str, Any]:
     """When a base family joined the index, place again the models that have no detected parent."""
     from lineage.app import open_app
 
-    with WRITER, open_app(settings) as app:
+    with open_app(settings, writer="service job rematch") as app:
         return app.rematch(app.crawler(progress=False))
 
 

@@ -71,7 +71,7 @@ def scheduler(home: Path) -> BackgroundScheduler:
         # Readers (alerts) have a pool of their own, so a long crawl pass never keeps them waiting (with one
         # shared pool of two, a crawl and a sweep waiting for the writer lock held both threads and no alerts
         # ran for as long as the crawl took). Writers get a thread each: every due writer starts, is recorded
-        # as running and then takes its turn on jobs.WRITER; queued in a pool instead, a job submitted but not
+        # as running and then takes its turn on the writer lock (lineage.writer); queued in a pool instead, a job submitted but not
         # started would vanish with a killed process, unrecorded, so the restart would not run it again.
         executors={"writers": {"type": "threadpool", "max_workers": sum(j.writes for j in JOBS.values())},
                    "readers": {"type": "threadpool", "max_workers": max(1, sum(not j.writes for j in JOBS.values()))},

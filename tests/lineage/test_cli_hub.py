@@ -25,7 +25,7 @@ def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.Mon
     from lineage.cli import main
 
     monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
-    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json", "--exclude-author", "carol"])
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--json", "--exclude-author", "carol"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["processed"] == 4 and doc["filtered"] == {"author denied": 1}
@@ -50,7 +50,7 @@ def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path
                                env={"LINEAGE_HOME": str(tmp_path / home)})
         assert r.exit_code == 0, r.output
     hub.delay_s = 0.05
-    p = subprocess.Popen([sys.executable, "-m", "lineage", "crawl", "--endpoint", hub.endpoint, "--once"], env=env,
+    p = subprocess.Popen([sys.executable, "-m", "lineage", "crawl", "--endpoint", hub.endpoint], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "a" / "crawl" / "crawl.sqlite"
     deadline = time.time() + 120
@@ -67,7 +67,7 @@ def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path
     assert p.returncode == -signal.SIGKILL, "the crawl finished before it could be killed"
     hub.delay_s = 0.0
     for home in ("a", "b"):
-        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json"],
+        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--json"],
                                env={"LINEAGE_HOME": str(tmp_path / home), "LINEAGE_DISABLE_PROGRESS_BARS": "1"})
         assert r.exit_code == 0, r.output
     assert dump_graph(tmp_path / "a") == dump_graph(tmp_path / "b")
@@ -97,31 +97,12 @@ def test_index_add_from_hub_and_gated_message(hub: HubSim, tmp_path: Path) -> No
     assert r.exit_code == 2 and "phi-2 (PhiForCausalLM)" in r.output and "not readable yet" in r.output
 
 
-@pytest.mark.slow
-def test_crawl_without_once_keeps_watching(hub: HubSim, tmp_path: Path) -> None:
-    """Every pass after the first used to fail (a SQLite handle used from a scheduler thread) while the
-    process stayed up: three passes in a row must each report."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LINEAGE_HOME": str(tmp_path), "LINEAGE_DISABLE_PROGRESS_BARS": "1"}
-    env.pop("HF_HUB_OFFLINE", None)
-    p = subprocess.Popen([sys.executable, "-m", "lineage", "crawl", "--endpoint", hub.endpoint, "--interval", "0.005",
-                          "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    docs: list[dict[str, Any]] = []
-    buf = ""
-    deadline = time.time() + 120
-    assert p.stdout is not None
-    while len(docs) < 3 and time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        buf += line
-        if line.startswith("}"):
-            docs.append(json.loads(buf))
-            buf = ""
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)  # a pass in flight finishes first; on loaded cores that takes a while
-    assert len(docs) == 3, err
-    assert docs[0]["processed"] == 5 and docs[1]["processed"] == docs[2]["processed"] == 0
-    assert "Traceback" not in err and "stopped; the next run resumes" in err
+def test_crawl_is_one_pass_and_interval_points_to_the_service(tmp_path: Path) -> None:
+    from lineage.cli import main
+
+    r = CliRunner().invoke(main, ["crawl", "--interval", "5"], env={"LINEAGE_HOME": str(tmp_path)})
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "lineage service run --crawl-minutes N" in r.output
+    assert "--interval" not in CliRunner().invoke(main, ["crawl", "--help"]).output
 
 
 @pytest.fixture
@@ -145,7 +126,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_network_failures_end_in_one_line(endpoint: str, says: str, tmp_path: Path, no_backoff: None) -> None:
     from lineage.cli import main
 
-    for args in (["crawl", "--endpoint", endpoint, "--once"], ["index", "bootstrap", "--endpoint", endpoint]):
+    for args in (["crawl", "--endpoint", endpoint], ["index", "bootstrap", "--endpoint", endpoint]):
         r = CliRunner().invoke(main, args, env={"LINEAGE_HOME": str(tmp_path)})
         assert r.exit_code == 2, (args, r.output)
         assert r.stderr.count("Error:") == 1 and says in r.stderr.splitlines()[-1], r.stderr
@@ -167,7 +148,7 @@ def test_a_5xx_storm_past_the_retries_and_a_bootstrap_that_indexed_nothing(
     logging.getLogger("huggingface_hub").addHandler(handler)
     hub.inject(Fault("status", "api", 1000, status=503))
     try:
-        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once"], env={"LINEAGE_HOME": str(tmp_path)})
+        r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint], env={"LINEAGE_HOME": str(tmp_path)})
     finally:
         logging.getLogger("huggingface_hub").removeHandler(handler)
         hub.faults.clear()

@@ -21,7 +21,7 @@ def crawled(hub: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
     r = CliRunner().invoke(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once"])
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint])
     assert r.exit_code == 0, r.output
     return tmp_path
 

@@ -129,7 +129,7 @@ def test_sigkill_mid_pass_then_restart_reads_only_the_models_in_flight(
                                env={"LINEAGE_HOME": str(h)})
         assert r.exit_code == 0, r.output
     before = _served(hub)
-    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--once", "--json"],
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--json"],
                            env={"LINEAGE_HOME": str(ref_home)})
     assert r.exit_code == 0, r.output
     once = {k: v - before[k] for k, v in _served(hub).items()}  # one uninterrupted read of each repo
@@ -181,13 +181,14 @@ def test_the_alerts_job_runs_while_a_long_crawl_pass_holds_the_writer(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # with one shared pool of two threads, a crawl pass and a sweep waiting for the writer lock held both,
     # and no alerts ran for as long as the crawl took
+    from lineage.app import writing_home
     from lineage.service import jobs
 
     held: list[tuple[float, float]] = []
 
     def holding(seconds: float) -> Any:
         def job(settings: Settings) -> dict[str, Any]:
-            with jobs.WRITER:
+            with writing_home(settings, "slow job"):
                 t = time.time()
                 time.sleep(seconds)
                 held.append((t, time.time()))

@@ -29,7 +29,7 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def crawl(hub: HubSim, home: Path, workers: str, during: Any = None) -> tuple[dict[str, Any], int]:
-    """One `lineage crawl --once` pass through the app with ``LINEAGE_WORKERS=workers``; ``during`` runs
+    """One `lineage crawl` pass through the app with ``LINEAGE_WORKERS=workers``; ``during`` runs
     in a thread beside it with the app's executor. Returns the graph and the crawl's statuses, and how
     many workers were replaced."""
     env = {**os.environ, "LINEAGE_HOME": str(home), "LINEAGE_WORKERS": workers, "LINEAGE_WORKER_COUNT": "2"}
