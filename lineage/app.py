@@ -57,19 +57,34 @@ class App:
     Attributes:
         settings: what it was opened with.
         store: the lineage graph (embedded SQLite or Neo4j, as ``LINEAGE_GRAPH`` says).
-        index: the fingerprint index in ``$LINEAGE_HOME/index``.
-        pipeline: the single graph writer for crawled models.
         device: the torch device the similarity math runs on.
+        index: the fingerprint index in ``$LINEAGE_HOME/index``, loaded on first use (a job that places
+            nothing, the alerts job, never pays for it).
+        pipeline: the single graph writer for crawled models (built on first use).
     """
 
     settings: Settings
     store: LineageStore
-    index: Index
-    pipeline: Pipeline
     device: torch.device
+    _index: Index | None = None
+    _pipeline: Pipeline | None = None
     _crawlers: list[Crawler] = field(default_factory=list)
     _alerts: AlertStore | None = None
     _executor: Executor | None = None
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = self.settings.index()
+        return self._index
+
+    @property
+    def pipeline(self) -> Pipeline:
+        from lineage.pipeline import Pipeline
+
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.store, self.index)
+        return self._pipeline
 
     def executor(self) -> Executor:
         """The fingerprint workers ``LINEAGE_WORKERS`` names (started on first use, closed with the app).
@@ -211,7 +226,7 @@ class App:
 
         home = self.settings.home
         report = repair(self.store, self.index, placed_outcomes(home / "crawl" / "crawl.sqlite"), progress)
-        self.pipeline = Pipeline(self.store, self.index)  # the one the app had scored against the old index
+        self._pipeline = Pipeline(self.store, self.index)  # any earlier one scored against the old index
         self._mark_rematched(sorted({e.family for e in self.index.entries.values() if e.family}))
         self.evaluate_alerts()
         (home / REPAIR_MARK).unlink(missing_ok=True)
@@ -407,14 +422,12 @@ def writing_home(settings: Settings, what: str) -> AbstractContextManager[None]:
 
 @contextmanager
 def _open(s: Settings, store: LineageStore | None) -> Iterator[App]:
-    from lineage.pipeline import Pipeline
     from lineage.store import open_store
 
     with on_device(s) as dev:
         own = store is None
         st = store if store is not None else open_store(s)
-        index = s.index()
-        app = App(s, st, index, Pipeline(st, index), dev)
+        app = App(s, st, dev)
         try:
             yield app
         finally:

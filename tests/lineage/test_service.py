@@ -219,3 +219,20 @@ def test_status_after_a_kill_calls_the_cut_run_interrupted(tmp_path: Path, monke
         record.start_run("crawl")  # what a killed service leaves behind
     doc = status(Settings.from_env())
     assert not doc["running"] and doc["jobs"]["crawl"]["last"]["outcome"] == "interrupted"
+
+
+def test_the_alerts_job_does_not_open_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that places nothing never loads the index (at a million entries that took over a minute): the
+    alerts job runs on a home whose index could not even be read."""
+    from fingerprint.errors import FingerprintIndexError
+    from lineage.app import open_app
+    from lineage.service import jobs
+
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "index.json").write_text("{not json", "utf-8")
+    monkeypatch.setenv("LINEAGE_HOME", str(tmp_path))
+    s = Settings.from_env()
+    doc = jobs.alerts(s)
+    assert doc["findings"] == 0 and doc["sync"]["opened"] == 0
+    with open_app(s) as app, pytest.raises(FingerprintIndexError):  # a job that places models does load it
+        _ = app.index
