@@ -14,7 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from crawler.errors import (
 )
 from crawler.fetch import FetchOptions, fingerprint_repo
 from crawler.http import check_endpoint, pin_endpoint, short, with_retries
-from crawler.records import PARSE_ERRORS, HubModel, Outcome, WorkItem, from_info
+from crawler.records import PARSE_ERRORS, HubModel, Outcome, WorkItem, from_info, valid_repo_id
 from crawler.state import CrawlState
 from fingerprint.sketch import load
 
@@ -136,7 +136,7 @@ class Crawler:
         self.fetch_options = FetchOptions(options.endpoint, options.token, options.timeout, options.attempts,
                                           options.backoff_s)
         self.progress = progress
-        self._keys: dict[str, str | None] = {}
+        self._keys: dict[str, tuple[str, str] | None] = {}  # declared base -> (_id, canonical id), or not found
 
     def close(self) -> None:
         self.state.close()
@@ -278,7 +278,7 @@ class Crawler:
                         later.append(item)
                     else:
                         if out.model is not None:
-                            out.base_keys = self.base_keys(out.model)
+                            out.model, out.base_keys = self.base_keys(out.model)
                         if place is not None:
                             place(out)
                     self.finish(item, out, s)
@@ -383,26 +383,34 @@ class Crawler:
         except PayloadError as e:
             raise HubRequestError(repo_id, None, str(e)) from e
 
-    def base_keys(self, m: HubModel) -> dict[str, str]:
-        """The ``_id`` of every declared base: from ``baseModels`` when the payload has it, else one
-        ``model_info`` per base (cached); a base that cannot be looked up is left out."""
+    def base_keys(self, m: HubModel) -> tuple[HubModel, dict[str, str]]:
+        """``m`` with each declared base under its canonical id, and the ``_id`` of every base found.
+
+        From ``baseModels`` when the payload has it, else one ``model_info`` per base (cached), which
+        follows the Hub's 307 from a legacy single-segment or renamed id (``gpt2``) to the canonical one
+        (``openai-community/gpt2``). A base that cannot be looked up keeps its name and has no ``_id``."""
         out = dict(m.base_keys)
+        names: list[str] = []
         for b in m.base_models:
             if b in out:
+                names.append(b)
                 continue
             if b not in self._keys:
                 try:
                     info = with_retries(lambda b=b: self.api.model_info(b, timeout=self.o.timeout),  # type: ignore[misc]
                                         f"model_info {b}", self.o.attempts, base=self.o.backoff_s, repo_id=b)
-                    self._keys[b] = str(vars(info).get("_id") or "") or None
+                    key, canon = str(vars(info).get("_id") or "")[:64], valid_repo_id(getattr(info, "id", None))
+                    self._keys[b] = (key, canon or b) if key else None
                 except HubStopError:
                     raise
                 except (HfGatedRepoError, RepositoryNotFoundError, HubRequestError, RepoNotFoundError):
                     self._keys[b] = None
-            key = self._keys[b]
-            if key:
-                out[b] = key
-        return out
+            found = self._keys[b]
+            names.append(found[1] if found else b)
+            if found:
+                out[found[1]] = found[0]
+        canonical = tuple(dict.fromkeys(names))  # two spellings of one base are one base
+        return (replace(m, base_models=canonical) if canonical != m.base_models else m), out
 
     def recheck(self, days: float = 14.0, limit: int = 1000) -> dict[str, int]:
         """Read again the metadata of models created in the last ``days`` (newest first, at most ``limit``):
@@ -453,7 +461,7 @@ class Crawler:
             raise GatedRepoError(repo_id, bool(self.o.token))
         if out.status != "fingerprinted":
             raise HubRequestError(repo_id, None, out.reason or out.status)
-        out.base_keys = self.base_keys(m)
+        out.model, out.base_keys = self.base_keys(m)
         return out
 
     def run(self, limit: int | None = None, place: Place | None = None, runner: Runner = run_here,

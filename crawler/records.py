@@ -20,6 +20,7 @@ from graph.records import Relation  # one definition: a card's relation becomes 
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_LEGACY_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILES = 10_000
 MAX_TAGS = 200
@@ -34,6 +35,14 @@ def valid_repo_id(s: object) -> str | None:
     if isinstance(s, str) and _REPO_ID.match(s) and ".." not in s:
         return s
     return None
+
+
+def valid_base_id(s: object) -> str | None:
+    """``s`` if it can name a base on a card: a repo id, or a legacy single-segment id (``gpt2``,
+    ``bert-base-uncased``: the Hub answers those with a 307 to the canonical ``namespace/name``), else None."""
+    if isinstance(s, str) and _LEGACY_ID.match(s) and ".." not in s:
+        return s
+    return valid_repo_id(s)
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ def base_tags(tags: tuple[str, ...]) -> tuple[str | None, list[str]]:
             continue
         if len(parts) == 3 and parts[1] in RELATIONS:
             relations.add(parts[1])
-        rid = valid_repo_id(parts[-1])
+        rid = valid_base_id(parts[-1])
         if rid is not None and rid not in ids:
             ids.append(rid)
     return (relations.pop() if len(relations) == 1 else None), ids
@@ -233,7 +242,7 @@ def _from_info(info: Any) -> HubModel:
         private=bool(getattr(info, "private", False)), gated=getattr(info, "gated", False) or False,
         license=_str(card.get("license"), 64), license_name=_str(card.get("license_name"), 128),
         license_link=_str(card.get("license_link")),
-        base_models=tuple(b for b in (valid_repo_id(x) for x in bases) if b), base_keys=tuple(keys),
+        base_models=tuple(b for b in (valid_base_id(x) for x in bases) if b), base_keys=tuple(keys),
         relation=cast(Relation, rel) if rel in RELATIONS else None,
         tags=tags,
         pipeline_tag=_str(getattr(info, "pipeline_tag", None), 64), library=_str(getattr(info, "library_name", None), 64),

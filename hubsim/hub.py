@@ -146,6 +146,12 @@ class HubState:
             self.repos[new] = r
             self.moved[old] = new
 
+    def legacy(self, name: str, repo_id: str) -> None:
+        """Serve ``repo_id`` under its legacy single-segment id too (``gpt2`` for
+        ``openai-community/gpt2``): the Hub answers the old id with a relative 307 to the canonical one."""
+        with self.lock:
+            self.moved[name] = repo_id
+
     def publish(self, repo_id: str) -> None:
         """Flip a private repo public; its dates stay as they were (the sweep must find it)."""
         with self.lock:

@@ -259,8 +259,12 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     qs = "&".join(f"{quote(k)}={quote(v)}" for k, v in [*others, ("cursor", nxt)])
                     headers["Link"] = f'<{sim.endpoint}/api/models?{qs}>; rel="next"'
                 self._json(items, headers, truncate=self.truncate)
+            elif segs[:2] == ["api", "models"] and (len(segs) == 3 or (len(segs) == 5 and segs[3] == "revision")):
+                self._legacy(segs[2], raw, 2)  # a single-segment (legacy) id: /api/models/gpt2[/revision/x]
             elif segs[:2] == ["api", "models"] and len(segs) >= 4:
                 self._model_api(segs[2:], raw[2:], q)
+            elif len(segs) >= 4 and segs[1] == "resolve":
+                self._legacy(segs[0], raw, 0)  # /gpt2/resolve/main/config.json
             elif segs[:3] == ["api", "resolve-cache", "models"] and len(segs) >= 7:
                 self._resolve_cache(segs, raw)
             elif len(segs) >= 5 and segs[2] == "resolve":
@@ -282,16 +286,32 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     self._redirect(307, path + (f"?{query}" if query else ""))
                     return None
             if r is None or r.private:
-                if sim.token_state(self._token()) == "valid":
-                    self._error(404, "RepoNotFound", "Repository not found")
-                else:
-                    self._error(401, None, "Invalid username or password.",
-                                {"WWW-Authenticate": 'Bearer realm="Authentication required", charset="UTF-8"'})
+                self._miss()
                 return None
             found = sim.at(r, rev)
             if found is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return found
+
+        def _miss(self) -> None:
+            """A repo that is not there, or private: 404 to a valid token, 401 to anyone else (#29, #30)."""
+            if sim.token_state(self._token()) == "valid":
+                self._error(404, "RepoNotFound", "Repository not found")
+            else:
+                self._error(401, None, "Invalid username or password.",
+                            {"WWW-Authenticate": 'Bearer realm="Authentication required", charset="UTF-8"'})
+
+        def _legacy(self, name: str, raw: list[str], at: int) -> None:
+            """A single-segment id at ``raw[at]``: a relative 307 to its canonical ``namespace/name`` (as the
+            Hub answers ``bert-base-uncased``), else the miss the token decides."""
+            canon = sim.canonical(name)
+            if canon is None or "/" not in canon:
+                self._miss()
+                return
+            ns, rest = canon.split("/")
+            query = urlsplit(self.path).query
+            path = "/" + "/".join([*raw[:at], quote(ns), quote(rest), *raw[at + 1:]])
+            self._redirect(307, path + (f"?{query}" if query else ""))
 
         def _model_api(self, segs: list[str], raw: list[str], q: dict[str, list[str]]) -> None:
             repo_id, tail = f"{segs[0]}/{segs[1]}", segs[2:]

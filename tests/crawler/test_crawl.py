@@ -55,6 +55,28 @@ def test_pages_watermarks_gated_and_duplicates(hub: HubSim, tmp_path: Path) -> N
     c.close()
 
 
+def test_a_legacy_base_id_on_a_card_is_declared_under_its_canonical_id(hub: HubSim, models: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """``base_model: gpt2`` on a card: the crawler asks the Hub, follows its 307 to the canonical id and
+    declares that base (it used to drop a single-segment id silently)."""
+    hub.legacy("base", "org/base")
+    src = tmp_path / "legacy-card"
+    src.mkdir()
+    for f in models["ft2"].iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "README.md").write_text("---\nbase_model: base\nlicense: mit\n---\n")
+    repo(hub, "erin/legacy", src, 20)
+    placed: list[Any] = []
+    c = crawler(hub, tmp_path / "home")
+    c.run(place=placed.append)
+    c.close()
+    out = next(o for o in placed if o.model is not None and o.model.id == "erin/legacy")
+    assert out.model.base_models == ("org/base",) and out.base_keys == {"org/base": hub.repos["org/base"]._id}
+    stored = next(r for r in Crawler(CrawlOptions(endpoint=hub.endpoint, home=tmp_path / "home"), progress=False)
+                  .state.results() if r["id"] == "erin/legacy")
+    assert stored["model"]["base_models"] == ["org/base"]
+
+
 def tmp_path_copy(sim: HubSim, repo_id: str, tmp: Path) -> Path:
     out = tmp / f"copy-{repo_id.replace('/', '_')}"
     out.mkdir()

@@ -51,6 +51,24 @@ def test_small_files_and_renamed_repos_answer_same_origin_307s(hub: HubSim, tmp_
     assert Path(path).read_bytes() == hub.repos["org/base-v2"].files["config.json"].path.read_bytes()
 
 
+def test_legacy_single_segment_ids_answer_a_307_to_the_canonical_id(hub: HubSim, tmp_path: Path) -> None:
+    """As ``/api/models/bert-base-uncased`` → ``/api/models/google-bert/bert-base-uncased`` on the Hub
+    (huggingface_hub's recorded cassettes)."""
+    hub.legacy("base", "org/base")
+    r = httpx2.get(f"{hub.endpoint}/api/models/base?expand=sha")
+    assert r.status_code == 307 and r.headers["Location"] == "/api/models/org/base?expand=sha"
+    r = httpx2.get(f"{hub.endpoint}/api/models/base/revision/main")
+    assert r.status_code == 307 and r.headers["Location"] == "/api/models/org/base/revision/main"
+    api = HfApi(endpoint=hub.endpoint)
+    info = api.model_info("base")  # the client follows it
+    assert info.id == "org/base" and vars(info)["_id"] == hub.repos["org/base"]._id
+    r = httpx2.get(f"{hub.endpoint}/base/resolve/main/config.json", follow_redirects=True)
+    assert r.status_code == 200 and r.content == hub.repos["org/base"].files["config.json"].path.read_bytes()
+    assert httpx2.get(f"{hub.endpoint}/api/models/nobody").status_code == 401  # an unknown one: the usual miss
+    with pytest.raises(HfHubHTTPError):
+        api.model_info("nobody")
+
+
 def test_any_commit_short_sha_and_pr_ref_resolve(hub: HubSim, tmp_path: Path) -> None:  # 4
     api = HfApi(endpoint=hub.endpoint)
     old = hub.repos["alice/ft"].sha
