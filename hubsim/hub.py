@@ -168,7 +168,8 @@ class HubState:
     @staticmethod
     def at(r: SimRepo, rev: str | None) -> tuple[SimRepo, str] | None:
         """``r`` at revision ``rev`` and that commit's full sha: ``main``, any commit's full or short
-        (≥ 7 hex, unambiguous) sha, or ``refs/pr/N`` (#22); None when nothing matches."""
+        (≥ 7 hex, unambiguous) sha (a pull request's head included), or ``refs/pr/N`` (#22); None when
+        nothing matches."""
         if rev in (None, "main"):
             return r, r.sha
         assert rev is not None
@@ -181,7 +182,9 @@ class HubState:
             return view, view.sha
         if not _HEX.match(rev):
             return None
-        commits = {r.sha: r.files, **r.history}
+        # a pull request's head is an ordinary commit on the Hub: readable by its sha too
+        heads = {replace(r, files=files).sha: files for files in r.prs}
+        commits = {r.sha: r.files, **r.history, **heads}
         hits = [s for s in commits if s.startswith(rev)]
         if len(hits) != 1:
             return None

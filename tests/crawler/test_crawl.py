@@ -77,6 +77,23 @@ def test_a_legacy_base_id_on_a_card_is_declared_under_its_canonical_id(hub: HubS
     assert stored["model"]["base_models"] == ["org/base"]
 
 
+def test_a_pull_request_head_is_fingerprinted_at_its_sha(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:
+    """A PR that replaces the weights: the crawler reads the model at the PR head's sha (metadata, the
+    small files through the resolve cache, the weights through the CDN) and fingerprints the PR's weights."""
+    from crawler.fetch import fingerprint_repo
+    from hubsim import SimFile
+
+    pr = hub.open_pr("org/base", {"model.safetensors": SimFile("model.safetensors", models["ft2"] / "model.safetensors")})
+    head = hub.at(hub.repos["org/base"], pr)[1]  # type: ignore[index]
+    c = crawler(hub, tmp_path)
+    m = c.info("org/base", head)
+    out = c.receive(fingerprint_repo(m, c.fetch_options), {})
+    c.close()
+    assert m.sha == head != hub.repos["org/base"].sha and out.status == "fingerprinted", out.reason
+    local = sketch_model(open_model(models["ft2"]), source="org/base", revision=head)
+    assert out.sketch is not None and np.array_equal(out.sketch.embed, local.embed)
+
+
 def tmp_path_copy(sim: HubSim, repo_id: str, tmp: Path) -> Path:
     out = tmp / f"copy-{repo_id.replace('/', '_')}"
     out.mkdir()

@@ -87,6 +87,14 @@ def test_any_commit_short_sha_and_pr_ref_resolve(hub: HubSim, tmp_path: Path) ->
         api.model_info("alice/ft", revision="refs/pr/2")
     with pytest.raises(RevisionNotFoundError):
         api.model_info("alice/ft", revision="0" * 40)
+    # a pull request's head is an ordinary commit: its sha (handed out in X-Repo-Commit) reads like any other
+    other = tmp_path / "other.md"
+    other.write_text("---\nlicense: apache-2.0\n---\n")
+    pr2 = hub.open_pr("alice/ft", {"README.md": SimFile("README.md", other)})
+    head = httpx2.head(f"{hub.endpoint}/alice/ft/resolve/{pr2.replace('/', '%2F')}/README.md").headers["X-Repo-Commit"]
+    assert head not in (old, new) and api.model_info("alice/ft", revision=head).sha == head
+    r = httpx2.get(f"{hub.endpoint}/alice/ft/resolve/{head}/README.md", follow_redirects=True)  # via the resolve cache
+    assert r.status_code == 200 and b"apache-2.0" in r.content
 
 
 def test_token_semantics(models: dict[str, Path]) -> None:  # 5
