@@ -1,21 +1,53 @@
 """The repositories a loopback Hub stand-in serves: files on disk plus the metadata the Hub computes.
 
-A :class:`SimRepo` is one model repo at its current commit. Weight files (``.safetensors``, ``.gguf``,
-``.bin``) are LFS files: the stand-in redirects them to its "CDN" origin, as the Hub does. Everything
-else is a small git file served directly. Dates are the tests' to control.
+A :class:`SimRepo` is one model repo at its current commit, with the ``.gitattributes`` the Hub writes. A
+file its patterns match (weights, ``tokenizer.model``, ``*.npy``...) or one over 10 MB (the Hub refuses
+larger regular files) is an LFS file: the stand-in redirects it to its "CDN" origin, as the Hub does.
+Everything else is a small git file, served through the resolve cache. Dates are the tests' to control.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
-LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx")
+#: The patterns of the ``.gitattributes`` the Hub writes into every new model repo (its
+#: ``huggingface_hub`` upload template): files matching one are stored in LFS and served from the CDN.
+HUB_LFS_PATTERNS = ("*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib",
+                    "*.lfs.*", "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot",
+                    "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors",
+                    "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip",
+                    "*.zst", "*tfevents*", "*.gguf")
+#: The Hub refuses a regular (non-LFS) git file over 10 MB: any larger file of a real repo is in LFS.
+MAX_GIT_FILE_BYTES = 10 * 1024 * 1024
+GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in HUB_LFS_PATTERNS)
+
+
+def is_lfs(name: str, size: int) -> bool:
+    """Whether the Hub stores ``name`` (``size`` bytes) in LFS: a pattern of its ``.gitattributes``
+    matches, or the file is too large to be a regular git file."""
+    base = name.rsplit("/", 1)[-1]
+    return size > MAX_GIT_FILE_BYTES or any(
+        fnmatch(base, p) or fnmatch(name, p) or (p.endswith("/**/*") and name.startswith(p[:-4]))
+        for p in HUB_LFS_PATTERNS)
+
+
+def gitattributes_file() -> Path:
+    """The default ``.gitattributes``, written once to the temp directory (every repo serves it)."""
+    p = Path(tempfile.gettempdir()) / f"hubsim-gitattributes-{hashlib.sha1(GITATTRIBUTES.encode()).hexdigest()[:12]}"
+    if not p.exists():
+        tmp = p.with_suffix(f".{os.getpid()}")
+        tmp.write_text(GITATTRIBUTES, "utf-8")
+        tmp.replace(p)
+    return p
 
 Gated = Literal[False, "auto", "manual"]
 
@@ -49,7 +81,7 @@ class SimFile:
 
     @property
     def lfs(self) -> bool:
-        return self.name.endswith(LFS_SUFFIXES)
+        return is_lfs(self.name, self.size)
 
 
 @dataclass
@@ -72,6 +104,8 @@ class SimRepo:
     origin: str = ""  # the id the repo was created under: a rename keeps its commits' shas
 
     def __post_init__(self) -> None:
+        # every repo the Hub creates has its .gitattributes (listed in siblings and trees like any file)
+        self.files.setdefault(".gitattributes", SimFile(".gitattributes", gitattributes_file()))
         self.origin = self.origin or self.repo_id
         self._id = self._id or object_id(self.repo_id)
         if not self.card and "README.md" in self.files:

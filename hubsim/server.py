@@ -6,7 +6,9 @@ with the real Hub's behaviour where ``hub-fidelity.md`` has evidence of it: page
 ``/api/models/{id}[/revision/{rev}]`` at any commit, short sha or ``refs/pr/N``, ``expand`` checked per
 endpoint (400), expand-only fields left out of default payloads, ``/resolve`` (small files by a relative
 307 to ``/api/resolve-cache``, LFS files by a 302 to a second origin, the "CDN", whose signed URLs
-expire), renamed and case-mismatched ids answered by a relative 307, the Hub's token semantics
+expire; suffix ranges; ``If-None-Match`` answered 304 by the resolve cache), renamed, case-mismatched and
+legacy single-segment ids answered by a relative 307, ``refs``, ``commits/{rev}``, ``POST paths-info``, trees
+(a missing path is 404 EntryNotFound; ``.gitattributes`` is listed like any file), the Hub's token semantics
 (anonymous misses 401, authenticated misses 404, invalid tokens 401 everywhere), ``RateLimit`` headers
 on every response, ``X-Error-Code`` errors and gated repos. Faults are injected on request or at
 random (:class:`~hubsim.hub.Chaos`), and every byte served is counted per file.
@@ -21,17 +23,19 @@ Only loopback addresses are bound. Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from hubsim.hub import EXPAND_INFO, URL_TTL_S, ExpandError, Fault, HubState, check_expand
-from hubsim.repos import SimFile, SimRepo
+from hubsim.repos import SimFile, SimRepo, iso
 
 CHUNK = 1 << 16
 INVALID_TOKEN = "Invalid credentials in Authorization header"  # the message huggingface_hub keys on
@@ -201,6 +205,8 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 spec = rng.strip()
                 ok = spec.startswith("bytes=") and "," not in spec and "-" in spec
                 a, _, b = spec[6:].partition("-") if ok else ("", "", "")
+                if ok and not a and b.isdigit() and int(b) > 0:  # a suffix range: the last b bytes
+                    a, b = str(max(0, size - int(b))), str(size - 1)
                 if not ok or not a.isdigit() or (b and not b.isdigit()) or int(a) >= size or (b and int(b) < int(a)):
                     self._send(416, b"", {**headers, "Content-Range": f"bytes */{size}"})
                     return
@@ -332,9 +338,38 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     return
                 prefix = "/".join(tail[2:]).strip("/")
                 recursive = (q.get("recursive") or ["false"])[0].lower() in ("true", "1")
+                if prefix and not any(n.startswith(prefix + "/") for n in found[0].files):
+                    self._error(404, "EntryNotFound", f"{prefix} does not exist on \"{tail[1]}\"")
+                    return
                 self._json(_tree(found[0], prefix, recursive), truncate=self.truncate)
                 return
+            if tail == ["refs"]:
+                found = self._repo(repo_id, None, ["api", "models", *raw], 2)
+                if found is not None:
+                    self._json(_refs(found[0], (q.get("include_prs") or ["0"])[0] in ("1", "true")))
+                return
+            if tail[0] == "commits" and len(tail) == 2:
+                found = self._repo(repo_id, tail[1], ["api", "models", *raw], 2)
+                if found is not None:
+                    self._json(_commits(sim.repos.get(repo_id) or found[0], found[1]))
+                return
             self._error(404, "NotFound", "no such route")
+
+        def do_POST(self) -> None:
+            """``paths-info`` only (the one POST a reader of the Hub makes)."""
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                parts = urlsplit(self.path)
+                raw = parts.path.lstrip("/").split("/")
+                segs = [unquote(x) for x in raw]
+                length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
+                form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+                self.rate = sim.rate_headers("api")
+                if cdn or segs[:2] != ["api", "models"] or len(segs) < 6 or segs[4] != "paths-info":
+                    self._error(404, "NotFound", f"no route {unquote(parts.path)[:200]}")
+                    return
+                found = self._repo(f"{segs[2]}/{segs[3]}", "/".join(segs[5:]), raw, 2)
+                if found is not None:
+                    self._json(_paths_info(found[0], form.get("paths", [])))
 
         def _gate(self, r: SimRepo) -> bool:
             """False after answering GatedRepo: anonymous 401, a token without access 403 (§2.3)."""
@@ -378,9 +413,45 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
             if f is None:
                 self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": found[1]})
                 return
+            if self.headers.get("If-None-Match") == f'"{f.sha1}"':  # the client's copy is current
+                self._send(304, b"", {"X-Repo-Commit": found[1], "ETag": f'"{f.sha1}"'})
+                return
             self._serve_file(found[0].repo_id, f, {"X-Repo-Commit": found[1], "ETag": f'"{f.sha1}"'}, self.truncate)
 
     return Handler
+
+
+def _refs(r: SimRepo, prs: bool) -> dict[str, Any]:
+    """``/api/models/{id}/refs``: ``main`` (no tags, no converts), and with ``include_prs`` the PR heads."""
+    out: dict[str, Any] = {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": r.sha}],
+                           "converts": [], "tags": []}
+    if prs:
+        out["pullRequests"] = [{"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}",
+                                "targetCommit": replace(r, files=files).sha} for n, files in enumerate(r.prs, 1)]
+    return out
+
+
+def _commits(r: SimRepo, sha: str) -> list[dict[str, Any]]:
+    """``/api/models/{id}/commits/{rev}``: the commits of ``main`` from ``sha`` back, newest first (a PR
+    head first, then ``main``'s). The stand-in keeps no commit times: the newest carries the last
+    modification, the older ones the creation."""
+    line = [r.sha, *reversed(list(r.history))]
+    chain = line[line.index(sha):] if sha in line else [sha, *line]
+    return [{"id": c, "title": "Upload" if i == len(chain) - 1 else "Update", "message": "",
+             "authors": [{"user": r.author}], "date": iso(r.last_modified if i == 0 else r.created_at)}
+            for i, c in enumerate(chain)]
+
+
+def _paths_info(r: SimRepo, paths: list[str]) -> list[dict[str, Any]]:
+    """``POST paths-info``: each asked path that is a file or a folder (missing ones are left out)."""
+    entries = {e["path"]: e for e in _tree(r, "", recursive=True)}
+    out = []
+    for p in dict.fromkeys(x.strip("/") for x in paths[:1000]):
+        if p in entries:
+            out.append(entries[p])
+        elif p and any(n.startswith(p + "/") for n in r.files):
+            out.append({"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(), "path": p})
+    return out
 
 
 def _tree(r: SimRepo, prefix: str, recursive: bool) -> list[dict[str, Any]]:

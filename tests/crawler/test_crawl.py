@@ -94,6 +94,35 @@ def test_a_pull_request_head_is_fingerprinted_at_its_sha(hub: HubSim, models: di
     assert out.sketch is not None and np.array_equal(out.sketch.embed, local.embed)
 
 
+def test_a_tokenizer_over_10_mb_is_read_through_the_cdn_redirect(hub: HubSim, models: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """On the Hub a file over 10 MB is in LFS: a large ``tokenizer.json`` arrives by a 302 to the CDN, a
+    second origin, not through the resolve cache. The crawler reads it there and fingerprints the model
+    as it would from disk."""
+    import json
+
+    from tinymodels import build_hf, write_wordlevel_tokenizer
+
+    from hubsim.repos import MAX_GIT_FILE_BYTES
+
+    src = build_hf("llama", tmp_path / "bigtok", seed=17)  # weights no other repo of the stand-in has
+    write_wordlevel_tokenizer(src, json.loads((src / "config.json").read_text())["vocab_size"])
+    tok = json.loads((src / "tokenizer.json").read_text())
+    tok["padding_note"] = "x" * (MAX_GIT_FILE_BYTES + 1000)  # what a 250k-token vocabulary weighs
+    (src / "tokenizer.json").write_text(json.dumps(tok))
+    repo(hub, "erin/bigtok", src, 40)
+    c = crawler(hub, tmp_path / "home")
+    c.run()
+    r = next(x for x in c.state.results() if x["id"] == "erin/bigtok")
+    c.close()
+    assert r["status"] == "fingerprinted", r["reason"]
+    via = [st for _, p, st in hub.log if p.startswith("/erin/bigtok/resolve/") and p.endswith("/tokenizer.json")]
+    assert via and set(via) == {302}  # the Hub origin only redirected; the CDN served the bytes
+    assert hub.bytes_served[("erin/bigtok", "tokenizer.json")] == (src / "tokenizer.json").stat().st_size
+    local = sketch_model(open_model(src), source="erin/bigtok", revision=hub.repos["erin/bigtok"].sha)
+    assert np.array_equal(load(r["fingerprint"]).embed, local.embed)
+
+
 def tmp_path_copy(sim: HubSim, repo_id: str, tmp: Path) -> Path:
     out = tmp / f"copy-{repo_id.replace('/', '_')}"
     out.mkdir()

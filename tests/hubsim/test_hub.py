@@ -69,6 +69,56 @@ def test_legacy_single_segment_ids_answer_a_307_to_the_canonical_id(hub: HubSim,
         api.model_info("nobody")
 
 
+def test_refs_commits_paths_info_trees_and_dotfiles(hub: HubSim, tmp_path: Path) -> None:  # 36.5
+    from huggingface_hub.errors import EntryNotFoundError
+
+    api = HfApi(endpoint=hub.endpoint)
+    r = hub.repos["alice/ft"]
+    old = r.sha
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nlicense: mit\n---\n")
+    new = hub.commit("alice/ft", {"README.md": SimFile("README.md", readme)}, T0 + timedelta(days=1))
+    pr = hub.open_pr("alice/ft", {"README.md": SimFile("README.md", tmp_path / "README.md")})
+    refs = api.list_repo_refs("alice/ft", include_pull_requests=True)
+    assert [(b.name, b.target_commit) for b in refs.branches] == [("main", new)] and refs.tags == []
+    assert [p.ref for p in refs.pull_requests or []] == [pr]
+    assert [c.commit_id for c in api.list_repo_commits("alice/ft")] == [new, old]
+    assert [c.commit_id for c in api.list_repo_commits("alice/ft", revision=old)] == [old]
+    info = api.get_paths_info("alice/ft", ["config.json", "nope.json", ".gitattributes", "model.safetensors"])
+    assert sorted(x.path for x in info) == [".gitattributes", "config.json", "model.safetensors"]
+    assert next(x for x in info if x.path == "model.safetensors").lfs is not None  # type: ignore[union-attr]
+    with pytest.raises(EntryNotFoundError):
+        list(api.list_repo_tree("alice/ft", path_in_repo="nope"))
+    assert ".gitattributes" in {s.rfilename for s in api.model_info("alice/ft").siblings or []}
+    # a suffix range is the file's last bytes; the resolve cache answers a current If-None-Match with 304
+    cfg = r.files["config.json"]
+    loc = httpx2.head(f"{hub.endpoint}/alice/ft/resolve/main/config.json").headers["Location"]
+    cached = httpx2.get(hub.endpoint + loc, headers={"If-None-Match": f'"{cfg.sha1}"'})
+    assert cached.status_code == 304 and cached.content == b""
+    tail = httpx2.get(hub.endpoint + loc, headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == cfg.path.read_bytes()[-10:]
+
+
+def test_lfs_follows_the_hubs_gitattributes_and_its_10_mb_rule(hub: HubSim, models: dict[str, Path],
+                                                                tmp_path: Path) -> None:  # 36.3
+    from hubdata import repo
+
+    from hubsim.repos import MAX_GIT_FILE_BYTES
+
+    src = tmp_path / "tok"
+    src.mkdir()
+    for f in models["base"].iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "tokenizer.model").write_bytes(b"sentencepiece" * 10)  # small, but *.model is in LFS on the Hub
+    (src / "notes.txt").write_bytes(b"x" * (MAX_GIT_FILE_BYTES + 1))  # too large for a regular git file
+    repo(hub, "erin/tok", src, 30)
+    status = {n: httpx2.head(f"{hub.endpoint}/erin/tok/resolve/main/{n}").status_code
+              for n in ("tokenizer.model", "notes.txt", "config.json", "model.safetensors")}
+    assert status == {"tokenizer.model": 302, "notes.txt": 302, "config.json": 307, "model.safetensors": 302}
+    attributes = httpx2.get(f"{hub.endpoint}/erin/tok/resolve/main/.gitattributes", follow_redirects=True).text
+    assert "*.model filter=lfs diff=lfs merge=lfs -text" in attributes and "*tfevents*" in attributes
+
+
 def test_any_commit_short_sha_and_pr_ref_resolve(hub: HubSim, tmp_path: Path) -> None:  # 4
     api = HfApi(endpoint=hub.endpoint)
     old = hub.repos["alice/ft"].sha
