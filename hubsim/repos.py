@@ -50,6 +50,15 @@ def gitattributes_file() -> Path:
     return p
 
 Gated = Literal[False, "auto", "manual"]
+#: framework tags the Hub adds from a repo's files
+FRAMEWORK_TAGS = (("pytorch", (".bin", ".pt", ".pth")), ("tf", (".h5",)), ("jax", (".msgpack",)),
+                  ("onnx", (".onnx",)), ("safetensors", (".safetensors",)), ("gguf", (".gguf",)))
+
+
+def _card_list(v: object) -> list[str]:
+    """A card field that may be one string or a list of them."""
+    items = [v] if isinstance(v, str) else v if isinstance(v, list) else []
+    return [x for x in items if isinstance(x, str) and x][:50]
 
 
 def iso(t: datetime) -> str:
@@ -137,20 +146,39 @@ class SimRepo:
         return {k: cfg[k] for k in keep if k in cfg} if isinstance(cfg, dict) else None
 
     def tags(self) -> list[str]:
+        """The tags of the Hub's default payload, in its order: the library, framework tags from the
+        files, the ``model_type``, the pipeline tag, the card's own ``tags:``, ``dataset:``s, languages,
+        ``base_model:`` pairs, ``arxiv:`` ids linked in the README, the licence, the inference flags
+        and the storage region (huggingface_hub's recorded payloads)."""
+        names = list(self.files)
         tags = [self.library_name or "transformers"]
-        if any(n.endswith(".safetensors") for n in self.files):
-            tags.append("safetensors")
-        if any(n.endswith(".gguf") for n in self.files):
-            tags.append("gguf")
+        for tag, suffixes in FRAMEWORK_TAGS:
+            if any(n.endswith(suffixes) for n in names) and tag not in tags:
+                tags.append(tag)
+        cfg = self.config() or {}
+        if isinstance(cfg.get("model_type"), str):
+            tags.append(cfg["model_type"])
         if self.pipeline_tag:
             tags.append(self.pipeline_tag)
-        lic = self.card.get("license")
-        if isinstance(lic, str):
-            tags.append(f"license:{lic}")
+        tags += [t for t in _card_list(self.card.get("tags")) if t not in tags]
+        tags += [f"dataset:{d}" for d in _card_list(self.card.get("datasets"))]
+        tags += _card_list(self.card.get("language"))
         base = self.base_models()
         if base:
             for m in base["models"]:
                 tags += [f"base_model:{m['id']}", f"base_model:{base['relation']}:{m['id']}"]
+        readme = self.files.get("README.md")
+        if readme is not None:
+            text = readme.path.read_text("utf-8", errors="replace")
+            tags += [f"arxiv:{x}" for x in dict.fromkeys(re.findall(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})", text))]
+        lic = self.card.get("license")
+        if isinstance(lic, str):
+            tags.append(f"license:{lic}")
+        if (self.library_name or "transformers") == "transformers" and self.pipeline_tag == "text-generation":
+            tags.append("autotrain_compatible")
+        if self.library_name in (None, "transformers") and "config.json" in self.files:
+            tags.append("endpoints_compatible")
+        tags.append("region:us")
         return tags
 
     def base_models(self) -> dict[str, Any] | None:
@@ -214,27 +242,21 @@ _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 
 
 def front_matter(text: str) -> dict[str, Any]:
-    """The YAML front matter of a model card, for the flat keys and ``- item`` lists cards use.
+    """The YAML front matter of a model card, parsed as the Hub parses it (full YAML, safely: no object
+    construction); anything that is not a mapping is no metadata."""
+    import yaml
 
-    The Hub parses full YAML; the stand-in only needs the keys the zoo writes (no PyYAML dependency).
-    """
     m = _FRONT.match(text)
     if not m:
         return {}
-    out: dict[str, Any] = {}
-    key: str | None = None
-    for line in m.group(1).splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line.startswith(("- ", "  - ")) and key is not None:
-            item = line.split("-", 1)[1].strip().strip("'\"")
-            cur = out.get(key)
-            out[key] = [*cur, item] if isinstance(cur, list) else [item]
-        elif ":" in line:
-            k, v = line.split(":", 1)
-            key, v = k.strip(), v.strip().strip("'\"")
-            out[key] = v if v else []
-    return {k: v for k, v in out.items() if v != []}
+    try:
+        doc = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    # JSON-shaped, as the Hub's cardData is (a YAML date becomes its text)
+    return {str(k): v for k, v in json.loads(json.dumps(doc, default=str)).items() if v not in (None, [], "")}
 
 
 def files_of(directory: Path) -> dict[str, SimFile]:

@@ -119,6 +119,26 @@ def test_lfs_follows_the_hubs_gitattributes_and_its_10_mb_rule(hub: HubSim, mode
     assert "*.model filter=lfs diff=lfs merge=lfs -text" in attributes and "*tfevents*" in attributes
 
 
+def test_tags_are_those_of_the_hubs_default_payload(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:  # 36.2
+    from hubdata import repo
+
+    src = tmp_path / "tagged"
+    src.mkdir()
+    for f in models["ft"].iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "README.md").write_text("---\nbase_model: org/base\nlicense: apache-2.0\nlanguage: [en, fr]\n"
+                                   "datasets: [org/corpus]\ntags: [chat, trl]\n---\nSee https://arxiv.org/abs/2307.09288.\n")
+    repo(hub, "erin/tagged", src, 50)
+    api = HfApi(endpoint=hub.endpoint)
+    tags = api.model_info("erin/tagged").tags or []
+    assert tags[:3] == ["transformers", "safetensors", "llama"]  # library, files, model_type
+    assert {"text-generation", "chat", "trl", "dataset:org/corpus", "en", "fr", "base_model:org/base",
+            "base_model:finetune:org/base", "arxiv:2307.09288", "license:apache-2.0", "autotrain_compatible",
+            "endpoints_compatible", "region:us"} <= set(tags)
+    assert "erin/tagged" in {m.id for m in api.list_models(filter="llama")}  # found by its model type
+    assert {m.id for m in api.list_models(filter="trl")} == {"erin/tagged"}
+
+
 def test_any_commit_short_sha_and_pr_ref_resolve(hub: HubSim, tmp_path: Path) -> None:  # 4
     api = HfApi(endpoint=hub.endpoint)
     old = hub.repos["alice/ft"].sha
