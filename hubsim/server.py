@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -50,22 +51,29 @@ class HubSim(HubState):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
                  accepted_tokens: frozenset[str] = frozenset(), tokens: frozenset[str] | None = None,
-                 page_size: int = 100, delay_s: float = 0.0, url_ttl_s: float = URL_TTL_S) -> None:
+                 page_size: int = 100, delay_s: float = 0.0, url_ttl_s: float = URL_TTL_S,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: serve both origins over HTTPS with this server context (the client's mapping of an
+        anonymous 401 to RepositoryNotFoundError, among others, applies to ``https://`` URLs only)."""
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the Hub stand-in binds loopback addresses only, not {host!r}")
         super().__init__(accepted_tokens, tokens, page_size, delay_s, url_ttl_s)
         self._api = ThreadingHTTPServer((host, port), _handler(self, cdn=False))
         self._cdn = ThreadingHTTPServer((host, cdn_port), _handler(self, cdn=True))
         self._api.daemon_threads = self._cdn.daemon_threads = True
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:
+            for srv in (self._api, self._cdn):
+                srv.socket = tls.wrap_socket(srv.socket, server_side=True)
         self._threads: list[threading.Thread] = []
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._api.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._api.server_address[1]}"
 
     @property
     def cdn(self) -> str:
-        return f"http://127.0.0.1:{self._cdn.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._cdn.server_address[1]}"
 
     def start(self) -> HubSim:
         for srv in (self._api, self._cdn):
@@ -375,7 +383,12 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
             """False after answering GatedRepo: anonymous 401, a token without access 403 (§2.3)."""
             token = self._token()
             if r.gated and token not in sim.accepted_tokens:
-                self._error(403 if token else 401, "GatedRepo", f"Access to model {r.repo_id} is restricted.")
+                # the Hub's texts: anonymous, then a token whose account has not accepted the terms
+                self._error(403 if token else 401, "GatedRepo",
+                            f"Access to model {r.repo_id} is restricted and you are not in the authorized list. "
+                            f"Visit https://huggingface.co/{r.repo_id} to ask for access." if token else
+                            f"Access to model {r.repo_id} is restricted. You must have access to it and be "
+                            "authenticated to access it. Please log in.")
                 return False
             return True
 

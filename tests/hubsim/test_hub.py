@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -210,3 +211,51 @@ def test_listing_defaults_filters_and_rate_limit_headers(hub: HubSim) -> None:  
     left = [int(r.headers["RateLimit"].split("r=")[1].split(";")[0]) for r in (first, second)]
     assert left[1] == left[0] - 1 and first.headers["RateLimit-Policy"] == '"fixed window";"api";q=1000;w=300'
     assert "RateLimit" in httpx2.head(f"{hub.endpoint}/org/base/resolve/main/config.json").headers
+
+
+@pytest.fixture
+def tls_hub(models: dict[str, Path]) -> Any:
+    """The stand-in over HTTPS with a throwaway CA (trustme), the Hub client trusting that CA only."""
+    import ssl
+
+    import trustme
+    from hubdata import repo
+    from huggingface_hub.utils import _http
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    _http.set_client_factory(lambda: httpx2.Client(event_hooks={"request": [_http.hf_request_event_hook]},
+                                                   follow_redirects=True, timeout=None, verify=client))
+    try:
+        with HubSim(tls=server, accepted_tokens=frozenset({"hf_terms"})) as sim:
+            repo(sim, "org/base", models["base"], 1)
+            repo(sim, "meta/gated", models["ft"], 2, gated="manual")
+            yield sim
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+
+
+def test_over_https_an_anonymous_401_is_repository_not_found_and_gated_texts_match(tls_hub: HubSim,
+                                                                                  tmp_path: Path) -> None:  # 36.6
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    from crawler.crawl import Crawler, CrawlOptions
+
+    assert tls_hub.endpoint.startswith("https://") and tls_hub.cdn.startswith("https://")
+    api = HfApi(endpoint=tls_hub.endpoint)
+    with pytest.raises(RepositoryNotFoundError):  # the client's https-only mapping (401, no X-Error-Code)
+        api.model_info("org/missing")
+    pin_endpoint(tls_hub.endpoint)
+    with pytest.raises(GatedRepoError, match="You must have access to it and be authenticated"):
+        api.hf_hub_download("meta/gated", "config.json", cache_dir=str(tmp_path / "a"))
+    with pytest.raises(GatedRepoError, match="you are not in the authorized list"):
+        api.hf_hub_download("meta/gated", "config.json", cache_dir=str(tmp_path / "b"), token="hf_other")
+    # the crawler over https: the base fingerprinted (ranged reads from the https CDN), the gated repo recorded
+    c = Crawler(CrawlOptions(endpoint=tls_hub.endpoint, home=tmp_path / "home", attempts=2), progress=False)
+    c.run()
+    status = {r["id"]: r["status"] for r in c.state.results()}
+    c.close()
+    assert status == {"org/base": "fingerprinted", "meta/gated": "gated"}
