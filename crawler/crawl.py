@@ -25,6 +25,7 @@ from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
 
+from crawler import pacing
 from crawler.errors import (
     GatedRepoError,
     HubAuthError,
@@ -62,6 +63,9 @@ class CrawlOptions:
         sweep: also list everything once (finds private→public flips).
         state_label: what the crawl state is keyed on (default: the endpoint URL; the demo's stand-in
             changes port on every run, so it names itself).
+        budget_s: a pass stops claiming models after this many seconds (None: it runs until the queue
+            is empty); what is left stays queued for the next pass, so a sweep that queued the whole
+            Hub yields the writer lock to the next crawl pass instead of holding it for hours.
     """
 
     endpoint: str
@@ -80,6 +84,7 @@ class CrawlOptions:
     attempts: int = 6
     backoff_s: float = 0.5
     state_label: str | None = None
+    budget_s: float | None = None
 
 
 #: Runs the unit of work for a batch of models: in this process by default; a worker pool or a
@@ -130,6 +135,7 @@ class Crawler:
         self.o = options
         check_endpoint(options.endpoint)
         pin_endpoint(options.endpoint)
+        pacing.install()  # every Hub request of this process paced to the Hub's rate-limit windows
         self.api = HfApi(endpoint=options.endpoint, token=options.token or False)
         self.state = CrawlState(options.home / "crawl.sqlite", options.state_label or options.endpoint)
         self.fp_dir = options.home / "fingerprints"
@@ -257,6 +263,8 @@ class Crawler:
         later: list[WorkItem] = []  # transient failures: tried again next pass, not again in this one
         try:
             while limit is None or done < limit:
+                if self.o.budget_s is not None and time.perf_counter() - t0 > self.o.budget_s:
+                    break  # the rest waits for the next pass (CrawlOptions.budget_s)
                 items = self.claim(batch if limit is None else min(batch, limit - done))
                 if not items:
                     break

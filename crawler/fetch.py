@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from crawler import pacing
 from crawler.errors import CrawlerError, GatedRepoError, HubRequestError, RepoNotFoundError
 from crawler.http import HttpRepo
 from crawler.records import HubModel, Outcome
@@ -43,6 +44,7 @@ def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
     checkpoint does.
     """
     t0 = time.perf_counter()
+    pacing.install()  # in a worker process too: the Hub's answers say what is left of the shared window
     repo = HttpRepo(options.endpoint, model.id, model.sha, model.file_sizes, options.token, options.timeout,
                     options.attempts, options.backoff_s)
 

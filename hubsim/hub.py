@@ -26,7 +26,9 @@ PAGE_DEFAULT = 100  # the Hub's own default is not established by any evidence (
 PAGE_MAX = 1000
 URL_TTL_S = 3600.0  # signed CDN URLs last about an hour (#24)
 RATE_WINDOW_S = 300  # "fixed window";…;w=300 (#36)
-RATE_QUOTA = {"api": 1000, "resolvers": 5000}
+#: requests per window, per bucket, for an anonymous client and for a (free) account: the Hub's published
+#: limits (hub-docs "Rate limits": 500 / 3,000 anonymous, 1,000 / 5,000 with a free account's token)
+RATE_QUOTA = {"anonymous": {"api": 500, "resolvers": 3000}, "account": {"api": 1000, "resolvers": 5000}}
 
 #: Every ``expand`` value huggingface_hub knows for models (``ExpandModelProperty_T``); the Hub answers
 #: 400 to anything else (#10).
@@ -111,7 +113,12 @@ class HubState:
         self.chaos: Chaos | None = None
         self._rng = random.Random(0)
         self._secret = random.Random().randbytes(16)
-        self._window: tuple[int, Counter[str]] = (0, Counter())
+        self._window: tuple[int, Counter[tuple[str, str]]] = (0, Counter())
+        #: answer 429 past the quota (off by default: the demo's few hundred requests in seconds would
+        #: otherwise wait for windows); ``quota`` and ``window_s`` may shrink them for a test
+        self.enforce_limits = False
+        self.quota: dict[str, dict[str, int]] = {k: dict(v) for k, v in RATE_QUOTA.items()}
+        self.window_s = RATE_WINDOW_S
         self.lock = threading.RLock()
 
     # -- repos and commits -----------------------------------------------------------------------
@@ -228,20 +235,25 @@ class HubState:
             return "signature does not match"
         return "Request has expired" if int(expires) < self.now() else None
 
-    def rate_headers(self, bucket: str) -> dict[str, str]:
-        """``RateLimit``/``RateLimit-Policy`` for one more request in ``bucket``: the Hub sets them on
-        every response (#36); ``r`` is what is left in the window, ``t`` the seconds until it resets."""
+    def rate_headers(self, bucket: str, token: str | None = None) -> tuple[dict[str, str], bool]:
+        """Count one more request in ``bucket`` for ``token``'s client (anonymous or an account, each
+        with its own window): the ``RateLimit``/``RateLimit-Policy`` headers the Hub sets on every
+        response (#36; ``r`` is what is left, ``t`` the seconds until the window resets), and whether
+        the request is over the quota (answered 429 when :attr:`enforce_limits` is on)."""
+        who = "anonymous" if token is None else "account"
+        quota = self.quota.get(who, RATE_QUOTA[who])[bucket]
         now = self.now()
-        start = int(now) // RATE_WINDOW_S * RATE_WINDOW_S
+        start = int(now) // self.window_s * self.window_s
         with self.lock:
             if self._window[0] != start:
                 self._window = (start, Counter())
             used = self._window[1]
-            used[bucket] += 1
-            left = max(0, RATE_QUOTA[bucket] - used[bucket])
-        reset = max(1, int(start + RATE_WINDOW_S - now))
-        return {"RateLimit": f'"{bucket}";r={left};t={reset}',
-                "RateLimit-Policy": f'"fixed window";"{bucket}";q={RATE_QUOTA[bucket]};w={RATE_WINDOW_S}'}
+            used[(who, bucket)] += 1
+            n = used[(who, bucket)]
+        reset = max(1, int(start + self.window_s - now))
+        return ({"RateLimit": f'"{bucket}";r={max(0, quota - n)};t={reset}',
+                 "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={self.window_s}'},
+                self.enforce_limits and n > quota)
 
     # -- faults ----------------------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:

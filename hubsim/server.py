@@ -253,7 +253,14 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
             where = "api" if api else "resolve"
             with sim.lock:
                 sim.requests[where] += 1
-            self.rate = sim.rate_headers("api" if api else "resolvers")
+            self.rate, over = sim.rate_headers("api" if api else "resolvers", self._token())
+            if over:
+                with sim.lock:
+                    sim.requests["429"] += 1
+                t = self.rate["RateLimit"].rsplit("t=", 1)[1]
+                self._error(429, "RateLimited", f"rate limit of the {'api' if api else 'resolvers'} bucket reached; "
+                            f"it resets in {t} s", {"Retry-After": t})
+                return
             fault = self._fault(where)
             if fault is not None and fault.kind != "truncate":
                 return
@@ -371,7 +378,7 @@ def _handler(sim: HubSim, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 segs = [unquote(x) for x in raw]
                 length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
                 form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-                self.rate = sim.rate_headers("api")
+                self.rate, _ = sim.rate_headers("api", self._token())
                 if cdn or segs[:2] != ["api", "models"] or len(segs) < 6 or segs[4] != "paths-info":
                     self._error(404, "NotFound", f"no route {unquote(parts.path)[:200]}")
                     return

@@ -45,6 +45,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
     Setting("LINEAGE_FINGERPRINT_STORE", "", "Where the index keeps fingerprint files: empty for $LINEAGE_HOME/index, or "
             "an fsspec URL (s3://bucket/prefix, gs://..., file:///mnt/fp; the backend package must be installed)."),
+    Setting("LINEAGE_CRAWL_PIPELINE_TAGS", "text-generation",
+            "The service crawls only models with one of these pipeline tags (comma-separated; * for every "
+            "model): the decoder LLMs whose weights the fingerprint reads. lineage crawl takes --pipeline-tag."),
+    Setting("LINEAGE_PASS_MINUTES", "10", "A service crawl, sweep or cards pass stops claiming models after "
+            "this many minutes and leaves the rest queued for the next pass (no pass holds the writer lock "
+            "for hours); 0: no limit."),
     Setting("LINEAGE_WRITER_WAIT", "600", "Seconds a writing command (or service job) waits for another process "
             "that is writing the same home before it gives up with one line naming it; 0: do not wait."),
     Setting("LINEAGE_WEB_TOKEN", "", "Token that lets lineage web acknowledge and mute alerts; empty: the web UI is "
@@ -77,6 +83,8 @@ class Settings:
     web_token: str | None
     hub_token: str | None
     writer_wait: float = 600.0
+    crawl_pipeline_tags: tuple[str, ...] = ("text-generation",)
+    pass_minutes: float | None = 10.0
 
     def existing_home(self) -> Path:
         """The home, for commands that only read it: a missing one is an error (a typo in
@@ -133,6 +141,17 @@ class Settings:
             writer_wait = -1.0
         if not 0 <= writer_wait <= 86_400:
             raise SettingsError("LINEAGE_WRITER_WAIT", wait, "use a number of seconds from 0 to 86400")
+        tags = tuple(t.strip() for t in get("LINEAGE_CRAWL_PIPELINE_TAGS").split(",") if t.strip())
+        if not all(t == "*" or re.fullmatch(r"[a-z0-9-]{1,64}", t) for t in tags):
+            raise SettingsError("LINEAGE_CRAWL_PIPELINE_TAGS", ",".join(tags), "use pipeline tags such as "
+                                "text-generation, comma-separated, or *")
+        minutes = get("LINEAGE_PASS_MINUTES").strip()
+        try:
+            pass_minutes = float(minutes)
+        except ValueError:
+            pass_minutes = -1.0
+        if not 0 <= pass_minutes <= 10_080:
+            raise SettingsError("LINEAGE_PASS_MINUTES", minutes, "use minutes from 0 (no limit) to 10080")
         graph = get("LINEAGE_GRAPH").strip()
         if "://" in graph:  # a server URI: checked by its shape only (no lookup of the host here)
             from urllib.parse import urlsplit
@@ -162,6 +181,8 @@ class Settings:
             web_token=get("LINEAGE_WEB_TOKEN").strip() or None,
             hub_token=get("HF_TOKEN").strip() or None,
             writer_wait=writer_wait,
+            crawl_pipeline_tags=() if "*" in tags else tags,
+            pass_minutes=pass_minutes or None,
         )
 
 

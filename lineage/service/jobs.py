@@ -20,13 +20,20 @@ from lineage.settings import Settings
 
 LOG = logging.getLogger("lineage.service")
 
+def _pass_options(settings: Settings) -> dict[str, Any]:
+    """What every service pass crawls and for how long: the models the fingerprint reads
+    (``LINEAGE_CRAWL_PIPELINE_TAGS``), at most ``LINEAGE_PASS_MINUTES`` of claiming (the rest stays queued)."""
+    return {"pipeline_tags": settings.crawl_pipeline_tags,
+            "budget_s": settings.pass_minutes * 60 if settings.pass_minutes else None}
+
+
 def _crawl(settings: Settings, sweep: bool) -> dict[str, Any]:
     from lineage.app import open_app
 
     # every writing job holds the home's writer lock (lineage.writer), across processes: two jobs of
     # this service take turns, and so do a job and a `lineage index add` from another shell
     with open_app(settings, writer="service job " + ("sweep" if sweep else "crawl")) as app:
-        crawler = app.crawler(progress=False, sweep=sweep)
+        crawler = app.crawler(progress=False, sweep=sweep, **_pass_options(settings))
         return app.crawl(crawler).as_dict()
 
 
@@ -46,7 +53,7 @@ def cards(settings: Settings) -> dict[str, Any]:
     from lineage.app import open_app
 
     with open_app(settings, writer="service job cards") as app:
-        crawler = app.crawler(progress=False)
+        crawler = app.crawler(progress=False, **_pass_options(settings))
         found = crawler.recheck()
         summary = app.crawl(crawler) if found["new_commit"] or found["opened"] else None
         return {**found, "pass": summary.as_dict() if summary else None}

@@ -123,6 +123,32 @@ def test_a_tokenizer_over_10_mb_is_read_through_the_cdn_redirect(hub: HubSim, mo
     assert np.array_equal(load(r["fingerprint"]).embed, local.embed)
 
 
+def test_a_pass_within_the_anonymous_limits_never_meets_a_429(hub: HubSim, tmp_path: Path) -> None:
+    """The stand-in enforces its windows (shrunk to 3 s and a dozen API requests, so that one pass spans
+    several); the crawler paces every request to what the last ``RateLimit`` header left and waits for
+    the reset instead of spending the window and being refused."""
+    from crawler.pacing import PACER
+
+    hub.enforce_limits, hub.window_s = True, 3
+    hub.quota["anonymous"] = {"api": 12, "resolvers": 15}
+    waited = PACER.waited_s
+    c = crawler(hub, tmp_path)
+    s = c.run()
+    c.close()
+    assert hub.requests["429"] == 0, hub.requests
+    assert s.statuses == {"fingerprinted": 4, "gated": 1} and PACER.waited_s > waited  # it did wait for windows
+    hub.enforce_limits = False
+
+
+def test_a_pass_over_its_time_budget_leaves_the_rest_queued(hub: HubSim, tmp_path: Path) -> None:
+    """A sweep that queued the whole Hub yields: a pass stops claiming once its budget is spent, and the
+    next pass takes up the queue where it stopped."""
+    first = crawler(hub, tmp_path, budget_s=1e-9).run()
+    assert first.discovered == 5 and sum(first.statuses.values()) == 0 and first.pending == 5
+    rest = crawler(hub, tmp_path).run()
+    assert rest.discovered == 0 and sum(rest.statuses.values()) == 5 and rest.pending == 0
+
+
 def tmp_path_copy(sim: HubSim, repo_id: str, tmp: Path) -> Path:
     out = tmp / f"copy-{repo_id.replace('/', '_')}"
     out.mkdir()
