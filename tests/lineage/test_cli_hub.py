@@ -36,6 +36,34 @@ def test_crawl_command_json(hub: HubSim, tmp_path: Path, monkeypatch: pytest.Mon
     assert "alice/ft" in ids and "carol/other" not in ids
 
 
+def test_a_legacy_base_id_gets_its_declares_base_edge_to_the_canonical_model(hub: HubSim, models: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """A card saying ``base_model: base`` (a legacy single-segment id of ``org/base``): the graph has the
+    ``DECLARES_BASE`` edge to ``org/base``'s node, and the placement reads the claim."""
+    from hubdata import repo
+
+    from graph.sqlite import SqliteStore
+    from lineage.cli import main
+
+    hub.legacy("base", "org/base")
+    src = tmp_path / "legacy-card"
+    src.mkdir()
+    for f in models["ft"].iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "README.md").write_text("---\nbase_model: base\nlicense: llama2\n---\n")
+    repo(hub, "erin/legacy", src, 20)
+    r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--json"], env={"LINEAGE_HOME": str(tmp_path / "h")})
+    assert r.exit_code == 0, r.output
+    store = SqliteStore(tmp_path / "h" / "graph.sqlite")
+    try:
+        [legacy] = store.get_models(["erin/legacy"])
+        edges = store.declared_edges([legacy.key])
+        assert [store.labels([e.dst])[e.dst][0] for e in edges] == ["org/base"]
+        assert edges[0].dst == hub.repos["org/base"]._id
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_killed_pipeline_converges_to_the_same_graph(hub: HubSim, tmp_path: Path) -> None:
     """`lineage crawl` (crawler + pipeline + store) SIGKILLed mid-run, then resumed, gives the graph an
