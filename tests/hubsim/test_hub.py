@@ -118,6 +118,12 @@ def test_lfs_follows_the_hubs_gitattributes_and_its_10_mb_rule(hub: HubSim, mode
     assert status == {"tokenizer.model": 302, "notes.txt": 302, "config.json": 307, "model.safetensors": 302}
     attributes = httpx2.get(f"{hub.endpoint}/erin/tok/resolve/main/.gitattributes", follow_redirects=True).text
     assert "*.model filter=lfs diff=lfs merge=lfs -text" in attributes and "*tfevents*" in attributes
+    api = HfApi(endpoint=hub.endpoint)
+    pin_endpoint(hub.endpoint)
+    files = {f.rfilename: f for f in api.model_info("erin/tok", files_metadata=True).siblings or []}
+    assert files["tokenizer.model"].lfs is not None and files["config.json"].lfs is None
+    got = api.hf_hub_download("erin/tok", "tokenizer.model", cache_dir=str(tmp_path / "cache"))  # via the CDN
+    assert Path(got).read_bytes() == b"sentencepiece" * 10 and hub.bytes_served[("erin/tok", "tokenizer.model")] == 130
 
 
 def test_tags_are_those_of_the_hubs_default_payload(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:  # 36.2
@@ -209,7 +215,10 @@ def test_listing_defaults_filters_and_rate_limit_headers(hub: HubSim) -> None:  
     first = httpx2.get(f"{hub.endpoint}/api/models/org/base")
     second = httpx2.get(f"{hub.endpoint}/api/models/org/base")
     left = [int(r.headers["RateLimit"].split("r=")[1].split(";")[0]) for r in (first, second)]
-    assert left[1] == left[0] - 1 and first.headers["RateLimit-Policy"] == '"fixed window";"api";q=1000;w=300'
+    # the published quotas: 500 API requests per 5 minutes anonymous, 1,000 with an account's token
+    assert left[1] == left[0] - 1 and first.headers["RateLimit-Policy"] == '"fixed window";"api";q=500;w=300'
+    authed = httpx2.get(f"{hub.endpoint}/api/models/org/base", headers={"Authorization": "Bearer hf_user"})
+    assert authed.headers["RateLimit-Policy"] == '"fixed window";"api";q=1000;w=300'
     assert "RateLimit" in httpx2.head(f"{hub.endpoint}/org/base/resolve/main/config.json").headers
 
 
