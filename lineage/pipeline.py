@@ -206,12 +206,10 @@ class Pipeline:
         flag; its family record goes once no member is left (:meth:`revisit`). ``license`` names a
         candidate family's licence (default: the model's, as stored)."""
         t = now_ms()
-        # exact copies follow their twin's family (they have no entry of their own)
-        twins = [k for k in self.store.copies_of(s.key) if self.scorer.name_of(k) is None]
         if p.family is None:
             # unplaced (it may have been placed before: an older model arrived, or a repair): no family,
             # no parent, no flag, for it and its copies; then its shared starts, if any
-            self.store.clear_placement([s.key, *twins], t)
+            self.store.clear_placement([s.key, *self._twins(s.key)], t)
             self._set_shared_init(s, p, t)
             return
         rec = self.store.get_models([s.key])
@@ -248,8 +246,13 @@ class Pipeline:
                                              json.dumps({"merge_of": [parent.id, other.id]}, sort_keys=True)))
             self.store.upsert_derived(edges, t, replace=True)
         self.store.set_families([InFamily(s.key, p.family, "matched")], t)
+        twins = self._twins(s.key)
         if twins:
             self.store.set_families([InFamily(k, p.family, "matched") for k in twins], t)
+
+    def _twins(self, key: str) -> list[str]:
+        """``key``'s exact copies without an index entry of their own: they follow its family."""
+        return [k for k in self.store.copies_of(key) if self.scorer.name_of(k) is None]
 
     def _set_shared_init(self, s: Subject, p: Placement, t: int) -> None:
         """Make this placement's shared random starts ``s``'s ``SHARES_INIT`` set (a re-placement replaces

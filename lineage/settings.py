@@ -60,6 +60,21 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def _number(env: str, value: str, top: float, what: str) -> float:
+    """``value`` as a number from 0 to ``top``.
+
+    Raises:
+        SettingsError: anything else (``what`` says what is expected).
+    """
+    try:
+        n = float(value.strip())
+    except ValueError:
+        n = -1.0
+    if not 0 <= n <= top:  # a NaN fails this too
+        raise SettingsError(env, value.strip(), f"use {what}")
+    return n
+
+
 def _truthy(v: str) -> bool:
     return v.strip().lower() in ("1", "true", "yes", "on")
 
@@ -134,24 +149,13 @@ class Settings:
         if store and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", store):
             raise SettingsError("LINEAGE_FINGERPRINT_STORE", store, "use an fsspec URL such as s3://bucket/prefix or "
                                 "file:///path, or leave it empty")
-        wait = get("LINEAGE_WRITER_WAIT").strip()
-        try:
-            writer_wait = float(wait)
-        except ValueError:
-            writer_wait = -1.0
-        if not 0 <= writer_wait <= 86_400:
-            raise SettingsError("LINEAGE_WRITER_WAIT", wait, "use a number of seconds from 0 to 86400")
+        writer_wait = _number("LINEAGE_WRITER_WAIT", get("LINEAGE_WRITER_WAIT"), 86_400, "seconds from 0 to 86400")
         tags = tuple(t.strip() for t in get("LINEAGE_CRAWL_PIPELINE_TAGS").split(",") if t.strip())
         if not all(t == "*" or re.fullmatch(r"[a-z0-9-]{1,64}", t) for t in tags):
             raise SettingsError("LINEAGE_CRAWL_PIPELINE_TAGS", ",".join(tags), "use pipeline tags such as "
                                 "text-generation, comma-separated, or *")
-        minutes = get("LINEAGE_PASS_MINUTES").strip()
-        try:
-            pass_minutes = float(minutes)
-        except ValueError:
-            pass_minutes = -1.0
-        if not 0 <= pass_minutes <= 10_080:
-            raise SettingsError("LINEAGE_PASS_MINUTES", minutes, "use minutes from 0 (no limit) to 10080")
+        pass_minutes = _number("LINEAGE_PASS_MINUTES", get("LINEAGE_PASS_MINUTES"), 10_080,
+                               "minutes from 0 (no limit) to 10080")
         graph = get("LINEAGE_GRAPH").strip()
         if "://" in graph:  # a server URI: checked by its shape only (no lookup of the host here)
             from urllib.parse import urlsplit

@@ -17,6 +17,15 @@ def repo(sim: HubSim, repo_id: str, path: Path, minutes: int, **kw: Any) -> SimR
     return sim.add(SimRepo(repo_id, files_of(path), created_at=t, last_modified=t, **kw))
 
 
+def with_card(src: Path, dst: Path, card: str) -> Path:
+    """A copy of the model directory ``src`` at ``dst`` whose README front matter is ``card``."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    (dst / "README.md").write_text(f"---\n{card}\n---\n")
+    return dst
+
+
 def dump_graph(home: Path) -> dict[str, Any]:
     """The embedded graph of ``home`` without timestamps: what two crawls are compared on."""
     from graph.sqlite import SqliteStore

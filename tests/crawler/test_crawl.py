@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hubdata import T0, repo
+from hubdata import T0, repo, with_card
 
 from crawler.crawl import Crawler, CrawlOptions
 from crawler.errors import HubRequestError, RangeNotHonouredError
@@ -60,12 +60,7 @@ def test_a_legacy_base_id_on_a_card_is_declared_under_its_canonical_id(hub: HubS
     """``base_model: gpt2`` on a card: the crawler asks the Hub, follows its 307 to the canonical id and
     declares that base (it used to drop a single-segment id silently)."""
     hub.legacy("base", "org/base")
-    src = tmp_path / "legacy-card"
-    src.mkdir()
-    for f in models["ft2"].iterdir():
-        (src / f.name).write_bytes(f.read_bytes())
-    (src / "README.md").write_text("---\nbase_model: base\nlicense: mit\n---\n")
-    repo(hub, "erin/legacy", src, 20)
+    repo(hub, "erin/legacy", with_card(models["ft2"], tmp_path / "legacy-card", "base_model: base\nlicense: mit"), 20)
     placed: list[Any] = []
     c = crawler(hub, tmp_path / "home")
     c.run(place=placed.append)

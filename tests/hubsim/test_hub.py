@@ -127,14 +127,11 @@ def test_lfs_follows_the_hubs_gitattributes_and_its_10_mb_rule(hub: HubSim, mode
 
 
 def test_tags_are_those_of_the_hubs_default_payload(hub: HubSim, models: dict[str, Path], tmp_path: Path) -> None:  # 36.2
-    from hubdata import repo
+    from hubdata import repo, with_card
 
-    src = tmp_path / "tagged"
-    src.mkdir()
-    for f in models["ft"].iterdir():
-        (src / f.name).write_bytes(f.read_bytes())
-    (src / "README.md").write_text("---\nbase_model: org/base\nlicense: apache-2.0\nlanguage: [en, fr]\n"
-                                   "datasets: [org/corpus]\ntags: [chat, trl]\n---\nSee https://arxiv.org/abs/2307.09288.\n")
+    src = with_card(models["ft"], tmp_path / "tagged", "base_model: org/base\nlicense: apache-2.0\nlanguage: [en, fr]\n"
+                    "datasets: [org/corpus]\ntags: [chat, trl]")
+    (src / "README.md").write_text((src / "README.md").read_text() + "See https://arxiv.org/abs/2307.09288.\n")
     repo(hub, "erin/tagged", src, 50)
     api = HfApi(endpoint=hub.endpoint)
     tags = api.model_info("erin/tagged").tags or []

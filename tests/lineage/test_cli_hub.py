@@ -40,18 +40,13 @@ def test_a_legacy_base_id_gets_its_declares_base_edge_to_the_canonical_model(hub
                                                                              tmp_path: Path) -> None:
     """A card saying ``base_model: base`` (a legacy single-segment id of ``org/base``): the graph has the
     ``DECLARES_BASE`` edge to ``org/base``'s node, and the placement reads the claim."""
-    from hubdata import repo
+    from hubdata import repo, with_card
 
     from graph.sqlite import SqliteStore
     from lineage.cli import main
 
     hub.legacy("base", "org/base")
-    src = tmp_path / "legacy-card"
-    src.mkdir()
-    for f in models["ft"].iterdir():
-        (src / f.name).write_bytes(f.read_bytes())
-    (src / "README.md").write_text("---\nbase_model: base\nlicense: llama2\n---\n")
-    repo(hub, "erin/legacy", src, 20)
+    repo(hub, "erin/legacy", with_card(models["ft"], tmp_path / "legacy-card", "base_model: base\nlicense: llama2"), 20)
     r = CliRunner().invoke(main, ["crawl", "--endpoint", hub.endpoint, "--json"], env={"LINEAGE_HOME": str(tmp_path / "h")})
     assert r.exit_code == 0, r.output
     store = SqliteStore(tmp_path / "h" / "graph.sqlite")
