@@ -66,7 +66,7 @@ def test_the_service_and_index_add_at_once_lose_nothing(hub: HubSim, tmp_path: P
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LINEAGE_HOME": str(home), "LINEAGE_HUB_ENDPOINT": hub.endpoint,
            "LINEAGE_WORKERS": "inline", "LINEAGE_DISABLE_PROGRESS_BARS": "1"}
     env.pop("HF_HUB_OFFLINE", None)
-    hub.delay_s = 0.6  # a pass of about 30 s: the lock is still held when the second command starts
+    hub.delay_s = 0.3  # a pass of about 15 s: the lock is still held when the second command starts
     service = subprocess.Popen([sys.executable, "-m", "lineage", "service", "run", "--alerts-minutes", "600",
                                 "--sweep-minutes", "6000", "--cards-minutes", "6000", "--rematch-minutes", "6000"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
