@@ -1,12 +1,11 @@
 """A local index of base-family fingerprints, and matching a suspect against all of it.
 
-Layout (``$LINEAGE_HOME/index/`` by default)::
-
-    index.json            entries: name → family, file, sha256, architecture, width, layers, vocab digest, source
-    fingerprints/*.lfp    fingerprint files, named by the first 16 hex digits of their SHA-256 (or under
-                          an fsspec URL, ``LINEAGE_FINGERPRINT_STORE``: see :mod:`fingerprint.store`)
-    screen.npz            one row per entry: the spectral prefilter (8 depth bins × Q/K × 16) and a
-                          bottom-256 sketch of anchor-token hashes, for screening without opening files
+Storage (:mod:`fingerprint.indexdb`): entries as typed rows of ``index.db``, screen rows appended to
+memory-mapped files, fingerprint files content-addressed under ``fingerprints/`` (or an fsspec URL,
+``LINEAGE_FINGERPRINT_STORE``: :mod:`fingerprint.store`). Each screen row holds the spectral prefilter
+(8 depth bins × Q/K × 16) and a bottom-256 sketch of anchor-token hashes, for screening without opening
+files. An index written by an earlier version (``index.json`` + ``screen.npz``) is migrated when first
+opened; its two files are kept beside it with a ``.v1`` suffix.
 
 Matching screens every entry (width ≤ base width, estimated token overlap, prefilter similarity), then
 scores the shortlist with the full factor-based method and ranks by score.
@@ -17,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from fingerprint.anchors import token_hash
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.indexdb import SCREEN_DIM, TOKEN_DIM, Entries, Entry, Facts, IndexDB
 from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
 from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch
@@ -35,11 +36,14 @@ from fingerprint.store import FingerprintStore
 if TYPE_CHECKING:  # torch is imported only when something is scored
     from fingerprint.similarity.factored import TargetWork
 
-INDEX_VERSION = 1
+__all__ = ["Entry", "Evidence", "Facts", "Index", "Match", "screen_vector", "token_sketch"]
+
+LEGACY_VERSION = 1  # index.json + screen.npz
 DEPTH_BINS = 8
-TOKEN_SKETCH = 256
+TOKEN_SKETCH = TOKEN_DIM
 MIN_TOKEN_OVERLAP = 0.02
 SCREEN_BLOCK = 256
+assert DEPTH_BINS * 2 * 16 == SCREEN_DIM
 
 
 def screen_vector(sk: Sketch) -> np.ndarray:
@@ -68,29 +72,6 @@ def _overlap(mine_sorted: np.ndarray, theirs: np.ndarray) -> np.ndarray:
         return np.zeros(len(theirs))
     pos = np.minimum(np.searchsorted(mine_sorted, theirs), len(mine_sorted) - 1)
     return np.asarray((mine_sorted[pos] == theirs).sum(axis=1) / len(mine_sorted))
-
-
-@dataclass
-class Entry:
-    name: str
-    family: str
-    file: str
-    sha256: str
-    architecture: str
-    width: int
-    layers: int
-    vocab_digest: str
-    source: str
-    bytes_read: int
-    #: the caller's facts about the model, kept with its entry (the lineage pipeline keeps what placing it
-    #: again needs: publication time, flags, declared bases); ``published_ms`` orders :meth:`Index.screen`,
-    #: and ``hidden: true`` keeps the entry out of every match (kept only to be placed again later)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def when(self) -> tuple[int, str]:
-        """The entry's place in publication order: (milliseconds, name); no time sorts first."""
-        ms = self.meta.get("published_ms")
-        return (int(ms) if isinstance(ms, int) else -1, self.name)
 
 
 @dataclass(frozen=True)
@@ -122,67 +103,50 @@ class Match:
     evidence: Evidence
 
 
-class Index:
-    """The on-disk index (see module docstring). Not safe for concurrent writers: one process adds."""
+def facts_of_meta(meta: dict[str, Any]) -> Facts:
+    """The typed facts of a version-1 entry's free-form ``meta`` (what the lineage pipeline kept there)."""
+    ms = meta.get("published_ms")
+    key = meta.get("key")
+    return Facts(key if isinstance(key, str) else None, ms if isinstance(ms, int) else None,
+                 tuple(str(b) for b in meta.get("bases") or ()), bool(meta.get("hidden")), bool(meta.get("catalog")),
+                 bool(meta.get("adapter")), bool(meta.get("gguf")), bool(meta.get("quantized")))
 
-    def __init__(self, root: str | Path, store: str | None = None, *, read: bool = True) -> None:
+
+class Index:
+    """An index directory (see module docstring). Readers may share it with one writer (the home's
+    writer lock, :mod:`lineage.writer`, keeps writers to one); :meth:`refresh` catches up with it."""
+
+    def __init__(self, root: str | Path, store: str | None = None) -> None:
         """``store``: an fsspec URL for the fingerprint files (default: ``root/fingerprints``); the entries
-        and screen arrays stay in ``root``. ``read=False``: start empty (:meth:`rebuild`)."""
+        and screen rows stay in ``root``.
+
+        Raises:
+            FingerprintIndexError: ``index.db`` or its row files are corrupt (``lineage repair`` mends them).
+        """
         self.root = Path(root)
         self.store = FingerprintStore(self.root, store)
-        self.entries: dict[str, Entry] = {}
-        self._screen: np.ndarray | None = None
-        self._tokens: np.ndarray | None = None
-        self._names: list[str] = []  # row order of the screen arrays, and each row's width: kept with them
-        self._widths = np.zeros(0, np.int64)
-        self._published = np.zeros(0, np.int64)
-        self._hidden = np.zeros(0, bool)
-        if read and (self.root / "index.json").exists():
-            try:
-                doc = json.loads((self.root / "index.json").read_text())
-                if doc.get("version") != INDEX_VERSION:
-                    raise FingerprintIndexError(f"{self.root}/index.json: version {doc.get('version')!r}, expected {INDEX_VERSION}")
-                self.entries = {e["name"]: Entry(**e) for e in doc["entries"]}
-                if self.entries:
-                    z = np.load(self.root / "screen.npz")
-                    self._screen, self._tokens = z["screen"], z["tokens"]
-                    if len(self._screen) != len(self.entries) or len(self._tokens) != len(self.entries):
-                        raise FingerprintIndexError(f"{self.root}: screen.npz does not match index.json")
-                    self._rows()
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise FingerprintIndexError(f"{self.root}: corrupt index ({e}); lineage repair rebuilds it from its fingerprint files") from e
+        if not (self.root / "index.db").exists() and (self.root / "index.json").exists():
+            self._migrate()
+        self.db = IndexDB(self.root)
+        self.entries = Entries(self.db)
 
-    def _save(self, screen: np.ndarray, tokens: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "screen.tmp.npz"
-        np.savez(tmp, screen=screen, tokens=tokens)
-        os.replace(tmp, self.root / "screen.npz")
-        doc = {"version": INDEX_VERSION, "entries": [asdict(e) for e in self.entries.values()]}
-        tmpj = self.root / "index.json.tmp"
-        tmpj.write_text(json.dumps(doc, indent=1))
-        os.replace(tmpj, self.root / "index.json")
-        self._screen, self._tokens = screen, tokens
-        self._rows()
+    def refresh(self) -> bool:
+        """Catch up with what another process wrote since (cheap when nothing did): whether it changed."""
+        return self.db.refresh()
 
-    def _rows(self) -> None:
-        self._names = list(self.entries)
-        self._widths = np.fromiter((e.width for e in self.entries.values()), np.int64, len(self.entries))
-        self._published = np.fromiter((e.when()[0] for e in self.entries.values()), np.int64, len(self.entries))
-        self._hidden = np.fromiter((bool(e.meta.get("hidden")) for e in self.entries.values()), bool, len(self.entries))
+    def close(self) -> None:
+        self.db.close()
 
+    # -- writes ---------------------------------------------------------------------------------------
     def add(self, path: str | Path, name: str | None = None, family: str | None = None,
-            meta: dict[str, Any] | None = None) -> Entry:
+            facts: Facts | None = None) -> Entry:
         """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
-        return self.add_many([(path, name, family)], [meta or {}])[0]
+        return self.add_many([(path, name, family)], [facts or Facts()])[0]
 
     def add_many(self, items: list[tuple[str | Path, str | None, str | None]],
-                 metas: list[dict[str, Any]] | None = None) -> list[Entry]:
-        """Add several fingerprint files, writing ``index.json`` and ``screen.npz`` once (``metas``: each
-        item's :attr:`Entry.meta`)."""
-        screen = self._screen if self._screen is not None else np.zeros((0, DEPTH_BINS * 2 * 16), np.float32)
-        tokens = self._tokens if self._tokens is not None else np.zeros((0, TOKEN_SKETCH), np.uint64)
-        rows_s, rows_t = list(screen), list(tokens)
-        added = []
+                 facts: list[Facts] | None = None) -> list[Entry]:
+        """Add several fingerprint files in one transaction (``facts``: each item's :class:`Facts`)."""
+        added, rows_s, rows_t = [], [], []
         for j, (path, name, family) in enumerate(items):
             if not Path(path).is_file() or Path(path).stat().st_size > MAX_FILE_BYTES:
                 load(path)  # raises its error (missing, unreadable, too large) without reading the file
@@ -193,93 +157,124 @@ class Index:
             if not self.store.exists(rel):  # content-addressed: a copy already there is this file
                 self.store.put(rel, data)
             name = name or str(sk.meta.get("source") or Path(path).stem)
-            e = Entry(name=name, family=family if family is not None else name, file=rel, sha256=sha, architecture=str(sk.meta["architecture"]),
-                      width=sk.width, layers=sk.num_layers, vocab_digest=str(sk.meta["vocab_digest"]),
-                      source=str(sk.meta.get("source")), bytes_read=int(sk.meta.get("bytes_read", 0)),
-                      meta=dict(metas[j]) if metas else {})
-            if name in self.entries:
-                i = list(self.entries).index(name)
-                rows_s[i], rows_t[i] = screen_vector(sk), token_sketch(sk)
-            else:
-                rows_s.append(screen_vector(sk))
-                rows_t.append(token_sketch(sk))
-            self.entries[name] = e
-            added.append(e)
-        self._save(np.stack(rows_s).astype(np.float32), np.stack(rows_t).astype(np.uint64))
+            added.append(Entry(name=name, family=family if family is not None else name, file=rel, sha256=sha,
+                               architecture=str(sk.meta["architecture"]), width=sk.width, layers=sk.num_layers,
+                               vocab_digest=str(sk.meta["vocab_digest"]), source=str(sk.meta.get("source")),
+                               bytes_read=int(sk.meta.get("bytes_read", 0)), facts=facts[j] if facts else Facts()))
+            rows_s.append(screen_vector(sk))
+            rows_t.append(token_sketch(sk))
+        if added:
+            self.db.put(added, np.stack(rows_s), np.stack(rows_t))
         return added
 
-    def update(self, name: str, *, family: str | None = None, meta: dict[str, Any] | None = None,
+    def update(self, name: str, *, family: str | None = None, facts: Facts | None = None,
                rename: str | None = None) -> Entry:
-        """Change an entry's family, meta or name in place (same fingerprint file, same screen row)."""
+        """Change an entry's family, facts or name (same fingerprint file, same screen vectors).
+
+        Raises:
+            KeyError: no entry ``name``.
+            FingerprintIndexError: ``rename`` names another entry.
+        """
         e = self.entries[name]
-        new = replace(e, family=family if family is not None else e.family, meta=dict(meta) if meta is not None else e.meta,
+        new = replace(e, family=family if family is not None else e.family, facts=facts if facts is not None else e.facts,
                       name=rename or e.name)
-        if rename and rename != name:
-            if rename in self.entries:
-                raise FingerprintIndexError(f"{self.root}: cannot rename {name} to {rename}: that entry exists")
-            self.entries = {(rename if k == name else k): (new if k == name else v) for k, v in self.entries.items()}
-        else:
-            self.entries[name] = new
-        if self._screen is not None and self._tokens is not None:
-            self._save(self._screen, self._tokens)
+        self.db.update(name, new)
         return new
 
     def remove(self, name: str) -> None:
         """Drop an entry (its fingerprint file stays: files are content-addressed and may be shared)."""
-        if name not in self.entries or self._screen is None or self._tokens is None:
-            return
-        i = list(self.entries).index(name)
-        del self.entries[name]
-        self._save(np.delete(self._screen, i, axis=0), np.delete(self._tokens, i, axis=0))
+        self.db.remove(name)
+
+    def _migrate(self) -> None:
+        """Write ``index.db`` from a version-1 ``index.json`` + ``screen.npz`` (rows recomputed from the
+        fingerprint files when ``screen.npz`` is missing or disagrees), keeping both files as ``.v1``."""
+        doc_path = self.root / "index.json"
+        try:
+            doc = json.loads(doc_path.read_text())
+            if doc.get("version") != LEGACY_VERSION:
+                raise ValueError(f"version {doc.get('version')!r}, expected {LEGACY_VERSION}")
+            entries = [Entry(**{k: v for k, v in x.items() if k != "meta"}, facts=facts_of_meta(x.get("meta") or {}))
+                       for x in doc["entries"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise FingerprintIndexError(f"{doc_path}: corrupt index ({e}); lineage repair rebuilds it from its "
+                                        "fingerprint files") from e
+        try:
+            z = np.load(self.root / "screen.npz")
+            screen, tokens = z["screen"], z["tokens"]
+            if len(screen) != len(entries) or len(tokens) != len(entries):
+                raise ValueError("screen.npz does not match index.json")
+        except (OSError, ValueError, KeyError):
+            screen, tokens, entries, _ = self._recompute(entries)
+        tmp = self.root / f"migrate-{os.getpid()}"
+        db = IndexDB(tmp)
+        db.replace_all(entries, screen, tokens)
+        db.close()
+        for p in sorted(tmp.iterdir()):  # the row files first: index.db appearing is what says "done"
+            if p.name not in ("index.db", "index.db-wal", "index.db-shm"):
+                os.replace(p, self.root / p.name)
+        os.replace(tmp / "index.db", self.root / "index.db")
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+        for name in ("index.json", "screen.npz"):
+            if (self.root / name).exists():
+                os.replace(self.root / name, self.root / f"{name}.v1")
+
+    def _recompute(self, entries: list[Entry]) -> tuple[np.ndarray, np.ndarray, list[Entry], list[str]]:
+        """Screen rows computed again from the entries' files: (screen, tokens, entries kept, names dropped
+        for a missing or altered file)."""
+        rows_s, rows_t, kept, dropped = [], [], [], []
+        for e in entries:
+            try:
+                sk = self._read(e)
+            except (FingerprintFileError, FingerprintIndexError, OSError):
+                dropped.append(e.name)
+                continue
+            kept.append(e)
+            rows_s.append(screen_vector(sk))
+            rows_t.append(token_sketch(sk))
+        return (np.stack(rows_s) if rows_s else np.zeros((0, SCREEN_DIM), np.float32),
+                np.stack(rows_t) if rows_t else np.zeros((0, TOKEN_DIM), np.uint64), kept, dropped)
 
     @classmethod
     def rebuild(cls, root: str | Path, store: str | None = None,
                 keep: Callable[[Entry], bool] = lambda e: True) -> tuple[Index, list[str]]:
         """The index at ``root`` with only the entries ``keep`` accepts whose stored file is intact, its
-        screen rows computed again from those files: ``(index, names dropped for a missing or altered
-        file)``. Reads ``index.json``
-        alone, so it also mends an index whose ``screen.npz`` no longer matches (two writers at once).
+        screen rows computed again from those files into a new generation of row files (which also mends
+        row files that were truncated or altered): ``(index, names dropped for a missing or altered file)``.
 
         Raises:
-            FingerprintIndexError: ``index.json`` is unreadable (the bases must be added again).
+            FingerprintIndexError: ``index.db`` itself is unreadable (the bases must be added again).
         """
-        idx = cls(root, store, read=False)
-        doc_path = idx.root / "index.json"
+        root = Path(root)
+        idx = cls.__new__(cls)
+        idx.root, idx.store = root, FingerprintStore(root, store)
         try:
-            doc: dict[str, Any] = json.loads(doc_path.read_text()) if doc_path.exists() else {
-                "version": INDEX_VERSION, "entries": []}
-            if doc.get("version") != INDEX_VERSION:
-                raise ValueError(f"version {doc.get('version')!r}, expected {INDEX_VERSION}")
-            entries = [Entry(**x) for x in doc["entries"]]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise FingerprintIndexError(f"{doc_path}: unreadable ({err}); add the bases again with lineage index add") from err
-        rows_s, rows_t, dropped = [], [], []
-        for e in (x for x in entries if keep(x)):
-            idx.entries[e.name] = e
-            try:
-                sk = idx.sketch(e.name)
-            except (FingerprintFileError, OSError):
-                del idx.entries[e.name]
-                dropped.append(e.name)
-                continue
-            rows_s.append(screen_vector(sk))
-            rows_t.append(token_sketch(sk))
-        shape_s, shape_t = (0, DEPTH_BINS * 2 * 16), (0, TOKEN_SKETCH)
-        idx._save(np.stack(rows_s).astype(np.float32) if rows_s else np.zeros(shape_s, np.float32),
-                  np.stack(rows_t).astype(np.uint64) if rows_t else np.zeros(shape_t, np.uint64))
+            if not (root / "index.db").exists() and (root / "index.json").exists():
+                idx._migrate()
+            idx.db = IndexDB(root, map_rows=False)
+            entries = idx.db.all()
+        except (FingerprintIndexError, sqlite3.DatabaseError) as err:
+            raise FingerprintIndexError(f"{root}: index unreadable ({err}); add the bases again with lineage index add") from err
+        idx.entries = Entries(idx.db)
+        screen, tokens, kept, dropped = idx._recompute([e for e in entries if keep(e)])
+        idx.db.replace_all(kept, screen, tokens)
         return idx, dropped
 
     def newer_than(self, when: tuple[int, str]) -> int:
         """How many entries were published after ``when`` = (ms, name) (:meth:`Entry.when`)."""
-        return int(self._side(when, older=False).sum()) if self.entries else 0
+        r = self.db.rows()
+        return int((self._side(when, older=False) & r.live).sum()) if len(r.live) else 0
 
     def sketch(self, name: str) -> Sketch:
         """The entry's fingerprint, read once from the store and checked against its recorded SHA-256."""
-        e = self.entries[name]
+        return self._read(self.entries[name])
+
+    def _read(self, e: Entry) -> Sketch:
         where = f"{self.store.describe()}/{e.file}"
         data = self.store.get(e.file)
         if hashlib.sha256(data).hexdigest() != e.sha256:
-            raise FingerprintFileError(where, "content does not match the SHA-256 recorded in index.json (tampered?)")
+            raise FingerprintFileError(where, "content does not match the SHA-256 recorded in the index (tampered?)")
         return read_sketch(MemorySource(where, data), where)
 
     def local_path(self, name: str) -> Path | None:
@@ -288,13 +283,17 @@ class Index:
         return self.store.local_path(e.file) if e is not None else None
 
     def _side(self, when: tuple[int, str], older: bool) -> np.ndarray:
-        """Rows published before (``older``) or after ``when`` = (ms, name), names breaking ties."""
+        """Screen rows published before (``older``) or after ``when`` = (ms, name), names breaking ties
+        (retired rows are not masked here)."""
         ms, name = when
-        out = self._published < ms if older else self._published > ms
-        tied = np.flatnonzero(self._published == ms)  # by name (entries without a time all tie)
+        published = self.db.rows().cols["published_ms"]
+        out = np.asarray(published < ms if older else published > ms)
+        tied = np.flatnonzero(published == ms)  # by name (entries without a time all tie): only these are read
         if len(tied):
-            names = np.asarray(self._names, dtype=object)[tied]
-            out[tied] = (names < name) if older else (names > name)
+            names = self.db.names_of_rows(tied)
+            for i in tied:
+                n = names.get(int(i))
+                out[i] = n is not None and ((n < name) if older else (n > name))
         return out
 
     def screen(self, sk: Sketch, shortlist: int, older_than: tuple[int, str] | None = None,
@@ -305,19 +304,21 @@ class Index:
         parent of a model published then; ``newer_than``: only those published after and no wider than
         ``sk`` (candidates for its descendants, hidden entries included).
         """
-        if not self.entries or self._screen is None or self._tokens is None:
+        r = self.db.rows()
+        if not r.live.any():
             return []
-        names, widths = self._names, self._widths
+        widths, hidden = r.cols["width"], r.cols["hidden"].astype(bool)
         mine = token_sketch(sk)
         mine_sorted = np.sort(mine[mine != np.iinfo(np.uint64).max])
-        sim = self._screen @ screen_vector(sk)
+        sim = np.asarray(r.screen @ screen_vector(sk), dtype=np.float32)
+        sim[~r.live] = -np.inf
         if newer_than is not None:
             sim[(widths > sk.width) | ~self._side(newer_than, older=False)] = -np.inf
         else:
-            sim[(widths < sk.width) | self._hidden] = -np.inf  # a base is at least as wide as what derives from it
+            sim[(widths < sk.width) | hidden] = -np.inf  # a base is at least as wide as what derives from it
         if older_than is not None:
             sim[~self._side(older_than, older=True)] = -np.inf
-        out: list[tuple[str, float, float]] = []
+        out: list[tuple[int, float, float]] = []
         # Token overlap is checked in similarity order, a block at a time, until the shortlist is full. Only
         # the best rows are ever sorted (argpartition, then a sort of that slice; the rest only if every one
         # of them fails the overlap gate): at 1M entries a full argsort would cost more than the product.
@@ -331,14 +332,16 @@ class Index:
             seen[order] = True
             for b in range(0, len(order), SCREEN_BLOCK):
                 rows = order[b:b + SCREEN_BLOCK]
-                overlap = _overlap(mine_sorted, self._tokens[rows])
-                out += [(names[i], float(sim[i]), float(o)) for i, o in zip(rows, overlap) if o >= MIN_TOKEN_OVERLAP]
+                overlap = _overlap(mine_sorted, np.asarray(r.tokens[rows]))
+                out += [(int(i), float(sim[i]), float(o)) for i, o in zip(rows, overlap) if o >= MIN_TOKEN_OVERLAP]
                 if len(out) >= shortlist:
                     break
             if k >= len(sim) or not np.isfinite(sim[part]).any():
                 break
             done = k
-        return out[:shortlist]
+        names = self.db.names_of_rows([i for i, _, _ in out[:shortlist]])
+        # a row another process retired since this view was mapped has no name: it is left out
+        return [(names[i], s, o) for i, s, o in out[:shortlist] if i in names]
 
     def score(self, name: str, work: TargetWork, screen: float = 0.0, overlap: float = 0.0) -> Match:
         """Score the indexed base ``name`` against the suspect ``work.sketch`` with the full method; ``work``
@@ -363,6 +366,6 @@ class Index:
         work = work if work is not None and work.sketch is sk else TargetWork(sk)
         out = [self.score(name, work, sim, ov) for name, sim, ov in cands]
         out.sort(key=lambda m: -m.score)
-        stats = {"indexed": len(self.entries), "shortlisted": len(cands), "screen_seconds": t1 - t0,
+        stats = {"indexed": int(self.db.rows().live.sum()), "shortlisted": len(cands), "screen_seconds": t1 - t0,
                  "score_seconds": time.perf_counter() - t1}
         return out[:top], stats

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -75,7 +76,7 @@ class App:
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = self.settings.index()
+            self._index = shared_index(self.settings)
         return self._index
 
     @property
@@ -188,7 +189,7 @@ class App:
         """Place again every fingerprinted model without a detected parent (inconclusive, independent,
         a candidate family's root) when a base family joined the index since the last rematch: what
         matched nothing may match the newcomer. Idempotent, like every pipeline write."""
-        families = sorted({e.family for e in self.index.entries.values() if e.family})
+        families = self.index.db.families()
         last = self._rematched_families()
         if last == families:
             return {"rematched": 0, "families": len(families), "skipped": "no family joined the index"}
@@ -227,7 +228,7 @@ class App:
         home = self.settings.home
         report = repair(self.store, self.index, placed_outcomes(home / "crawl" / "crawl.sqlite"), progress)
         self._pipeline = Pipeline(self.store, self.index)  # any earlier one scored against the old index
-        self._mark_rematched(sorted({e.family for e in self.index.entries.values() if e.family}))
+        self._mark_rematched(self.index.db.families())
         self.evaluate_alerts()
         (home / REPAIR_MARK).unlink(missing_ok=True)
         return report
@@ -257,6 +258,35 @@ class App:
         c.close()
         if c in self._crawlers:
             self._crawlers.remove(c)
+
+
+_INDEXES: dict[tuple[Path, str | None], tuple[Index, tuple[int, int]]] = {}
+_INDEXES_LOCK = threading.Lock()
+
+
+def shared_index(settings: Settings) -> Index:
+    """This process's index of the home (one per home and fingerprint store, kept open between service
+    jobs), caught up with what other processes wrote since (:meth:`~fingerprint.index.Index.refresh`:
+    only the rows and retirements that are new). A home whose index file was replaced gets a new one."""
+    from fingerprint.index import Index
+
+    key = (settings.home.resolve() / "index", settings.fingerprint_store)
+    db = key[0] / "index.db"
+    try:
+        st = db.stat()
+        ident = (st.st_dev, st.st_ino)
+    except OSError:
+        ident = (0, 0)
+    with _INDEXES_LOCK:
+        got = _INDEXES.get(key)
+        if got is not None and got[1] == ident and ident != (0, 0):
+            got[0].refresh()
+            return got[0]
+        idx = Index(key[0], settings.fingerprint_store)
+        _INDEXES.pop(key, None)  # a replaced file's old instance is left to whoever still holds it
+        if ident != (0, 0):
+            _INDEXES[key] = (idx, ident)
+        return idx
 
 
 def add_path(path: str | Path, name: str | None = None, family: str | None = None,

@@ -44,13 +44,13 @@ from dataclasses import replace
 from typing import Any
 
 from crawler.records import HubModel, Outcome
-from fingerprint.index import Index
+from fingerprint.index import Facts, Index
 from fingerprint.similarity.verdict import METHOD_VERSION
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights, SharedInit
 from graph.store import LineageStore
 from lineage.placement import CATALOG_MS, SHORTLIST, UNDATED_MS, Placement, Subject, now_ms, place
-from lineage.scoring import Scorer, StoreTree, subject_meta, subject_of
+from lineage.scoring import Scorer, StoreTree, subject_facts, subject_of
 
 __all__ = ["Pipeline", "Placement", "Subject", "subject_of_model"]
 #: How many later models, nearest by prefilter first, :meth:`Pipeline.revisit` asks whether a late
@@ -116,7 +116,7 @@ class Pipeline:
         self._apply(s, p, m.license)
         # an unplaced model is kept too, out of every match, so that an older model arriving later can
         # place it (a fine-tune crawled before its base)
-        self.index.add(out.fingerprint, name=m.id, family=p.family or "", meta=subject_meta(s, bool(p.family)))
+        self.index.add(out.fingerprint, name=m.id, family=p.family or "", facts=subject_facts(s, bool(p.family)))
         self.scorer.indexed(m.id, m.key)
         self.seconds["write"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -162,7 +162,7 @@ class Pipeline:
         """Later entries whose placement ``name`` may change: those whose shortlist it enters, and those
         whose card names it."""
         e = self.index.entries.get(name)
-        if e is None or e.meta.get("hidden") or not self.index.newer_than(e.when()):
+        if e is None or e.facts.hidden or not self.index.newer_than(e.when()):
             return []
         sk = self.index.sketch(name)
         out = []
@@ -171,9 +171,9 @@ class Pipeline:
             if name in {x for x, _, _ in self.index.screen(self.index.sketch(y), self.scorer.shortlist,
                                                           older_than=ey.when())}:
                 out.append(y)
-        for y, other in self.index.entries.items():  # cards naming it (the id: its key may be unknown then)
-            if name in (other.meta.get("bases") or ()) and other.when() > e.when():
-                out.append(y)
+        for other in self.index.db.citing(name):  # cards naming it (the id: its key may be unknown then)
+            if other.when() > e.when():
+                out.append(other.name)
         return out
 
     def _indexed(self, keys: list[str]) -> list[str]:
@@ -195,8 +195,8 @@ class Pipeline:
         before = (e.family, sorted(x.dst for x in self.store.parent_edges(s.key)))
         p = self.place(s, self.index.sketch(name), e.sha256)
         self._apply(s, p, None)
-        if (p.family or "", not p.family) != (e.family, bool(e.meta.get("hidden"))):
-            self.index.update(name, family=p.family or "", meta=subject_meta(s, bool(p.family)))
+        if (p.family or "", not p.family) != (e.family, bool(e.facts.hidden)):
+            self.index.update(name, family=p.family or "", facts=subject_facts(s, bool(p.family)))
         after = (p.family or "", sorted(x.dst for x in self.store.parent_edges(s.key)))
         return before != after, e.family, s.key
 
@@ -280,7 +280,7 @@ class Pipeline:
         self.store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
         self.store.set_families([InFamily(m.key, family, "root")], t)
         self.index.add(fingerprint, name=m.id, family=family,
-                       meta={"published_ms": CATALOG_MS, "catalog": True, "key": m.key})
+                       facts=Facts(m.key, CATALOG_MS, catalog=True))
         self.scorer.indexed(m.id, m.key)
 
     # -- writing ------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class Pipeline:
                 return
             # m was published first: the entry moves to it, the owner becomes its copy, and what was
             # placed under the owner is placed again (now under m, the same fingerprint)
-            self.index.update(entry.name, rename=s.id, meta=subject_meta(s))
+            self.index.update(entry.name, rename=s.id, facts=subject_facts(s))
             self.scorer.indexed(s.id, s.key, was=owner_key)
         subtree = self._subtree(owner_key)
         self.store.upsert_same_weights([SameWeights(owner_key, m.key, sha)], t)

@@ -124,7 +124,7 @@ def repair(store: LineageStore, index: Index, outcomes: list[Outcome],
     t0 = time.perf_counter()
     report = RepairReport(before=_counts(store))
     was = placement_of(store)
-    catalog = {str(e.meta["key"]) for e in index.entries.values() if isinstance(e.meta.get("key"), str)}
+    catalog = set(index.db.keys())
     keys = {o.model.key for o in outcomes if o.model is not None} | set(was)
     keys |= {e.src for e in store.shared_init(None)}
     t = now_ms()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from fingerprint.index import Entry, Index, Match
+from fingerprint.index import Entry, Facts, Index, Match
 from fingerprint.similarity.factored import TargetWork
 from fingerprint.sketch import Sketch
 from graph.store import LineageStore
@@ -40,19 +40,18 @@ def lazy_work(sketch: Callable[[], Sketch]) -> Callable[[], TargetWork]:
 
 
 def subject_of(e: Entry) -> Subject | None:
-    """The subject kept in ``e`` (None: a catalog base, or an entry from before subjects were kept)."""
-    d = e.meta
-    if d.get("catalog") or not isinstance(d.get("key"), str) or not isinstance(d.get("published_ms"), int):
+    """The subject kept in ``e`` (None: a catalog base, a local base, or an entry from before subjects were kept)."""
+    f = e.facts
+    if f.catalog or f.key is None or f.published_ms is None:
         return None
-    return Subject(e.name, d["key"], d["published_ms"], tuple(str(b) for b in d.get("bases") or ()),
-                   bool(d.get("adapter")), bool(d.get("gguf")), bool(d.get("quantized")))
+    return Subject(e.name, f.key, f.published_ms, f.bases, f.adapter, f.gguf, f.quantized)
 
 
-def subject_meta(s: Subject, placed: bool = True) -> dict[str, object]:
+def subject_facts(s: Subject, placed: bool = True) -> Facts:
     """What an index entry keeps of ``s`` so it can be placed again; an unplaced one is ``hidden`` (out of
     every match until a later arrival places it)."""
-    return {"key": s.key, "published_ms": s.published_ms, "bases": list(s.base_models), "adapter": s.adapter,
-            "gguf": s.gguf, "quantized": s.quantized, **({} if placed else {"hidden": True})}
+    return Facts(s.key, s.published_ms, tuple(s.base_models), hidden=not placed, adapter=s.adapter, gguf=s.gguf,
+                 quantized=s.quantized)
 
 
 class StoreTree:
@@ -83,23 +82,16 @@ class Scorer:
 
     # -- identities ---------------------------------------------------------------------------------
     def _maps(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(graph key → entry name, entry name → graph key for entries that do not keep their key)."""
+        """(graph key → entry name for the entries that keep no key, entry name → graph key for them):
+        local bases (no node: named by their entry name) and catalog bases indexed before entries kept
+        their key (their node found by repo id, once). The other entries are looked up by key."""
         if self._names is None:
-            names: dict[str, str] = {}
-            legacy: dict[str, str] = {}
-            for name, e in self.index.entries.items():
-                k = e.meta.get("key")
-                if isinstance(k, str):
-                    names[k] = name
-                else:
-                    legacy[name] = name  # a local base (``lineage index add DIR``) has no node: its name
-            # catalog bases indexed before entries kept their key: their node is found by repo id, once
+            legacy = {name: name for name in self.index.db.without_key()}
             for rec in self.store.get_models(sorted(legacy)) if legacy else []:
                 if rec.id in legacy:
                     legacy[rec.id] = rec.key
-            for name, k in legacy.items():
-                names.setdefault(k, name)
-            self._names, self._legacy = names, legacy
+            self._names = {k: name for name, k in legacy.items()}
+            self._legacy = legacy
         return self._names, self._legacy
 
     def key_of(self, name: str) -> str | None:
@@ -108,20 +100,19 @@ class Scorer:
         e = self.index.entries.get(name)
         if e is None:
             return None
-        k = e.meta.get("key")
-        return k if isinstance(k, str) else self._maps()[1].get(name, name)
+        return e.facts.key if e.facts.key is not None else self._maps()[1].get(name, name)
 
     def name_of(self, key: str) -> str | None:
         """The index entry of the model ``key`` (None: not indexed)."""
-        name = self._maps()[0].get(key)
+        name = self.index.db.name_for_key(key) or self._maps()[0].get(key)
         return name if name is not None and name in self.index.entries else None
 
     def indexed(self, name: str, key: str, was: str | None = None) -> None:
-        """The pipeline indexed ``name`` for the model ``key`` (``was``: the key the entry had before a rename)."""
+        """The pipeline indexed ``name`` for the model ``key`` (``was``: the key the entry had before a
+        rename). Entries keep their key, so only a keyless entry's mapping is remembered here."""
         names = self._maps()[0]
         if was is not None:
             names.pop(was, None)
-        names[key] = name
 
     def keys(self, names: Sequence[str]) -> list[str]:
         """The graph keys of those index entries."""
@@ -167,7 +158,7 @@ class Scorer:
         def score(key: str) -> Candidate | None:
             name = self.name_of(key)
             e = self.index.entries.get(name) if name is not None else None
-            if key not in scored and e is not None and name != s.id and e.when() < when and not e.meta.get("hidden"):
+            if key not in scored and e is not None and name != s.id and e.when() < when and not e.facts.hidden:
                 add(e.name)
             return scored.get(key)
 

@@ -129,3 +129,23 @@ def perturb(sd: dict[str, np.ndarray], rel: float, seed: int) -> dict[str, np.nd
     """A stand-in for fine-tuning: every tensor moved by ``rel`` of its own scale, at random."""
     rng = np.random.default_rng(seed)
     return {k: (v + rel * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in sd.items()}
+
+
+def golden_model(out: Path) -> Path:
+    """A fixed-seed tiny LLaMA written from numpy alone (no framework init code that could change)."""
+    d, layers, heads, kv, ff, vocab = 32, 2, 4, 2, 64, 96
+    sd = {"model.embed_tokens.weight": randn(vocab, d, seed=1), "lm_head.weight": randn(vocab, d, seed=2),
+          "model.norm.weight": 1 + 0.1 * randn(d, seed=3)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd |= {p + "self_attn.q_proj.weight": randn(heads * 8, d, seed=10 + i), p + "self_attn.k_proj.weight": randn(kv * 8, d, seed=20 + i),
+               p + "self_attn.v_proj.weight": randn(kv * 8, d, seed=30 + i), p + "self_attn.o_proj.weight": randn(d, heads * 8, seed=40 + i),
+               p + "mlp.gate_proj.weight": randn(ff, d, seed=50 + i), p + "mlp.up_proj.weight": randn(ff, d, seed=60 + i),
+               p + "mlp.down_proj.weight": randn(d, ff, seed=70 + i), p + "input_layernorm.weight": 1 + 0.1 * randn(d, seed=80 + i),
+               p + "post_attention_layernorm.weight": 1 + 0.1 * randn(d, seed=90 + i)}
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": ff, "vocab_size": vocab,
+           "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "rope_theta": 10000.0}
+    save_state_dict(sd, cfg, out)
+    write_wordlevel_tokenizer(out, vocab)
+    return out
