@@ -76,7 +76,7 @@ def crawl(zoo: Path, home: Path, chaos: Chaos | None, timeout: float = 30.0, max
         run.results = sorted((r["key"], r["sha"], r["status"]) for r in c.state.results())
         run.graph = _graph(app.store.dump())
     run.fingerprints = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                        for p in sorted((home / "crawl" / "fingerprints").glob("*.lfp"))}
+                        for p in sorted((home / "index" / "fingerprints").glob("*.lfp"))}
     run.seconds = time.perf_counter() - t0
     return run
 

@@ -8,9 +8,11 @@
    components as a 16 MiB factor budget allows, at least 64) and at fixed ranks.
 2. Agreement: for every labelled pair of the zoo, the score from two fingerprint files vs the score from
    the two full checkpoints (max |Δ|, identical verdicts), for each factor rank.
-3. Match time for one suspect against N = 10 … 1,000,000 indexed bases (synthetic bases: random sketches of
-   the zoo's shape, so only screening grows with N; the shortlist is scored in full); the time to open
-   the index and its bytes per entry (without the fingerprint files).
+3. For one suspect against N = 10 … 1,000,000 indexed bases (synthetic bases: random sketches of the
+   zoo's shape, so only screening grows with N; the shortlist is scored in full): the time to open the
+   index, to add one entry (its fingerprint file already stored: the index's own cost) and the bytes
+   that add writes (``wchar`` of /proc/self/io: every write(2), SQLite's included), the match time, and
+   the index's bytes per entry (without the fingerprint files).
 4. Shortlist recall: the zoo's roots plus 1,000 synthetic decoys indexed; does every zoo model's true root
    survive screening?
 """
@@ -28,7 +30,7 @@ import torch
 
 from bench.eval import read_pairs, zoo_pairs
 from fingerprint.canonical import open_model
-from fingerprint.index import Index
+from fingerprint.index import Facts, Index
 from fingerprint.similarity.lineage import compare_fingerprints, compare_lineage
 from fingerprint.sketch import DEFAULT_ANCHORS, Sketch, auto_rank, load, save, sketch_model, truncate
 from zoo.manifest import read_manifest
@@ -63,19 +65,32 @@ def synthetic(like: Sketch, seed: int) -> Sketch:
 
 def replicate(idx: Index, items: list[tuple[str | Path, str | None, str | None]], n: int) -> None:
     """An index of ``n`` entries from ``items``: the files are added once, then their entries and screen rows
-    are repeated under new names (decoy-i) up to ``n`` (the screen cost is what grows with ``n``)."""
+    are repeated under new names (decoy-i), 50,000 to a transaction, up to ``n`` (the screen cost is what
+    grows with ``n``)."""
     from dataclasses import replace as dc_replace
 
+    from fingerprint.index import Facts
+
     added = idx.add_many(items)
-    assert idx._screen is not None and idx._tokens is not None
-    base = len(added)
     decoys = [e for e in added if e.name.startswith("decoy-")]
-    reps = n - base
-    rows = np.arange(reps) % len(decoys) + (base - len(decoys))
-    for i in range(reps):
-        e = decoys[i % len(decoys)]
-        idx.entries[f"decoy-{len(decoys) + i}"] = dc_replace(e, name=f"decoy-{len(decoys) + i}", family=f"decoy-{len(decoys) + i}")
-    idx._save(np.concatenate([idx._screen, idx._screen[rows]]), np.concatenate([idx._tokens, idx._tokens[rows]]))
+    rows = idx.db.rows()
+    first = len(added) - len(decoys)
+    screen, tokens = np.array(rows.screen[first:len(added)]), np.array(rows.tokens[first:len(added)])
+    chunk = 50_000
+    for start in range(0, n - len(added), chunk):
+        ids = range(start, min(n - len(added), start + chunk))
+        pick = np.fromiter((i % len(decoys) for i in ids), np.int64, len(ids))
+        news = [dc_replace(decoys[i % len(decoys)], name=f"decoy-{len(decoys) + i}", family=f"decoy-{len(decoys) + i}",
+                           facts=Facts(published_ms=10_000 + i)) for i in ids]
+        idx.db.put(news, screen[pick], tokens[pick])
+
+
+def io_written() -> int:
+    """Bytes this process has passed to write(2) so far (``wchar`` of /proc/self/io; 0 where there is none)."""
+    try:
+        return int(next(x for x in Path("/proc/self/io").read_text().split("\n") if x.startswith("wchar")).split()[1])
+    except (OSError, StopIteration):
+        return 0
 
 
 def agreement(root: Path, pairs: list[tuple[str, str, int, str]], ranks: list[str], tmp: Path) -> list[list[str]]:
@@ -158,31 +173,44 @@ def main() -> None:
         like = load(next(iter(base_files.values())))
         decoys = [save(synthetic(like, 10_000 + i), tmp / "decoys" / f"d{i}.lfp") for i in range(50)]
         suspect = sketch_model(open_model(root / "llama-a-sft"))
-        print("3. Match one suspect (llama-a-sft) against N indexed bases (shortlist 8 scored in full)")
+        print("3. One suspect (llama-a-sft) against N indexed bases: open, add one entry, match (shortlist 8 "
+              "scored in full)")
         rows = []
+        extra = [save(synthetic(like, 20_000 + i), tmp / "extra" / f"x{i}.lfp") for i in range(10)]
+        Index(tmp / "warm").add_many([(f, f"x{i}", None) for i, f in enumerate(extra)])  # their files: stored once
         for n in a.sizes:
-            idx = Index(tmp / f"idx{n}")
+            root_n = tmp / f"idx{n}"
+            idx = Index(root_n)
             items: list[tuple[str | Path, str | None, str | None]] = [(f, name, name) for name, f in base_files.items()]
             items += [(decoys[i % len(decoys)], f"decoy-{i}", f"decoy-{i}") for i in range(max(0, n - len(items)))]
             if n <= 10_000:
                 idx.add_many(items[:n])
             else:  # past 10k, adding file by file costs hours: replicate the entries of the 50 decoy files
                 replicate(idx, items[:len(base_files) + len(decoys)], n)
+            idx.close()
             t = time.perf_counter()
-            idx = Index(tmp / f"idx{n}")  # reopen: time includes nothing cached from building
+            idx = Index(root_n)  # reopen: time includes nothing cached from building
             opened = time.perf_counter() - t
+            adds, written = [], []
+            for i, f in enumerate(extra):  # files already in the store: what the index itself costs
+                w0, t = io_written(), time.perf_counter()
+                idx.add(f, f"new-{i}", f"new-{i}", facts=Facts(key=f"k-new-{i}", published_ms=20_000 + i))
+                adds.append(time.perf_counter() - t)
+                written.append(io_written() - w0)
             times, screens = [], []
             for _ in range(5):
                 t = time.perf_counter()
                 res, stats = idx.match(suspect)
                 times.append(time.perf_counter() - t)
                 screens.append(stats["screen_seconds"])
-            disk = sum(f.stat().st_size for f in (tmp / f"idx{n}").iterdir() if f.is_file())
-            rows.append([f"{n:,}", f"{opened:.2f} s", f"{disk / n:,.0f} B", f"{np.median(screens) * 1000:.1f} ms",
+            disk = sum(f.stat().st_size for f in root_n.iterdir() if f.is_file())
+            rows.append([f"{n:,}", f"{opened * 1000:.0f} ms", f"{np.median(adds) * 1000:.1f} ms",
+                         f"{np.median(written) / 1e3:.1f} KB", f"{disk / n:,.0f} B", f"{np.median(screens) * 1000:.0f} ms",
                          f"{np.median(times) * 1000:.0f} ms", res[0].family, f"{res[0].score:.3f}"])
-            shutil.rmtree(tmp / f"idx{n}")
-        print(table(rows, ["N bases", "open", "index bytes/entry (no .lfp)", "screen", "match total (median of 5)",
-                           "top family", "score"]))
+            idx.close()
+            shutil.rmtree(root_n)
+        print(table(rows, ["N bases", "open", "add one entry (median of 10)", "written per add",
+                           "index bytes/entry (no .lfp)", "screen", "match total (median of 5)", "top family", "score"]))
         print()
 
         print("4. Shortlist recall: zoo roots + 1,000 decoys indexed, shortlist 8")

@@ -10,7 +10,6 @@ old ``createdAt``). Each queued model is then processed exactly once (see :mod:`
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -39,7 +38,9 @@ from crawler.fetch import FetchOptions, fingerprint_repo
 from crawler.http import check_endpoint, pin_endpoint, short, with_retries
 from crawler.records import PARSE_ERRORS, HubModel, Outcome, WorkItem, from_info, valid_repo_id
 from crawler.state import CrawlState
-from fingerprint.sketch import load
+from fingerprint.io.source import MemorySource
+from fingerprint.sketch import read_sketch
+from fingerprint.store import FingerprintStore
 
 LOG = logging.getLogger(__name__)
 
@@ -54,7 +55,10 @@ class CrawlOptions:
 
     Attributes:
         endpoint: the Hub (``https://huggingface.co``) or a stand-in.
-        home: where crawl state and fingerprints live (``$LINEAGE_HOME/crawl``).
+        home: where the crawl state lives (``$LINEAGE_HOME/crawl``).
+        fingerprints, fingerprint_url: the fingerprint store the index reads too (a directory, or an
+            fsspec URL, :class:`fingerprint.store.FingerprintStore`), so each fingerprint is written
+            once, content-addressed (default: ``home``).
         since: on a first run, how far back to list (None: everything).
         overlap: how far below a watermark each listing reads (search-index lag, ties).
         pipeline_tags, libraries: keep only these (empty: all).
@@ -85,6 +89,8 @@ class CrawlOptions:
     backoff_s: float = 0.5
     state_label: str | None = None
     budget_s: float | None = None
+    fingerprints: Path | None = None
+    fingerprint_url: str | None = None
 
 
 #: Runs the unit of work for a batch of models: in this process by default; a worker pool or a
@@ -138,7 +144,7 @@ class Crawler:
         pacing.install()  # every Hub request of this process paced to the Hub's rate-limit windows
         self.api = HfApi(endpoint=options.endpoint, token=options.token or False)
         self.state = CrawlState(options.home / "crawl.sqlite", options.state_label or options.endpoint)
-        self.fp_dir = options.home / "fingerprints"
+        self.fingerprints = FingerprintStore(options.fingerprints or options.home, options.fingerprint_url)
         self.fetch_options = FetchOptions(options.endpoint, options.token, options.timeout, options.attempts,
                                           options.backoff_s)
         self.progress = progress
@@ -352,17 +358,16 @@ class Crawler:
         return m, secs
 
     def receive(self, out: Outcome, secs: dict[str, float]) -> Outcome:
-        """Take a worker's outcome: write its fingerprint bytes atomically under the crawl home and read
-        them back, so the pipeline matches exactly what the index will store."""
+        """Take a worker's outcome: put its fingerprint bytes in the fingerprint store (content-addressed:
+        a file already there is these bytes) and parse them, so the pipeline matches exactly what the
+        index will keep."""
         out.seconds = {**secs, **out.seconds}
         if out.status != "fingerprinted" or out.data is None or out.model is None:
             return out
-        self.fp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.fp_dir / f"{out.model.key}-{out.model.sha[:12]}.lfp"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(out.data)
-        os.replace(tmp, path)
-        out.fingerprint, out.sketch, out.data = path, load(path), None
+        key, sha = self.fingerprints.put_content(out.data)
+        where = f"{self.fingerprints.describe()}/{key}"
+        out.sketch = read_sketch(MemorySource(where, out.data), where)
+        out.fingerprint, out.fingerprint_sha, out.data = self.fingerprints.local_path(key), sha, None
         return out
 
     def info(self, repo_id: str, sha: str) -> HubModel:

@@ -278,14 +278,16 @@ class Outcome:
     """What processing one model gave: the record, a status and, when fingerprinted, the fingerprint.
 
     A worker (:func:`crawler.fetch.fingerprint_repo`) fills ``data`` with the fingerprint file's bytes;
-    the crawler that receives it writes them under its home and sets ``fingerprint`` (the path) and
-    ``sketch`` (the file read back, so every consumer sees exactly what is stored).
+    the crawler that receives it puts them in the fingerprint store and sets ``fingerprint_sha`` (their
+    SHA-256: the store's key), ``fingerprint`` (the file, when the store is a local directory) and
+    ``sketch`` (those bytes parsed, so every consumer sees exactly what is stored).
     """
 
     model: HubModel | None
     status: OutcomeStatus
     reason: str | None = None
     fingerprint: Path | None = None
+    fingerprint_sha: str | None = None
     sketch: Sketch | None = None
     data: bytes | None = None
     duplicate_of: tuple[str, str] | None = None
@@ -300,6 +302,7 @@ class Outcome:
         doc: dict[str, Any] = {"status": self.status, "reason": self.reason, "bytes_read": self.bytes_read,
                                "requests": self.requests, "seconds": self.seconds,
                                "fingerprint": str(self.fingerprint) if self.fingerprint else None,
+                               "fingerprint_sha256": self.fingerprint_sha,
                                "duplicate_of": list(self.duplicate_of) if self.duplicate_of else None,
                                "base_keys": self.base_keys}
         if m is not None:

@@ -7,6 +7,7 @@ Keys are the Hub's ``(_id, sha)``: a new commit of a repo is new work, the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import AbstractContextManager
@@ -16,6 +17,10 @@ from typing import Any
 
 from crawler.errors import CrawlStateError
 from crawler.records import HubModel, Outcome, WorkItem
+from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.io.source import MemorySource
+from fingerprint.sketch import Sketch, read_sketch
+from fingerprint.store import FingerprintStore, content_key
 from graph.sqlitedb import connect, transaction
 
 SCHEMA = """
@@ -129,13 +134,15 @@ class CrawlState:
         return [{"key": k, "sha": s, "id": i, "status": st, "reason": r, **json.loads(rec)}
                 for k, s, i, st, r, rec in rows]
 
-    def fingerprinted(self, skip: set[str] | frozenset[str] = frozenset()) -> list[Outcome]:
-        """Every model this state recorded as fingerprinted whose fingerprint file is still on disk, as the
-        :class:`~crawler.records.Outcome` the pipeline took (oldest first; keys in ``skip`` left out).
+    def fingerprinted(self, store: FingerprintStore | None = None,
+                      skip: set[str] | frozenset[str] = frozenset()) -> list[Outcome]:
+        """Every model this state recorded as fingerprinted whose fingerprint is still in ``store`` (or,
+        recorded by an earlier version, on disk), as the :class:`~crawler.records.Outcome` the pipeline
+        took (oldest first; keys in ``skip`` left out).
 
         The one way code outside :mod:`crawler` learns what the crawl fingerprinted (``App.rematch``)."""
         return [o for r in self.results() if r["key"] not in skip
-                and (o := _replayed(r)) is not None and o.status == "fingerprinted"]
+                and (o := _replayed(r, store)) is not None and o.status == "fingerprinted"]
 
     def counts(self) -> dict[str, int]:
         q = self.db.execute("SELECT status, COUNT(*) FROM queue WHERE endpoint=? GROUP BY status", (self.endpoint,))
@@ -157,12 +164,14 @@ def _iso(d: datetime | None) -> str | None:
     return d.isoformat() if d else None
 
 
-def fingerprint_file(path: str | Path, repo_id: str) -> Path | None:
-    """The newest fingerprint file the crawl state at ``path`` records for ``repo_id`` (any endpoint), read
-    without writing (a web server looks pictures up while a crawler owns the file), or None."""
+def fingerprint_of(path: str | Path, repo_id: str) -> tuple[Path | None, str | None]:
+    """The newest fingerprint the crawl state at ``path`` records for ``repo_id`` (any endpoint), read
+    without writing (a web server looks pictures up while a crawler owns the file): ``(file, sha256)``,
+    the file as recorded (None in a store that is not a local directory), the SHA-256 its store key
+    derives from (None in a record from before the shared store)."""
     p = Path(path)
     if not p.exists():
-        return None
+        return None, None
     try:
         db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
         try:
@@ -173,14 +182,30 @@ def fingerprint_file(path: str | Path, repo_id: str) -> Path | None:
     except sqlite3.Error as e:
         raise CrawlStateError(f"cannot read crawl state {p}: {e}") from e
     if row is None:
-        return None
-    fp = json.loads(row[0]).get("fingerprint")
-    return Path(fp) if isinstance(fp, str) and fp else None
+        return None, None
+    rec = json.loads(row[0])
+    fp, sha = rec.get("fingerprint"), rec.get("fingerprint_sha256")
+    return (Path(fp) if isinstance(fp, str) and fp else None), (sha if isinstance(sha, str) and sha else None)
 
 
-def _replayed(r: dict[str, Any]) -> Outcome | None:
+def read_stored(store: FingerprintStore, sha: str) -> Sketch:
+    """The fingerprint whose bytes hash to ``sha``, read from ``store`` and checked.
+
+    Raises:
+        FingerprintIndexError: missing or unreadable; FingerprintFileError: altered or not a fingerprint.
+    """
+    key = content_key(sha)
+    data = store.get(key)
+    where = f"{store.describe()}/{key}"
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise FingerprintFileError(where, "content does not match the SHA-256 the crawl recorded (tampered?)")
+    return read_sketch(MemorySource(where, data), where)
+
+
+def _replayed(r: dict[str, Any], store: FingerprintStore | None) -> Outcome | None:
     """The outcome a stored result records, as the pipeline took it: a fingerprinted model whose file is
-    still on disk (read back), or an exact copy; None for anything else."""
+    still in ``store`` (or, in a record from before the shared store, on disk), read back; an exact
+    copy; None for anything else."""
     from fingerprint.sketch import load
 
     if not r.get("model"):
@@ -189,15 +214,25 @@ def _replayed(r: dict[str, Any]) -> Outcome | None:
     if r["status"] == "duplicate" and r.get("duplicate_of"):
         owner = r["duplicate_of"]
         return Outcome(m, "duplicate", r.get("reason"), duplicate_of=(str(owner[0]), str(owner[1])), base_keys=bases)
-    path = Path(r["fingerprint"]) if r["status"] == "fingerprinted" and r.get("fingerprint") else None
+    if r["status"] != "fingerprinted":
+        return None
+    sha = r.get("fingerprint_sha256")
+    if isinstance(sha, str) and store is not None:
+        try:
+            sk = read_stored(store, sha)
+        except (FingerprintIndexError, FingerprintFileError):
+            return None
+        return Outcome(m, "fingerprinted", fingerprint=store.local_path(content_key(sha)), fingerprint_sha=sha,
+                       sketch=sk, base_keys=bases)
+    path = Path(r["fingerprint"]) if r.get("fingerprint") else None
     if path is None or not path.is_file():
         return None
     return Outcome(m, "fingerprinted", fingerprint=path, sketch=load(path), base_keys=bases)
 
 
-def placed_outcomes(path: str | Path) -> list[Outcome]:
+def placed_outcomes(path: str | Path, store: FingerprintStore | None = None) -> list[Outcome]:
     """Every outcome placement reads, of every endpoint the crawl state at ``path`` holds: fingerprinted
-    models (whose files are still on disk) and exact copies, in the order they were processed. Read
+    models (whose files are still in ``store``, or on disk) and exact copies, in the order they were processed. Read
     without writing (``lineage repair``).
 
     Raises:
@@ -217,7 +252,7 @@ def placed_outcomes(path: str | Path) -> list[Outcome]:
         raise CrawlStateError(f"cannot read crawl state {p}: {e}") from e
     out = []
     for k, sha, i, st, reason, rec in rows:
-        o = _replayed({"key": k, "sha": sha, "id": i, **json.loads(rec), "status": st, "reason": reason})
+        o = _replayed({"key": k, "sha": sha, "id": i, **json.loads(rec), "status": st, "reason": reason}, store)
         if o is not None:
             out.append(o)
     return out

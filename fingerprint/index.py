@@ -31,12 +31,12 @@ from fingerprint.indexdb import SCREEN_DIM, TOKEN_DIM, Entries, Entry, Facts, In
 from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
 from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch
-from fingerprint.store import FingerprintStore
+from fingerprint.store import FingerprintStore, content_key
 
 if TYPE_CHECKING:  # torch is imported only when something is scored
     from fingerprint.similarity.factored import TargetWork
 
-__all__ = ["Entry", "Evidence", "Facts", "Index", "Match", "screen_vector", "token_sketch"]
+__all__ = ["Entry", "Evidence", "Facts", "Index", "Match", "Stored", "screen_vector", "token_sketch"]
 
 LEGACY_VERSION = 1  # index.json + screen.npz
 DEPTH_BINS = 8
@@ -72,6 +72,17 @@ def _overlap(mine_sorted: np.ndarray, theirs: np.ndarray) -> np.ndarray:
         return np.zeros(len(theirs))
     pos = np.minimum(np.searchsorted(mine_sorted, theirs), len(mine_sorted) - 1)
     return np.asarray((mine_sorted[pos] == theirs).sum(axis=1) / len(mine_sorted))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A fingerprint already in the index's store (the crawler put it there): its parsed sketch and the
+    SHA-256 of its bytes. Adding it reads and writes no fingerprint file; ``path``: a file holding the
+    same bytes, copied in if the store lacks them (an index kept apart from the crawler's store)."""
+
+    sketch: Sketch
+    sha256: str
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -138,25 +149,35 @@ class Index:
         self.db.close()
 
     # -- writes ---------------------------------------------------------------------------------------
-    def add(self, path: str | Path, name: str | None = None, family: str | None = None,
+    def add(self, path: str | Path | Stored, name: str | None = None, family: str | None = None,
             facts: Facts | None = None) -> Entry:
         """Copy a fingerprint file into the index (re-adding the same name replaces it)."""
         return self.add_many([(path, name, family)], [facts or Facts()])[0]
 
-    def add_many(self, items: list[tuple[str | Path, str | None, str | None]],
+    def add_many(self, items: list[tuple[str | Path | Stored, str | None, str | None]],
                  facts: list[Facts] | None = None) -> list[Entry]:
-        """Add several fingerprint files in one transaction (``facts``: each item's :class:`Facts`)."""
+        """Add several fingerprint files (or :class:`Stored` fingerprints) in one transaction (``facts``:
+        each item's :class:`Facts`).
+
+        Raises:
+            FingerprintFileError: a file is missing, unreadable or not a fingerprint.
+            FingerprintIndexError: a :class:`Stored` fingerprint is not in the store.
+        """
         added, rows_s, rows_t = [], [], []
         for j, (path, name, family) in enumerate(items):
-            if not Path(path).is_file() or Path(path).stat().st_size > MAX_FILE_BYTES:
-                load(path)  # raises its error (missing, unreadable, too large) without reading the file
-            data = Path(path).read_bytes()  # read once: parsed, hashed and stored from the same bytes
-            sk = read_sketch(MemorySource(str(path), data), str(path))
-            sha = hashlib.sha256(data).hexdigest()
-            rel = f"fingerprints/{sha[:16]}.lfp"
-            if not self.store.exists(rel):  # content-addressed: a copy already there is this file
-                self.store.put(rel, data)
-            name = name or str(sk.meta.get("source") or Path(path).stem)
+            if isinstance(path, Stored):
+                sk, sha, rel = path.sketch, path.sha256, content_key(path.sha256)
+                if not self.store.exists(rel):
+                    if path.path is None or not path.path.is_file():
+                        raise FingerprintIndexError(f"{self.store.describe()}/{rel}: fingerprint is missing from the store")
+                    self.store.put(rel, path.path.read_bytes())
+            else:
+                if not Path(path).is_file() or Path(path).stat().st_size > MAX_FILE_BYTES:
+                    load(path)  # raises its error (missing, unreadable, too large) without reading the file
+                data = Path(path).read_bytes()  # read once: parsed, hashed and stored from the same bytes
+                sk = read_sketch(MemorySource(str(path), data), str(path))
+                rel, sha = self.store.put_content(data)  # content-addressed: a copy already there is this file
+            name = name or str(sk.meta.get("source") or (sha[:16] if isinstance(path, Stored) else Path(path).stem))
             added.append(Entry(name=name, family=family if family is not None else name, file=rel, sha256=sha,
                                architecture=str(sk.meta["architecture"]), width=sk.width, layers=sk.num_layers,
                                vocab_digest=str(sk.meta["vocab_digest"]), source=str(sk.meta.get("source")),

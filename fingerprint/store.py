@@ -1,5 +1,6 @@
-"""Where the index keeps fingerprint files: a local directory, or any fsspec URL (``s3://bucket/prefix``,
-``gs://…``, ``file:///mnt/fingerprints``) once they outgrow one disk.
+"""Where fingerprint files live, for the crawler and the index alike: a local directory (the index's,
+``$LINEAGE_HOME/index/fingerprints``), or any fsspec URL (``s3://bucket/prefix``, ``gs://…``,
+``file:///mnt/fingerprints``) once they outgrow one disk.
 
 Files are content-addressed (``fingerprints/<sha256[:16]>.lfp``), so a store is append-only: a key is
 written once, with an atomic put where the backend has one, and every read is checked against the
@@ -8,6 +9,7 @@ SHA-256 the index recorded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,11 @@ from typing import Any
 from fingerprint.errors import FingerprintIndexError
 
 MAX_FETCH_BYTES = 512 * 1024 * 1024  # a 70B fingerprint is 150 MB: anything far larger is not ours
+
+
+def content_key(sha256: str) -> str:
+    """Where the fingerprint file whose bytes hash to ``sha256`` lives in a store."""
+    return f"fingerprints/{sha256[:16]}.lfp"
 
 
 class FingerprintStore:
@@ -61,6 +68,15 @@ class FingerprintStore:
                 self._fs.pipe_file(target, data)  # object stores write an object whole
         except OSError as e:
             raise FingerprintIndexError(f"fingerprint store {self.describe()}: cannot write {key}: {e}") from e
+
+    def put_content(self, data: bytes) -> tuple[str, str]:
+        """Store ``data`` under its content key unless a file is already there: ``(key, sha256)``. The
+        crawler and the index share one store, so a fingerprint is written once."""
+        sha = hashlib.sha256(data).hexdigest()
+        key = content_key(sha)
+        if not self.exists(key):
+            self.put(key, data)
+        return key, sha
 
     def get(self, key: str) -> bytes:
         """The bytes under ``key``.

@@ -107,8 +107,9 @@ class App:
         from crawler.crawl import Crawler, CrawlOptions
 
         s = self.settings
-        opts = CrawlOptions(endpoint=endpoint or s.hub_endpoint, home=s.home / "crawl",
-                            token=token or s.hub_token, **options)
+        # one fingerprint store for the crawler and the index: each fingerprint is written once
+        opts = CrawlOptions(endpoint=endpoint or s.hub_endpoint, home=s.home / "crawl", token=token or s.hub_token,
+                            fingerprints=s.home / "index", fingerprint_url=s.fingerprint_store, **options)
         c = Crawler(opts, progress=progress and not s.disable_progress_bars)
         self._crawlers.append(c)
         return c
@@ -148,9 +149,11 @@ class App:
             out = c.fetch(repo_id)
         finally:
             self._close(c)
-        if out.model is None or out.fingerprint is None:
+        if out.model is None or out.sketch is None:
             raise HubRequestError(repo_id, None, out.reason or out.status)
-        self.pipeline.register_base(out.model, str(out.fingerprint), family or repo_id)
+        from lineage.pipeline import fingerprint_of
+
+        self.pipeline.register_base(out.model, fingerprint_of(out), family or repo_id)
         return self.index.entries[repo_id]
 
     def bootstrap(self, families: list[dict[str, Any]], endpoint: str | None = None,
@@ -195,7 +198,7 @@ class App:
             return {"rematched": 0, "families": len(families), "skipped": "no family joined the index"}
         placed = {e.src for e in self.store.detected_edges(None)}
         n = 0
-        for out in crawler.state.fingerprinted(skip=placed):
+        for out in crawler.state.fingerprinted(crawler.fingerprints, skip=placed):
             self.pipeline(out)
             n += 1
         self._mark_rematched(families)
@@ -226,7 +229,8 @@ class App:
         from lineage.repair import REPAIR_MARK, repair
 
         home = self.settings.home
-        report = repair(self.store, self.index, placed_outcomes(home / "crawl" / "crawl.sqlite"), progress)
+        report = repair(self.store, self.index, placed_outcomes(home / "crawl" / "crawl.sqlite", self.index.store),
+                        progress)
         self._pipeline = Pipeline(self.store, self.index)  # any earlier one scored against the old index
         self._mark_rematched(self.index.db.families())
         self.evaluate_alerts()

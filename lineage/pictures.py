@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler.state import fingerprint_file
-from fingerprint.errors import FingerprintIndexError
-from fingerprint.index import Index
+from crawler.state import fingerprint_of, read_stored
+from fingerprint.errors import FingerprintFileError, FingerprintIndexError
+from fingerprint.index import Index, Stored
 from fingerprint.picture import picture_png
 from fingerprint.sketch import Sketch, load, sketch_of
+from fingerprint.store import content_key
 from graph.store import LineageStore
 from lineage.errors import LineageError
 
@@ -37,15 +38,25 @@ class Cell:
     sketch: Sketch
 
 
-def find_fingerprint(home: Path, index: Index, model_id: str) -> Path | None:
-    """The fingerprint file of ``model_id``: its index entry (bases and every placed model), else the
-    newest one the crawl state recorded (models not placed in a family)."""
+def find_fingerprint(home: Path, index: Index, model_id: str) -> Path | Stored | None:
+    """The fingerprint of ``model_id``: its index entry's (bases and every placed model), else the newest
+    one the crawl state recorded (models not placed in a family), in the shared store (a
+    :class:`~fingerprint.index.Stored` when that store is not a local directory) or, recorded by an
+    earlier version, on disk."""
     e = index.entries.get(model_id)
     local = index.local_path(e.name) if e is not None else None
     if local is not None and local.exists():
         return local
-    p = fingerprint_file(home / "crawl" / "crawl.sqlite", model_id)
-    return p if p is not None and p.exists() else None
+    path, sha = fingerprint_of(home / "crawl" / "crawl.sqlite", model_id)
+    if sha is not None:
+        here = index.store.local_path(content_key(sha))
+        if here is not None:
+            return here if here.exists() else None
+        try:
+            return Stored(read_stored(index.store, sha), sha)
+        except (FingerprintIndexError, FingerprintFileError):
+            return None
+    return path if path is not None and path.exists() else None
 
 
 def sketch_for(home: Path, index: Index, target: str) -> Sketch:
@@ -62,7 +73,11 @@ def sketch_for(home: Path, index: Index, target: str) -> Sketch:
             return index.sketch(target)  # checks the recorded SHA-256
         except FingerprintIndexError:
             pass
-    return load(found)
+    return _sketch(found)
+
+
+def _sketch(fp: Path | Stored) -> Sketch:
+    return fp.sketch if isinstance(fp, Stored) else load(fp)
 
 
 def family_rows(store: LineageStore, home: Path, index: Index, family: str) -> list[list[Cell]]:
@@ -81,7 +96,7 @@ def family_rows(store: LineageStore, home: Path, index: Index, family: str) -> l
     for m in ordered[:MAX_CELLS]:
         fp = find_fingerprint(home, index, m.id)
         if fp is not None:
-            cells.append(Cell(m.id, load(fp)))
+            cells.append(Cell(m.id, _sketch(fp)))
     if not cells:
         raise PictureLookupError(f"no member of {family!r} has a fingerprint in this home")
     return _wrap(cells)
@@ -163,11 +178,12 @@ class HomePictures:
         fp = find_fingerprint(self.home, self.index, model_id)
         if fp is None:
             return None
-        key = str(fp)  # by file, not id: a new commit of the model has a new fingerprint and a new picture
+        # by content, not id: a new commit of the model has a new fingerprint and a new picture
+        key = fp.sha256 if isinstance(fp, Stored) else str(fp)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        data = picture_png(load(fp))
+        data = picture_png(_sketch(fp))
         with self._lock:
             if len(self._cache) >= self.keep:
                 self._cache.pop(next(iter(self._cache)))

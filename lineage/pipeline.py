@@ -41,10 +41,11 @@ import heapq
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from crawler.records import HubModel, Outcome
-from fingerprint.index import Facts, Index
+from fingerprint.index import Facts, Index, Stored
 from fingerprint.similarity.verdict import METHOD_VERSION
 from fingerprint.sketch import Sketch
 from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SameWeights, SharedInit
@@ -100,7 +101,7 @@ class Pipeline:
             self._copy(m, out.duplicate_of[0])
             self.seconds["write"] += time.perf_counter() - t
             return
-        if out.status != "fingerprinted" or out.sketch is None or out.fingerprint is None:
+        if out.status != "fingerprinted" or out.sketch is None or (out.fingerprint is None and out.fingerprint_sha is None):
             return
         known = self.index.entries.get(m.id)
         if known is not None and known.family and not self._derived(m.key):
@@ -110,13 +111,13 @@ class Pipeline:
             return
         t = time.perf_counter()
         s = subject_of_model(m)
-        p = self.place(s, out.sketch, _sha(out.fingerprint))
+        p = self.place(s, out.sketch, out.fingerprint_sha or _sha(out.fingerprint))
         self.seconds["match"] += time.perf_counter() - t
         t = time.perf_counter()
         self._apply(s, p, m.license)
         # an unplaced model is kept too, out of every match, so that an older model arriving later can
         # place it (a fine-tune crawled before its base)
-        self.index.add(out.fingerprint, name=m.id, family=p.family or "", facts=subject_facts(s, bool(p.family)))
+        self.index.add(fingerprint_of(out), name=m.id, family=p.family or "", facts=subject_facts(s, bool(p.family)))
         self.scorer.indexed(m.id, m.key)
         self.seconds["write"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -270,12 +271,13 @@ class Pipeline:
         """Whether the store already has a detected parent for ``key`` (placed by an earlier crawl)."""
         return any(e.src == key for e in self.store.reach(key, upward=True, mode="detected", depth=1, min_score=-1.0))
 
-    def register_base(self, m: HubModel, fingerprint: str, family: str, license: str | None = None) -> None:
+    def register_base(self, m: HubModel, fingerprint: str | Path | Stored, family: str,
+                      license: str | None = None) -> None:
         """Index a base family's root and write its node, family and membership (``lineage index add``).
         It precedes every crawled model (:data:`~lineage.placement.CATALOG_MS`)."""
         from fingerprint.sketch import load
 
-        self._write_model(m, load(fingerprint))
+        self._write_model(m, fingerprint.sketch if isinstance(fingerprint, Stored) else load(fingerprint))
         t = now_ms()
         self.store.upsert_families([FamilyRecord(family, m.key, family, license or m.license)], t)
         self.store.set_families([InFamily(m.key, family, "root")], t)
@@ -352,6 +354,15 @@ class Pipeline:
         self.revisit([s.id], again=tuple(self._indexed(subtree)))
         if owner_id != (fam.name if fam else None):
             self.store.drop_families([owner_id], t)
+
+
+def fingerprint_of(out: Outcome) -> Path | Stored:
+    """What the index adds for ``out``: the fingerprint the crawler put in the shared store (no copy,
+    no re-read), or the file an outcome from before the shared store names."""
+    if out.fingerprint_sha is not None and out.sketch is not None:
+        return Stored(out.sketch, out.fingerprint_sha, out.fingerprint)
+    assert out.fingerprint is not None
+    return out.fingerprint
 
 
 def _sha(path: Any) -> str:

@@ -266,4 +266,4 @@ def test_an_index_killed_while_adding_stays_consistent(tmp_path: Path) -> None:
         assert np.allclose(rows.screen[row], vectors[files[int(e.name[1:]) % 3]], atol=1e-6)
     idx.add(files[0], f"m{n}", "fam", facts=Facts(key=f"k{n}", published_ms=n))
     assert len(idx.entries) == n + 1 and int(idx.db.rows().live.sum()) == n + 1
-    assert [g[0] for g in idx.screen(fake(32, 0), 1, older_than=(n + 1, ""))][0] in {f"m{j}" for j in range(0, n + 1, 3)}
+    assert next(g[0] for g in idx.screen(fake(32, 0), 1, older_than=(n + 1, ""))) in {f"m{j}" for j in range(0, n + 1, 3)}

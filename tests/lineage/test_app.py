@@ -1,4 +1,5 @@
-"""lineage.app: the composition root's jobs that span packages (rematch when a base family joins)."""
+"""lineage.app: the composition root's jobs that span packages (rematch when a base family joins), and the
+one fingerprint store the crawler and the index share."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ def parents(app: object) -> dict[str, str]:
 
 
 def test_rematch_places_what_matched_nothing_once_its_base_joins(models: dict[str, Path], tmp_path: Path) -> None:
+    """Rematch replays the crawl's fingerprints from the shared store: here an fsspec URL, so the home
+    holds no fingerprint file at all; with the default store each file is written once, in the index."""
     hub = HubSim()
     hub.start()
     repo(hub, "alice/ft", models["ft"], 2)
     repo(hub, "carol/other", models["other"], 4)
-    env = {**os.environ, "LINEAGE_HOME": str(tmp_path / "late")}
+    objects = tmp_path / "objects"
+    env = {**os.environ, "LINEAGE_HOME": str(tmp_path / "late"), "LINEAGE_FINGERPRINT_STORE": f"file://{objects}"}
     with open_app(Settings.from_env(env)) as app:
         c = app.crawler(hub.endpoint, progress=False)
         app.crawl(c)  # the fine-tune's base is not on the Hub yet: it matches nothing
@@ -35,13 +39,20 @@ def test_rematch_places_what_matched_nothing_once_its_base_joins(models: dict[st
         late = parents(app)
         assert late == {"alice/ft": "org/base"}  # and carol's independent model stays unplaced
         assert app.rematch(c)["skipped"] == "no family joined the index"
+    assert not list((tmp_path / "late").rglob("*.lfp"))
+    assert len(list((objects / "fingerprints").glob("*.lfp"))) == 3  # base, ft, other: once each
     env = {**os.environ, "LINEAGE_HOME": str(tmp_path / "early")}
+    env.pop("LINEAGE_FINGERPRINT_STORE", None)
     with open_app(Settings.from_env(env)) as app:  # the base indexed before the crawl
         app.add_base("org/base", "base", endpoint=hub.endpoint)
         app.crawl(app.crawler(hub.endpoint, progress=False))
         early = parents(app)
+        entries = {e.file for e in app.index.entries.values()}
     hub.stop()
     assert late == early
+    assert not (tmp_path / "early" / "crawl" / "fingerprints").exists()
+    stored = {f"fingerprints/{p.name}" for p in (tmp_path / "early" / "index" / "fingerprints").glob("*.lfp")}
+    assert stored == entries and len(stored) == 3  # every entry's file (the unplaced model's too), once
 
 
 def test_comparing_two_checkpoints_imports_neither_torch_nor_the_crawler(models: dict[str, Path]) -> None:

@@ -49,7 +49,7 @@ def test_picture_of_a_crawled_model_and_its_family_sheet(crawled: Path) -> None:
 
 
 def test_directory_sheet_and_one_line_errors(crawled: Path) -> None:
-    fps = crawled / "crawl" / "fingerprints"
+    fps = crawled / "index" / "fingerprints"  # the one store the crawler and the index share
     r = CliRunner().invoke(main, ["picture", "--sheet", str(fps), "-o", str(crawled / "dir.png"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["pictures"] == len(list(fps.glob("*.lfp"))) >= 3

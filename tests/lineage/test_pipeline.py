@@ -101,7 +101,7 @@ def test_a_chain_is_placed_generation_by_generation(pipe: tuple[Pipeline, Counti
     assert p.store.family_of("k-bob/ft2").name == "llama"
     assert parent_of(p, "carol/other") is None and p.store.get_models(["k-carol/other"])[0].candidate_family
     # every model is in the index under its family, with what placing it again needs
-    assert p.index.entries["bob/ft2"].family == "llama" and p.index.entries["bob/ft2"].meta["key"] == "k-bob/ft2"
+    assert p.index.entries["bob/ft2"].family == "llama" and p.index.entries["bob/ft2"].facts.key == "k-bob/ft2"
 
 
 def test_a_fine_tune_crawled_before_its_parent_is_placed_when_the_parent_arrives(

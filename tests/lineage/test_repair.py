@@ -1,15 +1,17 @@
 """lineage.repair: a home two crawls wrote at once is placed again into the graph one crawl writes.
 
-The corruption is made the way a user made it (issue 37: two ``lineage demo`` started 3 s apart): two
-applications open the same home, each with its own copy of the index, and crawl the same stand-in in
-turns, a few models each. Each places models against an index that lacks the other's, and each saves
-its whole index over the other's. The repaired home must equal a home one crawl wrote: every edge,
-family, candidate flag and copy, the index entries and the alerts' findings.
+The corruption is made the way a user made it (issue 37: two ``lineage demo`` started 3 s apart, before
+the writer lock and the SQLite index): two applications open the same home, each with its own copy of
+the index, and crawl the same stand-in in turns, a few models each. Each places models against an
+index that lacks the other's, and one's copy is lost (then, the last to save its whole index won). The
+repaired home must equal a home one crawl wrote: every edge, family, candidate flag and copy, the index
+entries and the alerts' findings.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _two_writers(zoo: Manifest, home: Path, turn: int = 4) -> None:
     """Two apps on one home crawl the stand-in in turns of ``turn`` models (module docstring)."""
+    from fingerprint.index import Index
     from hubsim import HubSim
     from lineage.app import open_app
     from lineage.demo import GATED, OPERATOR_TOKEN, UNCATALOGUED
@@ -43,6 +46,8 @@ def _two_writers(zoo: Manifest, home: Path, turn: int = 4) -> None:
             for m in catalog:
                 first.add_base(m.id, m.name, hub.endpoint, token=OPERATOR_TOKEN)
         with open_app(s) as a, open_app(s) as b:  # both read the index as the bootstrap left it
+            shutil.copytree(home / "index", home.parent / "index-b")  # b's copy, lost after the crawl
+            a._index, b._index = Index(home / "index"), Index(home.parent / "index-b")
             ca = a.crawler(hub.endpoint, progress=False, state_label="order")
             cb = b.crawler(hub.endpoint, progress=False, state_label="order")
             while True:
@@ -63,7 +68,7 @@ def _home(home: Path) -> dict[str, Any]:
     finally:
         store.close()
     entries = Index(home / "index").entries
-    return {**tree(dump), "index": sorted((e.name, e.family, bool(e.meta.get("hidden"))) for e in entries.values()),
+    return {**tree(dump), "index": sorted((e.name, e.family, e.facts.hidden) for e in entries.values()),
             "findings": findings}
 
 

@@ -90,4 +90,4 @@ def test_the_service_and_index_add_at_once_lose_nothing(hub: HubSim, tmp_path: P
     entries = Index(home / "index").entries
     # the pass's four fingerprinted models (the gated repo is not read) and the added base: nothing lost
     assert set(entries) == {"org/base", "alice/ft", "bob/ft2", "carol/other"}, sorted(entries)
-    assert entries["org/base"].family == "base" and entries["org/base"].meta.get("catalog")
+    assert entries["org/base"].family == "base" and entries["org/base"].facts.catalog
