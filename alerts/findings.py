@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from alerts.licenses import License, canonical, clean
 from alerts.rules import SEVERITIES, Severity, judge, rules, strictest
 from graph import queries
 from graph.records import FamilyRecord, ModelRecord
-from graph.store import EdgeRow, LineageStore
+from graph.store import MAX_DEPTH, EdgeRow, LineageStore
 
 Kind = Literal["license_conflict", "undeclared_base", "declared_differently", "attribution_missing", "hidden_copy",
                "unknown_license"]
@@ -99,7 +99,8 @@ def _finding(kind: Kind, severity: Severity, m: ModelRecord, base: ModelRecord |
 
 @dataclass
 class Graph:
-    """What every finder reads, from batched graph reads made once per evaluation."""
+    """What every finder reads, from batched graph reads made once per evaluation: of the whole graph,
+    or (:meth:`read` with ``keys``) of the models ``keys`` and what their findings depend on."""
 
     store: LineageStore
     #: detected parents (key, score) and the z of each detected edge, per model key
@@ -110,26 +111,51 @@ class Graph:
     copies: list[EdgeRow]
     models: dict[str, ModelRecord]
     families: dict[str, FamilyRecord | None]
+    #: the models whose findings this read supports (None: every model)
+    scope: set[str] | None = None
+    #: detected parents of the scope's ancestors too (their ancestry decides ``declared_differently``)
+    ancestry: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, store: LineageStore) -> Graph:
-        detected = [e for e in store.detected_edges(None) if e.verdict == "derived"]
+    def read(cls, store: LineageStore, keys: set[str] | None = None) -> Graph:
+        """Read what the finders need; ``keys``: only for those models (:func:`affected` widens a change
+        log's keys to them), each kind of fact in one batched read."""
+        if keys is None:
+            edges = store.detected_edges(None)
+            declared_rows = store.declared_edges(None)
+            copies = store.copies()
+        else:
+            edges = store.detected_from(sorted(keys))
+            declared_rows = store.declared_edges(sorted(keys))
+            copies = store.copies_among(sorted(keys))
+        detected = [e for e in edges if e.verdict == "derived"]
         declared: dict[str, list[str]] = defaultdict(list)
-        for e in store.declared_edges(None):
+        for e in declared_rows:
             declared[e.src].append(e.dst)
-        copies = store.copies()
         parents: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
         zs: dict[tuple[str, str], float | None] = {}
+        ancestry: dict[str, list[str]] = defaultdict(list)
         for e in detected:
             parents[e.src].append((e.dst, e.score))
             zs[(e.src, e.dst)] = e.z
-        keys = set(parents) | set(declared) | {d for v in declared.values() for d in v} | {
+            ancestry[e.src].append(e.dst)
+        if keys is not None:  # the scope's ancestors' parents, a level per read (chains are short)
+            frontier = {p for v in ancestry.values() for p in v} - set(ancestry)
+            for _ in range(MAX_DEPTH):
+                if not frontier:
+                    break
+                up = [e for e in store.detected_from(sorted(frontier)) if e.verdict == "derived"]
+                for e in up:
+                    ancestry[e.src].append(e.dst)
+                frontier = {e.dst for e in up} - set(ancestry) - frontier
+        ks = set(parents) | set(declared) | {d for v in declared.values() for d in v} | {
             p for v in parents.values() for p, _ in v} | {c.src for c in copies} | {c.dst for c in copies}
-        models = {m.key: m for m in store.get_models(sorted(keys))}
-        fams = {k: store.family_of(k) for k in keys}
+        models = {m.key: m for m in store.get_models(sorted(ks))}
+        got = store.families_of(sorted(ks))
+        fams: dict[str, FamilyRecord | None] = {k: got.get(k) for k in ks}
         roots = {f.root_key for f in fams.values() if f is not None and f.root_key}
         models.update({m.key: m for m in store.get_models(sorted(roots - set(models)))})
-        return cls(store, parents, zs, declared, copies, models, fams)
+        return cls(store, parents, zs, declared, copies, models, fams, keys, ancestry)
 
     def root_of(self, key: str) -> ModelRecord | None:
         """The root of ``key``'s family."""
@@ -145,10 +171,27 @@ class Graph:
         return f is not None and f.root_key == key
 
 
+def affected(store: LineageStore, touched: Sequence[str]) -> set[str]:
+    """The models whose findings a write to the models ``touched`` may change: those models; every
+    member of their families (a member's findings read its family root's licence and its ancestry,
+    which stays inside its family); the models whose cards declare any of these (judged against the
+    declared base's family root); and the other end of their exact-copy pairs."""
+    keys = set(touched)
+    for name in sorted({f.name for f in store.families_of(sorted(keys)).values()}):
+        keys.update(store.family_members(name))
+    keys.update(store.declarers_of(sorted(keys)))
+    for c in store.copies_among(sorted(keys)):
+        keys.update((c.src, c.dst))
+    return keys
+
+
 def find_undeclared(g: Graph) -> Iterator[Finding]:
     """``undeclared_base`` and ``declared_differently``: a detected parent the card does not name (no
     ``base_model``), or names bases none of which is the detected family's (``graph.queries.undeclared``)."""
-    for row in queries.undeclared(g.store):
+    detected = [EdgeRow(src, dst, "DERIVED_FROM", score, "derived") for src, ps in g.parents.items() for dst, score in ps]
+    rows = queries.undeclared_rows(detected, g.ancestry, g.declared, g.models,
+                                   {k: f for k, f in g.families.items() if f is not None})
+    for row in rows:
         m = g.models.get(row["key"])
         p = next((g.models[k] for k, _ in g.parents.get(row["key"], []) if k in g.models), None)
         if m is None:
@@ -223,11 +266,13 @@ FINDERS: dict[str, Callable[[Graph], Iterable[Finding]]] = {
 }
 
 
-def evaluate(store: LineageStore) -> list[Finding]:
+def evaluate(store: LineageStore, keys: set[str] | None = None) -> list[Finding]:
     """Every finding the graph supports now (every :data:`FINDERS` entry over one read of the graph),
-    one per dedup key, sorted by model then kind."""
-    g = Graph.read(store)
-    uniq = {f.dedup_key: f for finder in FINDERS.values() for f in finder(g)}
+    one per dedup key, sorted by model then kind; ``keys``: only the findings of those models (read
+    from what they depend on; :func:`affected` says which models a change concerns)."""
+    g = Graph.read(store, keys)
+    uniq = {f.dedup_key: f for finder in FINDERS.values() for f in finder(g)
+            if keys is None or f.model_key in keys}
     return sorted(uniq.values(), key=lambda f: (f.model_id, KINDS.index(f.kind), f.base_id or ""))
 
 

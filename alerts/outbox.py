@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS finding (
     resolved_ms INTEGER, acked_ms INTEGER);
 CREATE INDEX IF NOT EXISTS finding_model ON finding (model_id);
 CREATE INDEX IF NOT EXISTS finding_family ON finding (family);
+CREATE INDEX IF NOT EXISTS finding_model_key ON finding (model_key, status);
+CREATE TABLE IF NOT EXISTS watermark (
+    graph TEXT PRIMARY KEY, ms INTEGER NOT NULL, rules TEXT NOT NULL, full_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS event (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, dedup_key TEXT NOT NULL, type TEXT NOT NULL,
     doc TEXT NOT NULL, created_ms INTEGER NOT NULL);
@@ -72,6 +75,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """An evaluation's watermark: the graph it read (the ``LINEAGE_GRAPH`` it was opened with), the time
+    it started (what it saw was written before), the rule table's version, and the last full one."""
+
+    graph: str
+    ms: int
+    rules: str
+    full_ms: int
+
+
+@dataclass(frozen=True)
 class SyncResult:
     opened: int
     changed: int
@@ -100,13 +114,32 @@ class AlertStore:
         return transaction(self.db)
 
     # -- findings and the outbox ------------------------------------------------------------------
-    def sync(self, findings: list[Finding], now: int | None = None) -> SyncResult:
-        """Store this evaluation; write an event for each opened, changed or resolved finding (one transaction)."""
+    def watermark(self, graph: str) -> Mark | None:
+        """Where the last evaluation of the graph ``graph`` (its settings' name) left off."""
+        row = self.db.execute("SELECT ms, rules, full_ms FROM watermark WHERE graph = ?", (graph,)).fetchone()
+        return None if row is None else Mark(graph, int(row[0]), str(row[1]), int(row[2]))
+
+    def open_counts(self) -> dict[str, int]:
+        """Open findings by kind (acknowledged ones included: they are still found)."""
+        return {str(k): int(n) for k, n in self.db.execute(
+            "SELECT kind, COUNT(*) FROM finding WHERE status = 'open' GROUP BY kind ORDER BY kind")}
+
+    def sync(self, findings: list[Finding], now: int | None = None, *, scope: set[str] | None = None,
+             mark: Mark | None = None) -> SyncResult:
+        """Store this evaluation; write an event for each opened, changed or resolved finding (one transaction).
+
+        ``scope``: the evaluation covered only these models (an incremental one), so only their stored
+        findings can be resolved by it; ``mark``: the watermark it reached, recorded in the same
+        transaction (a crash before the commit repeats the whole evaluation, never half of it).
+        """
         t = now_ms() if now is None else now
         fresh = {f.dedup_key: f for f in findings}
         opened = changed = resolved = unchanged = 0
         with self.tx() as con:
-            old = {k: (d, s, a) for k, d, s, a in con.execute("SELECT dedup_key, digest, status, acked_ms FROM finding")}
+            q = "SELECT dedup_key, digest, status, acked_ms FROM finding"
+            rows = con.execute(q) if scope is None else con.execute(
+                q + " WHERE model_key IN (SELECT value FROM json_each(?))", (json.dumps(sorted(scope)),))
+            old = {k: (d, s, a) for k, d, s, a in rows}
             for key, f in fresh.items():
                 doc = json.dumps(f.to_dict(), sort_keys=True)
                 prev = old.get(key)
@@ -133,6 +166,9 @@ class AlertStore:
                     con.execute("UPDATE finding SET status='resolved', resolved_ms=? WHERE dedup_key=?", (t, key))
                     self._event(con, key, "resolved", doc, t)
                     resolved += 1
+            if mark is not None:
+                con.execute("INSERT INTO watermark VALUES (?, ?, ?, ?) ON CONFLICT(graph) DO UPDATE SET ms = excluded.ms, "
+                            "rules = excluded.rules, full_ms = excluded.full_ms", (mark.graph, mark.ms, mark.rules, mark.full_ms))
         return SyncResult(opened, changed, resolved, unchanged)
 
     @staticmethod

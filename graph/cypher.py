@@ -20,6 +20,7 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX model_license IF NOT EXISTS FOR (m:Model) ON (m.license)",
     "CREATE INDEX model_id_lower IF NOT EXISTS FOR (m:Model) ON (m.id_lower)",
     "CREATE INDEX derived_detected IF NOT EXISTS FOR ()-[r:DERIVED_FROM]-() ON (r.detected_at_ms)",
+    "CREATE INDEX model_touched IF NOT EXISTS FOR (m:Model) ON (m.touched_ms)",
 )
 
 # -- writes (UNWIND $rows; MERGE on stable keys; full property SET so a re-run changes nothing) ----
@@ -370,4 +371,52 @@ COPIES_OF = """
 MATCH (a:Model {key: $key})-[:SAME_WEIGHTS]-(b:Model)
 RETURN DISTINCT b.key AS key
 ORDER BY key
+"""
+
+
+# -- the change log and batched reads of the alerts' incremental evaluation ------------------------
+# Every write that can change a finding stamps the models it concerns (Neo4jStore._touch), deletions
+# included: there are no triggers to do it.
+TOUCH = """
+UNWIND $rows AS row
+MATCH (m:Model {key: row.key})
+SET m.touched_ms = $now
+RETURN count(m) AS n
+"""
+
+TOUCHED_SINCE = """
+MATCH (m:Model)
+WHERE m.touched_ms >= $since
+RETURN m.key AS key
+ORDER BY key
+"""
+
+FAMILIES_OF = """
+UNWIND $keys AS k
+MATCH (m:Model {key: k})-[:IN_FAMILY]->(f:Family)
+RETURN m.key AS key, f.name AS name, f.root_key AS root_key, f.display_name AS display_name, f.license AS license
+"""
+
+DETECTED_FROM = """
+UNWIND $keys AS k
+MATCH (a:Model {key: k})-[r:DERIVED_FROM]->(b:Model)
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
+"""
+
+DECLARERS_OF = """
+UNWIND $keys AS k
+MATCH (a:Model)-[:DECLARES_BASE]->(b:Model {key: k})
+RETURN DISTINCT a.key AS key
+"""
+
+COPIES_FROM = """
+UNWIND $keys AS k
+MATCH (a:Model {key: k})-[:SAME_WEIGHTS]->(b:Model)
+RETURN a.key AS src, b.key AS dst
+"""
+
+COPIES_TO = """
+UNWIND $keys AS k
+MATCH (a:Model)-[:SAME_WEIGHTS]->(b:Model {key: k})
+RETURN a.key AS src, b.key AS dst
 """

@@ -7,6 +7,7 @@ errors, so each unit of work is idempotent and has no side effects outside the d
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,9 +99,17 @@ class Neo4jStore:
                 log.warning("lineage store: %s", notes[-1])
         return notes
 
+    def _touch(self, keys: Sequence[str] | set[str]) -> None:
+        """Stamp the models ``keys`` with the wall clock (:meth:`touched_since`): the writes' ``now_ms``
+        is the caller's (a test or an import may pass any), the change log's must be the clock's."""
+        ks = sorted({k for k in keys if k})
+        if ks:
+            self._write_batches(cypher.TOUCH, [{"key": k} for k in ks], int(time.time() * 1000))
+
     def upsert_models(self, rows: Sequence[ModelRecord], now_ms: int) -> int:
         props = [r.props() for r in rows]
         n = self._write_batches(cypher.UPSERT_MODELS, props, now_ms)
+        self._touch([r.key for r in rows])
         self._write_batches(cypher.LINK_PUBLISHERS, [{"key": p["key"], "author": p["author"]}
                                                      for p in props if p["author"]], now_ms)
         self._write_batches(cypher.LINK_LICENSES, [{"key": p["key"], "license": p["license"]}
@@ -108,11 +117,15 @@ class Neo4jStore:
         return n
 
     def upsert_families(self, rows: Sequence[FamilyRecord], now_ms: int) -> int:
-        return self._write_batches(cypher.UPSERT_FAMILIES, [r.props() for r in rows], now_ms)
+        n = self._write_batches(cypher.UPSERT_FAMILIES, [r.props() for r in rows], now_ms)
+        self._touch([r.root_key for r in rows if r.root_key])
+        return n
 
     def set_families(self, rows: Sequence[InFamily], now_ms: int) -> int:
-        return self._write_batches(cypher.SET_FAMILIES, [
+        n = self._write_batches(cypher.SET_FAMILIES, [
             {"model_key": r.model_key, "family": r.family, "via": r.via} for r in rows], now_ms)
+        self._touch([r.model_key for r in rows])
+        return n
 
     def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
         if replace:
@@ -120,13 +133,19 @@ class Neo4jStore:
             for r in rows:
                 keep.setdefault(r.src, []).append(r.dst)
             self._write_batches(cypher.DROP_OTHER_PARENTS, [{"src": s, "dsts": d} for s, d in keep.items()], now_ms)
-        return self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
+        n = self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
+        self._touch([r.src for r in rows])
+        return n
 
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
-        return self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
+        n = self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
+        self._touch(srcs)
+        return n
 
     def clear_placement(self, keys: Sequence[str], now_ms: int, *, copies: bool = False) -> int:
         rows = [{"key": k} for k in sorted(set(keys))]
+        pairs = self.copies_among(keys) if copies else []  # their other ends lose a copy: stamped too
+        self._touch({*keys, *(e.src for e in pairs), *(e.dst for e in pairs)})
         n = self._write_batches(cypher.LEAVE_FAMILIES, rows, now_ms)
         self.drop_derived(keys, now_ms)
         for q in (cypher.DROP_SHARED_INIT_OF, cypher.CLEAR_CANDIDATE_FLAG,
@@ -138,10 +157,14 @@ class Neo4jStore:
         return self._write_batches(cypher.DROP_EMPTY_FAMILIES, [{"name": n} for n in sorted(set(names))], now_ms)
 
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
-        return self._write_batches(cypher.UPSERT_DECLARED, [r.props() for r in rows], now_ms)
+        n = self._write_batches(cypher.UPSERT_DECLARED, [r.props() for r in rows], now_ms)
+        self._touch([r.src for r in rows])
+        return n
 
     def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int:
-        return self._write_batches(cypher.UPSERT_SAME_WEIGHTS, [r.props() for r in rows], now_ms)
+        n = self._write_batches(cypher.UPSERT_SAME_WEIGHTS, [r.props() for r in rows], now_ms)
+        self._touch([k for r in rows for k in (r.a, r.b)])
+        return n
 
     def set_shared_init(self, src: str, rows: Sequence[SharedInit], now_ms: int) -> int:
         mine = [r for r in rows if r.src == src]
@@ -227,6 +250,28 @@ class Neo4jStore:
         out = {f"declared:{r['k']}": int(r["n"]) for r in self._run(cypher.DECLARED_RELATIONS)}
         out.update({f"detected:{r['k']}": int(r["n"]) for r in self._run(cypher.DETECTED_VERDICTS)})
         return out
+
+    def touched_since(self, ms: int) -> list[str]:
+        return [str(r["key"]) for r in self._run(cypher.TOUCHED_SINCE, {"since": ms})]
+
+    def _each(self, query: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+        ks = sorted(set(keys))
+        return [r for i in range(0, len(ks), BATCH) for r in self._run(query, {"keys": ks[i : i + BATCH]})]
+
+    def families_of(self, keys: Sequence[str]) -> dict[str, FamilyRecord]:
+        return {r["key"]: FamilyRecord(r["name"], r["root_key"], r["display_name"], r["license"])
+                for r in self._each(cypher.FAMILIES_OF, keys)}
+
+    def detected_from(self, srcs: Sequence[str]) -> list[EdgeRow]:
+        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], None, r["z"])
+                for r in self._each(cypher.DETECTED_FROM, srcs)]
+
+    def declarers_of(self, dsts: Sequence[str]) -> list[str]:
+        return sorted({str(r["key"]) for r in self._each(cypher.DECLARERS_OF, dsts)})
+
+    def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
+        pairs = {(r["src"], r["dst"]) for q in (cypher.COPIES_FROM, cypher.COPIES_TO) for r in self._each(q, keys)}
+        return [EdgeRow(a, b, "SAME_WEIGHTS") for a, b in sorted(pairs)]
 
     def copies_of(self, key: str) -> list[str]:
         return [str(r["key"]) for r in self._run(cypher.COPIES_OF, {"key": key})]

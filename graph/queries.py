@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from graph.errors import InvalidRecordError, UnknownFamilyNameError, UnknownModelError
-from graph.records import Lineage, ModelRecord
+from graph.records import FamilyRecord, Lineage, ModelRecord
 from graph.store import MAX_DEPTH, MODES, EdgeRow, LineageStore, Mode
 
 
@@ -167,6 +167,23 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
     for e in all_detected:
         if e.verdict == "derived":
             parents[e.src].append(e.dst)
+    declared: dict[str, list[str]] = defaultdict(list)
+    for e in store.declared_edges(sorted({e.src for e in detected})):
+        declared[e.src].append(e.dst)
+    keys = {e.src for e in detected} | {e.dst for e in detected} | {k for v in declared.values() for k in v}
+    models = {m.key: m for m in store.get_models(sorted(keys))}
+    fams = store.families_of(sorted({e.src for e in detected} | {k for v in declared.values() for k in v}))
+    roots = {f.root_key for f in fams.values() if f.root_key}
+    models.update({m.key: m for m in store.get_models(sorted(roots - set(models)))})
+    return undeclared_rows(detected, parents, declared, models, fams)
+
+
+def undeclared_rows(detected: Iterable[EdgeRow], parents: dict[str, list[str]], declared: dict[str, list[str]],
+                    models: dict[str, ModelRecord], fams: dict[str, FamilyRecord]) -> list[dict[str, Any]]:
+    """:func:`undeclared` on graph facts already read: the ``derived`` ``detected`` edges to judge;
+    ``parents``: detected parents of every model on their way up (ancestry); ``declared``: declared bases
+    of their children; ``models``: the records of both ends, declared bases and family roots; ``fams``:
+    the family of each child and declared base that has one."""
 
     def ancestry(key: str) -> set[str]:
         out: set[str] = set()
@@ -178,12 +195,6 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
                 todo.extend(parents.get(k, []))
         return out
 
-    declared: dict[str, list[str]] = defaultdict(list)
-    for e in store.declared_edges(sorted({e.src for e in detected})):
-        declared[e.src].append(e.dst)
-    keys = {e.src for e in detected} | {e.dst for e in detected} | {k for v in declared.values() for k in v}
-    models = {m.key: m for m in store.get_models(sorted(keys))}
-    fams = {k: store.family_of(k) for k in {e.src for e in detected} | {k for v in declared.values() for k in v}}
     out = []
     for e in sorted(detected, key=lambda e: (e.src, e.dst)):
         child, parent = models.get(e.src), models.get(e.dst)
@@ -200,8 +211,8 @@ def undeclared(store: LineageStore, family_name: str | None = None) -> list[dict
             reason = "declared_differently"
         root_license = None
         if my_family is not None and my_family.root_key:
-            r = store.get_models([my_family.root_key])
-            root_license = r[0].license if r else my_family.license
+            r = models.get(my_family.root_key)
+            root_license = r.license if r is not None else my_family.license
         out.append({"id": child.id, "key": child.key, "reason": reason, "detected_parent": parent.id,
                     "score": e.score, "declared": [models[d].id for d in decl if d in models],
                     "family": my_family.name if my_family else None, "license": child.license,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from graph import closure
+from graph import closure, sqlite_changes
 from graph.errors import StoreUnavailableError
 from graph.records import (
     DeclaredEdge,
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS shares_init (
   detected_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shares_init_dst ON shares_init(dst);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-""" + closure.DDL
+""" + closure.DDL + sqlite_changes.DDL
 
 class SqliteStore:
     """The embedded default store (``$LINEAGE_HOME/graph.sqlite``)."""
@@ -453,6 +453,22 @@ class SqliteStore:
             "SAME_WEIGHTS": rows("SELECT a AS src, b AS dst, sha256 FROM same_weights ORDER BY a, b"),
             "SHARES_INIT": rows("SELECT src, dst, score, z, method_version, detected_at_ms FROM shares_init ORDER BY src, dst"),
         }
+
+    # the alerts' batched reads and change log (graph.sqlite_changes)
+    def touched_since(self, ms: int) -> list[str]:
+        return sqlite_changes.touched_since(self.db, ms)
+
+    def families_of(self, keys: Sequence[str]) -> dict[str, FamilyRecord]:
+        return sqlite_changes.families_of(self.db, keys)
+
+    def detected_from(self, srcs: Sequence[str]) -> list[EdgeRow]:
+        return sqlite_changes.detected_from(self.db, srcs)
+
+    def declarers_of(self, dsts: Sequence[str]) -> list[str]:
+        return sqlite_changes.declarers_of(self.db, dsts)
+
+    def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
+        return sqlite_changes.copies_among(self.db, keys)
 
     def copies_of(self, key: str) -> list[str]:
         return [str(k) for (k,) in self.db.execute(

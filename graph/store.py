@@ -147,6 +147,29 @@ class LineageStore(Protocol):
         """Keys of the models with exactly ``key``'s weight files (``SAME_WEIGHTS`` either way)."""
         ...
 
+    # -- what changed, and batched reads of a set of models (the alerts' incremental evaluation) ------
+    def touched_since(self, ms: int) -> list[str]:
+        """Keys of the models a write concerned at or after ``ms`` (wall-clock epoch ms): a model written,
+        its family membership set or removed, a detected or declared edge out of it written or deleted,
+        an exact-copy pair it is part of, a family it is the root of written."""
+        ...
+
+    def families_of(self, keys: Sequence[str]) -> dict[str, FamilyRecord]:
+        """The family of each of ``keys`` that has one (:meth:`family_of`, in one read)."""
+        ...
+
+    def detected_from(self, srcs: Sequence[str]) -> list[EdgeRow]:
+        """The ``DERIVED_FROM`` edges out of ``srcs``, with score, verdict and z."""
+        ...
+
+    def declarers_of(self, dsts: Sequence[str]) -> list[str]:
+        """Keys of the models whose card declares one of ``dsts``."""
+        ...
+
+    def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
+        """The ``SAME_WEIGHTS`` pairs with at least one end in ``keys`` (ordered as :meth:`copies`)."""
+        ...
+
     def family_named(self, name: str) -> FamilyRecord | None:
         """The family called ``name`` (its root and licence), without counting its members."""
         ...

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 #: The families the index held when ``App.rematch`` last ran (in ``$LINEAGE_HOME``).
 REMATCH_MARK = "rematch.json"
+#: An incremental alerts evaluation reads the change log from this long before the last one started
+#: (a graph write in flight then commits after it read; re-evaluating a model twice changes nothing).
+MARGIN_MS = 120_000
+#: At most this long between full alerts evaluations.
+FULL_EVERY_MS = 24 * 3600 * 1000
 
 
 @dataclass
@@ -233,7 +238,7 @@ class App:
                         progress)
         self._pipeline = Pipeline(self.store, self.index)  # any earlier one scored against the old index
         self._mark_rematched(self.index.db.families())
-        self.evaluate_alerts()
+        self.evaluate_alerts(full=True)
         (home / REPAIR_MARK).unlink(missing_ok=True)
         return report
 
@@ -243,12 +248,27 @@ class App:
             self._alerts = open_alerts(self.settings)
         return self._alerts
 
-    def evaluate_alerts(self) -> tuple[list[Finding], SyncResult]:
-        """Findings the graph supports now, synced into the alerts state with their events (one transaction)."""
-        from alerts.findings import evaluate
+    def evaluate_alerts(self, full: bool = False) -> tuple[list[Finding], SyncResult]:
+        """Findings the graph supports now, synced into the alerts state with their events (one
+        transaction). Incremental: only the models a write concerned since the last evaluation's
+        watermark (:func:`alerts.findings.affected`), read in batches; in full (every model) when asked,
+        on the first evaluation, when the rule table changed, and once every :data:`FULL_EVERY_MS`, a
+        safety net for whatever a change log cannot see (a store restored from a backup). Returns the
+        findings evaluated (of the scope only, when incremental) and what changed."""
+        from alerts.findings import affected, evaluate
+        from alerts.outbox import Mark
+        from alerts.rules import rules
 
-        findings = evaluate(self.store)
-        return findings, self.alert_state().sync(findings)
+        state = self.alert_state()
+        start = int(time.time() * 1000)
+        last = state.watermark(self.settings.graph or "embedded")
+        version = str(rules().version)
+        full = full or last is None or last.rules != version or start - last.full_ms >= FULL_EVERY_MS
+        # a write that began before the last evaluation started may commit after it read: read back a margin
+        scope = None if full or last is None else affected(self.store, self.store.touched_since(last.ms - MARGIN_MS))
+        findings = evaluate(self.store, scope)
+        mark = Mark(self.settings.graph or "embedded", start, version, start if full or last is None else last.full_ms)
+        return findings, state.sync(findings, scope=scope, mark=mark)
 
     def deliver_alerts(self, subscriptions: list[Subscription] | None = None, **options: Any) -> Report:
         """Deliver pending events to ``subscriptions`` (default: ``$LINEAGE_HOME/alerts.json``); evaluate first."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from contextlib import closing
 from typing import Any
 
@@ -193,10 +192,12 @@ def test(subscription: str, as_json: bool) -> None:
 
 
 @alerts.command()
+@click.option("--full", is_flag=True, help="Evaluate every model, not only those changed since the last evaluation.")
 @output_options
 @handle_errors
-def deliver(as_json: bool) -> None:
-    """Re-evaluate findings from the graph, then deliver new, changed and resolved ones to every subscription.
+def deliver(full: bool, as_json: bool) -> None:
+    """Evaluate findings from the graph (the models changed since the last evaluation, or every model
+    with --full), then deliver new, changed and resolved ones to every subscription.
 
     Example:
 
@@ -205,14 +206,15 @@ def deliver(as_json: bool) -> None:
     from lineage.app import open_app
 
     with open_app() as app:
-        findings, sync = app.evaluate_alerts()
+        findings, sync = app.evaluate_alerts(full)
         report = app.deliver_alerts()
-    by_kind = dict(Counter(f.kind for f in findings))
-    doc = {"findings": len(findings), "by_kind": by_kind, "sync": vars(sync), **report.as_dict()}
+        by_kind = app.alert_state().open_counts()
+    total = sum(by_kind.values())
+    doc = {"findings": total, "evaluated": len(findings), "by_kind": by_kind, "sync": vars(sync), **report.as_dict()}
     if as_json:
         emit_json(doc)
         return
-    click.echo(f"{len(findings)} open findings (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
+    click.echo(f"{total} open findings (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
                + f"); {sync.opened} opened, {sync.changed} changed, {sync.resolved} resolved since the last evaluation")
     for name, counts in report.counts.items():
         click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

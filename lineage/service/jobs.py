@@ -74,7 +74,8 @@ def alerts(settings: Settings) -> dict[str, Any]:
     with open_app(settings) as app:
         findings, sync = app.evaluate_alerts()
         report = app.deliver_alerts()
-    return {"findings": len(findings), "sync": vars(sync), **report.as_dict()}
+        counts = app.alert_state().open_counts()
+    return {"findings": sum(counts.values()), "evaluated": len(findings), "sync": vars(sync), **report.as_dict()}
 
 
 @dataclass(frozen=True)

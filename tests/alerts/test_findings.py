@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,67 @@ def test_licence_difference_is_decided_by_licence_knowledge_not_by_strings() -> 
     assert differs("mit", "llama2")
     assert differs(None, "llama2")
     assert differs("my-own-terms", "other-terms") and not differs("my-own-terms", "my-own-terms")
+
+
+@pytest.fixture(params=["embedded", "neo4j"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "embedded":
+        s: Any = SqliteStore(tmp_path / "graph.sqlite")
+    else:
+        from graph.neo4j import Neo4jStore, connect
+
+        server = request.getfixturevalue("bolt")
+        s = Neo4jStore(connect(server.uri, server.user, server.password), server.database, owns_driver=True)
+        s.driver.execute_query("MATCH (n) DETACH DELETE n", database_=s.database)
+    assert s.ensure_schema() == []
+    yield s
+    s.close()
+
+
+def test_an_incremental_evaluation_finds_what_a_full_one_finds(any_store: Any, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each kind of write, the alerts state an incremental evaluation leaves (only the models the
+    change log names, widened to their families, declarers and copies) equals the one full evaluations
+    leave; a change in one family evaluates nothing of another."""
+    import time
+    from dataclasses import replace
+
+    import graphdata
+
+    from lineage import app as app_mod
+    from lineage.app import open_app
+    from lineage.settings import Settings
+
+    store = any_store
+    graphdata.load(store)
+    monkeypatch.setattr(app_mod, "MARGIN_MS", 0)  # read the change log exactly from the last start
+    ref = AlertStore(tmp_path / "ref.sqlite")
+
+    def open_rows(st: AlertStore) -> set[tuple[str, str]]:
+        return set(st.db.execute("SELECT dedup_key, digest FROM finding WHERE status = 'open'").fetchall())
+
+    with open_app(Settings.from_env({"LINEAGE_HOME": str(tmp_path / "home")}), store=store) as app:
+        first, _ = app.evaluate_alerts()  # no watermark yet: every model
+        assert {f.model_id for f in first} >= {"carol/rl", "eve/quant-copy", "bob/sft3"}
+
+        def step() -> set[str]:
+            time.sleep(0.01)  # past the watermark
+            evaluated, _ = app.evaluate_alerts()
+            ref.sync(evaluate(store))
+            assert open_rows(app.alert_state()) == open_rows(ref)
+            return {f.model_id for f in evaluated}
+
+        assert step() == set()  # nothing written: nothing evaluated
+        base = store.get_models(["k-base"])[0]
+        store.upsert_models([replace(base, license="mit")], T)  # the root relicensed: its family judged again
+        assert "bob/sft3" in step()
+        store.upsert_declared([DeclaredEdge("k-rl", "k-base", "finetune")], T)  # a card fixed
+        step()
+        store.drop_derived(["k-other-sft"], T)  # a detected parent removed
+        step()
+        store.clear_placement(["k-quant-copy"], T, copies=True)  # an exact copy no longer one
+        step()
+        store.upsert_models([ModelRecord(key="k-new", id="zed/new", license="cc-by-nc-4.0")], T)
+        store.set_families([InFamily("k-new", "other")], T)
+        store.upsert_derived([DerivedEdge("k-new", "k-other", 0.9, 20.0)], T)
+        assert step() == {"zed/new"}  # undeclared; and nothing of the llama-x family was evaluated
