@@ -172,13 +172,27 @@ class Graph:
 
 
 def affected(store: LineageStore, touched: Sequence[str]) -> set[str]:
-    """The models whose findings a write to the models ``touched`` may change: those models; every
-    member of their families (a member's findings read its family root's licence and its ancestry,
-    which stays inside its family); the models whose cards declare any of these (judged against the
-    declared base's family root); and the other end of their exact-copy pairs."""
+    """The models whose findings a write to the models ``touched`` may change, in batched reads:
+
+    * those models;
+    * every member of a family whose root is among them (a member's licence is judged against its
+      family root's);
+    * the detected descendants of all of these (their ancestry, which decides ``declared_differently``,
+      runs through a changed model);
+    * the models whose cards declare any of these (judged against the declared base's family root,
+      and against its family);
+    * the other end of their exact-copy pairs (a copy is judged against its original's root).
+    """
     keys = set(touched)
-    for name in sorted({f.name for f in store.families_of(sorted(keys)).values()}):
+    roots = {f.name for k, f in store.families_of(sorted(keys)).items() if f.root_key == k}
+    for name in sorted(roots):
         keys.update(store.family_members(name))
+    frontier = set(keys)
+    for _ in range(MAX_DEPTH):
+        frontier = set(store.children_of(sorted(frontier))) - keys
+        if not frontier:
+            break
+        keys |= frontier
     keys.update(store.declarers_of(sorted(keys)))
     for c in store.copies_among(sorted(keys)):
         keys.update((c.src, c.dst))

@@ -28,7 +28,7 @@ UPSERT_MODELS = """
 UNWIND $rows AS row
 MERGE (m:Model {key: row.key})
 ON CREATE SET m.first_seen_ms = $now
-SET m += row, m.id_lower = toLower(row.id), m.updated_at_ms = $now
+SET m += row, m.id_lower = toLower(row.id), m.updated_at_ms = $now, m.touched_ms = $touch
 RETURN count(m) AS n
 """
 
@@ -75,7 +75,7 @@ WHERE f0.name <> row.family
 DELETE old
 WITH DISTINCT m, f, row
 MERGE (m)-[r:IN_FAMILY]->(f)
-SET r.via = row.via, r.updated_at_ms = $now
+SET r.via = row.via, r.updated_at_ms = $now, m.touched_ms = $touch
 RETURN count(r) AS n
 """
 
@@ -83,6 +83,7 @@ DROP_OTHER_PARENTS = """
 UNWIND $rows AS row
 MATCH (a:Model {key: row.src})-[r:DERIVED_FROM]->(b:Model)
 WHERE NOT b.key IN row.dsts
+SET a.touched_ms = $touch
 DELETE r
 RETURN count(*) AS n
 """
@@ -90,6 +91,7 @@ RETURN count(*) AS n
 DROP_PARENTS = """
 UNWIND $rows AS row
 MATCH (a:Model {key: row.src})-[r:DERIVED_FROM]->(:Model)
+SET a.touched_ms = $touch
 DELETE r
 RETURN count(*) AS n
 """
@@ -97,7 +99,8 @@ RETURN count(*) AS n
 # clear_placement: one relationship type per statement (each MATCH finds only what it deletes)
 LEAVE_FAMILIES = """
 UNWIND $rows AS row
-MATCH (:Model {key: row.key})-[r:IN_FAMILY]->(:Family)
+MATCH (m:Model {key: row.key})-[r:IN_FAMILY]->(:Family)
+SET m.touched_ms = $touch
 DELETE r
 RETURN count(*) AS n
 """
@@ -119,14 +122,16 @@ RETURN count(m) AS n
 
 DROP_COPIES_FROM = """
 UNWIND $rows AS row
-MATCH (:Model {key: row.key})-[r:SAME_WEIGHTS]->(:Model)
+MATCH (a:Model {key: row.key})-[r:SAME_WEIGHTS]->(b:Model)
+SET a.touched_ms = $touch, b.touched_ms = $touch
 DELETE r
 RETURN count(*) AS n
 """
 
 DROP_COPIES_TO = """
 UNWIND $rows AS row
-MATCH (:Model)-[r:SAME_WEIGHTS]->(:Model {key: row.key})
+MATCH (b:Model {key: row.key})<-[r:SAME_WEIGHTS]-(a:Model)
+SET a.touched_ms = $touch, b.touched_ms = $touch
 DELETE r
 RETURN count(*) AS n
 """
@@ -149,7 +154,7 @@ MERGE (a)-[r:DERIVED_FROM]->(b)
 ON CREATE SET r.created_at_ms = $now
 SET r.score = row.score, r.z = row.z, r.verdict = row.verdict, r.method = row.method,
     r.method_version = row.method_version, r.detected_at_ms = row.detected_at_ms, r.evidence = row.evidence,
-    r.updated_at_ms = $now
+    r.updated_at_ms = $now, a.touched_ms = $touch
 RETURN count(r) AS n
 """
 
@@ -158,7 +163,7 @@ UNWIND $rows AS row
 MATCH (a:Model {key: row.src})
 MATCH (b:Model {key: row.dst})
 MERGE (a)-[r:DECLARES_BASE]->(b)
-SET r.relation = row.relation, r.source = row.source, r.updated_at_ms = $now
+SET r.relation = row.relation, r.source = row.source, r.updated_at_ms = $now, a.touched_ms = $touch
 RETURN count(r) AS n
 """
 
@@ -167,7 +172,7 @@ UNWIND $rows AS row
 MATCH (a:Model {key: row.a})
 MATCH (b:Model {key: row.b})
 MERGE (a)-[r:SAME_WEIGHTS]->(b)
-SET r.sha256 = row.sha256, r.updated_at_ms = $now
+SET r.sha256 = row.sha256, r.updated_at_ms = $now, a.touched_ms = $touch, b.touched_ms = $touch
 RETURN count(r) AS n
 """
 
@@ -375,8 +380,9 @@ ORDER BY key
 
 
 # -- the change log and batched reads of the alerts' incremental evaluation ------------------------
-# Every write that can change a finding stamps the models it concerns (Neo4jStore._touch), deletions
-# included: there are no triggers to do it.
+# Every write that can change a finding stamps the models it concerns with $touch (the wall clock, passed
+# with every write: there are no triggers), deletions included, in the statement that writes; TOUCH
+# stamps what no statement reaches (a family record's root).
 TOUCH = """
 UNWIND $rows AS row
 MATCH (m:Model {key: row.key})
@@ -403,9 +409,16 @@ MATCH (a:Model {key: k})-[r:DERIVED_FROM]->(b:Model)
 RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
 """
 
+# anchored on the indexed end: "(a:Model)-[...]->(b:Model {key: k})" scans every model on ArcadeDB
 DECLARERS_OF = """
 UNWIND $keys AS k
-MATCH (a:Model)-[:DECLARES_BASE]->(b:Model {key: k})
+MATCH (b:Model {key: k})<-[:DECLARES_BASE]-(a:Model)
+RETURN DISTINCT a.key AS key
+"""
+
+CHILDREN_OF = """
+UNWIND $keys AS k
+MATCH (b:Model {key: k})<-[:DERIVED_FROM]-(a:Model)
 RETURN DISTINCT a.key AS key
 """
 
@@ -417,6 +430,6 @@ RETURN a.key AS src, b.key AS dst
 
 COPIES_TO = """
 UNWIND $keys AS k
-MATCH (a:Model)-[:SAME_WEIGHTS]->(b:Model {key: k})
+MATCH (b:Model {key: k})<-[:SAME_WEIGHTS]-(a:Model)
 RETURN a.key AS src, b.key AS dst
 """

@@ -82,7 +82,9 @@ class Neo4jStore:
     def _write_batches(self, query: str, rows: list[dict[str, Any]], now_ms: int) -> int:
         n = 0
         for i in range(0, len(rows), BATCH):
-            out = self._run(query, {"rows": rows[i : i + BATCH], "now": now_ms}, write=True)
+            # $touch: the change log's wall clock (the caller's now_ms may be any time: an import, a test)
+            out = self._run(query, {"rows": rows[i : i + BATCH], "now": now_ms, "touch": int(time.time() * 1000)},
+                            write=True)
             n += int(out[0]["n"]) if out else 0
         return n
 
@@ -100,16 +102,14 @@ class Neo4jStore:
         return notes
 
     def _touch(self, keys: Sequence[str] | set[str]) -> None:
-        """Stamp the models ``keys`` with the wall clock (:meth:`touched_since`): the writes' ``now_ms``
-        is the caller's (a test or an import may pass any), the change log's must be the clock's."""
+        """Stamp the models ``keys`` for :meth:`touched_since`, where no write statement reaches them."""
         ks = sorted({k for k in keys if k})
         if ks:
-            self._write_batches(cypher.TOUCH, [{"key": k} for k in ks], int(time.time() * 1000))
+            self._write_batches(cypher.TOUCH, [{"key": k} for k in ks], 0)
 
     def upsert_models(self, rows: Sequence[ModelRecord], now_ms: int) -> int:
         props = [r.props() for r in rows]
         n = self._write_batches(cypher.UPSERT_MODELS, props, now_ms)
-        self._touch([r.key for r in rows])
         self._write_batches(cypher.LINK_PUBLISHERS, [{"key": p["key"], "author": p["author"]}
                                                      for p in props if p["author"]], now_ms)
         self._write_batches(cypher.LINK_LICENSES, [{"key": p["key"], "license": p["license"]}
@@ -122,10 +122,8 @@ class Neo4jStore:
         return n
 
     def set_families(self, rows: Sequence[InFamily], now_ms: int) -> int:
-        n = self._write_batches(cypher.SET_FAMILIES, [
+        return self._write_batches(cypher.SET_FAMILIES, [
             {"model_key": r.model_key, "family": r.family, "via": r.via} for r in rows], now_ms)
-        self._touch([r.model_key for r in rows])
-        return n
 
     def upsert_derived(self, rows: Sequence[DerivedEdge], now_ms: int, *, replace: bool = False) -> int:
         if replace:
@@ -133,19 +131,13 @@ class Neo4jStore:
             for r in rows:
                 keep.setdefault(r.src, []).append(r.dst)
             self._write_batches(cypher.DROP_OTHER_PARENTS, [{"src": s, "dsts": d} for s, d in keep.items()], now_ms)
-        n = self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
-        self._touch([r.src for r in rows])
-        return n
+        return self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
 
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
-        n = self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
-        self._touch(srcs)
-        return n
+        return self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
 
     def clear_placement(self, keys: Sequence[str], now_ms: int, *, copies: bool = False) -> int:
         rows = [{"key": k} for k in sorted(set(keys))]
-        pairs = self.copies_among(keys) if copies else []  # their other ends lose a copy: stamped too
-        self._touch({*keys, *(e.src for e in pairs), *(e.dst for e in pairs)})
         n = self._write_batches(cypher.LEAVE_FAMILIES, rows, now_ms)
         self.drop_derived(keys, now_ms)
         for q in (cypher.DROP_SHARED_INIT_OF, cypher.CLEAR_CANDIDATE_FLAG,
@@ -157,14 +149,10 @@ class Neo4jStore:
         return self._write_batches(cypher.DROP_EMPTY_FAMILIES, [{"name": n} for n in sorted(set(names))], now_ms)
 
     def upsert_declared(self, rows: Sequence[DeclaredEdge], now_ms: int) -> int:
-        n = self._write_batches(cypher.UPSERT_DECLARED, [r.props() for r in rows], now_ms)
-        self._touch([r.src for r in rows])
-        return n
+        return self._write_batches(cypher.UPSERT_DECLARED, [r.props() for r in rows], now_ms)
 
     def upsert_same_weights(self, rows: Sequence[SameWeights], now_ms: int) -> int:
-        n = self._write_batches(cypher.UPSERT_SAME_WEIGHTS, [r.props() for r in rows], now_ms)
-        self._touch([k for r in rows for k in (r.a, r.b)])
-        return n
+        return self._write_batches(cypher.UPSERT_SAME_WEIGHTS, [r.props() for r in rows], now_ms)
 
     def set_shared_init(self, src: str, rows: Sequence[SharedInit], now_ms: int) -> int:
         mine = [r for r in rows if r.src == src]
@@ -268,6 +256,9 @@ class Neo4jStore:
 
     def declarers_of(self, dsts: Sequence[str]) -> list[str]:
         return sorted({str(r["key"]) for r in self._each(cypher.DECLARERS_OF, dsts)})
+
+    def children_of(self, dsts: Sequence[str]) -> list[str]:
+        return sorted({str(r["key"]) for r in self._each(cypher.CHILDREN_OF, dsts)})
 
     def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
         pairs = {(r["src"], r["dst"]) for q in (cypher.COPIES_FROM, cypher.COPIES_TO) for r in self._each(q, keys)}

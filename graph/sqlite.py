@@ -467,6 +467,9 @@ class SqliteStore:
     def declarers_of(self, dsts: Sequence[str]) -> list[str]:
         return sqlite_changes.declarers_of(self.db, dsts)
 
+    def children_of(self, dsts: Sequence[str]) -> list[str]:
+        return sqlite_changes.children_of(self.db, dsts)
+
     def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
         return sqlite_changes.copies_among(self.db, keys)
 

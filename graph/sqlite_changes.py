@@ -61,6 +61,11 @@ def detected_from(db: sqlite3.Connection, srcs: Sequence[str]) -> list[EdgeRow]:
         f"SELECT src, dst, 'DERIVED_FROM', score, verdict, NULL, z FROM derived_from WHERE src IN {sel}", arg)]
 
 
+def children_of(db: sqlite3.Connection, dsts: Sequence[str]) -> list[str]:
+    sel, arg = _each(dsts)
+    return [k for (k,) in db.execute(f"SELECT DISTINCT src FROM derived_from WHERE dst IN {sel} ORDER BY src", arg)]
+
+
 def declarers_of(db: sqlite3.Connection, dsts: Sequence[str]) -> list[str]:
     sel, arg = _each(dsts)
     return [k for (k,) in db.execute(f"SELECT DISTINCT src FROM declares_base WHERE dst IN {sel} ORDER BY src", arg)]

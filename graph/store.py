@@ -166,6 +166,10 @@ class LineageStore(Protocol):
         """Keys of the models whose card declares one of ``dsts``."""
         ...
 
+    def children_of(self, dsts: Sequence[str]) -> list[str]:
+        """Keys of the models with a detected parent among ``dsts``."""
+        ...
+
     def copies_among(self, keys: Sequence[str]) -> list[EdgeRow]:
         """The ``SAME_WEIGHTS`` pairs with at least one end in ``keys`` (ordered as :meth:`copies`)."""
         ...

@@ -155,8 +155,8 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 def test_an_incremental_evaluation_finds_what_a_full_one_finds(any_store: Any, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """After each kind of write, the alerts state an incremental evaluation leaves (only the models the
-    change log names, widened to their families, declarers and copies) equals the one full evaluations
-    leave; a change in one family evaluates nothing of another."""
+    change log names, widened to a changed root's family, descendants, declarers and copies) equals the
+    one full evaluations leave; a change in one family evaluates nothing of another."""
     import time
     from dataclasses import replace
 
@@ -192,6 +192,11 @@ def test_an_incremental_evaluation_finds_what_a_full_one_finds(any_store: Any, t
         store.upsert_declared([DeclaredEdge("k-rl", "k-base", "finetune")], T)  # a card fixed
         step()
         store.drop_derived(["k-other-sft"], T)  # a detected parent removed
+        step()
+        store.upsert_declared([DeclaredEdge("k-sft3", "k-other", "finetune")], T)  # names another family's base
+        assert "bob/sft3" in step()
+        # sft re-placed under that base: two generations down, sft3's ancestry now holds what it declares
+        store.upsert_derived([DerivedEdge("k-sft", "k-other", 0.9, 20.0)], T, replace=True)
         step()
         store.clear_placement(["k-quant-copy"], T, copies=True)  # an exact copy no longer one
         step()
