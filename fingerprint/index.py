@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fingerprint.anchors import token_hash
+from fingerprint.entry import Entry, Facts
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
-from fingerprint.indexdb import SCREEN_DIM, TOKEN_DIM, Entries, Entry, Facts, IndexDB
+from fingerprint.indexdb import SCREEN_DIM, TOKEN_DIM, Entries, IndexDB
 from fingerprint.io.source import MemorySource
 from fingerprint.similarity.verdict import Verdict
 from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch

@@ -32,12 +32,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fingerprint.entry import NO_TIME, Entry, Facts
 from fingerprint.errors import FingerprintIndexError
 
 DB_VERSION = 2  # version 1 was index.json + screen.npz, migrated by :mod:`fingerprint.index`
@@ -45,7 +46,6 @@ SCREEN_DIM = 256  # 8 depth bins × Q/K × 16 singular values
 TOKEN_DIM = 256
 #: one row of the gates' columns: 16 bytes, so a 1M-entry index maps 16 MB for them
 COLS = np.dtype([("published_ms", "<i8"), ("width", "<i4"), ("hidden", "u1"), ("_pad", "u1", (3,))])
-NO_TIME = -1  # an entry without a publication time sorts first (:meth:`Entry.when`)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entry (
@@ -85,51 +85,6 @@ CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 _FACT_COLS = ("key", "published_ms", "hidden", "catalog", "adapter", "gguf", "quantized")
 _ENTRY_COLS = ("name", "family", "file", "sha256", "architecture", "width", "layers", "vocab_digest", "source",
                "bytes_read")
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What a caller keeps with an entry to place it again (typed columns of ``index.db``).
-
-    Attributes:
-        key: the model's graph key (None: a local base, which has no graph node).
-        published_ms: publication time; orders the screen's ``older_than``/``newer_than``.
-        bases: the base ids its card declares.
-        hidden: out of every match (kept only to be placed again when an older model arrives).
-        catalog: a base family's root, indexed from the catalog (a root by decree).
-        adapter, gguf, quantized: the repo's kind, as the crawl saw it.
-    """
-
-    key: str | None = None
-    published_ms: int | None = None
-    bases: tuple[str, ...] = ()
-    hidden: bool = False
-    catalog: bool = False
-    adapter: bool = False
-    gguf: bool = False
-    quantized: bool = False
-
-
-@dataclass
-class Entry:
-    """One indexed fingerprint: its file (content-addressed by SHA-256), shape, and :class:`Facts`."""
-
-    name: str
-    family: str
-    file: str
-    sha256: str
-    architecture: str
-    width: int
-    layers: int
-    vocab_digest: str
-    source: str
-    bytes_read: int
-    facts: Facts = field(default_factory=Facts)
-
-    def when(self) -> tuple[int, str]:
-        """The entry's place in publication order: (milliseconds, name); no time sorts first."""
-        ms = self.facts.published_ms
-        return (ms if ms is not None else NO_TIME, self.name)
 
 
 @dataclass(frozen=True)

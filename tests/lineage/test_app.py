@@ -67,3 +67,26 @@ def test_comparing_two_checkpoints_imports_neither_torch_nor_the_crawler(models:
     out = subprocess.run([sys.executable, "-c", code, str(models["base"]), str(models["ft"])], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parents[2], env={**os.environ})
     assert out.stdout.strip() == "derived []", out.stdout + out.stderr
+
+
+def test_a_process_keeps_one_index_and_catches_up_with_other_writers(tmp_path: Path) -> None:
+    """Every app of a process (each service job opens one) shares one open index, brought up to date with
+    what another process added since, without reading it again whole."""
+    import shutil
+
+    from fingerprint.index import Index
+    from fingerprint.sketch import load
+
+    golden = Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"
+    s = Settings.from_env({"LINEAGE_HOME": str(tmp_path)})
+    Index(tmp_path / "index").add(golden, "org/a", "fam")
+    with open_app(s) as app:
+        first = app.index
+        assert list(first.entries) == ["org/a"] and first.db.rows().live.sum() == 1
+    copy = tmp_path / "b.lfp"
+    shutil.copyfile(golden, copy)
+    Index(tmp_path / "index").add(copy, "org/b", "fam")  # another process's writer
+    with open_app(s) as app:
+        assert app.index is first
+        assert first.db.rows().live.sum() == 2
+        assert sorted(n for n, _, _ in first.screen(load(golden), 5)) == ["org/a", "org/b"]
