@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.graph import T0, synthetic
+from bench.graph import T0, neo4j_store, synthetic
 from graph.records import DeclaredEdge, DerivedEdge, InFamily, ModelRecord, SameWeights
 from graph.store import LineageStore
 
@@ -120,18 +120,10 @@ def main() -> None:
             rows.append(("embedded (SQLite)", run_one(s, n, a.window, not a.no_again)))
             s.close()
             print(f"embedded {n:,} done", flush=True)
-        if a.neo4j_sizes:
-            from graph.neo4j import Neo4jStore, connect
-            from tests.boltserver import bolt_server
-
-            for n in a.neo4j_sizes:
-                root = Path(tmp) / f"arcade{n}"
-                root.mkdir()
-                with bolt_server(root) as srv:
-                    s2 = Neo4jStore(connect(srv.uri, srv.user, srv.password), srv.database, owns_driver=True)
-                    rows.append(("neo4j (ArcadeDB Bolt)", run_one(s2, n, a.window, not a.no_again)))
-                    s2.close()
-                print(f"neo4j {n:,} done", flush=True)
+        for n in a.neo4j_sizes:
+            with neo4j_store(Path(tmp), n) as s2:
+                rows.append(("neo4j (ArcadeDB Bolt)", run_one(s2, n, a.window, not a.no_again)))
+            print(f"neo4j {n:,} done", flush=True)
     print()
     print("| backend | models | load | open findings | full evaluation | a 10-minute window: incremental | "
           "its findings / changes | largest family's root relicensed | its changes | full again | full ÷ window |")

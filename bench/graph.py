@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,22 @@ def synthetic(n: int, seed: int = 0) -> tuple[list[ModelRecord], list[FamilyReco
                 declared.append(DeclaredEdge(f"k{k}", f"k{root}", "finetune"))
         i += size
     return models, fams, member, derived, declared, roots
+
+
+@contextmanager
+def neo4j_store(tmp: Path, n: int) -> Iterator[LineageStore]:
+    """A Neo4j-API store on an ArcadeDB Bolt server of its own (the test suite's), under ``tmp``."""
+    from graph.neo4j import Neo4jStore, connect
+    from tests.boltserver import bolt_server
+
+    root = tmp / f"arcade{n}"
+    root.mkdir()
+    with bolt_server(root) as srv:
+        store = Neo4jStore(connect(srv.uri, srv.user, srv.password), srv.database, owns_driver=True)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _pcts(xs: list[float]) -> tuple[float, float]:
@@ -116,18 +134,10 @@ def main() -> None:
             results.append(("embedded (SQLite)", run_one(s, n, a.reps)))
             s.close()
             print(f"embedded {n:,} done", flush=True)
-        if a.neo4j_sizes:
-            from graph.neo4j import Neo4jStore, connect
-            from tests.boltserver import bolt_server
-
-            for n in a.neo4j_sizes:
-                root = Path(tmp) / f"arcade{n}"
-                root.mkdir()
-                with bolt_server(root) as srv:
-                    s2 = Neo4jStore(connect(srv.uri, srv.user, srv.password), srv.database, owns_driver=True)
-                    results.append(("neo4j (ArcadeDB Bolt)", run_one(s2, n, max(3, a.reps // 4))))
-                    s2.close()
-                print(f"neo4j {n:,} done", flush=True)
+        for n in a.neo4j_sizes:
+            with neo4j_store(Path(tmp), n) as s2:
+                results.append(("neo4j (ArcadeDB Bolt)", run_one(s2, n, max(3, a.reps // 4))))
+            print(f"neo4j {n:,} done", flush=True)
     print()
     print("| backend | models | edges | load nodes | load edges | rate (rows/s) | descendants of the ~10k family | "
           + " | ".join(f"{k} p50/p95 ms" for k in results[0][1]["lat"]) + " |")  # type: ignore[union-attr]

@@ -98,7 +98,7 @@ class FingerprintFileError(FingerprintError, ValueError):
 
 
 class FingerprintIndexError(FingerprintError):
-    """The fingerprint index directory is unusable (corrupt index.json, missing or altered files)."""
+    """The fingerprint index directory is unusable (a corrupt index.db or row file, missing or altered fingerprint files)."""
 
 
 class DeviceError(FingerprintError, ValueError):

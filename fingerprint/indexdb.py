@@ -27,6 +27,7 @@ loss may lose the last transactions, which ``lineage repair`` rebuilds from the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -190,6 +191,7 @@ class IndexDB:
         full = full or not self._mapped
         if full or gen != old_gen:
             screen, tokens, cols = self._map(gen, rows)
+            self._drop_older(gen)
             live = np.ones(rows, bool)
             retired = [r for (r,) in self._open().execute("SELECT row FROM retired WHERE row < ?", (rows,))]
         else:
@@ -202,6 +204,16 @@ class IndexDB:
         self._rows = Rows(screen, tokens, cols, live)
         self._state = (gen, rows, seq)
         self._mapped = True
+
+    def _drop_older(self, generation: int) -> None:
+        """Delete row files of generations before ``generation`` (a rebuild killed after its commit left
+        them). Never later ones: a rebuild in progress writes those. A process that still maps one keeps
+        reading it (an unlinked file lives while it is mapped)."""
+        for p in self.root.glob("*-*.*"):
+            stem, _, gen = p.stem.rpartition("-")
+            if stem in ("screen", "tokens", "cols") and gen.isdigit() and int(gen) < generation:
+                with contextlib.suppress(OSError):  # a read-only home: left for a writer to remove
+                    p.unlink(missing_ok=True)
 
     def refresh(self) -> bool:
         """Catch up with writes by other processes (cheap when nothing changed); returns whether any did."""
@@ -244,62 +256,48 @@ class IndexDB:
     def all(self) -> list[Entry]:
         return self._select("ORDER BY id", ())
 
-    def count(self) -> int:
-        if self._con is None:
-            return 0
-        with self._lock:
-            return int(self._con.execute("SELECT count(*) FROM entry").fetchone()[0])
-
-    def names(self) -> list[str]:
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read (none before the first write created ``index.db``)."""
         if self._con is None:
             return []
         with self._lock:
-            return [n for (n,) in self._con.execute("SELECT name FROM entry ORDER BY id")]
+            return self._con.execute(sql, args).fetchall()
+
+    def count(self) -> int:
+        got = self._query("SELECT count(*) FROM entry")
+        return int(got[0][0]) if got else 0
+
+    def names(self) -> list[str]:
+        return [n for (n,) in self._query("SELECT name FROM entry ORDER BY id")]
 
     def names_of_rows(self, rows: Sequence[int] | np.ndarray) -> dict[int, str]:
         """Screen row → entry name, for those rows that belong to an entry."""
-        if self._con is None or not len(rows):
+        if not len(rows):
             return {}
-        with self._lock:
-            q = "SELECT row, name FROM entry WHERE row IN (SELECT value FROM json_each(?))"
-            return dict(self._con.execute(q, (json.dumps([int(r) for r in rows]),)).fetchall())
+        return dict(self._query("SELECT row, name FROM entry WHERE row IN (SELECT value FROM json_each(?))",
+                               (json.dumps([int(r) for r in rows]),)))
 
     def row_of(self, name: str) -> int | None:
-        if self._con is None:
-            return None
-        with self._lock:
-            r = self._con.execute("SELECT row FROM entry WHERE name = ?", (name,)).fetchone()
-        return None if r is None else int(r[0])
+        got = self._query("SELECT row FROM entry WHERE name = ?", (name,))
+        return int(got[0][0]) if got else None
 
     def name_for_key(self, key: str) -> str | None:
-        if self._con is None:
-            return None
-        with self._lock:
-            r = self._con.execute("SELECT name FROM entry WHERE key = ? ORDER BY id LIMIT 1", (key,)).fetchone()
-        return None if r is None else str(r[0])
+        got = self._query("SELECT name FROM entry WHERE key = ? ORDER BY id LIMIT 1", (key,))
+        return str(got[0][0]) if got else None
 
     def without_key(self) -> list[str]:
         """Entries that keep no graph key (local bases, and catalog bases indexed before keys were kept)."""
-        if self._con is None:
-            return []
-        with self._lock:
-            return [n for (n,) in self._con.execute("SELECT name FROM entry WHERE key IS NULL ORDER BY id")]
+        return [n for (n,) in self._query("SELECT name FROM entry WHERE key IS NULL ORDER BY id")]
 
     def citing(self, base: str) -> list[Entry]:
         """Entries whose card declares ``base``."""
         return self._select("WHERE id IN (SELECT entry FROM declared_base WHERE base = ?) ORDER BY id", (base,))
 
     def families(self) -> list[str]:
-        if self._con is None:
-            return []
-        with self._lock:
-            return [f for (f,) in self._con.execute("SELECT DISTINCT family FROM entry WHERE family != '' ORDER BY family")]
+        return [f for (f,) in self._query("SELECT DISTINCT family FROM entry WHERE family != '' ORDER BY family")]
 
     def keys(self) -> list[str]:
-        if self._con is None:
-            return []
-        with self._lock:
-            return [k for (k,) in self._con.execute("SELECT key FROM entry WHERE key IS NOT NULL")]
+        return [k for (k,) in self._query("SELECT key FROM entry WHERE key IS NOT NULL")]
 
     # -- writes ---------------------------------------------------------------------------------------
     def _write_rows(self, gen: int, start: int, screen: np.ndarray, tokens: np.ndarray, cols: np.ndarray) -> None:

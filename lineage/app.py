@@ -430,7 +430,7 @@ def repair_home(settings: Settings | None = None, progress: Callable[[int, int],
 
     Raises:
         SettingsError: the home does not exist.
-        FingerprintIndexError: ``index.json`` itself is unreadable.
+        FingerprintIndexError: ``index.db`` itself is unreadable.
     """
     from lineage.repair import mark, rebuild_index
 

@@ -1,8 +1,8 @@
 """Place every crawled model again from the stored fingerprints: ``lineage repair``.
 
-Why it is needed: two processes writing one home at once (two crawls started seconds apart) each place
-models against their own copy of the index, which lacks what the other added, and the index saved last
-drops the other's entries. The result looks plausible and is wrong (models in no family, an attacked
+Why it is needed: before the writer lock and the SQLite index, two processes writing one home at once
+(two crawls started seconds apart) each placed models against their own copy of the index, which
+lacked what the other added, and the index saved last dropped the other's entries. The result looks plausible and is wrong (models in no family, an attacked
 copy made a candidate family root), and later crawls never look at those models again. What the crawl
 state records is right (one SQLite transaction per model) and so are the fingerprint files; everything
 placement writes is derived from them and the catalog bases, so it can all be written again.
@@ -12,7 +12,7 @@ What a repair does, in order:
 1. marks the home (``repair.json``): until the repair finishes, crawls refuse to run, and running
    ``lineage repair`` again starts over;
 2. rebuilds the index with only the entries that are not crawled models (catalog and local bases), their
-   screen rows computed again from their files: this also mends an index whose two files disagree;
+   screen rows computed again from their files into new row files: this also mends damaged row files;
 3. clears what placing wrote for every model the crawl processed or the graph placed (family
    membership, detected parents, shared random starts, candidate flags, exact-copy pairs) and drops the
    families left empty. Nodes, declared bases and the catalog roots stay;

@@ -171,6 +171,9 @@ def test_screen_by_publication_order_hidden_entries_and_updates(tmp_path: Path) 
     mended, dropped = Index.rebuild(tmp_path / "idx", keep=lambda e: e.name != "b")
     assert (list(mended.entries), dropped) == (["a2", "e"], ["d"])
     assert not screen_file.exists() and (tmp_path / "idx" / "screen-2.f32").stat().st_size == 2 * SCREEN_DIM * 4
+    screen_file.write_bytes(b"left by a rebuild killed after its commit")
+    Index(tmp_path / "idx")
+    assert not screen_file.exists()  # an older generation's files go when the index is next opened
     assert rounded(Index(tmp_path / "idx").screen(probe, 10)) == rounded(mended.screen(probe, 10)) == kept
 
 
