@@ -300,6 +300,20 @@ class IndexDB:
         return [k for (k,) in self._query("SELECT key FROM entry WHERE key IS NOT NULL")]
 
     # -- writes ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers of every process take turns), then this
+        process's view brought up to it. The caller holds ``_lock``."""
+        con = self._open()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._view()
+
     def _write_rows(self, gen: int, start: int, screen: np.ndarray, tokens: np.ndarray, cols: np.ndarray) -> None:
         for p, arr in zip(self._files(gen), (screen, tokens, cols)):
             data = np.ascontiguousarray(arr).tobytes()
@@ -333,81 +347,56 @@ class IndexDB:
         appended, in one transaction."""
         if not entries:
             return
-        with self._lock:
-            con = self._open()
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                gen, rows, seq = self._read_state()
-                cols = np.concatenate([cols_row(e.width, e.facts.published_ms, e.facts.hidden) for e in entries])
-                self._write_rows(gen, rows, screen.astype(np.float32), tokens.astype(np.uint64), cols)
-                seq += 1
-                for i, e in enumerate(entries):
-                    self._insert(con, e, rows + i, seq)
-                con.execute("UPDATE state SET v = ? WHERE k = 'rows'", (rows + len(entries),))
-                con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            self._view()
+        with self._lock, self._tx() as con:
+            gen, rows, seq = self._read_state()
+            cols = np.concatenate([cols_row(e.width, e.facts.published_ms, e.facts.hidden) for e in entries])
+            self._write_rows(gen, rows, screen.astype(np.float32), tokens.astype(np.uint64), cols)
+            seq += 1
+            for i, e in enumerate(entries):
+                self._insert(con, e, rows + i, seq)
+            con.execute("UPDATE state SET v = ? WHERE k = 'rows'", (rows + len(entries),))
+            con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq,))
 
     def update(self, name: str, new: Entry) -> None:
         """Write ``new`` over the entry ``name`` (a rename when the names differ). Same fingerprint, so the
         screen vectors are kept; a new row only when what the gates read changed."""
-        with self._lock:
-            con = self._open()
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                gen, rows, seq = self._read_state()
-                seq += 1
-                got = con.execute("SELECT id, row, published_ms, hidden FROM entry WHERE name = ?", (name,)).fetchone()
-                if got is None:
-                    raise FingerprintIndexError(f"{self.root}: no entry {name!r}")
-                eid, row, ms, hidden = got
-                if name != new.name:
-                    if con.execute("SELECT 1 FROM entry WHERE name = ?", (new.name,)).fetchone():
-                        raise FingerprintIndexError(f"{self.root}: cannot rename {name} to {new.name}: that entry exists")
-                    con.execute("UPDATE entry SET name = ? WHERE id = ?", (new.name, eid))
-                target = row
-                if (ms, bool(hidden)) != (new.facts.published_ms, new.facts.hidden):
-                    screen, tokens, _ = self._map(gen, rows)
-                    self._write_rows(gen, rows, np.array(screen[row:row + 1]), np.array(tokens[row:row + 1]),
-                                     cols_row(new.width, new.facts.published_ms, new.facts.hidden))
-                    target = rows
-                    con.execute("UPDATE state SET v = ? WHERE k = 'rows'", (rows + 1,))
-                self._insert(con, new, target, seq)
-                con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            self._view()
+        with self._lock, self._tx() as con:
+            gen, rows, seq = self._read_state()
+            seq += 1
+            got = con.execute("SELECT id, row, published_ms, hidden FROM entry WHERE name = ?", (name,)).fetchone()
+            if got is None:
+                raise FingerprintIndexError(f"{self.root}: no entry {name!r}")
+            eid, row, ms, hidden = got
+            if name != new.name:
+                if con.execute("SELECT 1 FROM entry WHERE name = ?", (new.name,)).fetchone():
+                    raise FingerprintIndexError(f"{self.root}: cannot rename {name} to {new.name}: that entry exists")
+                con.execute("UPDATE entry SET name = ? WHERE id = ?", (new.name, eid))
+            target = row
+            if (ms, bool(hidden)) != (new.facts.published_ms, new.facts.hidden):
+                screen, tokens, _ = self._map(gen, rows)
+                self._write_rows(gen, rows, np.array(screen[row:row + 1]), np.array(tokens[row:row + 1]),
+                                 cols_row(new.width, new.facts.published_ms, new.facts.hidden))
+                target = rows
+                con.execute("UPDATE state SET v = ? WHERE k = 'rows'", (rows + 1,))
+            self._insert(con, new, target, seq)
+            con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq,))
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            if self._con is None:
-                return
-            con = self._con
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                _, _, seq = self._read_state()
-                got = con.execute("SELECT row FROM entry WHERE name = ?", (name,)).fetchone()
-                if got is not None:
-                    con.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (got[0], seq + 1))
-                    con.execute("DELETE FROM entry WHERE name = ?", (name,))
-                    con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq + 1,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            self._view()
+        if self._con is None:
+            return
+        with self._lock, self._tx() as con:
+            _, _, seq = self._read_state()
+            got = con.execute("SELECT row FROM entry WHERE name = ?", (name,)).fetchone()
+            if got is not None:
+                con.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (got[0], seq + 1))
+                con.execute("DELETE FROM entry WHERE name = ?", (name,))
+                con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq + 1,))
 
     def replace_all(self, entries: Sequence[Entry], screen: np.ndarray, tokens: np.ndarray) -> None:
         """Every entry at once, in fresh files of the next generation (a rebuild, a migration): one
         transaction; the old generation's files are deleted after it commits."""
         with self._lock:
-            con = self._open()
-            gen, _, seq = self._read_state()
+            gen, _, seq = self._read_state()  # (the caller holds the home's writer lock: no writer between)
             for p in self._files(gen + 1):
                 p.unlink(missing_ok=True)  # a rebuild killed before its commit left them
             cols = np.concatenate([cols_row(e.width, e.facts.published_ms, e.facts.hidden) for e in entries]) \
@@ -416,22 +405,14 @@ class IndexDB:
                 p.touch()
             if entries:
                 self._write_rows(gen + 1, 0, screen.astype(np.float32), tokens.astype(np.uint64), cols)
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute("DELETE FROM declared_base")
-                con.execute("DELETE FROM entry")
-                con.execute("DELETE FROM retired")
+            with self._tx() as tx:  # then the view maps the new generation and deletes the old one's files
+                tx.execute("DELETE FROM declared_base")
+                tx.execute("DELETE FROM entry")
+                tx.execute("DELETE FROM retired")
                 for i, e in enumerate(entries):
-                    self._insert(con, e, i, seq + 1)
+                    self._insert(tx, e, i, seq + 1)
                 for k, v in (("generation", gen + 1), ("rows", len(entries)), ("seq", seq + 1)):
-                    con.execute("UPDATE state SET v = ? WHERE k = ?", (v, k))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            for p in self._files(gen):
-                p.unlink(missing_ok=True)
-            self._view(full=True)
+                    tx.execute("UPDATE state SET v = ? WHERE k = ?", (v, k))
 
 
 class Entries(Mapping[str, Entry]):
