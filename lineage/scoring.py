@@ -104,7 +104,10 @@ class Scorer:
 
     def name_of(self, key: str) -> str | None:
         """The index entry of the model ``key`` (None: not indexed)."""
-        name = self.index.db.name_for_key(key) or self._maps()[0].get(key)
+        name = self.index.db.name_for_key(key)
+        if name is not None:  # read from the entries themselves: no second lookup
+            return name
+        name = self._maps()[0].get(key)  # a keyless entry, remembered from an earlier read: it may be gone
         return name if name is not None and name in self.index.entries else None
 
     def indexed(self, name: str, key: str, was: str | None = None) -> None:
