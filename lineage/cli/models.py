@@ -112,31 +112,46 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Fingerprint file to write (.lfp).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="File to write (.lfp, or .lsc for --tier screen).")
+@click.option("--tier", type=click.Choice(["verify", "screen"]), default="verify", show_default=True,
+              help="verify: the per-layer evidence the verdicts rest on; screen: a small alignment-free file that ranks candidate bases (reads ~2% of a 7B).")
 @click.option("--rank", type=click.IntRange(1), default=None, help="Gram factor rank per layer (default: as many as a 16 MiB factor budget allows, at least 64; exact while layers × width² ≤ 2²³, 64 at 7B).")
-@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000).")
+@click.option("--anchors", type=click.IntRange(16), default=None, help="Anchor tokens kept (default 4000; 256 for --tier screen).")
 @output_options
 @handle_errors
-def fingerprint(path: str, output: str, rank: int | None, anchors: int | None, as_json: bool) -> None:
+def fingerprint(path: str, output: str, tier: str, rank: int | None, anchors: int | None, as_json: bool) -> None:
     """Fingerprint a model (reads only embeddings, Q, K and norms) into a compact file.
 
     Example:
 
         lineage fingerprint ./Llama-2-7b-hf -o llama-2-7b.lfp
+        lineage fingerprint ./Llama-2-7b-hf --tier screen -o llama-2-7b.lsc
     """
-    from fingerprint.sketch import save, sketch_of
-
     existing_parent(Path(output))
     t = time.perf_counter()
-    sk = sketch_of(path, rank, anchors)
-    out = save(sk, output)
-    doc = {"file": str(out), "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t, 3), **sk.meta}
+    if tier == "screen":
+        from fingerprint.canonical import open_model
+        from fingerprint.screen import SCREEN_ANCHORS, screen_model
+        from fingerprint.screen import save as save_screen
+
+        sc = screen_model(open_model(path), n_anchors=anchors or SCREEN_ANCHORS, source=Path(path).name)
+        out = save_screen(sc, output)
+        meta = sc.meta
+        summary = f"{len(sc.keys)} anchors, layers {', '.join(map(str, meta['layers']))}"
+    else:
+        from fingerprint.sketch import save, sketch_of
+
+        sk = sketch_of(path, rank, anchors)
+        out = save(sk, output)
+        meta = sk.meta
+        summary = f"{meta['anchors']} anchors, rank {meta['rank']}"
+    doc = {"file": str(out), "tier": tier, "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t, 3), **meta}
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"{out}: {fmt_bytes(doc['bytes'])} ({sk.meta['architecture']}, d={sk.width}, {sk.num_layers} layers, "
-                   f"{sk.meta['anchors']} anchors, rank {sk.meta['rank']}); read {fmt_bytes(sk.meta['bytes_read'])} of "
-                   f"{fmt_bytes(sk.meta['total_bytes'])} in {doc['seconds']:.2f} s")
+        click.echo(f"{out}: {fmt_bytes(doc['bytes'])} ({meta['architecture']}, d={meta['hidden_size']}, {meta['num_layers']} layers, "
+                   f"{summary}); read {fmt_bytes(meta['bytes_read'])} of "
+                   f"{fmt_bytes(meta['total_bytes'])} in {doc['seconds']:.2f} s")
 
 
 COMMANDS = (inspect, compare, fingerprint)

@@ -1,0 +1,288 @@
+"""Screening fingerprints: a small, alignment-free view of a model that ranks candidate bases cheaply.
+
+A screen keeps, for ``n`` anchor tokens (the bottom-``n`` of the vocabulary by SHA-1, as the verification
+fingerprint's anchors, so both tiers share tokens) and ``S`` layers at evenly spaced relative depths (as
+many as a byte budget allows), the token-by-token Grams
+
+    G^E = Ê Êᵀ,   G_ℓ^Q = Ê K_ℓ^Q Êᵀ,   G_ℓ^K = Ê K_ℓ^K Êᵀ,
+
+with ``Ê`` the anchors' embedding rows scaled to unit norm (the input norm divides by the row's RMS
+anyway) and ``K_ℓ = Σ_b W̃_bᵀ W̃_b / ‖W̃_b W̃_bᵀ‖_F`` the layer's pair-normalized input Gram of the projection
+folded by its input norm's gain: the very matrix the verification tier compares, seen from the token side.
+Invariances, each exact:
+
+* residual rotation or permutation ``R`` (with norm folding): ``Ê → Ê R``, ``K_ℓ → Rᵀ K_ℓ R``, so
+  ``Ê K_ℓ Êᵀ`` is unchanged, and no alignment is needed to compare two screens;
+* per-head and per-RoPE-pair Q↔K scaling (and rotations inside a pair): ``K_ℓ`` is unchanged
+  (:mod:`fingerprint.grams`); head permutations only reorder the sum.
+
+Two screens compare by unbiased linear CKA of their U-centred Grams on the anchors they share
+(:func:`compare`): per suspect layer the best base layer within a quarter of the depth, averaged over
+layers and over Q and K. A derivative keeps its parent's Grams up to its drift (fine-tunes score ≈ 1);
+independent models share only what similar text teaches the token geometry, so the screen *ranks*
+candidates and never decides alone (``docs/method/verdict.md``, "Two tiers").
+
+Cost at a 7B shape (d = 4096, 32 layers, GQA 8), 256 anchors: the anchor rows (2 MB) and Q/K of six
+layers (240 MB, 1.7% of the checkpoint) read; one ``rows × d × n`` product per projection; stored as
+strict upper triangles in float16, ``(2S + 1) · n(n−1)/2 · 2`` bytes (0.85 MB).
+
+File: a safetensors container like the verification fingerprint (``lineage-screen``, its own version).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingerprint.anchors import bottom_k
+from fingerprint.canonical import CanonicalModel
+from fingerprint.errors import CheckpointFormatError, FingerprintFileError
+from fingerprint.grams import pair_scales, row_blocks
+from fingerprint.io.safetensors import parse_json_bounded, read_header
+from fingerprint.io.source import ByteSource, LocalFileSource
+from fingerprint.io.tensors import decode
+
+FORMAT = "lineage-screen"
+VERSION = 1
+SCREEN_ANCHORS = 256
+BYTE_SHARE = 0.018
+"""Share of a checkpoint's weight bytes a screen may read (the target is ≤ 2%; the rest is headroom)."""
+MIN_BUDGET = 8 * 1024**2
+"""A floor so a small model's screen still sees several layers (a 135M model's 2% is a few megabytes)."""
+MIN_LAYERS = 2
+DEPTH_WINDOW = 0.25
+MAX_FILE_BYTES = 64 * 1024**2
+
+
+@dataclass
+class Screen:
+    """A model's screening fingerprint (module docstring): anchor keys, relative depths of the sampled
+    layers and the Grams ``(1 + 2S, n, n)``: embedding, then Q and K of each sampled layer."""
+
+    meta: dict[str, Any]
+    keys: list[str]
+    depths: np.ndarray
+    grams: np.ndarray
+    index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+
+def layer_plan(m: CanonicalModel, budget: int | None = None) -> list[int]:
+    """Which layers a screen reads: ``S`` evenly spaced over the depth (first and last included), the
+    largest ``S`` whose Q/K bytes fit ``max(BYTE_SHARE · total, MIN_BUDGET)`` (never fewer than
+    ``MIN_LAYERS``), so the bytes read stay a fixed share of the checkpoint at every size."""
+    s = m.spec
+    budget = budget if budget is not None else max(int(BYTE_SHARE * m.total_bytes), MIN_BUDGET)
+    roles = ("q", "k") if m.has("q", 0) else ("qkv",)
+    per_layer = sum(m.info(r, 0).nbytes for r in roles)
+    n = int(np.clip(budget // max(per_layer, 1), MIN_LAYERS, s.num_layers))
+    if n >= s.num_layers:
+        return list(range(s.num_layers))
+    return sorted({round(i * (s.num_layers - 1) / (n - 1)) for i in range(n)})
+
+
+def _projected_gram(w: np.ndarray, blocks: np.ndarray, head_dim: int, e_hat: np.ndarray) -> np.ndarray:
+    """``Ê K Êᵀ`` with ``K`` the pair-normalized input Gram of ``w``: ``P = diag(s) W Êᵀ``, then ``Pᵀ P``."""
+    s = pair_scales(w, blocks, head_dim)
+    p = (w @ e_hat.T) * s[:, None].astype(np.float32)  # rows × n, float32 (one BLAS product)
+    g: np.ndarray = p.T.astype(np.float64) @ p.astype(np.float64)
+    return g
+
+
+def screen_model(m: CanonicalModel, n_anchors: int = SCREEN_ANCHORS, budget: int | None = None,
+                 source: str | None = None, revision: str | None = None) -> Screen:
+    """Read the anchors' embedding rows and the planned layers' Q/K of ``m``; compute the screen Grams."""
+    s = m.spec
+    vocab = m.vocab()
+    keys = bottom_k(list(vocab.keys), n_anchors)
+    e = m.embed_rows([vocab.keys[k] for k in keys]).astype(np.float32)
+    norms = np.linalg.norm(e, axis=1)
+    e_hat = e / np.where(norms > 0, norms, 1.0)[:, None]
+    qb = row_blocks(s.num_heads, s.head_dim, s.rotary_dim, s.rope_style)
+    kb = row_blocks(s.num_kv_heads, s.head_dim, s.rotary_dim, s.rope_style)
+    layers = layer_plan(m, budget)
+    grams = [e_hat.astype(np.float64) @ e_hat.T.astype(np.float64)]
+    for layer in layers:
+        wq, wk = m.attention(layer, fold=True)
+        grams.append(_projected_gram(wq, qb, s.head_dim, e_hat))
+        grams.append(_projected_gram(wk, kb, s.head_dim, e_hat))
+    depths = np.array([layer / max(1, s.num_layers - 1) for layer in layers], dtype=np.float32)
+    meta = {"format": FORMAT, "version": VERSION, "architecture": s.architecture, "num_layers": s.num_layers,
+            "hidden_size": s.hidden_size, "layers": layers, "vocab_size": vocab.size, "vocab_digest": vocab.digest(),
+            "source": source or m.repo.name, "revision": revision, "bytes_read": m.bytes_read,
+            "total_bytes": m.total_bytes}
+    return Screen(meta, keys, depths, _stored(np.stack(grams)))
+
+
+# -- comparison ---------------------------------------------------------------------------------
+
+def u_center(g: np.ndarray) -> np.ndarray:
+    """U-centring (Song et al. 2012) of a stack of Grams ``(..., n, n)``: diagonal zeroed,
+    ``m = K̃ 1 / (n − 2)``, ``m ← m − Σm / (2(n − 1))``, ``K_c = K̃ − m 1ᵀ − 1 mᵀ``, diagonal zeroed again;
+    ``⟨K_c, L_c⟩`` is then proportional to the unbiased HSIC."""
+    n = g.shape[-1]
+    k = g.copy()
+    idx = np.arange(n)
+    k[..., idx, idx] = 0.0
+    m = k.sum(axis=-1) / (n - 2)
+    m = m - m.sum(axis=-1, keepdims=True) / (2 * (n - 1))
+    k = k - m[..., :, None] - m[..., None, :]
+    k[..., idx, idx] = 0.0
+    return k
+
+
+def _cka(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unbiased CKA of every pair of U-centred Grams in two stacks: ``(len a, len b)``."""
+    fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    na, nb = np.sqrt((fa * fa).sum(axis=1)), np.sqrt((fb * fb).sum(axis=1))
+    den = np.outer(na, nb)
+    out: np.ndarray = np.where(den > 1e-30, (fa @ fb.T) / np.where(den > 1e-30, den, 1.0), 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class ScreenScore:
+    """How two screens agree: ``score`` (the mean layer CKA, what ranks), the embedding Grams' CKA, the
+    per-layer values and the number of shared anchors (``< 16`` shared: no comparison, score 0)."""
+
+    score: float
+    embed: float
+    layers: tuple[float, ...]
+    shared: int
+
+
+def compare(base: Screen, suspect: Screen) -> ScreenScore:
+    """Agreement of a suspect's screen with a candidate base's (module docstring): for each suspect layer
+    the base layer within :data:`DEPTH_WINDOW` of its relative depth with the highest ``(CKA_Q + CKA_K)/2``
+    (depth pruning and layer duplication move layers), averaged over the suspect's layers."""
+    shared = sorted(set(base.keys) & set(suspect.keys))
+    if len(shared) < 16:
+        return ScreenScore(0.0, 0.0, (), len(shared))
+    ia = np.array([base.index[k] for k in shared])
+    ib = np.array([suspect.index[k] for k in shared])
+    ga = u_center(base.grams[:, ia][:, :, ia].astype(np.float64))
+    gb = u_center(suspect.grams[:, ib][:, :, ib].astype(np.float64))
+    embed = float(_cka(ga[:1], gb[:1])[0, 0])
+    cq = _cka(ga[1::2], gb[1::2])  # base layers × suspect layers
+    ck = _cka(ga[2::2], gb[2::2])
+    both = (cq + ck) / 2
+    near = np.abs(base.depths[:, None] - suspect.depths[None, :]) <= DEPTH_WINDOW + 1e-6
+    per = np.where(near, both, -np.inf).max(axis=0)
+    per = np.where(np.isfinite(per), per, 0.0)
+    return ScreenScore(float(per.mean()), embed, tuple(round(float(x), 4) for x in per), len(shared))
+
+
+# -- file format --------------------------------------------------------------------------------
+
+def _tri(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, k=1)
+
+
+def _stored(grams: np.ndarray) -> np.ndarray:
+    """Grams at stored precision: each scaled to its largest off-diagonal magnitude and rounded to float16
+    (the diagonal is never used: U-centring zeroes it), so a screen in memory and read back agree."""
+    n = grams.shape[-1]
+    iu = _tri(n)
+    out = np.zeros_like(grams, dtype=np.float64)
+    for i, g in enumerate(grams):
+        v = g[iu]
+        scale = float(np.float32(np.abs(v).max())) or 1.0  # the file keeps it as float32
+        r = (v / scale).astype(np.float16).astype(np.float64) * scale
+        out[i][iu] = r
+        out[i].T[iu] = r
+    return out
+
+
+def to_bytes(sc: Screen) -> bytes:
+    """Deterministic bytes (sorted keys, float16 triangles with one float32 scale per Gram)."""
+    n = len(sc.keys)
+    iu = _tri(n)
+    tri = np.stack([g[iu] for g in sc.grams]) if n else np.zeros((len(sc.grams), 0))
+    scales = np.abs(tri).max(axis=1) if tri.shape[1] else np.ones(len(tri))
+    scales = np.where(scales > 0, scales, 1.0)
+    tensors = {"grams": (tri / scales[:, None]).astype(np.float16), "scales": scales.astype(np.float32),
+               "depths": sc.depths.astype(np.float32)}
+    doc = {**sc.meta, "keys": sc.keys}
+    header: dict[str, Any] = {"__metadata__": {"lineage.screen": json.dumps(doc, sort_keys=True, ensure_ascii=True)}}
+    offset, blobs = 0, []
+    names = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def save(sc: Screen, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(to_bytes(sc))
+    tmp.replace(p)
+    return p
+
+
+def load(path: str | Path) -> Screen:
+    """Read and validate a screen file.
+
+    Raises:
+        FingerprintFileError: not a screen, wrong version, truncated or inconsistent shapes.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise FingerprintFileError(str(p), str(e)) from e
+    if size > MAX_FILE_BYTES:
+        raise FingerprintFileError(str(p), f"{size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
+    return read_screen(LocalFileSource(p), str(p))
+
+
+def read_screen(src: ByteSource, where: str) -> Screen:
+    """Parse a screen from any byte source (bounded parser, every shape checked against the metadata)."""
+    try:
+        infos, metadata = read_header(src, where.rsplit("/", 1)[-1])
+        raw = metadata.get("lineage.screen")
+        if raw is None:
+            raise FingerprintFileError(where, "no lineage.screen metadata (is this a screen file?)")
+        doc = parse_json_bounded(raw.encode(), where)
+    except CheckpointFormatError as e:
+        raise FingerprintFileError(where, e.reason) from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise FingerprintFileError(where, "metadata is not a lineage screen")
+    if doc.get("version") != VERSION:
+        raise FingerprintFileError(where, f"screen version {doc.get('version')!r}; this build reads version {VERSION}")
+
+    def arr(name: str) -> np.ndarray:
+        if name not in infos:
+            raise FingerprintFileError(where, f"tensor {name!r} is missing")
+        info = infos[name]
+        return decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
+
+    keys = doc.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+        raise FingerprintFileError(where, "anchor keys must be distinct strings")
+    tri, scales, depths = arr("grams"), arr("scales"), arr("depths")
+    n = len(keys)
+    if tri.ndim != 2 or tri.shape != (1 + 2 * len(depths), n * (n - 1) // 2) or scales.shape != (len(tri),):
+        raise FingerprintFileError(where, f"Grams {tri.shape} do not match {n} anchors and {len(depths)} layers")
+    if not (np.isfinite(tri).all() and np.isfinite(scales).all()) or ((depths < 0) | (depths > 1)).any():
+        raise FingerprintFileError(where, "non-finite Grams or depths outside [0, 1]")
+    grams = np.zeros((len(tri), n, n))
+    iu = _tri(n)
+    for i, (t, sc) in enumerate(zip(tri, scales)):
+        grams[i][iu] = t * sc
+        grams[i].T[iu] = t * sc
+    meta = {k: v for k, v in doc.items() if k != "keys"}
+    return Screen(meta, keys, depths.astype(np.float32), grams)
