@@ -128,7 +128,7 @@ def u_center(g: np.ndarray) -> np.ndarray:
     ``m = K̃ 1 / (n − 2)``, ``m ← m − Σm / (2(n − 1))``, ``K_c = K̃ − m 1ᵀ − 1 mᵀ``, diagonal zeroed again;
     ``⟨K_c, L_c⟩`` is then proportional to the unbiased HSIC."""
     n = g.shape[-1]
-    k = g.copy()
+    k: np.ndarray = np.array(g, dtype=np.float64)
     idx = np.arange(n)
     k[..., idx, idx] = 0.0
     m = k.sum(axis=-1) / (n - 2)
