@@ -30,6 +30,7 @@ from fingerprint.entry import Entry, Facts
 from fingerprint.errors import FingerprintFileError, FingerprintIndexError
 from fingerprint.indexdb import SCREEN_DIM, TOKEN_DIM, Entries, IndexDB
 from fingerprint.io.source import MemorySource
+from fingerprint.screen import VECTOR_VERSION, sketch_vector
 from fingerprint.similarity.verdict import Verdict
 from fingerprint.sketch import MAX_FILE_BYTES, Sketch, load, read_sketch
 from fingerprint.store import FingerprintStore, content_key
@@ -40,24 +41,14 @@ if TYPE_CHECKING:  # torch is imported only when something is scored
 __all__ = ["Entry", "Evidence", "Facts", "Index", "Match", "Stored", "screen_vector", "token_sketch"]
 
 LEGACY_VERSION = 1  # index.json + screen.npz
-DEPTH_BINS = 8
 TOKEN_SKETCH = TOKEN_DIM
 MIN_TOKEN_OVERLAP = 0.02
 SCREEN_BLOCK = 256
-assert DEPTH_BINS * 2 * 16 == SCREEN_DIM
 
 
 def screen_vector(sk: Sketch) -> np.ndarray:
-    """Prefilter spectra averaged into ``DEPTH_BINS`` relative-depth bins (so depth changes still match)."""
-    pre = sk.prefilter  # (layers, 2, 16)
-    n = pre.shape[0]
-    bins = np.minimum((np.arange(n) * DEPTH_BINS) // max(n, 1), DEPTH_BINS - 1)
-    out = np.zeros((DEPTH_BINS, 2, pre.shape[2]), dtype=np.float64)
-    for b in range(DEPTH_BINS):
-        sel = pre[bins == b] if (bins == b).any() else pre[[min(n - 1, b * n // DEPTH_BINS)]]
-        out[b] = sel.mean(axis=0)
-    v = out.reshape(-1)
-    return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
+    """An entry's screen row: its anchor Grams, feature-hashed (:func:`fingerprint.screen.sketch_vector`)."""
+    return sketch_vector(sk, SCREEN_DIM)
 
 
 def token_sketch(sk: Sketch) -> np.ndarray:
@@ -141,6 +132,26 @@ class Index:
             self._migrate()
         self.db = IndexDB(self.root)
         self.entries = Entries(self.db)
+        version = self.db.state("screen")
+        if version is None and not self.db.count():
+            self.db.set_state("screen", VECTOR_VERSION)
+        elif version != VECTOR_VERSION:
+            self._rescreen()
+
+    def _rescreen(self) -> None:
+        """Screen rows of an index written by an earlier release computed again from the fingerprint files
+        (once, at the first open after an upgrade; entries whose file cannot be read keep a row that no
+        screen selects, for ``lineage repair`` to report)."""
+        entries = self.db.all()
+        rows_s = np.zeros((len(entries), SCREEN_DIM), np.float32)
+        rows_t = np.full((len(entries), TOKEN_DIM), np.iinfo(np.uint64).max, np.uint64)
+        for i, e in enumerate(entries):
+            try:
+                sk = self._read(e)
+            except (FingerprintFileError, FingerprintIndexError, OSError):
+                continue
+            rows_s[i], rows_t[i] = screen_vector(sk), token_sketch(sk)
+        self.db.replace_all(entries, rows_s, rows_t, state={"screen": VECTOR_VERSION})
 
     def refresh(self) -> bool:
         """Catch up with what another process wrote since (cheap when nothing did): whether it changed."""
@@ -229,7 +240,7 @@ class Index:
             screen, tokens, entries, _ = self._recompute(entries)
         tmp = self.root / f"migrate-{os.getpid()}"
         db = IndexDB(tmp)
-        db.replace_all(entries, screen, tokens)
+        db.replace_all(entries, screen, tokens)  # rows of screen version 1: the first open computes them again
         db.close()
         for p in sorted(tmp.iterdir()):  # the row files first: index.db appearing is what says "done"
             if p.name not in ("index.db", "index.db-wal", "index.db-shm"):
@@ -280,7 +291,7 @@ class Index:
             raise FingerprintIndexError(f"{root}: index unreadable ({err}); add the bases again with lineage index add") from err
         idx.entries = Entries(idx.db)
         screen, tokens, kept, dropped = idx._recompute([e for e in entries if keep(e)])
-        idx.db.replace_all(kept, screen, tokens)
+        idx.db.replace_all(kept, screen, tokens, state={"screen": VECTOR_VERSION})
         return idx, dropped
 
     def newer_than(self, when: tuple[int, str]) -> int:

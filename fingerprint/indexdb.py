@@ -43,7 +43,7 @@ from fingerprint.entry import NO_TIME, Entry, Facts
 from fingerprint.errors import FingerprintIndexError
 
 DB_VERSION = 2  # version 1 was index.json + screen.npz, migrated by :mod:`fingerprint.index`
-SCREEN_DIM = 256  # 8 depth bins × Q/K × 16 singular values
+SCREEN_DIM = 256  # feature-hashed anchor Grams (fingerprint.screen.sketch_vector)
 TOKEN_DIM = 256
 #: one row of the gates' columns: 16 bytes, so a 1M-entry index maps 16 MB for them
 COLS = np.dtype([("published_ms", "<i8"), ("width", "<i4"), ("hidden", "u1"), ("_pad", "u1", (3,))])
@@ -392,9 +392,20 @@ class IndexDB:
                 con.execute("DELETE FROM entry WHERE name = ?", (name,))
                 con.execute("UPDATE state SET v = ? WHERE k = 'seq'", (seq + 1,))
 
-    def replace_all(self, entries: Sequence[Entry], screen: np.ndarray, tokens: np.ndarray) -> None:
+    def state(self, k: str) -> int | None:
+        """A value of the ``state`` table (the caller's own keys, e.g. what its screen rows hold)."""
+        rows = self._query("SELECT v FROM state WHERE k = ?", (k,))
+        return int(rows[0][0]) if rows else None
+
+    def set_state(self, k: str, v: int) -> None:
+        with self._lock, self._tx() as tx:
+            tx.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (k, v))
+
+    def replace_all(self, entries: Sequence[Entry], screen: np.ndarray, tokens: np.ndarray,
+                    state: dict[str, int] | None = None) -> None:
         """Every entry at once, in fresh files of the next generation (a rebuild, a migration): one
-        transaction; the old generation's files are deleted after it commits."""
+        transaction (which also sets ``state``'s values); the old generation's files are deleted after it
+        commits."""
         with self._lock:
             gen, _, seq = self._read_state()  # (the caller holds the home's writer lock: no writer between)
             for p in self._files(gen + 1):
@@ -413,6 +424,8 @@ class IndexDB:
                     self._insert(tx, e, i, seq + 1)
                 for k, v in (("generation", gen + 1), ("rows", len(entries)), ("seq", seq + 1)):
                     tx.execute("UPDATE state SET v = ? WHERE k = ?", (v, k))
+                for k, v in (state or {}).items():
+                    tx.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (k, v))
 
 
 class Entries(Mapping[str, Entry]):

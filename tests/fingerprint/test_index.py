@@ -20,7 +20,8 @@ from fingerprint.canonical import open_model
 from fingerprint.errors import FingerprintIndexError
 from fingerprint.index import Facts, Index, screen_vector, token_sketch
 from fingerprint.indexdb import SCREEN_DIM
-from fingerprint.sketch import Sketch, save, sketch_model
+from fingerprint.screen import VECTOR_VERSION
+from fingerprint.sketch import Sketch, load, save, sketch_model
 from lineage.cli import main
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden-tiny-llama.lfp"
@@ -97,8 +98,9 @@ def test_screen_in_blocks_equals_screening_every_entry(tmp_path: Path, monkeypat
     fakes = {}
     for i in range(40):
         keys = sorted(rng.choice(vocab_a if i % 3 else vocab_b, 200, replace=False).tolist())
-        fakes[f"e{i}"] = fake(int(rng.choice([16, 32, 48])), i, keys)
-        items.append((save(fakes[f"e{i}"], tmp_path / f"e{i}.lfp"), f"e{i}", None))
+        path = save(fake(int(rng.choice([16, 32, 48])), i, keys), tmp_path / f"e{i}.lfp")
+        fakes[f"e{i}"] = load(path)  # as the index reads it (int8 rows and factors)
+        items.append((path, f"e{i}", None))
     idx = Index(tmp_path / "idx")
     idx.add_many(items)
     suspect = fake(32, 99, vocab_a[:250])
@@ -218,7 +220,8 @@ def test_a_version_1_index_is_migrated_with_its_facts(tmp_path: Path) -> None:
     for p in (tmp_path / "ref" / "fingerprints").iterdir():
         (root / "fingerprints" / p.name).write_bytes(p.read_bytes())
     (root / "index.json").write_text(json.dumps({"version": 1, "entries": entries}))
-    np.savez(root / "screen.npz", screen=np.stack([screen_vector(s) for s in sks.values()]),
+    # version-1 rows held other vectors (Q/K spectra): here all zeros, which no screen could rank
+    np.savez(root / "screen.npz", screen=np.zeros((len(sks), SCREEN_DIM), np.float32),
              tokens=np.stack([token_sketch(s) for s in sks.values()]))
     idx = Index(root)
     assert list(idx.entries) == list(sks)
@@ -227,6 +230,7 @@ def test_a_version_1_index_is_migrated_with_its_facts(tmp_path: Path) -> None:
     assert idx.entries["local"].facts == Facts()
     assert (root / "index.json.v1").exists() and (root / "screen.npz.v1").exists() and not (root / "index.json").exists()
     probe = fake(32, 7)
+    assert idx.db.state("screen") == VECTOR_VERSION  # the rows were computed again from the files
     assert idx.screen(probe, 5) == [g for g in new.screen(probe, 5) if g[0] != "org/ft"]  # ft is hidden now
     assert idx.sketch("org/ft").keys == sks["org/ft"].keys
 
@@ -262,7 +266,7 @@ def test_an_index_killed_while_adding_stays_consistent(tmp_path: Path) -> None:
     n = len(idx.entries)
     assert printed + 1 <= n <= printed + 2
     rows = idx.db.rows()
-    vectors = {f: screen_vector(fake(32, i)) for i, f in enumerate(files)}
+    vectors = {f: screen_vector(load(f)) for f in files}
     for e in idx.entries.values():
         row = idx.db.row_of(e.name)
         assert row is not None and e.facts.key == f"k{e.name[1:]}"
