@@ -1,12 +1,16 @@
-"""``lineage compare`` vs the faithful full-state-dict AWM path: time and peak RSS per pair, both directions.
+"""``lineage compare`` vs AWM as its authors publish it: time and peak RSS per pair, both directions.
 
 Builds (cached under ``bench/.cache``) a synthetic LLaMA-shaped fp16 base and a perturbed "fine-tune" of it
-at each width, with a word-level tokenizer, then runs every path in a fresh process, in the same run:
+at each width, with a word-level tokenizer, then runs every path as a whole process (interpreter start and
+imports included), in the same run:
 
-* **lineage**: ``METHODS["lineage"]`` on two opened checkpoints (what ``lineage compare A B`` runs: the
-  streamed float32 pairwise path, closed-form null), with its own per-phase timings;
-* **AWM reference**: both checkpoints loaded whole with ``safetensors.numpy.load_file`` (AWM's loader),
-  then the AWM statistic (dense float64 Grams, 24-draw null) from those in-memory state dicts.
+* **lineage**: the ``lineage compare A B --json`` command (the streamed float32 pairwise path, closed-form
+  null), with its own per-phase timings;
+* **AWM (authors)**: :func:`awm_authors`, the authors' published code path (both state dicts loaded whole
+  with ``safetensors.torch.load_file``, float32 Grams one layer at a time, no null; |Z| from their fixed
+  constants). The baseline the ratios are taken against;
+* **AWM + null, float64** (``--faithful``, an extra column): the AWM statistic with dense float64 Grams of
+  every layer and a 24-draw permutation null, our heavier variant (the baseline before).
 
 It also checks the lineage score against the float64 sketch path on the same anchors (exact factors,
 no stored-precision rounding), so the speed does not come from a different statistic.
@@ -31,7 +35,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bench.io import CACHE, build_checkpoint, in_fresh_process, llama_shapes
+from bench.io import CACHE, build_checkpoint, llama_shapes
 
 FINGERPRINT_ROLES = ("embed_tokens", "lm_head", "q_proj", "k_proj", "norm")
 
@@ -135,8 +139,84 @@ class StateDictReader:
         return (v if rows is None else v[rows[0] : rows[1]]).astype(np.float32)
 
 
+AWM_NEG_MEAN, AWM_NEG_STD = 0.00375, 0.0028
+"""The negative-pair mean and deviation the AWM authors' ``main.py`` hard-codes; it prints |Z| from them."""
+
+
+def awm_authors(a: str, b: str) -> tuple[float, float]:
+    """AWM as its authors publish it (LUMIA-Group/AWM at bc20ff8, read for ``shared/docs/fingerprint-methods.md``
+    §1; reimplemented from that description): both state dicts loaded whole with ``safetensors.torch.load_file``,
+    shared tokens by raw string, a LAP (``scipy.optimize.linear_sum_assignment``) on ``1 − |cos|`` of the
+    embedding columns, then per layer i ↔ i the unbiased linear CKA of the aligned input Grams of W_Q and
+    W_K in float32 (centring means in float64), no null. Returns ``(score, |Z|)`` with
+    ``|Z| = |s − 0.00375| / 0.0028``; the code has no decision threshold."""
+    import re
+
+    import torch
+    from safetensors.torch import load_file as load_torch
+    from scipy.optimize import linear_sum_assignment
+
+    def state(p: str) -> dict[str, torch.Tensor]:
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted(Path(p).glob("*.safetensors")):
+            sd.update(load_torch(str(f)))
+        return sd
+
+    def vocab(p: str) -> dict[str, int]:
+        v: dict[str, int] = json.loads((Path(p) / "tokenizer.json").read_text())["model"]["vocab"]
+        return v
+
+    def qk(sd: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        layer = re.compile(r"\.(layers|h|blocks)\.(\d+)\.")
+        q: dict[int, torch.Tensor] = {}
+        k: dict[int, torch.Tensor] = {}
+        for name, w in sd.items():
+            m = layer.search(name)
+            if m and "model.layers" in name and name.endswith("self_attn.q_proj.weight"):
+                q[int(m.group(2))] = w
+            elif m and "model.layers" in name and name.endswith("self_attn.k_proj.weight"):
+                k[int(m.group(2))] = w
+        return [q[i] for i in sorted(q)], [k[i] for i in sorted(k)]
+
+    def center(g: torch.Tensor) -> torch.Tensor:
+        n = g.shape[0]
+        g = g.clone()
+        g.fill_diagonal_(0)
+        means = g.sum(dim=0, dtype=torch.float64) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        g -= means[:, None].to(g.dtype)
+        g -= means[None, :].to(g.dtype)
+        g.fill_diagonal_(0)
+        return g
+
+    def cka(x: torch.Tensor, y: torch.Tensor) -> float:
+        kx, ky = center(x.T @ x), center(y.T @ y)
+        hxy, hxx, hyy = float((kx * ky).sum()), float((kx * kx).sum()), float((ky * ky).sum())
+        return 0.0 if hxx < 1e-8 or hyy < 1e-8 else hxy / (hxx * hyy) ** 0.5
+
+    sa, sb = state(a), state(b)
+    va, vb = vocab(a), vocab(b)
+    shared = sorted(set(va) & set(vb))
+    ea = sa["model.embed_tokens.weight"][[va[t] for t in shared]].float()
+    eb = sb["model.embed_tokens.weight"][[vb[t] for t in shared]].float()
+    (ref, er), (tgt, et) = ((sa, ea), (sb, eb)) if ea.shape[1] >= eb.shape[1] else ((sb, eb), (sa, ea))
+    sim = (er / er.norm(dim=0).clamp_min(1e-12)).T @ (et / et.norm(dim=0).clamp_min(1e-12))
+    rows, cols = linear_sum_assignment((1 - sim.abs()).numpy())
+    perm = torch.empty(et.shape[1], dtype=torch.long)
+    perm[torch.from_numpy(cols)] = torch.from_numpy(rows)
+    signs = torch.sign(sim[perm, torch.arange(et.shape[1])])
+    (qr, kr), (qt, kt) = qk(ref), qk(tgt)
+    sq = [cka(w.float()[:, perm] * signs, v.float()) for w, v in zip(qr, qt)]
+    sk = [cka(w.float()[:, perm] * signs, v.float()) for w, v in zip(kr, kt)]
+    score = (sum(sq) / len(sq) + sum(sk) / len(sk)) / 2
+    return score, abs(score - AWM_NEG_MEAN) / AWM_NEG_STD
+
+
 def _run(which: str, a: str, b: str) -> tuple[float, float, str, float, dict[str, float]]:
     t = time.perf_counter()
+    if which == "awm-authors":
+        score, z = awm_authors(a, b)
+        return time.perf_counter() - t, score, "-", z, {}
     if which == "lineage":
         from fingerprint.canonical import open_model
         from fingerprint.similarity import METHODS
@@ -168,14 +248,49 @@ def _run(which: str, a: str, b: str) -> tuple[float, float, str, float, dict[str
     return time.perf_counter() - t, r.score, r.verdict, r.z, dict(r.timings)
 
 
+def whole_process(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` to its end: wall seconds (interpreter start and imports included), peak RSS in MB (its
+    own, from ``wait4``), and its standard output."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert p.stdout is not None
+        out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)  # reaped here, not by Popen: its rusage is the child's own
+        secs = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd[:4])}: exit {p.returncode}: {err.read().strip()[-400:]}")
+    return secs, usage.ru_maxrss / 1024, out
+
+
+def _command(which: str, a: Path, b: Path) -> list[str]:
+    import sys
+
+    if which == "lineage":  # the command a user runs
+        return [sys.executable, "-m", "lineage", "compare", str(a), str(b), "--json"]
+    code = "import json, sys; from bench.compare import _run; print(json.dumps(_run(*sys.argv[1:4])))"
+    return [sys.executable, "-c", code, which, str(a), str(b)]
+
+
 def measure(which: str, a: Path, b: Path, repeat: int = 1) -> dict[str, Any]:
-    """Time, peak RSS (MB), score, verdict, z and phase timings of one path, each run in a fresh process;
-    the run with the median time of ``repeat`` (this machine's timings vary by ±25% run to run)."""
+    """One path as a whole process (``lineage``: the ``lineage compare --json`` command; the others through
+    :func:`_run`): wall time, peak RSS (MB), score, verdict, z and lineage's phase timings; the run with the
+    median time of ``repeat`` (this machine's timings vary by ±25% run to run)."""
     runs = []
     for _ in range(repeat):
-        t, score, verdict, z, phases, rss_kib = in_fresh_process(_run, which, str(a), str(b))
-        runs.append({"s": t, "rss_mb": rss_kib / 1024, "score": score, "verdict": verdict, "z": z, "phases": phases,
-                     "all_s": []})
+        secs, rss, out = whole_process(_command(which, a, b))
+        if which == "lineage":
+            d = json.loads(out)
+            score, verdict, z, phases = d["score"], d["verdict"], d["z"], d.get("timings") or {}
+        else:
+            _, score, verdict, z, phases = json.loads(out.strip().splitlines()[-1])
+        runs.append({"s": secs, "rss_mb": rss, "score": score, "verdict": verdict, "z": z, "phases": phases, "all_s": []})
     runs.sort(key=lambda r: r["s"])
     mid = runs[len(runs) // 2]
     mid["all_s"] = [r["s"] for r in runs]
@@ -189,7 +304,9 @@ def _width(d: int, a: argparse.Namespace) -> None:
     for label, x, y in (("base → ft", base, ft), ("ft → base", ft, base)):
         runs.append(("lineage", label, measure("lineage", x, y, a.repeat)))
         if not a.sparse:
-            runs.append(("AWM", label, measure("awm", x, y, a.repeat)))
+            runs.append(("AWM (authors)", label, measure("awm-authors", x, y, a.repeat)))
+            if a.faithful:
+                runs.append(("AWM + null, float64", label, measure("awm", x, y, a.repeat)))
     print(f"\n### d={d}, L={a.layers}, {a.kv_heads} KV heads, fp16, {size / 1e9:.2f} GB per checkpoint"
           + (" (sparse: V/O/MLP are holes)" if a.sparse else "") + "\n")
     print(f"| path | direction | time (s){' (median; all runs)' if a.repeat > 1 else ''} | peak RSS (MB) | score | z | verdict |")
@@ -201,8 +318,9 @@ def _width(d: int, a: argparse.Namespace) -> None:
         print()
         for label in ("base → ft", "ft → base"):
             lin = next(r for w, lb, r in runs if w == "lineage" and lb == label)
-            awm = next(r for w, lb, r in runs if w == "AWM" and lb == label)
-            print(f"ratio lineage/AWM ({label}): time {lin['s'] / awm['s']:.3f}, peak RSS {lin['rss_mb'] / awm['rss_mb']:.3f}")
+            awm = next(r for w, lb, r in runs if w == "AWM (authors)" and lb == label)
+            print(f"ratio lineage/AWM as its authors publish it ({label}): time {lin['s'] / awm['s']:.3f}, "
+                  f"peak RSS {lin['rss_mb'] / awm['rss_mb']:.3f}")
     lin = runs[0][2]
     print("\nwhere lineage's time goes (base → ft; the rest is imports and opening):\n")
     print("| phase | s |\n|---|---|")
@@ -223,11 +341,18 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=1, help="fresh-process runs per path and direction; the median is shown")
     ap.add_argument("--sparse", action="store_true", help="holes for the tensors a fingerprint never reads; no AWM run")
+    ap.add_argument("--faithful", action="store_true",
+                    help="also run the heavier AWM variant (float64 Grams of every layer, 24-draw null)")
     ap.add_argument("--no-check", dest="check", action="store_false",
                     help="skip the float64 reference score (run at d ≤ 1024 only: it is the old, slow path)")
     a = ap.parse_args()
-    print("pair: a synthetic LLaMA-shaped base and a copy with 0.3σ Gaussian noise on every weight; "
-          "each path in a fresh process, same run")
+    import os
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}. pair: a synthetic LLaMA-shaped "
+          "base and a copy with 0.3σ Gaussian noise on every weight; each path a whole process (interpreter start "
+          "and imports included), same run")
     for d in a.hidden:
         _width(d, a)
 

@@ -69,10 +69,11 @@ def _bf16(x: np.ndarray) -> bytes:
     return (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
 
 
-def write_shape(name: str) -> Path:
-    """The sparse synthetic checkpoint of shape ``name`` (written once, then reused)."""
+def write_shape(name: str, seed: int = 0) -> Path:
+    """The sparse synthetic checkpoint of shape ``name`` and weights seeded ``seed`` (written once, then
+    reused; ``bench.service`` serves several seeds as distinct models)."""
     c = SHAPES[name]
-    out = CACHE / name
+    out = CACHE / (name if seed == 0 else f"{name}-s{seed}")
     if (out / "done").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def write_shape(name: str) -> Path:
         offset += size
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with open(out / "model.safetensors", "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         base = f.tell()

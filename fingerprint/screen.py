@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from fingerprint import device
 from fingerprint.anchors import bottom_k
 from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
@@ -92,6 +93,14 @@ def layer_plan(m: CanonicalModel, budget: int | None = None) -> list[int]:
 def _projected_gram(w: np.ndarray, blocks: np.ndarray, head_dim: int, e_hat: np.ndarray) -> np.ndarray:
     """``Ê K Êᵀ`` with ``K`` the pair-normalized input Gram of ``w``: ``P = diag(s) W Êᵀ``, then ``Pᵀ P``."""
     s = pair_scales(w, blocks, head_dim)
+    if not device.is_cpu():  # LINEAGE_DEVICE: a GPU worker projects on its GPU
+        import torch
+
+        dev = device.current()
+        pt = (torch.from_numpy(np.ascontiguousarray(w)).to(dev) @ torch.from_numpy(e_hat.T.copy()).to(dev)) \
+            * torch.from_numpy(s.astype(np.float32)).to(dev)[:, None]
+        gt: np.ndarray = (pt.T.double() @ pt.double()).cpu().numpy()
+        return gt
     p = (w @ e_hat.T) * s[:, None].astype(np.float32)  # rows × n, float32 (one BLAS product)
     g: np.ndarray = p.T.astype(np.float64) @ p.astype(np.float64)
     return g

@@ -82,11 +82,15 @@ class SimFile:
     sha256: str = ""
 
     def __post_init__(self) -> None:
-        data = self.path.read_bytes()
-        self.size = len(data)
-        # git's blob id is sha1("blob <size>\0" + content); LFS keys on sha256 of the content
-        self.sha1 = hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.size = self.path.stat().st_size
+        # git's blob id is sha1("blob <size>\0" + content); LFS keys on sha256 of the content. Streamed:
+        # a served checkpoint may be many gigabytes (bench.service's 1B shapes).
+        sha1, sha256 = hashlib.sha1(b"blob %d\x00" % self.size), hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                sha1.update(chunk)
+                sha256.update(chunk)
+        self.sha1, self.sha256 = sha1.hexdigest(), sha256.hexdigest()
 
     @property
     def lfs(self) -> bool:

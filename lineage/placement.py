@@ -270,20 +270,19 @@ def merge_parent(s: Subject, declared: Sequence[str], parent: Candidate | None, 
     most d(M,P) + 2·√(d(M,P)·d(M,Y)): a Y for which that is under the resolution (a copy of P, an
     attacked twin) is not scored against P at all. Of the Ys that pass, the best-scoring is moved up
     its own chain as the parent is (:func:`choose_parent`), so a merge with a base is not filed under
-    the base's attacked copy. Only Y among the three best other ``derived`` matches are tried.
+    the base's attacked copy. Only Y among the three best other ``derived`` matches off P's own line (not
+    a fine-tune of P, nor P one of its fine-tunes) are tried: P's line can fill a shortlist with near-ties
+    (a 50/50 merge scores the same half against every member of either family) and is no second parent.
     """
     if parent is None:
         return None
     d_mp = 1.0 - parent.score
+    line = {parent.key, *chain(tree, parent.key)}
     cands = sorted((x for x in matches if x.verdict == "derived" and x.key not in (s.key, parent.key)
+                    and x.key not in line and parent.key not in chain(tree, x.key)
                     and d_mp + 2.0 * (d_mp * max(0.0, 1.0 - x.score)) ** 0.5 > SCORE_RESOLUTION),
                    key=lambda x: -x.score)[:3]
-    if not cands:
-        return None
-    line = {parent.key, *chain(tree, parent.key)}
     for y in cands:
-        if y.key in line or parent.key in chain(tree, y.key):
-            continue  # on P's own line: a fine-tune of P, or P one of its fine-tunes
         d_py = 1.0 - between(parent.key, y.key)
         gap = d_py - (1.0 - y.score)
         if gap > SCORE_RESOLUTION and gap >= MERGE_BETWEEN * d_py:

@@ -73,11 +73,19 @@ def _run(model: HubModel, options: FetchOptions) -> Outcome:
 
 
 def _setup(device_spec: str, threads: int) -> None:
+    """Size this worker's thread pools once, before any work: torch's intra-op pool and every BLAS and
+    OpenMP pool numpy and scipy loaded (threadpoolctl), to its share of the cores. N workers each taking
+    every core would oversubscribe the CPU (numpy's OpenBLAS ignores ``torch.set_num_threads``)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from fingerprint import device
 
-    torch.set_num_threads(max(1, threads))  # N workers × all cores each would oversubscribe the CPU
+    n = max(1, threads)
+    torch.set_num_threads(n)
+    import numpy  # noqa: F401  (loads its BLAS now, so the limit below reaches it)
+
+    threadpool_limits(limits=n)  # not a context manager: the limit holds for the worker's life
     device.use(device_spec)
 
 
