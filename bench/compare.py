@@ -248,25 +248,34 @@ def _run(which: str, a: str, b: str) -> tuple[float, float, str, float, dict[str
     return time.perf_counter() - t, r.score, r.verdict, r.z, dict(r.timings)
 
 
+_WRAP = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\n@@ {time.perf_counter() - t} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def whole_process(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` to its end: wall seconds (interpreter start and imports included), peak RSS in MB (its
-    own, from ``wait4``), and its standard output."""
-    import os
+    """Run ``cmd`` to its end: wall seconds (interpreter start and imports included), peak RSS in MB, and its
+    standard output. A small wrapper interpreter forks and execs it and reads its ``wait4`` rusage: a child
+    forked from this benchmark would carry the benchmark's own peak into ``ru_maxrss``, which survives exec."""
     import subprocess
+    import sys
     import tempfile
 
     with tempfile.TemporaryFile("w+") as err:
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        assert p.stdout is not None
-        out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)  # reaped here, not by Popen: its rusage is the child's own
-        secs = time.perf_counter() - t
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(cmd[:4])}: exit {p.returncode}: {err.read().strip()[-400:]}")
-    return secs, usage.ru_maxrss / 1024, out
+        p = subprocess.run([sys.executable, "-c", _WRAP, *cmd], stdout=subprocess.PIPE, stderr=err, text=True)
+        err.seek(0)
+        lines = err.read().strip().splitlines()
+    if p.returncode or not lines or not lines[-1].startswith("@@ "):
+        raise SystemExit(f"{' '.join(cmd[:4])}: exit {p.returncode}: {' '.join(lines)[-400:]}")
+    _, secs, rss_kib = lines[-1].split()
+    return float(secs), int(rss_kib) / 1024, p.stdout
 
 
 def _command(which: str, a: Path, b: Path) -> list[str]:

@@ -380,7 +380,12 @@ class CanonicalModel:
         """Folded ``lm_head · diag(γ_final)`` rows of an untied model, else ``None``."""
         if self.spec.tied or not self.has("lm_head"):
             return None
-        w = _gather_rows(lambda a, b: self._read("lm_head", None, (a, b)), ids, self.spec.hidden_size)
+        name = self.name("lm_head")
+        pick = getattr(self.reader, "read_rows", None)
+        if name is not None and pick is not None and "lm_head" not in self.arch.transposed:
+            w: np.ndarray = pick(name, ids)  # as embed_rows: the source's gap, only the wanted rows decoded
+        else:
+            w = _gather_rows(lambda a, b: self._read("lm_head", None, (a, b)), ids, self.spec.hidden_size)
         g = self.gain("norm_final")
         return w * g[None, :] if g is not None else w
 

@@ -17,7 +17,14 @@ import numpy as np
 
 from fingerprint.errors import CheckpointFormatError, TensorNotFoundError
 from fingerprint.io.source import ByteSource, Repo, safe_relative_name
-from fingerprint.io.tensors import SAFETENSORS_DTYPE_SIZES, TensorInfo, check_no_overlap, decode, gather_rows
+from fingerprint.io.tensors import (
+    GAP_BYTES,
+    SAFETENSORS_DTYPE_SIZES,
+    TensorInfo,
+    check_no_overlap,
+    decode,
+    gather_rows,
+)
 
 #: The first read fetches this much; 97% of safetensors headers are smaller (huggingface_hub).
 FIRST_READ_BYTES = 100_000
@@ -220,7 +227,8 @@ class SafetensorsReader:
             span = np.frombuffer(src.read(start, end - start), dtype=np.uint8).reshape(last - first, row_bytes)
             return decode(span[picks].tobytes(), info.dtype, (len(picks), d), f"{info.file}:{name}")
 
-        return gather_rows(ids, d, row_bytes, run)
+        # a remote source reads through wider gaps: a round trip costs more than the bytes it saves
+        return gather_rows(ids, d, row_bytes, run, int(getattr(src, "gap_bytes", GAP_BYTES)))
 
     def read_raw(self, name: str) -> tuple[TensorInfo, bytes]:
         info = self.tensors.get(name)

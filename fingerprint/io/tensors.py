@@ -68,10 +68,11 @@ GAP_BYTES = 64 * 1024
 RUN_BYTES = 8 * 1024**2
 
 
-def row_runs(rows: np.ndarray, row_bytes: int) -> list[tuple[int, int]]:
+def row_runs(rows: np.ndarray, row_bytes: int, gap_bytes: int = GAP_BYTES) -> list[tuple[int, int]]:
     """Split sorted distinct row numbers into runs ``rows[a:b]`` read as one range each: a gap of at most
-    :data:`GAP_BYTES` is read through, and no run spans more than :data:`RUN_BYTES`."""
-    gap = max(1, GAP_BYTES // max(1, row_bytes))
+    ``gap_bytes`` is read through (a source's own ``gap_bytes``, else :data:`GAP_BYTES`), and no run spans
+    more than :data:`RUN_BYTES`."""
+    gap = max(1, gap_bytes // max(1, row_bytes))
     longest = max(1, RUN_BYTES // max(1, row_bytes))
     runs: list[tuple[int, int]] = []
     start = 0
@@ -85,7 +86,7 @@ def row_runs(rows: np.ndarray, row_bytes: int) -> list[tuple[int, int]]:
 
 
 def gather_rows(ids: list[int], d: int, row_bytes: int,
-                read_run: Callable[[int, int, np.ndarray], np.ndarray]) -> np.ndarray:
+                read_run: Callable[[int, int, np.ndarray], np.ndarray], gap_bytes: int = GAP_BYTES) -> np.ndarray:
     """Rows ``ids`` (any order, repeats allowed) of a ``(rows, d)`` tensor as float32, one read per run of
     :func:`row_runs`: ``read_run(first, last, picks)`` returns rows ``first + picks`` of ``[first, last)``."""
     if not ids:
@@ -93,7 +94,7 @@ def gather_rows(ids: list[int], d: int, row_bytes: int,
     want = np.asarray(ids, dtype=np.int64)
     uniq = np.unique(want)
     out = np.empty((len(uniq), d), dtype=np.float32)
-    for a, b in row_runs(uniq, row_bytes):
+    for a, b in row_runs(uniq, row_bytes, gap_bytes):
         first = int(uniq[a])
         out[a:b] = read_run(first, int(uniq[b - 1]) + 1, uniq[a:b] - first)
     return out[np.searchsorted(uniq, want)]
