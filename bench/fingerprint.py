@@ -74,16 +74,20 @@ def write_shape(name: str, seed: int = 0) -> Path:
     reused; ``bench.service`` serves several seeds as distinct models)."""
     c = SHAPES[name]
     out = CACHE / (name if seed == 0 else f"{name}-s{seed}")
-    if (out / "done").exists():
-        return out
     out.mkdir(parents=True, exist_ok=True)
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "rms_norm_eps": 1e-5,
            "rope_theta": 10000.0, "max_position_embeddings": 4096, "torch_dtype": "bfloat16", **c}
     (out / "config.json").write_text(json.dumps(cfg))
-    vocab = {f"t{i:06d}": i for i in range(c["vocab_size"])}
+    # each seed its own vocabulary: unrelated models share no tokens, so the index never scores them
+    # against each other (bench.service measures the workers, not the driver's matching)
+    prefix = "t" if seed == 0 else f"s{seed}t"
+    vocab = {f"{prefix}{i:06d}": i for i in range(c["vocab_size"])}
     (out / "tokenizer.json").write_text(json.dumps({
         "version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": None, "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t000000"}}))
+        "post_processor": None, "decoder": None,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": f"{prefix}000000"}}))
+    if (out / "done").exists():
+        return out
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     layout = tensors_of(c)
