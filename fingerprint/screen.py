@@ -76,14 +76,21 @@ class Screen:
         self.index = {k: i for i, k in enumerate(self.keys)}
 
 
+def _elements(info: Any) -> int:
+    return int(np.prod(info.shape, dtype=np.int64))
+
+
 def layer_plan(m: CanonicalModel, budget: int | None = None) -> list[int]:
     """Which layers a screen reads: ``S`` evenly spaced over the depth (first and last included), the
-    largest ``S`` whose Q/K bytes fit ``max(BYTE_SHARE · total, MIN_BUDGET)`` (never fewer than
-    ``MIN_LAYERS``), so the bytes read stay a fixed share of the checkpoint at every size."""
+    largest ``S`` whose Q/K fit ``max(BYTE_SHARE · total, MIN_BUDGET)`` (never fewer than ``MIN_LAYERS``),
+    so the bytes read stay a fixed share of the checkpoint at every size. Sizes are counted at 16 bits per
+    parameter whatever the file's dtype: a quantized or float32 copy plans the same layers as its bf16
+    original, so their screens compare layer for layer."""
     s = m.spec
-    budget = budget if budget is not None else max(int(BYTE_SHARE * m.total_bytes), MIN_BUDGET)
+    total = 2 * sum(_elements(i) for i in m.reader.tensors.values())
+    budget = budget if budget is not None else max(int(BYTE_SHARE * total), MIN_BUDGET)
     roles = ("q", "k") if m.has("q", 0) else ("qkv",)
-    per_layer = sum(m.info(r, 0).nbytes for r in roles)
+    per_layer = 2 * sum(_elements(m.info(r, 0)) for r in roles)
     n = int(np.clip(budget // max(per_layer, 1), MIN_LAYERS, s.num_layers))
     if n >= s.num_layers:
         return list(range(s.num_layers))

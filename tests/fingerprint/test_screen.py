@@ -70,7 +70,7 @@ def test_a_screen_reads_its_byte_budget_and_no_more(family: dict[str, Path]) -> 
     m = open_model(family["base"])
     sc = screen_model(m, budget=10**12)
     assert sc.meta["layers"] == list(range(m.spec.num_layers))
-    per_layer = m.info("q", 0).nbytes + m.info("k", 0).nbytes
+    per_layer = 2 * (m.info("q", 0).shape[0] + m.info("k", 0).shape[0]) * m.spec.hidden_size  # at 16 bits
     m2 = open_model(family["base"])
     one = screen_model(m2, budget=2 * per_layer)
     assert one.meta["layers"] == [0, m2.spec.num_layers - 1]
