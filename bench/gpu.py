@@ -68,7 +68,7 @@ class SyntheticModel:
         return role in ("q", "k", "embed")
 
     def info(self, role: str, layer: int | None = None) -> Any:
-        return _Info(self.d * self.d * 2)  # bf16 bytes of a square projection (what the screen budgets)
+        return _Info((self.d, self.d))  # a square projection (what the screen's layer plan counts)
 
     def vocab(self) -> Vocab:
         return Vocab({f"tok{i}": i for i in range(VOCAB)}, VOCAB, "synthetic", "synthetic")
@@ -85,7 +85,7 @@ class SyntheticModel:
 
 @dataclass
 class _Info:
-    nbytes: int
+    shape: tuple[int, int]
 
 
 def _screen(m: SyntheticModel, dev: str) -> tuple[Screen, float]:

@@ -2,12 +2,12 @@
 
 Storage (:mod:`fingerprint.indexdb`): entries as typed rows of ``index.db``, screen rows appended to
 memory-mapped files, fingerprint files content-addressed under ``fingerprints/`` (or an fsspec URL,
-``LINEAGE_FINGERPRINT_STORE``: :mod:`fingerprint.store`). Each screen row holds the spectral prefilter
-(8 depth bins × Q/K × 16) and a bottom-256 sketch of anchor-token hashes, for screening without opening
-files. An index written by an earlier version (``index.json`` + ``screen.npz``) is migrated when first
+``LINEAGE_FINGERPRINT_STORE``: :mod:`fingerprint.store`). Each screen row holds the entry's anchor Grams,
+feature-hashed (:func:`fingerprint.screen.sketch_vector`), and a bottom-256 sketch of anchor-token hashes,
+for screening without opening files; rows of an earlier screen version are computed again on first open. An index written by an earlier version (``index.json`` + ``screen.npz``) is migrated when first
 opened; its two files are kept beside it with a ``.v1`` suffix.
 
-Matching screens every entry (width ≤ base width, estimated token overlap, prefilter similarity), then
+Matching screens every entry (width ≤ base width, estimated token overlap, screen-row similarity), then
 scores the shortlist with the full factor-based method and ranks by score.
 """
 
@@ -331,7 +331,7 @@ class Index:
 
     def screen(self, sk: Sketch, shortlist: int, older_than: tuple[int, str] | None = None,
                newer_than: tuple[int, str] | None = None) -> list[tuple[str, float, float]]:
-        """Entries that pass the metadata gates, best prefilter similarity first: (name, similarity, overlap).
+        """Entries that pass the metadata gates, best screen-row similarity first: (name, similarity, overlap).
 
         ``older_than`` = (ms, name): only entries published before (:meth:`Entry.when`), candidates for a
         parent of a model published then; ``newer_than``: only those published after and no wider than

@@ -5,7 +5,7 @@ Layout of an index directory (``$LINEAGE_HOME/index/`` by default)::
     index.db            SQLite (WAL): one row per entry (typed columns, no free-form dict), the bases its
                         card declares, the screen rows a change retired, the state (version, generation,
                         rows written, change counter)
-    screen-<g>.f32      per screen row: the prefilter vector (``SCREEN_DIM`` float32)
+    screen-<g>.f32      per screen row: the hashed anchor Grams (``SCREEN_DIM`` float32)
     tokens-<g>.u64      per screen row: the bottom-k token sketch (``TOKEN_DIM`` uint64)
     cols-<g>.bin        per screen row: what the screen's gates read (:data:`COLS`: published time,
                         width, hidden)

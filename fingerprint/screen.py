@@ -87,8 +87,9 @@ def layer_plan(m: CanonicalModel, budget: int | None = None) -> list[int]:
     parameter whatever the file's dtype: a quantized or float32 copy plans the same layers as its bf16
     original, so their screens compare layer for layer."""
     s = m.spec
-    total = 2 * sum(_elements(i) for i in m.reader.tensors.values())
-    budget = budget if budget is not None else max(int(BYTE_SHARE * total), MIN_BUDGET)
+    if budget is None:
+        total = 2 * sum(_elements(i) for i in m.reader.tensors.values())
+        budget = max(int(BYTE_SHARE * total), MIN_BUDGET)
     roles = ("q", "k") if m.has("q", 0) else ("qkv",)
     per_layer = 2 * sum(_elements(m.info(r, 0)) for r in roles)
     n = int(np.clip(budget // max(per_layer, 1), MIN_LAYERS, s.num_layers))

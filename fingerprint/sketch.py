@@ -11,8 +11,9 @@ A sketch holds exactly what the ``lineage`` method needs, so two sketches compar
   ``r`` is the number of rows, else the top-``r`` eigenpairs ``F = V_r Λ_r^{1/2}`` with the dropped
   (tail) share of ``tr G²`` recorded, stored int8 with one fp16 scale per column (eigen-component):
   half the bytes of fp16, and each component keeps its own relative precision.
-* **prefilter**: the top-16 eigenvalues of every Q and K Gram, normalized to unit sum of squares, for
-  screening thousands of bases cheaply (invariant to permutation, rotation and scale of the residual).
+* **prefilter**: the top-16 eigenvalues of every Q and K Gram, normalized to unit sum of squares
+  (invariant to permutation, rotation and scale of the residual; the index's screen rows were made of
+  them before :func:`fingerprint.screen.sketch_vector`).
 
 File: a safetensors container (so it is read with the same bounded parser as checkpoints) whose
 ``__metadata__["lineage.fingerprint"]`` is a JSON document with the format version, the model's shapes,

@@ -9,7 +9,7 @@ commits the model):
    two, the one published first keeps (or takes over) the fingerprint and the placement;
 3. a fingerprinted model is matched against the index entries **published before it**: the base
    families *and* every member placed so far; the declared parent is always scored too, even when the
-   prefilter did not shortlist it (:class:`~lineage.scoring.Scorer`). The family is that of the best
+   screen did not shortlist it (:class:`~lineage.scoring.Scorer`). The family is that of the best
    ``derived`` member; the **direct parent** is :func:`~lineage.placement.choose_parent` (a verified
    claim inside that family, else the best member moved up its chain on ties);
 4. no confident match (or only a weak one whose embeddings were not copied), no declared base, and a
@@ -54,7 +54,7 @@ from lineage.placement import CATALOG_MS, SHORTLIST, UNDATED_MS, Placement, Subj
 from lineage.scoring import Scorer, StoreTree, subject_facts, subject_of
 
 __all__ = ["Pipeline", "Placement", "Subject", "subject_of_model"]
-#: How many later models, nearest by prefilter first, :meth:`Pipeline.revisit` asks whether a late
+#: How many later models, nearest by screen row first, :meth:`Pipeline.revisit` asks whether a late
 #: arrival entered their shortlist (each is one screen, no comparison, unless it did).
 REVISIT_SCAN = 4 * SHORTLIST
 

@@ -3,7 +3,7 @@
 :mod:`lineage.placement` decides on plain data. This module makes that data for one placement:
 
 * :class:`Scorer` compares a subject's fingerprint with the index entries published before it (the
-  prefilter's shortlist, plus any older entry the rules ask about) and hands each back as a
+  screen's shortlist, plus any older entry the rules ask about) and hands each back as a
   :class:`~lineage.placement.Candidate` named by its graph key. The index names entries by repo id;
   the key ↔ entry map lives here, so placement code sees one identity. Pair scores are memoized on the
   two fingerprints' SHA-256, so a renamed or re-familied entry still hits.
@@ -142,7 +142,7 @@ class Scorer:
     def older(self, s: Subject, sk: Sketch, sha: str) -> tuple[list[Candidate], Callable[[str], Candidate | None],
                                                                  list[str]]:
         """``s``'s candidates among the entries published before it (its fingerprint ``sk`` hashes to
-        ``sha``): the prefilter's shortlist and the declared bases, a function that scores one more
+        ``sha``): the screen's shortlist and the declared bases, a function that scores one more
         older entry by key, and the keys of the indexed declared bases."""
         work = lazy_work(lambda: sk)  # the suspect's share of every comparison, computed once, when first needed
         when = s.when()
