@@ -32,7 +32,6 @@ File: a safetensors container like the verification fingerprint (``lineage-scree
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,11 @@ from typing import Any
 import numpy as np
 
 from fingerprint import device
-from fingerprint.anchors import bottom_k
+from fingerprint.anchors import bottom_k, token_hash
 from fingerprint.canonical import CanonicalModel
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
 from fingerprint.grams import pair_scales, row_blocks
-from fingerprint.io.safetensors import parse_json_bounded, read_header
+from fingerprint.io.safetensors import container_bytes, parse_json_bounded, read_header
 from fingerprint.io.source import ByteSource, LocalFileSource
 from fingerprint.io.tensors import decode
 from fingerprint.sketch import Sketch
@@ -225,21 +224,10 @@ def to_bytes(sc: Screen) -> bytes:
     tri = np.stack([g[iu] for g in sc.grams]) if n else np.zeros((len(sc.grams), 0))
     scales = np.abs(tri).max(axis=1) if tri.shape[1] else np.ones(len(tri))
     scales = np.where(scales > 0, scales, 1.0)
-    tensors = {"grams": (tri / scales[:, None]).astype(np.float16), "scales": scales.astype(np.float32),
-               "depths": sc.depths.astype(np.float32)}
+    tensors: dict[str, np.ndarray] = {"grams": (tri / scales[:, None]).astype(np.float16), "scales": scales.astype(np.float32),
+                                      "depths": sc.depths.astype(np.float32)}
     doc = {**sc.meta, "keys": sc.keys}
-    header: dict[str, Any] = {"__metadata__": {"lineage.screen": json.dumps(doc, sort_keys=True, ensure_ascii=True)}}
-    offset, blobs = 0, []
-    names = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+    return container_bytes(tensors, {"lineage.screen": json.dumps(doc, sort_keys=True, ensure_ascii=True)})
 
 
 def save(sc: Screen, path: str | Path) -> Path:
@@ -333,8 +321,6 @@ def hashed_grams(keys: list[str], grams: list[np.ndarray], dim: int) -> np.ndarr
     components' CKAs on the tokens they share, plus hashing noise of standard deviation ≈ ``1/√dim`` (Weinberger
     et al. 2009): a few hundred dimensions rank a parent (CKA ≥ 0.7) above a million unrelated rows (≤ 0.3 + 5σ).
     """
-    from fingerprint.anchors import token_hash
-
     n = len(keys)
     v = np.zeros(dim, dtype=np.float64)
     if n < 4:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from fingerprint.anchors import DEFAULT_ANCHORS, bottom_k
 from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.errors import CheckpointFormatError, FingerprintFileError
 from fingerprint.grams import pair_scales, row_blocks
-from fingerprint.io.safetensors import parse_json_bounded, read_header
+from fingerprint.io.safetensors import container_bytes, parse_json_bounded, read_header
 from fingerprint.io.source import ByteSource, LocalFileSource
 from fingerprint.io.tensors import decode
 
@@ -254,18 +253,7 @@ def to_bytes(sk: Sketch) -> bytes:
         tensors[f"layers.{i}.k.q8"], tensors[f"layers.{i}.k.scale"] = _q8(fk.T)
     tensors["prefilter"] = sk.prefilter.astype(np.float32)
     doc = {**sk.meta, "keys": sk.keys, "tails": [[round(a, 8), round(b, 8)] for a, b in sk.tails]}
-    header: dict[str, Any] = {"__metadata__": {"lineage.fingerprint": json.dumps(doc, sort_keys=True, ensure_ascii=True)}}
-    offset, blobs = 0, []
-    names = {np.dtype(np.int8): "I8", np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+    return container_bytes(tensors, {"lineage.fingerprint": json.dumps(doc, sort_keys=True, ensure_ascii=True)})
 
 
 def save(sk: Sketch, path: str | Path) -> Path:

@@ -149,3 +149,24 @@ def golden_model(out: Path) -> Path:
     save_state_dict(sd, cfg, out)
     write_wordlevel_tokenizer(out, vocab)
     return out
+
+
+def attacked_family(root: Path) -> dict[str, Path]:
+    """A base, an unrelated model of the same shape and tokenizer ("other"), a derivative of the base with
+    0.3σ noise ("derived"), and every function-preserving attack of ``zoo.attacks`` applied to it (by name)."""
+    from safetensors.numpy import load_file
+
+    from zoo.attacks import ATTACKS
+
+    out: dict[str, Path] = {}
+    for name, seed in (("base", 0), ("other", 1)):
+        p = build_hf("llama", root / name, seed=seed, config=llama_config())
+        write_wordlevel_tokenizer(p, 512)
+        out[name] = p
+    cfg = json.loads((out["base"] / "config.json").read_text())
+    sd = load_file(str(out["base"] / "model.safetensors"))
+    out["derived"] = save_state_dict(perturb(sd, 0.3, seed=7), cfg, root / "derived", out["base"])
+    dsd = load_file(str(out["derived"] / "model.safetensors"))
+    for attack, fn in ATTACKS.items():
+        out[attack] = save_state_dict(fn(dsd, cfg, seed=11), cfg, root / attack, out["base"])
+    return out

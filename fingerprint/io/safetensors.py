@@ -259,3 +259,24 @@ def read_index(repo: Repo) -> dict[str, str]:
     if not weight_map:
         raise CheckpointFormatError(INDEX_FILENAME, "empty weight_map")
     return weight_map
+
+
+_WRITE_DTYPES = {np.dtype(np.int8): "I8", np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
+
+
+def container_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A safetensors file of ``tensors`` (int8, float16 or float32) and ``metadata``, deterministic: tensors
+    in name order, little-endian, the JSON header compact with sorted keys and padded to 8 bytes (what our
+    fingerprint and screen files are; read back with :func:`read_header`)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset, blobs = 0, []
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _WRITE_DTYPES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import load_file
-from tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from tinymodels import attacked_family
 
 from fingerprint.canonical import open_model
 from fingerprint.errors import FingerprintFileError
@@ -20,21 +19,8 @@ from zoo.attacks import ATTACKS
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A base, an unrelated model of the same shape and tokenizer, a perturbed derivative, and every
-    function-preserving attack applied to the derivative."""
-    root = tmp_path_factory.mktemp("screen-family")
-    out: dict[str, Path] = {}
-    for name, seed in (("base", 0), ("other", 1)):
-        p = build_hf("llama", root / name, seed=seed, config=llama_config())
-        write_wordlevel_tokenizer(p, 512)
-        out[name] = p
-    cfg = json.loads((out["base"] / "config.json").read_text())
-    sd = load_file(str(out["base"] / "model.safetensors"))
-    out["derived"] = save_state_dict(perturb(sd, 0.3, seed=7), cfg, root / "derived", out["base"])
-    dsd = load_file(str(out["derived"] / "model.safetensors"))
-    for attack, fn in ATTACKS.items():
-        out[attack] = save_state_dict(fn(dsd, cfg, seed=11), cfg, root / attack, out["base"])
-    return out
+    """:func:`tinymodels.attacked_family`, built once for this module."""
+    return attacked_family(tmp_path_factory.mktemp("screen-family"))
 
 
 def test_u_centring_matches_the_torch_estimator() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
-from tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from tinymodels import attacked_family, build_hf, llama_config, write_wordlevel_tokenizer
 
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
@@ -74,19 +74,7 @@ def test_procrustes_fit_from_singular_values_equals_the_full_fit() -> None:
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("family")
-    out: dict[str, Path] = {}
-    for name, seed in (("base", 0), ("other", 1)):
-        p = build_hf("llama", root / name, seed=seed, config=llama_config())
-        write_wordlevel_tokenizer(p, 512)
-        out[name] = p
-    cfg = json.loads((out["base"] / "config.json").read_text())
-    sd = load_file(str(out["base"] / "model.safetensors"))
-    out["derived"] = save_state_dict(perturb(sd, 0.3, seed=7), cfg, root / "derived", out["base"])
-    dsd = load_file(str(out["derived"] / "model.safetensors"))
-    for attack, fn in ATTACKS.items():
-        out[attack] = save_state_dict(fn(dsd, cfg, seed=11), cfg, root / attack, out["base"])
-    return out
+    return attacked_family(tmp_path_factory.mktemp("family"))
 
 
 def _logits(path: Path) -> torch.Tensor:
