@@ -130,19 +130,15 @@ class Index:
         self.store = FingerprintStore(self.root, store)
         if not (self.root / "index.db").exists() and (self.root / "index.json").exists():
             self._migrate()
-        self.db = IndexDB(self.root)
+        self.db = IndexDB(self.root, initial={"screen": VECTOR_VERSION})
         self.entries = Entries(self.db)
-        version = self.db.state("screen")
-        if version is None and not self.db.count():
-            self.db.set_state("screen", VECTOR_VERSION)
-        elif version != VECTOR_VERSION:
-            self._rescreen()
+        if self.db.path.exists() and self.db.state("screen") != VECTOR_VERSION:
+            self.db.recompute_rows("screen", VECTOR_VERSION, self._rows_again)
 
-    def _rescreen(self) -> None:
-        """Screen rows of an index written by an earlier release computed again from the fingerprint files
-        (once, at the first open after an upgrade; entries whose file cannot be read keep a row that no
-        screen selects, for ``lineage repair`` to report)."""
-        entries = self.db.all()
+    def _rows_again(self, entries: list[Entry]) -> tuple[np.ndarray, np.ndarray]:
+        """Screen and token rows of ``entries`` computed again from their fingerprint files (an index written
+        by an earlier release, once; an entry whose file cannot be read keeps a row no screen selects, for
+        ``lineage repair`` to report)."""
         rows_s = np.zeros((len(entries), SCREEN_DIM), np.float32)
         rows_t = np.full((len(entries), TOKEN_DIM), np.iinfo(np.uint64).max, np.uint64)
         for i, e in enumerate(entries):
@@ -151,7 +147,7 @@ class Index:
             except (FingerprintFileError, FingerprintIndexError, OSError):
                 continue
             rows_s[i], rows_t[i] = screen_vector(sk), token_sketch(sk)
-        self.db.replace_all(entries, rows_s, rows_t, state={"screen": VECTOR_VERSION})
+        return rows_s, rows_t
 
     def refresh(self) -> bool:
         """Catch up with what another process wrote since (cheap when nothing did): whether it changed."""

@@ -32,7 +32,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +113,11 @@ class IndexDB:
     """``index.db`` and the row files of one index directory (module docstring). Thread-safe; one writer
     per home is the caller's business (:mod:`lineage.writer`), SQLite serializes the rest."""
 
-    def __init__(self, root: Path, map_rows: bool = True) -> None:
-        """Open ``root/index.db`` if it exists (it is created by the first write); ``map_rows``: map the
-        row files now (a rebuild does not: it writes new ones)."""
+    def __init__(self, root: Path, map_rows: bool = True, initial: dict[str, int] | None = None) -> None:
+        """Open ``root/index.db`` if it exists (it is created by the first write, with ``initial``'s values in
+        its state table); ``map_rows``: map the row files now (a rebuild does not: it writes new ones)."""
         self.root = root
+        self._initial = dict(initial or {})
         self.path = root / "index.db"
         self._lock = threading.RLock()
         self._con: sqlite3.Connection | None = None
@@ -142,6 +143,7 @@ class IndexDB:
                 if v is None:
                     con.execute("INSERT OR IGNORE INTO state VALUES ('version', ?), ('generation', 1), ('rows', 0), "
                                 "('seq', 0)", (DB_VERSION,))
+                    con.executemany("INSERT OR IGNORE INTO state VALUES (?, ?)", list(self._initial.items()))
                 elif v[0] != DB_VERSION:
                     raise FingerprintIndexError(f"{self.path}: version {v[0]}, expected {DB_VERSION}")
             except (sqlite3.DatabaseError, OSError) as e:
@@ -397,10 +399,6 @@ class IndexDB:
         rows = self._query("SELECT v FROM state WHERE k = ?", (k,))
         return int(rows[0][0]) if rows else None
 
-    def set_state(self, k: str, v: int) -> None:
-        with self._lock, self._tx() as tx:
-            tx.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (k, v))
-
     def replace_all(self, entries: Sequence[Entry], screen: np.ndarray, tokens: np.ndarray,
                     state: dict[str, int] | None = None) -> None:
         """Every entry at once, in fresh files of the next generation (a rebuild, a migration): one
@@ -408,24 +406,48 @@ class IndexDB:
         commits."""
         with self._lock:
             gen, _, seq = self._read_state()  # (the caller holds the home's writer lock: no writer between)
-            for p in self._files(gen + 1):
-                p.unlink(missing_ok=True)  # a rebuild killed before its commit left them
-            cols = np.concatenate([cols_row(e.width, e.facts.published_ms, e.facts.hidden) for e in entries]) \
-                if entries else np.zeros(0, COLS)
-            for p in self._files(gen + 1):
-                p.touch()
-            if entries:
-                self._write_rows(gen + 1, 0, screen.astype(np.float32), tokens.astype(np.uint64), cols)
+            self._write_generation(gen + 1, entries, screen, tokens)
             with self._tx() as tx:  # then the view maps the new generation and deletes the old one's files
-                tx.execute("DELETE FROM declared_base")
-                tx.execute("DELETE FROM entry")
-                tx.execute("DELETE FROM retired")
-                for i, e in enumerate(entries):
-                    self._insert(tx, e, i, seq + 1)
-                for k, v in (("generation", gen + 1), ("rows", len(entries)), ("seq", seq + 1)):
-                    tx.execute("UPDATE state SET v = ? WHERE k = ?", (v, k))
-                for k, v in (state or {}).items():
-                    tx.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (k, v))
+                self._replace_entries(tx, entries, gen + 1, seq + 1, state)
+
+    def recompute_rows(self, key: str, version: int,
+                       compute: Callable[[list[Entry]], tuple[np.ndarray, np.ndarray]]) -> bool:
+        """Every entry's screen and token rows computed again by ``compute`` into the next generation, unless
+        ``state[key]`` already is ``version`` (then False). The read of the entries, the new files and the
+        commit happen inside one write transaction: another process's add cannot fall between the snapshot
+        and the swap and be lost (it waits; this runs once, at the first open after an upgrade)."""
+        with self._lock, self._tx() as tx:
+            got = tx.execute("SELECT v FROM state WHERE k = ?", (key,)).fetchone()
+            if got is not None and got[0] == version:
+                return False
+            gen, _, seq = self._read_state()
+            entries = self.all()
+            screen, tokens = compute(entries)
+            self._write_generation(gen + 1, entries, screen, tokens)
+            self._replace_entries(tx, entries, gen + 1, seq + 1, {key: version})
+        return True
+
+    def _write_generation(self, gen: int, entries: Sequence[Entry], screen: np.ndarray, tokens: np.ndarray) -> None:
+        for p in self._files(gen):
+            p.unlink(missing_ok=True)  # a rebuild killed before its commit left them
+        cols = np.concatenate([cols_row(e.width, e.facts.published_ms, e.facts.hidden) for e in entries]) \
+            if entries else np.zeros(0, COLS)
+        for p in self._files(gen):
+            p.touch()
+        if entries:
+            self._write_rows(gen, 0, screen.astype(np.float32), tokens.astype(np.uint64), cols)
+
+    def _replace_entries(self, tx: sqlite3.Connection, entries: Sequence[Entry], gen: int, seq: int,
+                         state: dict[str, int] | None) -> None:
+        tx.execute("DELETE FROM declared_base")
+        tx.execute("DELETE FROM entry")
+        tx.execute("DELETE FROM retired")
+        for i, e in enumerate(entries):
+            self._insert(tx, e, i, seq)
+        for k, v in (("generation", gen), ("rows", len(entries)), ("seq", seq)):
+            tx.execute("UPDATE state SET v = ? WHERE k = ?", (v, k))
+        for k, v in (state or {}).items():
+            tx.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (k, v))
 
 
 class Entries(Mapping[str, Entry]):

@@ -19,7 +19,7 @@ from tinymodels import golden_model, randn, save_state_dict, write_wordlevel_tok
 from fingerprint.canonical import open_model
 from fingerprint.errors import FingerprintIndexError
 from fingerprint.index import Facts, Index, screen_vector, token_sketch
-from fingerprint.indexdb import SCREEN_DIM
+from fingerprint.indexdb import SCREEN_DIM, IndexDB
 from fingerprint.screen import VECTOR_VERSION
 from fingerprint.sketch import Sketch, load, save, sketch_model
 from lineage.cli import main
@@ -274,3 +274,28 @@ def test_an_index_killed_while_adding_stays_consistent(tmp_path: Path) -> None:
     idx.add(files[0], f"m{n}", "fam", facts=Facts(key=f"k{n}", published_ms=n))
     assert len(idx.entries) == n + 1 and int(idx.db.rows().live.sum()) == n + 1
     assert next(g[0] for g in idx.screen(fake(32, 0), 1, older_than=(n + 1, ""))) in {f"m{j}" for j in range(0, n + 1, 3)}
+
+
+def test_rows_of_an_earlier_screen_version_are_computed_again_once(tmp_path: Path) -> None:
+    """An index whose state says screen version 1 (rows of Q/K spectra) gets every row computed again from
+    its fingerprint files at the next open, inside one write transaction, and only once."""
+    import sqlite3
+
+    fake = fakes_like(sketch_model(open_model(golden_model(tmp_path / "m"))))
+    files = [save(fake(32, i), tmp_path / f"f{i}.lfp") for i in range(3)]
+    idx = Index(tmp_path / "idx")
+    idx.add_many([(f, f"e{i}", "fam") for i, f in enumerate(files)])
+    idx.close()
+    con = sqlite3.connect(tmp_path / "idx" / "index.db")
+    con.execute("UPDATE state SET v = 1 WHERE k = 'screen'")
+    con.commit()
+    con.close()
+    generation = IndexDB(tmp_path / "idx").state("generation")
+    again = Index(tmp_path / "idx")
+    assert again.db.state("screen") == VECTOR_VERSION and again.db.state("generation") == (generation or 0) + 1
+    rows = again.db.rows()
+    for i, f in enumerate(files):
+        row = again.db.row_of(f"e{i}")
+        assert row is not None and np.allclose(rows.screen[row], screen_vector(load(f)), atol=1e-6)
+    assert list(again.entries) == ["e0", "e1", "e2"]
+    assert Index(tmp_path / "idx").db.state("generation") == (generation or 0) + 1  # not again
