@@ -41,11 +41,10 @@ import numpy as np
 from fingerprint import device
 from fingerprint.anchors import bottom_k, token_hash
 from fingerprint.canonical import CanonicalModel
-from fingerprint.errors import CheckpointFormatError, FingerprintFileError
+from fingerprint.errors import FingerprintFileError
 from fingerprint.grams import pair_scales, row_blocks
-from fingerprint.io.safetensors import container_bytes, parse_json_bounded, read_header
+from fingerprint.io.safetensors import container_bytes, read_container, write_atomic
 from fingerprint.io.source import ByteSource, LocalFileSource
-from fingerprint.io.tensors import decode
 from fingerprint.sketch import Sketch
 
 FORMAT = "lineage-screen"
@@ -231,12 +230,7 @@ def to_bytes(sc: Screen) -> bytes:
 
 
 def save(sc: Screen, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(to_bytes(sc))
-    tmp.replace(p)
-    return p
+    return write_atomic(path, to_bytes(sc))
 
 
 def load(path: str | Path) -> Screen:
@@ -257,24 +251,8 @@ def load(path: str | Path) -> Screen:
 
 def read_screen(src: ByteSource, where: str) -> Screen:
     """Parse a screen from any byte source (bounded parser, every shape checked against the metadata)."""
-    try:
-        infos, metadata = read_header(src, where.rsplit("/", 1)[-1])
-        raw = metadata.get("lineage.screen")
-        if raw is None:
-            raise FingerprintFileError(where, "no lineage.screen metadata (is this a screen file?)")
-        doc = parse_json_bounded(raw.encode(), where)
-    except CheckpointFormatError as e:
-        raise FingerprintFileError(where, e.reason) from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FingerprintFileError(where, "metadata is not a lineage screen")
-    if doc.get("version") != VERSION:
-        raise FingerprintFileError(where, f"screen version {doc.get('version')!r}; this build reads version {VERSION}")
-
-    def arr(name: str) -> np.ndarray:
-        if name not in infos:
-            raise FingerprintFileError(where, f"tensor {name!r} is missing")
-        info = infos[name]
-        return decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
+    doc, arr, _ = read_container(src, where, "lineage.screen", FORMAT, VERSION, "lineage screen", "screen",
+                                 "is this a screen file?")
 
     keys = doc.get("keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):

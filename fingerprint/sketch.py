@@ -34,11 +34,10 @@ import torch
 from fingerprint import device
 from fingerprint.anchors import DEFAULT_ANCHORS, bottom_k
 from fingerprint.canonical import CanonicalModel, open_model
-from fingerprint.errors import CheckpointFormatError, FingerprintFileError
+from fingerprint.errors import FingerprintFileError
 from fingerprint.grams import pair_scales, row_blocks
-from fingerprint.io.safetensors import container_bytes, parse_json_bounded, read_header
+from fingerprint.io.safetensors import container_bytes, read_container, write_atomic
 from fingerprint.io.source import ByteSource, LocalFileSource
-from fingerprint.io.tensors import decode
 
 FORMAT = "lineage-fingerprint"
 VERSION = 2  # 2: int8 layer factors with per-column scales (1: fp16)
@@ -257,12 +256,7 @@ def to_bytes(sk: Sketch) -> bytes:
 
 
 def save(sk: Sketch, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(to_bytes(sk))
-    tmp.replace(p)  # atomic: a crash never leaves half a fingerprint under the real name
-    return p
+    return write_atomic(path, to_bytes(sk))
 
 
 def load(path: str | Path) -> Sketch:
@@ -290,27 +284,8 @@ def read_sketch(src: ByteSource, where: str) -> Sketch:
     """
     if src.size > MAX_FILE_BYTES:
         raise FingerprintFileError(where, f"{src.size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
-    try:
-        infos, metadata = read_header(src, where.rsplit("/", 1)[-1])
-    except CheckpointFormatError as e:
-        raise FingerprintFileError(where, e.reason) from e
-    raw_doc = metadata.get("lineage.fingerprint")
-    if raw_doc is None:
-        raise FingerprintFileError(where, "no lineage.fingerprint metadata (is this a checkpoint?)")
-    try:
-        doc = parse_json_bounded(raw_doc.encode(), where)
-    except CheckpointFormatError as e:
-        raise FingerprintFileError(where, e.reason) from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FingerprintFileError(where, "metadata is not a lineage fingerprint")
-    if doc.get("version") != VERSION:
-        raise FingerprintFileError(where, f"format version {doc.get('version')!r}; this build reads version {VERSION}")
-
-    def arr(name: str) -> np.ndarray:
-        if name not in infos:
-            raise FingerprintFileError(where, f"tensor {name!r} is missing")
-        info = infos[name]
-        return decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
+    doc, arr, infos = read_container(src, where, "lineage.fingerprint", FORMAT, VERSION, "lineage fingerprint",
+                                     "format", "is this a checkpoint?")
 
     def factor(name: str) -> np.ndarray:
         q8, scale = arr(f"{name}.q8"), arr(f"{name}.scale")

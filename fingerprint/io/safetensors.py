@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fingerprint.errors import CheckpointFormatError, TensorNotFoundError
+from fingerprint.errors import CheckpointFormatError, FingerprintFileError, TensorNotFoundError
 from fingerprint.io.source import ByteSource, Repo, safe_relative_name
 from fingerprint.io.tensors import (
     GAP_BYTES,
@@ -280,3 +282,43 @@ def container_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) ->
     h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def read_container(src: ByteSource, where: str, key: str, fmt: str, version: int, what: str,
+                   version_label: str, hint: str
+                   ) -> tuple[dict[str, Any], Callable[[str], np.ndarray], frozenset[str]]:
+    """The JSON document under ``__metadata__[key]`` of one of our files (:func:`container_bytes`), checked
+    to say ``format: fmt`` at ``version``, a reader of its tensors by name as float64, and their names; every
+    fault is one :class:`FingerprintFileError` line (bounded parser, as for checkpoints)."""
+    try:
+        infos, metadata = read_header(src, where.rsplit("/", 1)[-1])
+        raw = metadata.get(key)
+        if raw is None:
+            raise FingerprintFileError(where, f"no {key} metadata ({hint})")
+        doc = parse_json_bounded(raw.encode(), where)
+    except CheckpointFormatError as e:
+        raise FingerprintFileError(where, e.reason) from e
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise FingerprintFileError(where, f"metadata is not a {what}")
+    if doc.get("version") != version:
+        raise FingerprintFileError(where, f"{version_label} version {doc.get('version')!r}; this build reads version {version}")
+
+    def arr(name: str) -> np.ndarray:
+        if name not in infos:
+            raise FingerprintFileError(where, f"tensor {name!r} is missing")
+        info = infos[name]
+        out: np.ndarray = decode(src.read(info.start, info.nbytes), info.dtype, info.shape, where).astype(np.float64)
+        return out
+
+    return doc, arr, frozenset(infos)
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary name and a rename: a crash never leaves half a file
+    under the real name (fingerprint and screen files)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+    return p
