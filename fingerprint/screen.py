@@ -201,30 +201,35 @@ def _tri(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(n, k=1)
 
 
-def _stored(grams: np.ndarray) -> np.ndarray:
-    """Grams at stored precision: each scaled to its largest off-diagonal magnitude and rounded to float16
-    (the diagonal is never used: U-centring zeroes it), so a screen in memory and read back agree."""
-    n = grams.shape[-1]
-    iu = _tri(n)
-    out = np.zeros_like(grams, dtype=np.float64)
-    for i, g in enumerate(grams):
-        v = g[iu]
-        scale = float(np.float32(np.abs(v).max())) or 1.0  # the file keeps it as float32
-        r = (v / scale).astype(np.float16).astype(np.float64) * scale
-        out[i][iu] = r
-        out[i].T[iu] = r
+def _quantize(grams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored form of a stack of Grams: each strict upper triangle (U-centring zeroes the diagonal, so
+    it is never kept) scaled to its largest magnitude and rounded to float16, with that scale as float32."""
+    iu, ju = _tri(grams.shape[-1])
+    tri = grams[:, iu, ju]
+    scales = (np.abs(tri).max(axis=1) if tri.shape[1] else np.ones(len(tri))).astype(np.float32)
+    scales = np.where(scales > 0, scales, np.float32(1.0))
+    return (tri / scales[:, None].astype(np.float64)).astype(np.float16), scales
+
+
+def _dequantize(tri: np.ndarray, scales: np.ndarray, n: int) -> np.ndarray:
+    """Symmetric ``(len, n, n)`` Grams (zero diagonal) from their stored triangles and scales."""
+    out = np.zeros((len(tri), n, n))
+    iu, ju = _tri(n)
+    vals = tri.astype(np.float64) * scales.astype(np.float64)[:, None]
+    out[:, iu, ju] = vals
+    out[:, ju, iu] = vals
     return out
+
+
+def _stored(grams: np.ndarray) -> np.ndarray:
+    """Grams at stored precision (:func:`_quantize`), so a screen in memory and read back agree."""
+    return _dequantize(*_quantize(grams), grams.shape[-1])
 
 
 def to_bytes(sc: Screen) -> bytes:
     """Deterministic bytes (sorted keys, float16 triangles with one float32 scale per Gram)."""
-    n = len(sc.keys)
-    iu = _tri(n)
-    tri = np.stack([g[iu] for g in sc.grams]) if n else np.zeros((len(sc.grams), 0))
-    scales = np.abs(tri).max(axis=1) if tri.shape[1] else np.ones(len(tri))
-    scales = np.where(scales > 0, scales, 1.0)
-    tensors: dict[str, np.ndarray] = {"grams": (tri / scales[:, None]).astype(np.float16), "scales": scales.astype(np.float32),
-                                      "depths": sc.depths.astype(np.float32)}
+    tri, scales = _quantize(sc.grams)
+    tensors: dict[str, np.ndarray] = {"grams": tri, "scales": scales, "depths": sc.depths.astype(np.float32)}
     doc = {**sc.meta, "keys": sc.keys}
     return container_bytes(tensors, {"lineage.screen": json.dumps(doc, sort_keys=True, ensure_ascii=True)})
 
@@ -263,11 +268,7 @@ def read_screen(src: ByteSource, where: str) -> Screen:
         raise FingerprintFileError(where, f"Grams {tri.shape} do not match {n} anchors and {len(depths)} layers")
     if not (np.isfinite(tri).all() and np.isfinite(scales).all()) or ((depths < 0) | (depths > 1)).any():
         raise FingerprintFileError(where, "non-finite Grams or depths outside [0, 1]")
-    grams = np.zeros((len(tri), n, n))
-    iu = _tri(n)
-    for i, (t, sc) in enumerate(zip(tri, scales)):
-        grams[i][iu] = t * sc
-        grams[i].T[iu] = t * sc
+    grams = _dequantize(tri, scales, n)
     meta = {k: v for k, v in doc.items() if k != "keys"}
     return Screen(meta, keys, depths.astype(np.float32), grams)
 
