@@ -189,7 +189,7 @@ class CanonicalModel:
     def name(self, role: str, layer: int | None = None) -> str | None:
         """The stored tensor name for a role (``None`` if the checkpoint lacks it)."""
         for tpl in self._templates(role):
-            key = tpl.replace("${layer}", str(layer)) if layer is not None else tpl
+            key = tpl.replace("${layer}", str(layer)).replace("${prev}", str(layer - 1)) if layer is not None else tpl
             if key in self._names:
                 return self._names[key]
         return None

@@ -24,7 +24,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import huggingface_hub.constants  # noqa: F401
 from hubdata import repo
 from safetensors.numpy import load_file
-from tinymodels import HF_ARCHITECTURES, build_hf, build_llava, perturb, save_state_dict, write_wordlevel_tokenizer
+from tinymodels import (
+    ENCODERS,
+    HF_ARCHITECTURES,
+    REMOTE_CODE,
+    build_encoder,
+    build_hf,
+    build_llava,
+    build_remote_code,
+    perturb,
+    save_state_dict,
+    write_wordlevel_tokenizer,
+)
 
 from hubsim import HubSim
 
@@ -72,6 +83,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny fixed-seed model per supported HF architecture, plus a LLaVA wrapper."""
     root = tmp_path_factory.mktemp("tiny")
     out = {name: build_hf(name, root / name) for name in HF_ARCHITECTURES}
+    out |= {name: build_encoder(name, root / name) for name in ENCODERS}
+    out |= {name: build_remote_code(name, root / name) for name in REMOTE_CODE}
     out["llava"] = build_llava(root / "llava")
     return out
 

@@ -52,11 +52,62 @@ def _cfg(name: str) -> Any:
         return tf.Olmo2Config(num_key_value_heads=KV, **common)
     if name == "starcoder2":
         return tf.Starcoder2Config(num_key_value_heads=KV, **common)
+    return _cfg_more(tf, name, common)
+
+
+def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
+    """Configs of the families added with MoE, dense newcomers and encoders (ids that fit the tiny vocabulary)."""
+    kv: dict[str, Any] = dict(num_key_value_heads=KV, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    moe = dict(num_experts_per_tok=2)
+    if name == "granite":
+        return tf.GraniteConfig(**kv, **common)
+    if name == "qwen_moe":
+        return tf.Qwen3MoeConfig(**kv, **moe, num_experts=4, moe_intermediate_size=32, head_dim=16, **common)
+    if name == "gpt_oss":
+        return tf.GptOssConfig(**kv, **moe, num_local_experts=4, head_dim=16, **common)
+    if name == "llama4":
+        return tf.Llama4TextConfig(**kv, num_local_experts=4, head_dim=16, intermediate_size_mlp=FF, **common)
+    if name == "phimoe":
+        return tf.PhimoeConfig(**kv, **moe, num_local_experts=4, **common)
+    if name == "stablelm":
+        return tf.StableLmConfig(**kv, **common)
+    if name == "nemotron":
+        return tf.NemotronConfig(**kv, **common)
+    if name == "cohere":
+        return tf.CohereConfig(**kv, **common)
+    if name == "glm":
+        return tf.Glm4Config(**kv, head_dim=16, **common)
+    if name == "phi":
+        return tf.PhiConfig(**kv, partial_rotary_factor=0.5, **common)
+    if name == "apertus":
+        return tf.ApertusConfig(**kv, **common)
+    enc = dict(hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H, vocab_size=V)
+    if name == "bert":
+        return tf.BertConfig(**enc)
+    if name == "deberta_v2":
+        return tf.DebertaV2Config(**enc)
+    if name == "distilbert":
+        return tf.DistilBertConfig(dim=D, hidden_dim=FF, n_layers=L, n_heads=H, vocab_size=V)
+    if name == "modernbert":
+        return tf.ModernBertConfig(**{**enc, "num_hidden_layers": 3}, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                   cls_token_id=1, sep_token_id=2)
+    if name == "t5":
+        return tf.T5Config(d_model=D, d_ff=FF, num_layers=L, num_heads=H, d_kv=D // H, vocab_size=V,
+                           feed_forward_proj="gated-gelu")
     raise KeyError(name)
 
 
+#: Built by transformers (real modeling code, real tensor names).
 HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
-                    "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2"]
+                    "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2",
+                    "granite", "qwen_moe", "gpt_oss", "llama4", "phimoe", "stablelm", "nemotron", "cohere", "glm",
+                    "phi", "apertus"]
+#: Encoders, built by transformers as their bare model (sentence-transformers' layout) or a task head.
+ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare"}
+#: Remote-code families transformers does not ship: written from a tiny LLaMA by their published layouts.
+REMOTE_CODE = ["internlm2", "baichuan"]
+#: Mixture-of-experts families (the MLP is per expert; the fingerprint reads attention only).
+MOE = {"mixtral", "qwen_moe", "gpt_oss", "llama4", "phimoe"}
 
 
 def build_hf(name: str, out: Path, seed: int = 0, config: Any = None) -> Path:
@@ -73,6 +124,66 @@ def build_hf(name: str, out: Path, seed: int = 0, config: Any = None) -> Path:
                 p.copy_(torch.rand_like(p) + 0.5)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_encoder(name: str, out: Path, seed: int = 0) -> Path:
+    """Save a tiny encoder (bare model or masked-LM head, see :data:`ENCODERS`) with non-trivial norm gains."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    cfg = _cfg(name)
+    if name == "t5":
+        model = tf.T5EncoderModel(cfg)
+    else:
+        model = (tf.AutoModelForMaskedLM if ENCODERS[name] == "masked" else tf.AutoModel).from_config(cfg)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.ndim == 1 and ("norm" in pname.lower() or "ln" in pname):
+                p.copy_(torch.rand_like(p) + 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_remote_code(name: str, out: Path, seed: int = 0) -> Path:
+    """InternLM2 (``wqkv`` grouped by KV head) or Baichuan (``W_pack`` = [q | k | v], multi-head) from a tiny LLaMA.
+
+    The Q/K/V weights are the LLaMA's, so the canonical view must give back the LLaMA's matrices.
+    """
+    from safetensors.numpy import load_file
+
+    src = build_hf("llama", out.parent / f"{out.name}-llama", seed=seed,
+                   config=_cfg("llama") if name == "internlm2" else llama_config({"num_key_value_heads": H, "num_hidden_layers": L,
+                                                                                 "vocab_size": V}))
+    sd = load_file(str(src / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    hd, kv = D // H, cfg["num_key_value_heads"]
+    new: dict[str, np.ndarray] = {}
+    for key, w in sd.items():
+        if name == "internlm2":
+            key = (key.replace("model.embed_tokens.", "model.tok_embeddings.").replace("lm_head.", "output.")
+                   .replace("self_attn.o_proj", "attention.wo").replace("input_layernorm", "attention_norm")
+                   .replace("post_attention_layernorm", "ffn_norm").replace("mlp.gate_proj", "feed_forward.w1")
+                   .replace("mlp.up_proj", "feed_forward.w3").replace("mlp.down_proj", "feed_forward.w2"))
+        if ".self_attn.k_proj." in key or ".self_attn.v_proj." in key:
+            continue
+        if ".self_attn.q_proj." in key:
+            p = key.split("self_attn.")[0]
+            q, k, v = w, sd[key.replace("q_proj", "k_proj")], sd[key.replace("q_proj", "v_proj")]
+            if name == "internlm2":
+                g = H // kv
+                fused = np.concatenate([q.reshape(kv, g, hd, D), k.reshape(kv, 1, hd, D), v.reshape(kv, 1, hd, D)], axis=1)
+                new[p + "attention.wqkv.weight"] = fused.reshape(-1, D)
+            else:
+                new[p + "self_attn.W_pack.weight"] = np.concatenate([q, k, v])
+            continue
+        new[key] = w
+    arch = {"internlm2": ("InternLM2ForCausalLM", "internlm2"), "baichuan": ("BaichuanForCausalLM", "baichuan")}[name]
+    cfg = {**{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                  "vocab_size", "rms_norm_eps")},
+           "architectures": [arch[0]], "model_type": arch[1], "tie_word_embeddings": False}
+    if name == "internlm2":
+        cfg["num_key_value_heads"] = kv
+    return save_state_dict(new, cfg, out)
 
 
 def build_llava(out: Path, seed: int = 0) -> Path:

@@ -1,5 +1,9 @@
 """Architectures as data: one JSON file per family maps its tensor names to canonical roles.
 
+Templates hold ``${layer}`` (the layer index) and may hold ``${prev}`` (the index before it, ``-1`` for
+layer 0, which no checkpoint has: the next template in the list is then tried, for example the
+embedding LayerNorm that feeds layer 0 of a post-LayerNorm encoder).
+
 Each ``*.json`` file beside this module is validated by :class:`ArchitectureDef` (a frozen
 pydantic model) and indexed by the Hugging Face ``architectures`` class names and
 ``model_type`` values it lists. ``_wrappers.json`` lists vision-language wrappers: name
@@ -110,6 +114,9 @@ class ArchitectureDef(_Frozen):
     experts: ExpertsDef | None = None
     gguf_qk_permuted: list[str] = Field(default_factory=list)
     gguf_norm_offset_included: list[str] = Field(default_factory=list)
+    #: A bidirectional encoder (BERT, T5's encoder): no output head is fingerprinted, and templates may
+    #: name the previous layer as ``${prev}`` (a post-LayerNorm layer reads the output norm of the layer before it).
+    encoder: bool = False
 
 
 class WrappersDef(_Frozen):

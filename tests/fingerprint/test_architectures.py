@@ -2,57 +2,95 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodels import FF, HF_ARCHITECTURES, KV, D, H, L, V
+from tinymodels import ENCODERS, FF, HF_ARCHITECTURES, KV, MOE, REMOTE_CODE, D, H, L, V
 
 from fingerprint.architectures import load_architectures, resolve_architecture
 from fingerprint.canonical import open_model
 from fingerprint.errors import UnknownArchitectureError
 
-HEAD_DIM = {"qwen3": 16, "gemma": 16, "gemma2": 16, "gemma3": 16}
-MHA = {"gpt_neox", "gpt2"}  # these configs have no KV-head setting
+ALL = [*HF_ARCHITECTURES, *ENCODERS, *REMOTE_CODE]
+MHA = {"gpt_neox", "gpt2", "baichuan", *ENCODERS}  # these configs have no KV-head setting
+NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert"}
+QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe"}
 
 
 def test_every_architecture_file_is_exercised() -> None:
     hf_files = {n for n, a in load_architectures().items() if a.format == "hf"}
-    assert hf_files == set(HF_ARCHITECTURES)
+    assert hf_files == set(ALL)
     assert {n for n, a in load_architectures().items() if a.format == "gguf"} == {"gguf"}
+    assert {n for n, a in load_architectures().items() if a.encoder} == set(ENCODERS)
 
 
-@pytest.mark.parametrize("name", [*HF_ARCHITECTURES, "llava"])
+@pytest.mark.parametrize("name", [*ALL, "llava"])
 def test_roles_resolve_with_right_shapes(name: str, tiny_models: dict[str, Path]) -> None:
     m = open_model(tiny_models[name])
     s = m.spec
     arch = "llama" if name == "llava" else name
     assert s.architecture == arch
-    hd = HEAD_DIM.get(name, D // H)
+    hd = D // H
     kv = H if name in MHA else KV
-    assert (s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim) == (L, D, H, kv, hd)
+    layers = 3 if name == "modernbert" else L
+    assert (s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim) == (layers, D, H, kv, hd)
     assert m.embed().shape == (V, D)
-    for layer in range(L):
+    for layer in range(layers):
         q, k = m.attention(layer)
         assert q.shape == (H * hd, D) and k.shape == (kv * hd, D)
         assert m.value(layer).shape == (kv * hd, D)
         assert m.output(layer).shape == (D, H * hd)
-        if name != "mixtral":
+        assert m.gain("norm_in", layer) is not None or name in ("olmo", "olmo2")
+        if name not in MOE:
             gate, up, down = m.mlp(layer)
             ff = 4 * D if name in ("gpt2", "falcon") else FF
             assert up.shape == (ff, D) and down.shape == (D, ff)
-            assert (gate is None) == (name in ("gpt_neox", "gpt2", "falcon", "starcoder2"))
-        if name in ("qwen3", "olmo2", "gemma3"):
+            assert (gate is None) == (name in NO_GATE)
+        if name in QK_NORM:
             qn, kn = m.qk_norms(layer)
             assert qn is not None and kn is not None
     ids = [3, 4, 5, 100]
     assert np.array_equal(m.embed_rows(ids), m.embed()[ids])
     head = m.lm_head_rows(ids)
     assert (head is None) == s.tied
+    assert s.tied or name not in ENCODERS  # an encoder's MLM decoder is not an output head we read
     if name == "llava":
         assert s.wrapper == "LlavaForConditionalGeneration"
         names = {t.name for t in m.fingerprint_tensors()}
         assert not any("vision_tower" in n for n in names)
+
+
+@pytest.mark.parametrize("name", ["bert", "distilbert"])
+def test_post_layernorm_encoder_folds_the_previous_layers_output_norm(name: str, tiny_models: dict[str, Path]) -> None:
+    """Layer ℓ of a post-LN encoder reads LayerNorm_out(ℓ-1); layer 0 reads the embedding LayerNorm."""
+    m = open_model(tiny_models[name])
+    prefix = "bert." if name == "bert" else "distilbert."
+    out_norm = "encoder.layer.0.output.LayerNorm.weight" if name == "bert" else "transformer.layer.0.output_layer_norm.weight"
+    emb = m.reader.read(prefix + "embeddings.LayerNorm.weight")
+    np.testing.assert_array_equal(m.gain("norm_in", 0), emb)
+    np.testing.assert_array_equal(m.gain("norm_in", 1), m.reader.read(prefix + out_norm))
+    assert not np.array_equal(emb, m.reader.read(prefix + out_norm))
+
+
+def test_modernbert_layer0_reads_the_embedding_norm(tiny_models: dict[str, Path]) -> None:
+    m = open_model(tiny_models["modernbert"])
+    np.testing.assert_array_equal(m.gain("norm_in", 0), m.reader.read("model.embeddings.norm.weight"))
+    np.testing.assert_array_equal(m.gain("norm_in", 2), m.reader.read("model.layers.2.attn_norm.weight"))
+
+
+@pytest.mark.parametrize("name", REMOTE_CODE)
+def test_remote_code_fused_qkv_gives_back_the_source_projections(name: str, tiny_models: dict[str, Path]) -> None:
+    """InternLM2's grouped ``wqkv`` and Baichuan's ``W_pack`` split into exactly the Q, K, V they were fused from."""
+    m = open_model(tiny_models[name])
+    src = open_model(tiny_models[name].parent / f"{name}-llama")
+    for layer in range(L):
+        for a, b in zip(m.attention(layer), src.attention(layer), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(m.value(layer), src.value(layer))
+    np.testing.assert_array_equal(m.lm_head_rows([1, 2, 3]), src.lm_head_rows([1, 2, 3]))
 
 
 def test_llava_language_model_equals_plain_llama(tiny_models: dict[str, Path]) -> None:
@@ -86,3 +124,32 @@ def test_unknown_architecture_lists_supported() -> None:
         resolve_architecture({"architectures": ["MambaForCausalLM"], "model_type": "mamba"})
     msg = str(e.value)
     assert "MambaForCausalLM" in msg and "LlamaForCausalLM" in msg and "Qwen2ForCausalLM" in msg
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_compare_tells_a_derivative_from_an_independent_model_in_every_architecture(
+    name: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The whole comparison runs on every family: a 0.3σ-perturbed copy is derived, another seed is independent."""
+    from safetensors.numpy import load_file
+    from tinymodels import (
+        build_encoder,
+        build_hf,
+        build_remote_code,
+        perturb,
+        save_state_dict,
+        write_wordlevel_tokenizer,
+    )
+
+    from fingerprint.similarity import compare
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_models[name], base)
+    write_wordlevel_tokenizer(base, V)
+    build = build_encoder if name in ENCODERS else build_remote_code if name in REMOTE_CODE else build_hf
+    other = build(name, tmp_path / "other", seed=1)
+    write_wordlevel_tokenizer(other, V)
+    cfg = json.loads((base / "config.json").read_text())
+    derived = save_state_dict(perturb(load_file(str(base / "model.safetensors")), 0.3, seed=7), cfg, tmp_path / "derived", base)
+    near, far = compare(open_model(base), open_model(derived)), compare(open_model(base), open_model(other))
+    assert (near.verdict, far.verdict) == ("derived", "independent"), (near.score, far.score)
