@@ -33,7 +33,7 @@ from fingerprint.errors import ArchitectureMismatchError, CheckpointFormatError,
 from fingerprint.io.gguf import GGUFReader
 from fingerprint.io.quant import QuantizedSafetensors
 from fingerprint.io.safetensors import SafetensorsReader, parse_json_bounded
-from fingerprint.io.source import LocalRepo, Repo
+from fingerprint.io.source import LocalRepo, Repo, SubRepo
 from fingerprint.io.tensors import TensorInfo, TensorReader, gather_rows
 from fingerprint.tokenizer import Vocab, load_vocab, vocab_from_gguf
 
@@ -460,6 +460,8 @@ def open_model(path: str | Path | Repo) -> CanonicalModel:
         repo = LocalRepo(p)
     else:
         repo = path
+    if not repo.exists("config.json") and repo.exists("modules.json"):
+        repo = _sentence_transformers_module(repo)
     if not repo.exists("config.json"):
         ggufs = [f for f in repo.files() if f.endswith(".gguf")]
         if len(ggufs) == 1:
@@ -473,6 +475,21 @@ def open_model(path: str | Path | Repo) -> CanonicalModel:
     declared = (config.get("architectures") or [config.get("model_type", "?")])[0]
     return CanonicalModel(repo, reader, arch, text_cfg, "safetensors", str(declared),
                           str(config.get("architectures", ["?"])[0]) if is_wrapper else None)
+
+
+def _sentence_transformers_module(repo: Repo) -> Repo:
+    """The folder of a sentence-transformers repo's Transformer module (``modules.json``), as a repo.
+
+    A repo whose module sits at the root has a ``config.json`` there and never reaches this; older
+    ones keep it in ``0_Transformer/``. The path comes from the Hub: it is bounded and must be relative.
+    """
+    modules = parse_json_bounded(repo.read_bytes("modules.json", 64 * 1024), "modules.json")
+    for mod in modules if isinstance(modules, list) else []:
+        if isinstance(mod, dict) and str(mod.get("type", "")).endswith(".Transformer"):
+            path = mod.get("path")
+            if isinstance(path, str) and path.strip("/"):
+                return SubRepo(repo, path)
+    return repo
 
 
 def _open_gguf(repo: Repo, filename: str) -> CanonicalModel:

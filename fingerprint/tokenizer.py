@@ -1,7 +1,8 @@
 """Token vocabularies, with strings normalized so that two tokenizer families can be intersected.
 
 Sources, in order: ``tokenizer.json`` (BPE/WordPiece dict or Unigram list), ``tokenizer.model``
-(SentencePiece protobuf, parsed here with bounds), ``vocab.json`` (GPT-2 style), or GGUF metadata
+(SentencePiece protobuf, parsed here with bounds), ``vocab.json`` (GPT-2 style), ``vocab.txt``
+(WordPiece, one token per line, as older BERT-family repos ship it), or GGUF metadata
 (``tokenizer.ggml.tokens``). Normalization maps every token to the text it stands for:
 ``▁`` (SentencePiece) and ``Ġ`` (byte-level BPE) become a space, byte tokens (``<0x0A>``, the GPT-2
 byte alphabet) are decoded, and byte sequences that are not valid UTF-8 are kept as
@@ -255,7 +256,12 @@ def load_vocab(repo: Repo) -> Vocab:
             raise TokenizerError("vocab.json", "not a token → id object")
         pairs = [(t, i) for t, i in vj.items() if isinstance(i, int)]
         return _build(pairs, "byte_level", max(i for _, i in pairs) + 1, "vocab.json", set())
-    raise TokenizerError(repo.name, "no tokenizer.json, tokenizer.model or vocab.json")
+    if repo.exists("vocab.txt"):  # WordPiece (BERT family) without a tokenizer.json: one token per line, id = line
+        lines = repo.read_bytes("vocab.txt", MAX_TOKENIZER_BYTES).decode("utf-8", "replace").split("\n")
+        pairs = [(t.rstrip("\r"), i) for i, t in enumerate(lines) if t.rstrip("\r")]
+        special = {t for t, _ in pairs if t.startswith("[") and t.endswith("]") and t[1:-1].isupper()}
+        return _build(pairs, "plain", len(pairs), "vocab.txt", special)
+    raise TokenizerError(repo.name, "no tokenizer.json, tokenizer.model, vocab.json or vocab.txt")
 
 
 def shared_tokens(a: Vocab, b: Vocab) -> tuple[list[int], list[int], list[str]]:

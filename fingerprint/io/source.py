@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from fingerprint.errors import CheckpointFormatError, UnsafePathError
 
@@ -179,3 +179,33 @@ class LocalRepo:
     @property
     def weight_bytes_read(self) -> int:
         return sum(s.bytes_read for s in self._sources.values())
+
+
+class SubRepo:
+    """One folder of a :class:`Repo`, seen as a repo of its own.
+
+    Older sentence-transformers repos keep the transformer (``config.json``, weights, tokenizer) in
+    ``0_Transformer/`` beside ``modules.json`` and ``1_Pooling/``. Byte counters and other attributes
+    are the wrapped repo's, so what a read costs is still counted where the crawler looks.
+    """
+
+    def __init__(self, repo: Repo, folder: str) -> None:
+        self._repo = repo
+        self.folder = safe_relative_name(folder.strip("/"), repo.name) + "/"
+        self.name = f"{repo.name}/{self.folder.rstrip('/')}"
+
+    def exists(self, filename: str) -> bool:
+        return self._repo.exists(self.folder + filename)
+
+    def read_bytes(self, filename: str, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
+        return self._repo.read_bytes(self.folder + filename, max_bytes)
+
+    def source(self, filename: str) -> ByteSource:
+        return self._repo.source(self.folder + filename)
+
+    def files(self) -> list[str]:
+        n = len(self.folder)
+        return [f[n:] for f in self._repo.files() if f.startswith(self.folder)]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._repo, attr)

@@ -153,3 +153,37 @@ def test_compare_tells_a_derivative_from_an_independent_model_in_every_architect
     derived = save_state_dict(perturb(load_file(str(base / "model.safetensors")), 0.3, seed=7), cfg, tmp_path / "derived", base)
     near, far = compare(open_model(base), open_model(derived)), compare(open_model(base), open_model(other))
     assert (near.verdict, far.verdict) == ("derived", "independent"), (near.score, far.score)
+
+
+def _sentence_transformers_layout(src: Path, root: Path, module_path: str) -> Path:
+    """An older sentence-transformers repo: the transformer in ``module_path``, a WordPiece ``vocab.txt``."""
+    (root / "1_Pooling").mkdir(parents=True)
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": D, "pooling_mode_mean_tokens": True}))
+    shutil.copytree(src, root / module_path)
+    (root / module_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                                          + [f"w{i}" if i % 2 else f"##w{i}" for i in range(5, V)]) + "\n")
+    (root / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": module_path, "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    return root
+
+
+def test_sentence_transformers_module_folder_and_wordpiece_vocab_txt(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from fingerprint.similarity import compare
+
+    st = _sentence_transformers_layout(tiny_models["deberta_v2"], tmp_path / "st", "0_Transformer")
+    m = open_model(st)
+    assert m.spec.architecture == "deberta_v2" and m.repo.name.endswith("/0_Transformer")
+    vocab = m.vocab()
+    assert vocab.source == "vocab.txt" and vocab.size == V and "[CLS]" not in vocab.keys and vocab.keys["##w6"] == 6
+    r = compare(m, open_model(st))
+    assert r.verdict == "derived" and r.score > 0.99
+
+
+def test_sentence_transformers_module_path_from_the_hub_is_bounded(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from fingerprint.errors import FingerprintError
+
+    st = _sentence_transformers_layout(tiny_models["bert"], tmp_path / "st", "0_Transformer")
+    (st / "modules.json").write_text(json.dumps([{"path": "../../etc", "type": "sentence_transformers.models.Transformer"}]))
+    with pytest.raises(FingerprintError):
+        open_model(st)
