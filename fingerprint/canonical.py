@@ -35,6 +35,7 @@ from fingerprint.io.quant import QuantizedSafetensors
 from fingerprint.io.safetensors import SafetensorsReader, parse_json_bounded
 from fingerprint.io.source import LocalRepo, Repo, SubRepo
 from fingerprint.io.tensors import TensorInfo, TensorReader, gather_rows
+from fingerprint.layouts import mla_heads, split_fused_qkv, unpermute_gguf_rows
 from fingerprint.tokenizer import Vocab, load_vocab, vocab_from_gguf
 
 logger = logging.getLogger(__name__)
@@ -93,48 +94,6 @@ def _int(cfg: dict[str, Any], keys: list[str], what: str, where: str) -> int:
     return v
 
 
-def split_fused_qkv(
-    w: np.ndarray, layout: str, n_heads: int, n_kv: int, head_dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split a fused QKV weight (rows are outputs) into Q, K, V by its layout.
-
-    * ``contiguous``: rows ``[q (H·hd) | k (KV·hd) | v (KV·hd)]``;
-    * ``per_head``: rows reshape to ``(H, 3, hd)`` (GPT-NeoX, Falcon MHA); needs ``KV == H``;
-    * ``grouped``: rows reshape to ``(KV, H/KV + 2, hd)``: each KV group holds its query heads, then
-      its key and value head (Falcon new decoder architecture).
-
-    Works for 1-D biases too (treated as a single column).
-    """
-    rest = w.shape[1:]
-    if layout == "contiguous":
-        nq, nk = n_heads * head_dim, n_kv * head_dim
-        if w.shape[0] != nq + 2 * nk:
-            raise ArchitectureMismatchError("qkv", f"fused QKV has {w.shape[0]} rows, expected {nq + 2 * nk}")
-        return w[:nq], w[nq : nq + nk], w[nq + nk :]
-    if layout == "per_head":
-        if n_kv != n_heads or w.shape[0] != 3 * n_heads * head_dim:
-            raise ArchitectureMismatchError("qkv", f"per-head fused QKV of {w.shape[0]} rows does not fit {n_heads} heads")
-        r = w.reshape(n_heads, 3, head_dim, *rest)
-        return (r[:, 0].reshape(-1, *rest), r[:, 1].reshape(-1, *rest), r[:, 2].reshape(-1, *rest))
-    if layout == "grouped":
-        g = n_heads // n_kv
-        if w.shape[0] != n_kv * (g + 2) * head_dim:
-            raise ArchitectureMismatchError("qkv", f"grouped fused QKV of {w.shape[0]} rows does not fit")
-        r = w.reshape(n_kv, g + 2, head_dim, *rest)
-        return (r[:, :g].reshape(-1, *rest), r[:, g].reshape(-1, *rest), r[:, g + 1].reshape(-1, *rest))
-    raise ArchitectureMismatchError("qkv", f"unknown fused layout {layout!r}")
-
-
-def unpermute_gguf_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs back to HF ``rotate_half`` order).
-
-    llama.cpp stores ``w.reshape(H, 2, hd/2, ...).swapaxes(1, 2)``; this applies the inverse.
-    """
-    rest = w.shape[1:]
-    hd = w.shape[0] // n_heads
-    return w.reshape(n_heads, hd // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
-
-
 def _match_when(rule: FusedQKV, cfg: dict[str, Any]) -> bool:
     return all(cfg.get(k) == v for k, v in rule.when.items())
 
@@ -158,6 +117,7 @@ class CanonicalModel:
         self.config = config
         self._names = self._build_lookup(reader.tensors)
         self._cache: dict[str, np.ndarray] = {}
+        self._mla = (0, 0, 0, 0)  # (nope, rope, v, kv_rank) of a multi-head latent attention model
         self.spec = self._resolve_spec(source_format, declared, wrapper)
         self._vocab: Vocab | None = None
 
@@ -224,6 +184,9 @@ class CanonicalModel:
         n_kv = kv if isinstance(kv, int) and kv > 0 else n_heads
         hd = _first(cfg, ck.head_dim)
         head_dim = hd if isinstance(hd, int) and hd > 0 else d // n_heads
+        if self.arch.mla is not None:  # every head has its own (materialised) key: see fingerprint.layouts
+            self._mla = self._mla_dims(cfg, where)
+            head_dim, n_kv = self._mla[0] + self._mla[1], n_heads
         if n_heads % n_kv:
             raise ArchitectureMismatchError(where, f"{n_heads} heads not divisible by {n_kv} KV heads")
         tie_v = _first(cfg, ck.tie_word_embeddings)
@@ -239,7 +202,7 @@ class CanonicalModel:
             frac = _first(cfg, ck.rotary_fraction)
             frac = frac if isinstance(frac, (int, float)) and 0 < frac <= 1 else self.arch.rope.default_fraction
             rotary = rdim if isinstance(rdim, int) and 0 < rdim <= head_dim else int(head_dim * frac)
-            rotary -= rotary % 2
+            rotary = self._mla[1] if self.arch.mla is not None else rotary - rotary % 2
         inter = _first(cfg, ck.intermediate_size)
         n_exp = _first(cfg, ck.num_experts)
         embed = self.info("embed")
@@ -265,18 +228,25 @@ class CanonicalModel:
         self._check_shapes(spec)
         return spec
 
+    def _mla_dims(self, cfg: dict[str, Any], where: str) -> tuple[int, int, int, int]:
+        """``(nope, rope, v, kv_rank)`` of a multi-head latent attention config."""
+        m = self.arch.mla
+        assert m is not None
+        return (_int(cfg, m.qk_nope_head_dim, "qk_nope_head_dim", where), _int(cfg, m.qk_rope_head_dim, "qk_rope_head_dim", where),
+                _int(cfg, m.v_head_dim, "v_head_dim", where), _int(cfg, m.kv_lora_rank, "kv_lora_rank", where))
+
     def _check_shapes(self, s: ModelSpec) -> None:
         where = self.repo.name
         e = self.info("embed")
         if len(e.shape) != 2 or e.shape[1] != s.hidden_size:
             raise ArchitectureMismatchError(where, f"embedding shape {e.shape} does not match hidden size {s.hidden_size}")
         for layer in (0, s.num_layers - 1):
-            if not (self.has("q", layer) or self.has("qkv", layer)):
+            if not (self.has("q", layer) or self.has("qkv", layer) or self.has("q_b", layer)):
                 raise ArchitectureMismatchError(where, f"layer {layer}: no query projection found")
         for layer in range(s.num_layers, s.num_layers + 1):
             if self.has("q", layer) or self.has("qkv", layer):
                 raise ArchitectureMismatchError(where, f"tensors for layer {layer} exist but config says {s.num_layers} layers")
-        if self.has("q", 0):
+        if self.has("q", 0) and self.has("k", 0):
             q, k = self.info("q", 0), self.info("k", 0)
             qs = q.shape[::-1] if "q" in self.arch.transposed else q.shape
             ks = k.shape[::-1] if "k" in self.arch.transposed else k.shape
@@ -304,6 +274,15 @@ class CanonicalModel:
 
     def _qkv_raw(self, layer: int, need_v: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         s = self.spec
+        if self.arch.mla is not None:
+            nope, rope, v_dim, rank = self._mla
+            qf = self._read("q", layer) if self.has("q", layer) else (
+                self._read("q_a", layer), self.gain("q_a_norm", layer), self._read("q_b", layer))
+            try:
+                return mla_heads(qf, self._read("kv_a", layer), self.gain("kv_a_norm", layer), self._read("kv_b", layer),
+                                 s.num_heads, nope, rope, v_dim, rank)
+            except ValueError as e:
+                raise ArchitectureMismatchError(self.repo.name, f"layer {layer}: {e}") from e
         if self.has("q", layer):
             q, k = self._read("q", layer), self._read("k", layer)
             v = self._read("v", layer) if need_v else None
@@ -403,6 +382,8 @@ class CanonicalModel:
         out = [self.info(r) for r in roles_global if self.has(r)]
         for layer in range(self.spec.num_layers):
             roles = ["q", "k"] if self.has("q", layer) else ["qkv"]
+            if self.arch.mla is not None:
+                roles = ["q", "q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b"]
             roles += ["norm_in", "q_norm", "k_norm", "q_bias", "k_bias"]
             out += [self.info(r, layer) for r in roles if self.has(r, layer)]
         return out

@@ -81,6 +81,11 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
         return tf.PhiConfig(**kv, partial_rotary_factor=0.5, **common)
     if name == "apertus":
         return tf.ApertusConfig(**kv, **common)
+    if name == "deepseek":  # layer 0 dense, layer 1 MoE; MLA heads of 8 (no RoPE) + 8 (RoPE) dims, values of 16
+        return tf.DeepseekV3Config(**common, pad_token_id=None, bos_token_id=None, eos_token_id=None, n_routed_experts=4,
+                                   num_experts_per_tok=2, moe_intermediate_size=32, q_lora_rank=32, kv_lora_rank=16,
+                                   qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=D // H, n_group=1, topk_group=1,
+                                   first_k_dense_replace=1)
     enc = dict(hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H, vocab_size=V)
     if name == "bert":
         return tf.BertConfig(**enc)
@@ -101,13 +106,13 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
 HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
                     "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2",
                     "granite", "qwen_moe", "gpt_oss", "llama4", "phimoe", "stablelm", "nemotron", "cohere", "glm",
-                    "phi", "apertus"]
+                    "phi", "apertus", "deepseek"]
 #: Encoders, built by transformers as their bare model (sentence-transformers' layout) or a task head.
 ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare"}
 #: Remote-code families transformers does not ship: written from a tiny LLaMA by their published layouts.
 REMOTE_CODE = ["internlm2", "baichuan"]
 #: Mixture-of-experts families (the MLP is per expert; the fingerprint reads attention only).
-MOE = {"mixtral", "qwen_moe", "gpt_oss", "llama4", "phimoe"}
+MOE = {"mixtral", "qwen_moe", "gpt_oss", "llama4", "phimoe", "deepseek"}
 
 
 def build_hf(name: str, out: Path, seed: int = 0, config: Any = None) -> Path:

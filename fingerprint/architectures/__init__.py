@@ -27,6 +27,7 @@ LayerRole = Literal[
     "q", "k", "v", "o", "gate", "up", "down",
     "q_bias", "k_bias", "v_bias", "q_norm", "k_norm",
     "qkv", "qkv_bias", "gate_up", "router",
+    "q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b",
 ]
 ExpertRole = Literal["gate", "up", "down"]
 
@@ -88,6 +89,18 @@ class FusedQKV(_Frozen):
     when: dict[str, Any] = Field(default_factory=dict)
 
 
+class MLADef(_Frozen):
+    """Multi-head latent attention (:func:`fingerprint.layouts.mla_heads`): the config keys of its dimensions.
+
+    Roles ``q_a``/``q_a_norm``/``q_b`` (or a plain ``q``) and ``kv_a``/``kv_a_norm``/``kv_b`` hold the factors.
+    """
+
+    kv_lora_rank: list[str]
+    qk_nope_head_dim: list[str]
+    qk_rope_head_dim: list[str]
+    v_head_dim: list[str]
+
+
 class ExpertsDef(_Frozen):
     """Mixture-of-experts MLP weights, ``${expert}`` in the templates."""
 
@@ -112,6 +125,7 @@ class ArchitectureDef(_Frozen):
     fused_qkv: list[FusedQKV] = Field(default_factory=list)
     transposed: list[str] = Field(default_factory=list)
     experts: ExpertsDef | None = None
+    mla: MLADef | None = None
     gguf_qk_permuted: list[str] = Field(default_factory=list)
     gguf_norm_offset_included: list[str] = Field(default_factory=list)
     #: A bidirectional encoder (BERT, T5's encoder): no output head is fingerprinted, and templates may

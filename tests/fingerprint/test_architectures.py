@@ -15,7 +15,7 @@ from fingerprint.canonical import open_model
 from fingerprint.errors import UnknownArchitectureError
 
 ALL = [*HF_ARCHITECTURES, *ENCODERS, *REMOTE_CODE]
-MHA = {"gpt_neox", "gpt2", "baichuan", *ENCODERS}  # these configs have no KV-head setting
+MHA = {"gpt_neox", "gpt2", "baichuan", "deepseek", *ENCODERS}  # these configs have no KV-head setting
 NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert"}
 QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe"}
 
@@ -187,3 +187,32 @@ def test_sentence_transformers_module_path_from_the_hub_is_bounded(tiny_models: 
     (st / "modules.json").write_text(json.dumps([{"path": "../../etc", "type": "sentence_transformers.models.Transformer"}]))
     with pytest.raises(FingerprintError):
         open_model(st)
+
+
+def test_mla_heads_are_the_models_own_queries_and_keys_up_to_the_latent_rms(tiny_models: dict[str, Path]) -> None:
+    """transformers' DeepSeek-V3 modules give each head's q = [q_nope | q_pe] and k = [k_nope | k_pe]; the canonical
+    rows are [pe | nope] per head, and equal those up to one positive factor per token (the latent RMS norm)."""
+    import torch
+    import transformers as tf
+
+    hf = tf.AutoModelForCausalLM.from_pretrained(tiny_models["deepseek"]).float()
+    m = open_model(tiny_models["deepseek"])
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((5, D)).astype(np.float32))
+    nope, rope = 8, 8
+    for layer in range(L):
+        at = hf.model.layers[layer].self_attn
+        with torch.no_grad():
+            q = at.q_b_proj(at.q_a_layernorm(at.q_a_proj(x))).view(5, H, nope + rope).numpy()
+            ckv = at.kv_a_proj_with_mqa(x)
+            k_pe = ckv[:, 16:].numpy()
+            k_nope = at.kv_b_proj(at.kv_a_layernorm(ckv[:, :16])).view(5, H, nope + D // H)[..., :nope].numpy()
+        wq, wk = m.attention(layer, fold=False)
+        ours_q = (x.numpy() @ wq.T).reshape(5, H, rope + nope)
+        ours_k = (x.numpy() @ wk.T).reshape(5, H, rope + nope)
+        np.testing.assert_allclose(ours_k[:, :, :rope], np.repeat(k_pe[:, None], H, axis=1), rtol=1e-4, atol=1e-5)
+        for ours, theirs in ((ours_q[:, :, rope:], q[..., :nope]), (ours_q[:, :, :rope], q[..., nope:]),
+                             (ours_k[:, :, rope:], k_nope)):
+            t, o = theirs.reshape(5, -1), ours.reshape(5, -1)
+            c = (t * o).sum(1) / (o * o).sum(1)  # the per-token factor that best maps ours onto theirs
+            assert np.all(c > 0)
+            assert np.linalg.norm(t - c[:, None] * o, axis=1).max() <= 1e-4 * np.linalg.norm(t, axis=1).min()

@@ -10,7 +10,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from tinymodels import build_hf
 
-from fingerprint.canonical import open_model, split_fused_qkv, unpermute_gguf_rows
+from fingerprint.canonical import open_model
+from fingerprint.layouts import split_fused_qkv, unpermute_gguf_rows
 from zoo.convert import to_fp8, to_gguf
 
 
