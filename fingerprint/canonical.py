@@ -381,12 +381,18 @@ class CanonicalModel:
         roles_global = ["embed"] + (["lm_head", "norm_final"] if with_lm_head and not self.spec.tied else [])
         out = [self.info(r) for r in roles_global if self.has(r)]
         for layer in range(self.spec.num_layers):
-            roles = ["q", "k"] if self.has("q", layer) else ["qkv"]
-            if self.arch.mla is not None:
-                roles = ["q", "q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b"]
-            roles += ["norm_in", "q_norm", "k_norm", "q_bias", "k_bias"]
+            out += self.qk_tensors(layer)
+            roles = ["norm_in", "q_norm", "k_norm", "q_bias", "k_bias"]
             out += [self.info(r, layer) for r in roles if self.has(r, layer)]
         return out
+
+    def qk_tensors(self, layer: int) -> list[TensorInfo]:
+        """The stored tensors a layer's Q and K come from (a fused QKV, or MLA's factors, whole)."""
+        if self.arch.mla is not None:
+            roles = ["q", "q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b"]
+        else:
+            roles = ["q", "k"] if self.has("q", layer) else ["qkv"]
+        return [self.info(r, layer) for r in roles if self.has(r, layer)]
 
     def vocab(self) -> Vocab:
         """The normalized vocabulary (from tokenizer files, or GGUF metadata)."""

@@ -88,8 +88,7 @@ def layer_plan(m: CanonicalModel, budget: int | None = None) -> list[int]:
     if budget is None:
         total = 2 * sum(_elements(i) for i in m.reader.tensors.values())
         budget = max(int(BYTE_SHARE * total), MIN_BUDGET)
-    roles = ("q", "k") if m.has("q", 0) else ("qkv",)
-    per_layer = 2 * sum(_elements(m.info(r, 0)) for r in roles)
+    per_layer = 2 * sum(_elements(t) for t in m.qk_tensors(0))
     n = int(np.clip(budget // max(per_layer, 1), MIN_LAYERS, s.num_layers))
     if n >= s.num_layers:
         return list(range(s.num_layers))

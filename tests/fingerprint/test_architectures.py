@@ -130,7 +130,8 @@ def test_unknown_architecture_lists_supported() -> None:
 def test_compare_tells_a_derivative_from_an_independent_model_in_every_architecture(
     name: str, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The whole comparison runs on every family: a 0.3σ-perturbed copy is derived, another seed is independent."""
+    """Both tiers run on every family: a 0.3σ-perturbed copy is derived and screens close, another seed is
+    independent and screens far."""
     from safetensors.numpy import load_file
     from tinymodels import (
         build_encoder,
@@ -141,6 +142,8 @@ def test_compare_tells_a_derivative_from_an_independent_model_in_every_architect
         write_wordlevel_tokenizer,
     )
 
+    from fingerprint import screen
+    from fingerprint.screen import screen_model
     from fingerprint.similarity import compare
 
     base = tmp_path / "base"
@@ -153,6 +156,9 @@ def test_compare_tells_a_derivative_from_an_independent_model_in_every_architect
     derived = save_state_dict(perturb(load_file(str(base / "model.safetensors")), 0.3, seed=7), cfg, tmp_path / "derived", base)
     near, far = compare(open_model(base), open_model(derived)), compare(open_model(base), open_model(other))
     assert (near.verdict, far.verdict) == ("derived", "independent"), (near.score, far.score)
+    sb, sd, so = (screen_model(open_model(p)) for p in (base, derived, other))
+    near_s, far_s = screen.compare(sb, sd).score, screen.compare(sb, so).score
+    assert near_s > 0.8 and far_s < 0.3, (near_s, far_s)
 
 
 def _sentence_transformers_layout(src: Path, root: Path, module_path: str) -> Path:
