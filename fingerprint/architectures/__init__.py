@@ -228,14 +228,16 @@ def gguf_architecture() -> ArchitectureDef:
 
 def architecture_table() -> str:
     """The supported-architectures table (docs/reference/architectures.md), generated from the data files."""
-    rows = ["| file | HF classes / format | norm | RoPE | fused QKV | notes |", "|---|---|---|---|---|---|"]
+    rows = ["| file | kind | HF classes / format | norm | RoPE | fused QKV | notes |", "|---|---|---|---|---|---|---|"]
     for name, a in load_architectures().items():
         classes = ", ".join(f"`{c}`" for c in a.architectures) or "GGUF (`general.architecture`)"
+        kind = "encoder" if a.encoder else "decoder" + (", MoE" if a.experts or a.config.num_experts else "")
         norm = a.norm.kind + (" (1+γ)" if a.norm.gain_offset else "")
         rope = a.rope.style + (f" ({a.rope.default_fraction:g} of head)" if a.rope.default_fraction != 1 else "")
         fused = ", ".join(r.layout + (" transposed" if r.transposed else "") for r in a.fused_qkv) or "-"
-        rows.append(f"| `{name}.json` | {classes} | {norm} | {rope} | {fused} | {a.description} |")
+        fused = "MLA factors" if a.mla else fused
+        rows.append(f"| `{name}.json` | {kind} | {classes} | {norm} | {rope} | {fused} | {a.description} |")
     wr = load_wrappers()
-    rows.append(f"| `_wrappers.json` | {', '.join(f'`{c}`' for c in wr.architectures)} | - | - | - | "
+    rows.append(f"| `_wrappers.json` | wrapper | {', '.join(f'`{c}`' for c in wr.architectures)} | - | - | - | "
                 "vision-language wrappers: prefixes stripped, vision/audio towers dropped |")
     return "\n".join(rows)
