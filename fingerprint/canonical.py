@@ -118,6 +118,7 @@ class CanonicalModel:
         self._names = self._build_lookup(reader.tensors)
         self._cache: dict[str, np.ndarray] = {}
         self._mla = (0, 0, 0, 0)  # (nope, rope, v, kv_rank) of a multi-head latent attention model
+        self._layer_map: list[int] | None = None  # a hybrid's attention layers: canonical index → stored index
         self.spec = self._resolve_spec(source_format, declared, wrapper)
         self._vocab: Vocab | None = None
 
@@ -147,7 +148,14 @@ class CanonicalModel:
         return [t] if isinstance(t, str) else list(t)
 
     def name(self, role: str, layer: int | None = None) -> str | None:
-        """The stored tensor name for a role (``None`` if the checkpoint lacks it)."""
+        """The stored tensor name for a role (``None`` if the checkpoint lacks it).
+
+        In a hybrid (``hybrid`` in its architecture file) ``layer`` counts attention layers only.
+        """
+        if layer is not None and self._layer_map is not None:
+            if not 0 <= layer < len(self._layer_map):
+                return None
+            layer = self._layer_map[layer]
         for tpl in self._templates(role):
             key = tpl.replace("${layer}", str(layer)).replace("${prev}", str(layer - 1)) if layer is not None else tpl
             if key in self._names:
@@ -176,6 +184,11 @@ class CanonicalModel:
     def _resolve_spec(self, source_format: str, declared: str, wrapper: str | None) -> ModelSpec:
         ck, cfg, where = self.arch.config, self.config, self.repo.name
         n_layers = _int(cfg, ck.num_layers, "layer count", where)
+        if self.arch.hybrid:  # state-space, convolution or linear-attention layers carry no Q/K: skip them
+            self._layer_map = [i for i in range(n_layers) if self.has("q", i) or self.has("qkv", i)]
+            if not self._layer_map:
+                raise ArchitectureMismatchError(where, f"none of the {n_layers} layers has attention to read")
+            n_layers = len(self._layer_map)
         d = _int(cfg, ck.hidden_size, "hidden size", where)
         n_heads = _int(cfg, ck.num_heads, "head count", where)
         kv = _first(cfg, ck.num_kv_heads)
@@ -250,8 +263,9 @@ class CanonicalModel:
             q, k = self.info("q", 0), self.info("k", 0)
             qs = q.shape[::-1] if "q" in self.arch.transposed else q.shape
             ks = k.shape[::-1] if "k" in self.arch.transposed else k.shape
-            if tuple(qs) != (s.num_heads * s.head_dim, s.hidden_size):
-                raise ArchitectureMismatchError(where, f"q_proj shape {tuple(qs)} != ({s.num_heads * s.head_dim}, {s.hidden_size})")
+            q_rows = s.num_heads * s.head_dim * (2 if self.arch.q_gated else 1)
+            if tuple(qs) != (q_rows, s.hidden_size):
+                raise ArchitectureMismatchError(where, f"q_proj shape {tuple(qs)} != ({q_rows}, {s.hidden_size})")
             if tuple(ks) != (s.num_kv_heads * s.head_dim, s.hidden_size):
                 raise ArchitectureMismatchError(where, f"k_proj shape {tuple(ks)} != ({s.num_kv_heads * s.head_dim}, {s.hidden_size})")
 
@@ -286,6 +300,8 @@ class CanonicalModel:
         if self.has("q", layer):
             q, k = self._read("q", layer), self._read("k", layer)
             v = self._read("v", layer) if need_v else None
+            if self.arch.q_gated:  # rows per head are [query | output gate]; the gate never meets a key
+                q = q.reshape(s.num_heads, 2, s.head_dim, -1)[:, 0].reshape(s.num_heads * s.head_dim, -1)
         else:
             key = f"qkv{layer}"
             w = self._cache.get(key)

@@ -86,6 +86,22 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
                                    num_experts_per_tok=2, moe_intermediate_size=32, q_lora_rank=32, kv_lora_rank=16,
                                    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=D // H, n_group=1, topk_group=1,
                                    first_k_dense_replace=1)
+    hyb: dict[str, Any] = dict(**kv, **{**common, "num_hidden_layers": 2 * L})  # attention in every other layer
+    if name == "falcon_h1":
+        return tf.FalconH1Config(**kv, mamba_d_ssm=D, mamba_n_heads=H, mamba_d_head=D // H, mamba_d_state=16, mamba_n_groups=1,
+                                 **common)
+    if name == "jamba":
+        return tf.JambaConfig(**hyb, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1,
+                              num_experts=2, use_mamba_kernels=False)
+    if name == "granitemoehybrid":
+        return tf.GraniteMoeHybridConfig(**hyb, layer_types=["mamba", "attention"] * L, mamba_n_heads=H, mamba_d_head=2 * D // H,
+                                         mamba_d_state=16, num_local_experts=2, num_experts_per_tok=1)
+    if name == "lfm2":
+        return tf.Lfm2Config(**hyb, layer_types=["conv", "full_attention"] * L)
+    if name == "qwen3_next":
+        return tf.Qwen3NextConfig(**hyb, head_dim=D // H, layer_types=["linear_attention", "full_attention"] * L, num_experts=2,
+                                  num_experts_per_tok=1, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                                  linear_num_value_heads=H, linear_num_key_heads=KV, linear_key_head_dim=16, linear_value_head_dim=16)
     enc = dict(hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H, vocab_size=V)
     if name == "bert":
         return tf.BertConfig(**enc)
@@ -106,13 +122,15 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
 HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
                     "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2",
                     "granite", "qwen_moe", "gpt_oss", "llama4", "phimoe", "stablelm", "nemotron", "cohere", "glm",
-                    "phi", "apertus", "deepseek"]
+                    "phi", "apertus", "deepseek", "falcon_h1", "jamba", "granitemoehybrid", "lfm2", "qwen3_next"]
 #: Encoders, built by transformers as their bare model (sentence-transformers' layout) or a task head.
 ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare"}
 #: Remote-code families transformers does not ship: written from a tiny LLaMA by their published layouts.
 REMOTE_CODE = ["internlm2", "baichuan"]
 #: Mixture-of-experts families (the MLP is per expert; the fingerprint reads attention only).
 MOE = {"mixtral", "qwen_moe", "gpt_oss", "llama4", "phimoe", "deepseek"}
+#: Hybrids: state-space, convolution or linear-attention layers between the attention layers (L of them).
+HYBRID = {"jamba", "granitemoehybrid", "lfm2", "qwen3_next"}
 
 
 def build_hf(name: str, out: Path, seed: int = 0, config: Any = None) -> Path:

@@ -131,6 +131,11 @@ class ArchitectureDef(_Frozen):
     #: A bidirectional encoder (BERT, T5's encoder): no output head is fingerprinted, and templates may
     #: name the previous layer as ``${prev}`` (a post-LayerNorm layer reads the output norm of the layer before it).
     encoder: bool = False
+    #: Only some layers have attention (Jamba, Bamba, Granite-4 hybrids, Qwen3-Next, LFM2): the fingerprint's
+    #: layers are those that do, in depth order; the others (state-space, convolution, linear attention) are skipped.
+    hybrid: bool = False
+    #: ``q_proj`` rows are ``[query | output gate]`` per head (Qwen3-Next, Qwen3.5): only the query half is read.
+    q_gated: bool = False
 
 
 class WrappersDef(_Frozen):

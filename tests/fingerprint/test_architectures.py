@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodels import ENCODERS, FF, HF_ARCHITECTURES, KV, MOE, REMOTE_CODE, D, H, L, V
+from tinymodels import ENCODERS, FF, HF_ARCHITECTURES, HYBRID, KV, MOE, REMOTE_CODE, D, H, L, V
 
 from fingerprint.architectures import load_architectures, resolve_architecture
 from fingerprint.canonical import open_model
@@ -17,7 +17,7 @@ from fingerprint.errors import UnknownArchitectureError
 ALL = [*HF_ARCHITECTURES, *ENCODERS, *REMOTE_CODE]
 MHA = {"gpt_neox", "gpt2", "baichuan", "deepseek", *ENCODERS}  # these configs have no KV-head setting
 NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert"}
-QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe"}
+QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe", "qwen3_next", "lfm2"}
 
 
 def test_every_architecture_file_is_exercised() -> None:
@@ -44,7 +44,7 @@ def test_roles_resolve_with_right_shapes(name: str, tiny_models: dict[str, Path]
         assert m.value(layer).shape == (kv * hd, D)
         assert m.output(layer).shape == (D, H * hd)
         assert m.gain("norm_in", layer) is not None or name in ("olmo", "olmo2")
-        if name not in MOE:
+        if name not in MOE | HYBRID:
             gate, up, down = m.mlp(layer)
             ff = 4 * D if name in ("gpt2", "falcon") else FF
             assert up.shape == (ff, D) and down.shape == (D, ff)
@@ -222,3 +222,24 @@ def test_mla_heads_are_the_models_own_queries_and_keys_up_to_the_latent_rms(tiny
             c = (t * o).sum(1) / (o * o).sum(1)  # the per-token factor that best maps ours onto theirs
             assert np.all(c > 0)
             assert np.linalg.norm(t - c[:, None] * o, axis=1).max() <= 1e-4 * np.linalg.norm(t, axis=1).min()
+
+
+@pytest.mark.parametrize("name", sorted(HYBRID))
+def test_a_hybrid_reads_its_attention_layers_in_depth_order(name: str, tiny_models: dict[str, Path]) -> None:
+    """Attention sits in every other stored layer of these tiny hybrids: canonical layer i is stored layer 2i + 1."""
+    m = open_model(tiny_models[name])
+    assert m.spec.num_layers == L
+    for i in range(L):
+        raw = m.reader.read(f"model.layers.{2 * i + 1}.self_attn.k_proj.weight")
+        _, k = m.attention(i, fold=False)
+        np.testing.assert_array_equal(k, raw)
+    assert not m.has("q", L)  # no canonical layer past the last attention layer
+
+
+def test_gated_queries_read_only_the_query_half(tiny_models: dict[str, Path]) -> None:
+    """Qwen3-Next's q_proj holds [query | gate] per head (transformers chunks each head's 2·head_dim rows)."""
+    m = open_model(tiny_models["qwen3_next"])
+    raw = m.reader.read("model.layers.1.self_attn.q_proj.weight")
+    q, _ = m.attention(0, fold=False)
+    hd = D // H
+    np.testing.assert_array_equal(q, raw.reshape(H, 2 * hd, D)[:, :hd].reshape(H * hd, D))
