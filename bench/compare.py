@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from bench import provenance
 from bench.io import CACHE, build_checkpoint, llama_shapes
 
 FINGERPRINT_ROLES = ("embed_tokens", "lm_head", "q_proj", "k_proj", "norm")
@@ -355,11 +356,8 @@ def main() -> None:
     ap.add_argument("--no-check", dest="check", action="store_false",
                     help="skip the float64 reference score (run at d ≤ 1024 only: it is the old, slow path)")
     a = ap.parse_args()
-    import os
-    import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}. pair: a synthetic LLaMA-shaped "
+    print(f"{provenance()}. pair: a synthetic LLaMA-shaped "
           "base and a copy with 0.3σ Gaussian noise on every weight; each path a whole process (interpreter start "
           "and imports included), same run")
     for d in a.hidden:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import struct
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import provenance
 
 SHAPES: dict[str, dict[str, Any]] = {
     # Llama-3.2-1B, Mistral-7B-v0.1, Llama-2-13B (config.json values)
@@ -188,8 +189,7 @@ def main() -> None:
         return
     from lineage.cli.output import table
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"bench.fingerprint at {commit}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(f"bench.fingerprint at {provenance()}")
     rows = []
     for name in a.shapes:
         path = write_shape(name)
