@@ -70,6 +70,9 @@ class SyntheticModel:
     def info(self, role: str, layer: int | None = None) -> Any:
         return _Info((self.d, self.d))  # a square projection (what the screen's layer plan counts)
 
+    def qk_tensors(self, layer: int) -> list[Any]:
+        return [self.info("q", layer), self.info("k", layer)]
+
     def vocab(self) -> Vocab:
         return Vocab({f"tok{i}": i for i in range(VOCAB)}, VOCAB, "synthetic", "synthetic")
 

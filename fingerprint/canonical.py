@@ -194,6 +194,8 @@ class CanonicalModel:
         kv = _first(cfg, ck.num_kv_heads)
         if self.arch.name == "falcon" and kv is None:
             kv = 1 if cfg.get("multi_query", True) and not cfg.get("new_decoder_architecture") else n_heads
+        elif kv is None and _first(cfg, ck.multi_query) is True:
+            kv = 1
         n_kv = kv if isinstance(kv, int) and kv > 0 else n_heads
         hd = _first(cfg, ck.head_dim)
         head_dim = hd if isinstance(hd, int) and hd > 0 else d // n_heads

@@ -102,6 +102,20 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
         return tf.Qwen3NextConfig(**hyb, head_dim=D // H, layer_types=["linear_attention", "full_attention"] * L, num_experts=2,
                                   num_experts_per_tok=1, moe_intermediate_size=32, shared_expert_intermediate_size=32,
                                   linear_num_value_heads=H, linear_num_key_heads=KV, linear_key_head_dim=16, linear_value_head_dim=16)
+    if name == "opt":
+        return tf.OPTConfig(hidden_size=D, ffn_dim=FF, num_hidden_layers=L, num_attention_heads=H, vocab_size=V,
+                            word_embed_proj_dim=D, max_position_embeddings=128, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    if name == "bloom":
+        return tf.BloomConfig(hidden_size=D, n_layer=L, n_head=H, vocab_size=V)
+    if name == "gptj":
+        return tf.GPTJConfig(n_embd=D, n_layer=L, n_head=H, vocab_size=V, rotary_dim=8, n_positions=128, n_inner=FF)
+    if name == "gpt_neo":
+        return tf.GPTNeoConfig(hidden_size=D, num_layers=L, num_heads=H, vocab_size=V, intermediate_size=FF,
+                               attention_types=[[["global", "local"], 1]], max_position_embeddings=128)
+    if name == "mpt":
+        return tf.MptConfig(d_model=D, n_layers=L, n_heads=H, vocab_size=V, max_seq_len=128)
+    if name == "gpt_bigcode":
+        return tf.GPTBigCodeConfig(n_embd=D, n_layer=L, n_head=H, vocab_size=V, n_positions=128, multi_query=True, n_inner=FF)
     enc = dict(hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H, vocab_size=V)
     if name == "bert":
         return tf.BertConfig(**enc)
@@ -122,7 +136,8 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
 HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
                     "gpt_neox", "gpt2", "falcon", "olmo", "olmo2", "starcoder2",
                     "granite", "qwen_moe", "gpt_oss", "llama4", "phimoe", "stablelm", "nemotron", "cohere", "glm",
-                    "phi", "apertus", "deepseek", "falcon_h1", "jamba", "granitemoehybrid", "lfm2", "qwen3_next"]
+                    "phi", "apertus", "deepseek", "falcon_h1", "jamba", "granitemoehybrid", "lfm2", "qwen3_next",
+                    "opt", "bloom", "gptj", "gpt_neo", "mpt", "gpt_bigcode"]
 #: Encoders, built by transformers as their bare model (sentence-transformers' layout) or a task head.
 ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare"}
 #: Remote-code families transformers does not ship: written from a tiny LLaMA by their published layouts.

@@ -53,6 +53,8 @@ class ConfigKeys(_Frozen):
     rotary_fraction: list[str] = Field(default_factory=list)
     rotary_dim: list[str] = Field(default_factory=list)
     num_experts: list[str] = Field(default_factory=list)
+    #: a key whose ``true`` value means one shared key/value head (multi-query attention) when no KV-head count is given
+    multi_query: list[str] = Field(default_factory=list)
 
 
 class NormDef(_Frozen):

@@ -15,8 +15,9 @@ from fingerprint.canonical import open_model
 from fingerprint.errors import UnknownArchitectureError
 
 ALL = [*HF_ARCHITECTURES, *ENCODERS, *REMOTE_CODE]
-MHA = {"gpt_neox", "gpt2", "baichuan", "deepseek", *ENCODERS}  # these configs have no KV-head setting
-NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert"}
+MHA = {"gpt_neox", "gpt2", "baichuan", "deepseek", "opt", "bloom", "gptj", "gpt_neo", "mpt", *ENCODERS}  # these configs have no KV-head setting
+NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert",
+           "opt", "bloom", "gptj", "gpt_neo", "mpt", "gpt_bigcode"}
 QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe", "qwen3_next", "lfm2"}
 
 
@@ -34,7 +35,7 @@ def test_roles_resolve_with_right_shapes(name: str, tiny_models: dict[str, Path]
     arch = "llama" if name == "llava" else name
     assert s.architecture == arch
     hd = D // H
-    kv = H if name in MHA else KV
+    kv = H if name in MHA else 1 if name == "gpt_bigcode" else KV
     layers = 3 if name == "modernbert" else L
     assert (s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim) == (layers, D, H, kv, hd)
     assert m.embed().shape == (V, D)
@@ -46,7 +47,7 @@ def test_roles_resolve_with_right_shapes(name: str, tiny_models: dict[str, Path]
         assert m.gain("norm_in", layer) is not None or name in ("olmo", "olmo2")
         if name not in MOE | HYBRID:
             gate, up, down = m.mlp(layer)
-            ff = 4 * D if name in ("gpt2", "falcon") else FF
+            ff = 4 * D if name in ("gpt2", "falcon", "bloom", "mpt") else FF
             assert up.shape == (ff, D) and down.shape == (D, ff)
             assert (gate is None) == (name in NO_GATE)
         if name in QK_NORM:
