@@ -394,6 +394,11 @@ class CanonicalModel:
         return self._read("q_norm", layer) + off, self._read("k_norm", layer) + off
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def attention_layers(self) -> list[int]:
+        """The stored index of each canonical layer: all of them, or a hybrid's attention layers."""
+        return list(self._layer_map) if self._layer_map is not None else list(range(self.spec.num_layers))
+
     def fingerprint_tensors(self, with_lm_head: bool = True) -> list[TensorInfo]:
         """The tensors a weight fingerprint reads: embedding, Q/K (or fused QKV), their norms."""
         roles_global = ["embed"] + (["lm_head", "norm_final"] if with_lm_head and not self.spec.tied else [])

@@ -16,12 +16,27 @@ def inspect_model(path: str | Path | Repo) -> dict[str, Any]:
     Only headers (and ``config.json``) are read: ``bytes_read`` in the result proves it.
 
     Returns:
-        A JSON-ready dict: ``spec`` (architecture and dimensions), ``dtypes``, ``files``,
+        A JSON-ready dict: ``spec`` (architecture and dimensions), ``kind`` (:func:`kind_of`),
+        ``attention_layers`` (the stored layer of each fingerprinted layer), ``dtypes``, ``files``,
         ``needed`` (one entry per tensor: name, role-ordered, file, byte range), ``bytes_needed``,
         ``total_bytes``, ``share_needed`` and ``bytes_read``.
     """
     m = open_model(path)
     return inspect_canonical(m)
+
+
+def kind_of(m: CanonicalModel) -> list[str]:
+    """What kind of model it is, as far as reading it goes: ``encoder`` or ``decoder``, then ``MoE``,
+    ``latent attention`` and ``hybrid`` where they apply."""
+    a = m.arch
+    kind = ["encoder" if a.encoder else "decoder"]
+    if m.spec.num_experts or a.experts is not None:
+        kind.append("MoE")
+    if a.mla is not None:
+        kind.append("latent attention")
+    if a.hybrid:
+        kind.append("hybrid")
+    return kind
 
 
 def inspect_canonical(m: CanonicalModel) -> dict[str, Any]:
@@ -34,6 +49,8 @@ def inspect_canonical(m: CanonicalModel) -> dict[str, Any]:
     return {
         "path": m.repo.name,
         "spec": asdict(m.spec),
+        "kind": kind_of(m),
+        "attention_layers": m.attention_layers,
         "dtypes": dtypes,
         "files": list(getattr(m.reader, "files", [])),
         "num_tensors": len(m.reader.tensors),

@@ -45,9 +45,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LINEAGE_WORKER_COUNT", "0", "Fingerprint workers; 0: one per CPU core (per GPU on a Ray cluster with GPUs)."),
     Setting("LINEAGE_FINGERPRINT_STORE", "", "Where the index keeps fingerprint files: empty for $LINEAGE_HOME/index, or "
             "an fsspec URL (s3://bucket/prefix, gs://..., file:///mnt/fp; the backend package must be installed)."),
-    Setting("LINEAGE_CRAWL_PIPELINE_TAGS", "text-generation",
+    Setting("LINEAGE_CRAWL_PIPELINE_TAGS", "text-generation,feature-extraction,sentence-similarity,fill-mask,text2text-generation",
             "The service crawls only models with one of these pipeline tags (comma-separated; * for every "
-            "model): the decoder LLMs whose weights the fingerprint reads. lineage crawl takes --pipeline-tag."),
+            "model): the LLMs, encoders and embedding models whose weights the fingerprint reads. lineage crawl "
+            "takes --pipeline-tag."),
     Setting("LINEAGE_PASS_MINUTES", "10", "A service crawl, sweep or cards pass stops claiming models after "
             "this many minutes and leaves the rest queued for the next pass (no pass holds the writer lock "
             "for hours); 0: no limit."),
@@ -98,7 +99,8 @@ class Settings:
     web_token: str | None
     hub_token: str | None
     writer_wait: float = 600.0
-    crawl_pipeline_tags: tuple[str, ...] = ("text-generation",)
+    crawl_pipeline_tags: tuple[str, ...] = ("text-generation", "feature-extraction", "sentence-similarity", "fill-mask",
+                                            "text2text-generation")
     pass_minutes: float | None = 10.0
 
     def existing_home(self) -> Path:

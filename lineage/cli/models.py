@@ -34,7 +34,10 @@ def inspect(path: str, as_json: bool) -> None:
     click.echo(f"{r['path']}")
     click.echo(f"  architecture   {s['architecture']} ({s['declared_architecture']}, {s['source_format']})"
                + (f", wrapper {s['wrapper']}" if s["wrapper"] else ""))
-    click.echo(f"  layers         {s['num_layers']}")
+    click.echo(f"  kind           {', '.join(r['kind'])}")
+    stored = r["attention_layers"]
+    click.echo(f"  layers         {s['num_layers']}" + ("" if stored == list(range(s["num_layers"])) else
+                                                       f" with attention (stored layers {', '.join(map(str, stored))})"))
     click.echo(f"  hidden size    {s['hidden_size']}")
     click.echo(f"  heads / kv     {s['num_heads']} / {s['num_kv_heads']} (head_dim {s['head_dim']}, "
                f"rope {s['rope_style']} {s['rotary_dim']})")

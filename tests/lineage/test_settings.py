@@ -56,7 +56,8 @@ def test_open_app_honours_the_device_and_leaves_a_passed_store_open(tmp_path: Pa
 
 def test_service_pass_settings() -> None:
     s = Settings.from_env({})
-    assert s.crawl_pipeline_tags == ("text-generation",) and s.pass_minutes == 10.0 and s.writer_wait == 600.0
+    assert s.crawl_pipeline_tags == ("text-generation", "feature-extraction", "sentence-similarity", "fill-mask",
+                                     "text2text-generation") and s.pass_minutes == 10.0 and s.writer_wait == 600.0
     s = Settings.from_env({"LINEAGE_CRAWL_PIPELINE_TAGS": "*", "LINEAGE_PASS_MINUTES": "0", "LINEAGE_WRITER_WAIT": "0"})
     assert s.crawl_pipeline_tags == () and s.pass_minutes is None and s.writer_wait == 0.0
     for env, value in (("LINEAGE_CRAWL_PIPELINE_TAGS", "text generation"), ("LINEAGE_PASS_MINUTES", "-1"),
