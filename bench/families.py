@@ -170,7 +170,8 @@ def attack_bert(model: Any, seed: int) -> Any:
     return out
 
 
-def same_function(a: Any, b: Any, bert: bool) -> float:
+def same_function(a: Any, b: Any) -> float:
+    """``max |logits_a − logits_b| / max |logits_a|`` on two random sequences."""
     x = torch.from_numpy(np.random.default_rng(0).integers(1, a.config.vocab_size, (2, 32)))
     with torch.no_grad():
         ya = a(input_ids=x).logits
@@ -210,7 +211,7 @@ def build() -> tuple[dict[str, Path], list[tuple[str, str, int, str]], list[str]
     keep("mla-a-cpt", lm(copy.deepcopy(base), tests, 200, 102, 1e-3))
     keep("mla-a-prune-depth", lm(prune_depth(copy.deepcopy(base)), code, 60, 103, 5e-4))
     att = attack_mla(base, 104)
-    notes.append(f"mla-a-attack: largest output change {same_function(base, att, False):.1e} of the largest logit")
+    notes.append(f"mla-a-attack: largest output change {same_function(base, att):.1e} of the largest logit")
     keep("mla-a-attack", att)
     models["mla-a-fp8"] = to_fp8(models["mla-a"], CACHE / "mla-a-fp8", scheme="block")
     keep("llama-u", lm(new(_llama_config(), 3), code, 300, 3))
@@ -238,7 +239,7 @@ def build() -> tuple[dict[str, Path], list[tuple[str, str, int, str]], list[str]
     _mlm(student, code, 60, 113, 5e-4)
     keep("bert-a-3layer", student)
     att_b = attack_bert(bert, 114)
-    notes.append(f"bert-a-attack: largest output change {same_function(bert, att_b, True):.1e} of the largest logit")
+    notes.append(f"bert-a-attack: largest output change {same_function(bert, att_b):.1e} of the largest logit")
     keep("bert-a-attack", att_b)
     q8 = copy.deepcopy(bert)
     with torch.no_grad():

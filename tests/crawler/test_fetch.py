@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
@@ -75,3 +76,32 @@ def test_a_crawl_through_a_process_pool_records_what_an_in_process_crawl_records
     there = _crawl(hub, tmp_path / "pool", runner)
     assert here == there
     assert here[2] == {"fingerprinted": 4, "gated": 1}
+
+
+def test_a_sentence_transformers_repo_is_read_from_its_module_folder_over_http(
+        tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """An older sentence-transformers repo (``modules.json``, the BERT in ``0_Transformer/`` with a WordPiece
+    ``vocab.txt``) is fingerprinted by ranged reads of the folder's files, as the local checkpoint is."""
+    import json
+
+    from hubdata import repo
+    from tinymodels import V
+
+    root = tmp_path / "st"
+    (root / "1_Pooling").mkdir(parents=True)
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    shutil.copytree(tiny_models["bert"], root / "0_Transformer")
+    (root / "0_Transformer" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]"] + [f"w{i}" for i in range(2, V)]) + "\n")
+    (root / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    with HubSim() as sim:
+        repo(sim, "org/minibert", root, 1, pipeline_tag="sentence-similarity")
+        c = Crawler(CrawlOptions(endpoint=sim.endpoint, home=tmp_path / "home"), progress=False)
+        out = fingerprint_repo(c.info("org/minibert", sim.repos["org/minibert"].sha), c.fetch_options)
+        c.close()
+    assert out.status == "fingerprinted", out.reason
+    (tmp_path / "remote.lfp").write_bytes(out.data or b"")
+    remote, local = load(tmp_path / "remote.lfp"), sketch_model(open_model(root))
+    assert remote.keys == local.keys and np.array_equal(remote.embed, local.embed)
+    assert all(np.array_equal(a, b) for a, b in zip(remote.q + remote.k, local.q + local.k, strict=True))
