@@ -126,6 +126,10 @@ def _cfg_more(tf: Any, name: str, common: dict[str, Any]) -> Any:
     if name == "modernbert":
         return tf.ModernBertConfig(**{**enc, "num_hidden_layers": 3}, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                    cls_token_id=1, sep_token_id=2)
+    if name == "mpnet":
+        return tf.MPNetConfig(**enc)
+    if name == "electra":
+        return tf.ElectraConfig(**enc, embedding_size=D)
     if name == "t5":
         return tf.T5Config(d_model=D, d_ff=FF, num_layers=L, num_heads=H, d_kv=D // H, vocab_size=V,
                            feed_forward_proj="gated-gelu")
@@ -139,7 +143,7 @@ HF_ARCHITECTURES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "g
                     "phi", "apertus", "deepseek", "falcon_h1", "jamba", "granitemoehybrid", "lfm2", "qwen3_next",
                     "opt", "bloom", "gptj", "gpt_neo", "mpt", "gpt_bigcode"]
 #: Encoders, built by transformers as their bare model (sentence-transformers' layout) or a task head.
-ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare"}
+ENCODERS = {"bert": "masked", "deberta_v2": "bare", "distilbert": "masked", "modernbert": "masked", "t5": "bare", "mpnet": "bare"}
 #: Remote-code families transformers does not ship: written from a tiny LLaMA by their published layouts.
 REMOTE_CODE = ["internlm2", "baichuan"]
 #: Mixture-of-experts families (the MLP is per expert; the fingerprint reads attention only).
@@ -173,7 +177,7 @@ def build_encoder(name: str, out: Path, seed: int = 0) -> Path:
     if name == "t5":
         model = tf.T5EncoderModel(cfg)
     else:
-        model = (tf.AutoModelForMaskedLM if ENCODERS[name] == "masked" else tf.AutoModel).from_config(cfg)
+        model = (tf.AutoModelForMaskedLM if ENCODERS.get(name, "masked") == "masked" else tf.AutoModel).from_config(cfg)
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if p.ndim == 1 and ("norm" in pname.lower() or "ln" in pname):

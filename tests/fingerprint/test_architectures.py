@@ -16,7 +16,7 @@ from fingerprint.errors import UnknownArchitectureError
 
 ALL = [*HF_ARCHITECTURES, *ENCODERS, *REMOTE_CODE]
 MHA = {"gpt_neox", "gpt2", "baichuan", "deepseek", "opt", "bloom", "gptj", "gpt_neo", "mpt", *ENCODERS}  # these configs have no KV-head setting
-NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert",
+NO_GATE = {"gpt_neox", "gpt2", "falcon", "starcoder2", "phi", "nemotron", "apertus", "bert", "deberta_v2", "distilbert", "mpnet",
            "opt", "bloom", "gptj", "gpt_neo", "mpt", "gpt_bigcode"}
 QK_NORM = {"qwen3", "olmo2", "gemma3", "qwen_moe", "qwen3_next", "lfm2"}
 
@@ -248,3 +248,20 @@ def test_gated_queries_read_only_the_query_half(tiny_models: dict[str, Path]) ->
     q, _ = m.attention(0, fold=False)
     hd = D // H
     np.testing.assert_array_equal(q, raw.reshape(H, 2 * hd, D)[:, :hd].reshape(H * hd, D))
+
+
+def test_electra_reads_as_bert_and_one_with_narrower_embeddings_is_refused(tmp_path: Path) -> None:
+    """ELECTRA's discriminator has BERT's layout under ``electra.``; a small ELECTRA projects narrower embeddings
+    into its layers, which the fingerprint does not read: one clear error, not a wrong answer."""
+    import transformers as tf
+    from tinymodels import build_encoder
+
+    from fingerprint.errors import ArchitectureMismatchError
+
+    m = open_model(build_encoder("electra", tmp_path / "electra"))
+    assert m.spec.architecture == "bert" and m.name("q", 0) == "electra.encoder.layer.0.attention.self.query.weight"
+    narrow = tf.ElectraForMaskedLM(tf.ElectraConfig(hidden_size=D, embedding_size=D // 2, intermediate_size=FF,
+                                                     num_hidden_layers=L, num_attention_heads=H, vocab_size=V))
+    narrow.save_pretrained(tmp_path / "narrow", safe_serialization=True)
+    with pytest.raises(ArchitectureMismatchError, match="embedding shape"):
+        open_model(tmp_path / "narrow")
