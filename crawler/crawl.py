@@ -468,12 +468,15 @@ class Crawler:
             GatedRepoError: the repo is gated and this token cannot read its files.
             RepoNotFoundError, HubRequestError: as the Hub answers.
         """
-        m = self.info(repo_id, "main")
+        return self.fingerprint(self.info(repo_id, "main"))
+
+    def fingerprint(self, m: HubModel) -> Outcome:
+        """Fingerprint one repo whose metadata :meth:`info` gave, outside the queue (raises as :meth:`fetch`)."""
         out = self.receive(fingerprint_repo(m, self.fetch_options), {})
         if out.status == "gated":
-            raise GatedRepoError(repo_id, bool(self.o.token))
+            raise GatedRepoError(m.id, bool(self.o.token))
         if out.status != "fingerprinted":
-            raise HubRequestError(repo_id, None, out.reason or out.status)
+            raise HubRequestError(m.id, None, out.reason or out.status)
         out.model, out.base_keys = self.base_keys(m)
         return out
 

@@ -226,6 +226,12 @@ class IndexDB:
             self._view()
             return self._state != before
 
+    @property
+    def stamp(self) -> str:
+        """What changes whenever an entry is added, changed or removed, by any process (after :meth:`refresh`)."""
+        self.refresh()
+        return ".".join(map(str, self._state))
+
     def rows(self) -> Rows:
         """The mapped screen rows as of the last write or :meth:`refresh` of this process."""
         with self._lock:

@@ -424,6 +424,23 @@ def match_path(path: str, top: int, shortlist: int, settings: Settings | None = 
     return list(best.values())[:top], stats
 
 
+def check_target(target: str, policy_path: str | None = None, endpoint: str | None = None,
+                 override: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """``lineage check``: grade one model against the index and a policy (:mod:`lineage.check`); an
+    ``override`` reason turns a refusal into exit 0 and is logged."""
+    from lineage.check import Policy, log_override, run_check
+
+    s = settings or Settings.from_env()
+    policy = Policy.load(policy_path)  # a malformed policy fails before any read
+    s.existing_home()
+    with on_device(s), open_app(s) as app:
+        result = run_check(app, target, policy, endpoint)
+    if override is not None and result["exit_code"] != 0:
+        result["override"] = log_override(s.home, result, override)
+        result["exit_code"] = 0
+    return result
+
+
 def repair_home(settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> RepairReport:
     """``lineage repair``: mark the home, rebuild its index without the crawled models, open the app on
     it and place every crawled model again (:mod:`lineage.repair`).

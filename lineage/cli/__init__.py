@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lineage import __version__
-from lineage.cli import alerts, demo, graph, hub, index, logs, models, picture, service, web
+from lineage.cli import alerts, check, demo, graph, hub, index, logs, models, picture, service, web
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +24,5 @@ def main(verbose: int) -> None:
 
 
 for _cmd in (demo.demo, *models.COMMANDS, hub.crawl, hub.hubsim, *index.COMMANDS, *graph.COMMANDS, *alerts.COMMANDS,
-             *service.COMMANDS, web.web, picture.picture):
+             *service.COMMANDS, web.web, picture.picture, *check.COMMANDS):
     main.add_command(_cmd)
