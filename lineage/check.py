@@ -187,29 +187,30 @@ def log_override(home: Path, result: dict[str, Any], reason: str) -> dict[str, A
 
 def _same_content(a: Any, b: Any) -> bool:
     """Two fingerprints of the same weights: equal anchors, embedding rows, head rows and Q/K factors (their
-    files differ in metadata only: the source's name, the bytes read)."""
+    files may differ in metadata only: the source's name, the bytes read)."""
     import numpy as np
 
     def same(x: Any, y: Any) -> bool:
-        return (x is None and y is None) or (x is not None and y is not None and x.shape == y.shape and np.array_equal(x, y))
+        return (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
 
     return (a.keys == b.keys and same(a.embed, b.embed) and same(a.lm_head, b.lm_head) and len(a.q) == len(b.q)
             and all(same(x, y) for x, y in zip(a.q + a.k, b.q + b.k, strict=True)))
 
 
-def _match_evidence(index: Any, sk: Any, data: bytes, declared: tuple[str, ...], shortlist: int = 8) -> dict[str, Any]:
+def _match_evidence(index: Any, sk: Any, declared: tuple[str, ...], shortlist: int = 8) -> dict[str, Any]:
     """What the index says of one fingerprint: the best family, its verdict and score, whether this exact
-    fingerprint is an indexed entry, and which declared bases the index holds in that family."""
+    fingerprint is an indexed entry (and that entry's graph key), and which declared bases the index holds in
+    that family."""
     scored, _ = index.match(sk, top=shortlist, shortlist=shortlist)
     if not scored:
         return {"family": None, "verdict": None, "score": None, "declared": list(declared)}
     best = scored[0]
     entry = index.db.get(best.name)
-    exact = entry is not None and (entry.sha256 == hashlib.sha256(data).hexdigest()
-                                   or _same_content(index.sketch(best.name), sk))
     in_family = [b for b in declared if (e := index.db.get(b)) is not None and e.family == best.family]
-    return {"family": best.family, "base": best.name, "verdict": best.verdict, "score": round(float(best.score), 4),
-            "exact_entry": exact, "declared": list(declared), "family_entries": in_family}
+    return {"family": best.family, "base": best.name, "base_key": entry.facts.key if entry is not None else None,
+            "verdict": best.verdict, "score": round(float(best.score), 4),
+            "exact_entry": entry is not None and _same_content(index.sketch(best.name), sk),
+            "declared": list(declared), "family_entries": in_family}
 
 
 def run_check(app: Any, target: str, policy: Policy, endpoint: str | None = None) -> dict[str, Any]:
@@ -223,7 +224,7 @@ def run_check(app: Any, target: str, policy: Policy, endpoint: str | None = None
         CrawlerError, FingerprintError: the model could not be read.
     """
     from crawler.records import valid_repo_id
-    from fingerprint.sketch import sketch_of, to_bytes
+    from fingerprint.sketch import sketch_of
     from lineage.errors import InvalidRepoIdError
 
     index = app.index
@@ -244,20 +245,18 @@ def run_check(app: Any, target: str, policy: Policy, endpoint: str | None = None
         cached = evidence is not None
         if evidence is None:
             if hub_model is None:
-                sk = sketch_of(p)
-                data = p.read_bytes() if p.suffix == ".lfp" else to_bytes(sk)
-                declared: tuple[str, ...] = ()
+                sk, declared = sketch_of(p), ()
             else:
-                out = crawler.fingerprint(hub_model)
-                sk, data, declared = out.sketch, out.data or b"", tuple(hub_model.base_models)
-            evidence = _match_evidence(index, sk, data, declared)
+                sk, declared = crawler.fingerprint(hub_model).sketch, tuple(hub_model.base_models)
+            evidence = _match_evidence(index, sk, declared)
             if hub_model is not None:
                 evidence["card_license"] = hub_model.license
             cache.put(identity, state, evidence)
     finally:
         cache.close()
-    fams = {f.name: f for f, _ in app.store.families()} if evidence.get("family") else {}
-    rec = fams.get(evidence.get("family") or "")
+    # the matched entry's own family record (one indexed read), not every family of the graph
+    key = evidence.get("base_key")
+    rec = app.store.families_of([key]).get(key) if key else None
     evidence["family_license"] = rec.license if rec is not None else None
     outcome, reasons, warnings = apply_policy(evidence, policy)
     return {"model": target, "identity": identity, "outcome": outcome, "exit_code": EXIT[outcome], "reasons": reasons,
