@@ -157,4 +157,50 @@ def fingerprint(path: str, output: str, tier: str, rank: int | None, anchors: in
                    f"{fmt_bytes(meta['total_bytes'])} in {doc['seconds']:.2f} s")
 
 
-COMMANDS = (inspect, compare, fingerprint)
+@click.command()
+@click.argument("child", type=click.Path(exists=True))
+@click.argument("parents", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--base", type=click.Path(exists=True), default=None,
+              help="The parents' common base, for a merge: tells task arithmetic, TIES and DARE apart.")
+@click.option("--layers", type=click.IntRange(1), default=4, show_default=True, help="Layers sampled (evenly).")
+@output_options
+@handle_errors
+def relation(child: str, parents: tuple[str, ...], base: str | None, layers: int, as_json: bool) -> None:
+    """Say how CHILD derives from PARENT: copy, quantized, finetune, adapter_merged, continued_pretraining,
+    pruned, upcycled or vocab_changed, with the attacks found; with two parents or more, the merge's
+    method and each parent's weight.
+
+    Decided from the weights alone (the card's declared relation is shown beside). Reads the sampled
+    layers' matrices of every model. Run it on a pair `lineage compare` calls derived.
+
+    Example:
+
+        lineage relation ./my-model-Q4_K_M.gguf ./Llama-3-8B-Instruct
+
+        lineage relation ./merged ./model-a ./model-b --base ./Llama-3-8B --json
+    """
+    from lineage.relations import relate
+
+    doc = relate(child, list(parents), base, layers)
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"relation   {doc['relation']}")
+    if doc["declared"]:
+        click.echo("declared   " + ", ".join(f"{k}: {v}" for k, v in doc["declared"].items()) + "  (card; not used)")
+    for p in doc["pairs"]:
+        detail = ", ".join(f"{k} {v}" for k, v in p["detail"].items())
+        click.echo(f"  of {p['parent']}: {p['relation']}" + (f" ({detail})" if detail else ""))
+        click.echo(f"    rule   {p['rule']}")
+        click.echo(f"    drift  {p['drift']:.4f}   basis {p['alignment']}" + (f"   flags: {'; '.join(p['flags'])}" if p["flags"] else ""))
+    r = doc["recipe"]
+    if r:
+        click.echo(f"merge      {r['method']}: weights {', '.join(f'{w:.3f}' for w in r['weights'])}"
+                   f"   (residual {r['residual']:.4f})")
+        for k, v in r["details"].items():
+            click.echo(f"  {k:<9s}{v}")
+        for n in r["notes"]:
+            click.echo(f"note       {n}")
+
+
+COMMANDS = (inspect, compare, fingerprint, relation)
