@@ -89,6 +89,8 @@ class RoleStats:
     """The child's storage dtype of this role."""
     rank_share: float | None = None
     """Share of the above-noise energy of ``Δ`` its ``rank`` top directions hold."""
+    spectrum: list[float] | None = None
+    """Top singular values of ``Δ`` in units of the noise edge (above 1: above the noise)."""
 
 
 @dataclass
@@ -201,10 +203,32 @@ def quant_steps(child: np.ndarray, dtype: str) -> np.ndarray | None:
     return np.repeat(step, block, axis=1)
 
 
-def effective_rank(delta: np.ndarray, sigma: float, seed: int = 0) -> tuple[int, float]:
+def grid_steps(child: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """A float-stored child whose blocks sit on a coarse grid (a dequantized re-upload): the per-element
+    step and the block size, else ``None``. Blocks of 32, 64, 128 or a whole row are tried; a grid is
+    when ≥ 90% of blocks hold at most ¾ as many distinct values as elements (random floats hold all),
+    and its step is the smallest gap between a block's sorted distinct values."""
+    rows, cols = child.shape
+    for block in (32, 64, 128, cols):
+        if cols % block or block < 16:
+            continue
+        b = np.sort(child.astype(np.float64).reshape(rows, cols // block, block), axis=2)
+        gaps = np.diff(b, axis=2)
+        distinct = (gaps > 0).sum(axis=2) + 1
+        nonzero = (b != 0).sum(axis=2) + 1  # a pruned block repeats 0, not a grid
+        if (distinct <= 0.75 * nonzero).mean() < 0.9:
+            continue
+        step = np.where(gaps > 0, gaps, np.inf).min(axis=2)
+        step = np.where(np.isfinite(step), step, 0.0)
+        return np.repeat(step, block, axis=1), f"grid/{block}"
+    return None
+
+
+def effective_rank(delta: np.ndarray, sigma: float, seed: int = 0) -> tuple[int, float, list[float]]:
     """``(r, share)``: ``r`` singular values of ``Δ Ω`` above ``1.5 σ (√m + √k)`` (module docstring, step 4)
     and the share of the energy above the noise's own, ``(Σ_{i≤r} s_i² − r·edge²) / (‖ΔΩ‖² − σ² m k)``, they
-    hold: near 1 for a low-rank update, well below 1 for a full-rank one cut off by the noise edge."""
+    hold: near 1 for a low-rank update, well below 1 for a full-rank one cut off by the noise edge; and
+    the top 16 singular values in units of the edge (the spectrum a report draws)."""
     m, n = delta.shape
     k = min(n, 512)
     if k < n:
@@ -215,7 +239,7 @@ def effective_rank(delta: np.ndarray, sigma: float, seed: int = 0) -> tuple[int,
     r = int((sv > edge).sum())
     excess = float((sv**2).sum()) - sigma**2 * m * k
     share = float((sv[:r] ** 2).sum() - r * edge**2) / excess if excess > 0 else 0.0
-    return r, min(1.0, share)
+    return r, min(1.0, share), [round(float(x / edge), 3) for x in sv[:16]]
 
 
 def _noise(wp: np.ndarray, dtype_p: str, dtype_c: str, steps: np.ndarray | None) -> float:
@@ -280,6 +304,10 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
         dtype_c = child.info(role, lc).dtype if child.has(role, lc) else "F32"
         wa = align_weight(role, wp.astype(np.float64), t)
         steps = quant_steps(wc, dtype_c) if wa.shape == wc.shape else None
+        if steps is None and wa.shape == wc.shape and dtype_c in UNIT_ROUNDOFF:
+            grid = grid_steps(wc)  # stored as floats, but maybe on a quantizer's grid
+            if grid is not None:
+                steps, dtype_c = grid[0], f"dequantized {grid[1]}"
         if wa.shape == wc.shape:
             delta = wc - wa
             raw = float(np.linalg.norm(delta) / (np.linalg.norm(wa) + 1e-30))
@@ -297,9 +325,9 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
         # re-expressed (a pruned or heavily trained matrix moves both, and stays raw).
         if delta is not None and (raw <= 0.5 or raw <= 2.0 * forms[fname] + 4.0 * noise / scale + 1e-6):
             qrms = float(np.sqrt(np.mean((delta / np.where(steps > 0, steps, np.inf)) ** 2))) if steps is not None else None
-            rank, share = effective_rank(delta, edge_noise)
+            rank, share, spectrum = effective_rank(delta, edge_noise)
             out.append(RoleStats(lp, role, raw, "raw", rank, min(delta.shape), noise / scale, qrms, zeros, dtype_c,
-                                 share))
+                                 share, spectrum))
         else:
             via = "form" if delta is not None else "shape"  # "shape": a pruned side, not a transform
             out.append(RoleStats(lp, role, forms[fname], via, None, min(wc.shape), noise / scale, None, zeros,

@@ -57,3 +57,41 @@ def relate(child: str, parents: list[str], base: str | None = None, sample: int 
     else:
         doc["relation"] = pairs[0]["relation"]
     return doc
+
+
+def _picture(path: str) -> bytes | None:
+    from fingerprint.errors import FingerprintError
+    from fingerprint.picture import picture_png
+    from fingerprint.sketch import load, sketch_of
+
+    try:
+        return picture_png(load(path) if path.endswith(".lfp") else sketch_of(path))
+    except FingerprintError:
+        return None  # a model the picture cannot be made of still gets its report
+
+
+def report(out: str, a: str, b: str | None, compare: dict[str, Any] | None, relation: dict[str, Any] | None) -> dict[str, Any]:
+    """Write the evidence report of a comparison and/or a relation (:mod:`lineage.report`); returns the
+    document it shows, which is also what ``--json`` prints beside it."""
+    from fingerprint.similarity.verdict import METHOD_VERSION
+    from lineage.report import write
+
+    doc = {"a": a, "b": b, "compare": compare, "relation": relation, "method_version": METHOD_VERSION}
+    pictures = {p: png for p in ([a, b] if b else [a]) if (png := _picture(p)) is not None}
+    write(out, doc, pictures)
+    return doc
+
+
+def relation_of_pair(a: str, b: str) -> dict[str, Any] | None:
+    """B typed against A, else A against B (the older one is not known here); None if neither reads as a
+    derivative of the other in one basis, or a side is a fingerprint file (it holds no matrices)."""
+    from fingerprint.errors import FingerprintError
+
+    if a.endswith(".lfp") or b.endswith(".lfp"):
+        return None
+    for child, parent in ((b, a), (a, b)):
+        try:
+            return relate(child, [parent])
+        except FingerprintError:
+            continue
+    return None

@@ -61,9 +61,11 @@ def inspect(path: str, as_json: bool) -> None:
               help="A checkpoint unrelated to the pair (repeat, at least 3; e.g. other families' bases): a pair the "
                    "weights leave inconclusive or shared_init gets a second opinion from the models' representations, "
                    "calibrated on those the weights call independent. Runs the models (safetensors only, no remote code).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML evidence report here (with the relation when B derives from A, and both fingerprint pictures).")
 @output_options
 @handle_errors
-def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: bool) -> None:
+def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], report: str | None, as_json: bool) -> None:
     """Say whether model B derives from model A (or vice versa), with score, z and evidence.
 
     A and B are model directories (safetensors + config.json + tokenizer), .gguf files, or fingerprint
@@ -75,6 +77,8 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
         lineage compare ./Llama-2-7b ./vicuna-7b --json
 
         lineage compare ./base ./suspect --background ./mistral-7b --background ./qwen2-7b --background ./gemma-7b
+
+        lineage compare ./Llama-2-7b ./vicuna-7b --report evidence.html
     """
     from lineage.app import compare_paths
 
@@ -88,8 +92,17 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
             click.echo(f"  if the weights leave the pair uncertain: a second opinion from the representations of "
                        f"both models and {len(backgrounds)} background models (200 forward passes each)", err=True)
     r = compare_paths(a, b, method, backgrounds=backgrounds)
+    doc = r.to_dict()
+    if report:
+        from lineage.relations import relation_of_pair
+        from lineage.relations import report as write_report
+
+        existing_parent(Path(report))
+        doc["relation"] = relation_of_pair(a, b) if r.verdict == "derived" else None
+        write_report(report, a, b, doc, doc["relation"])
+        doc["report"] = report
     if as_json:
-        emit_json(r.to_dict())
+        emit_json(doc)
         return
     click.echo(f"verdict    {r.verdict.upper()}" + (" (SHARED INIT: a common random start, not a trained parent)"
                                                      if r.shared_init else ""))
@@ -111,6 +124,9 @@ def compare(a: str, b: str, method: str, backgrounds: tuple[str, ...], as_json: 
     click.echo("")
     click.echo(f"bytes read: A {fmt_bytes(r.bytes_read['a'])}, B {fmt_bytes(r.bytes_read['b'])}; "
                f"time {time.perf_counter() - t:.2f} s")
+    if report:
+        rel = doc["relation"]
+        click.echo(f"report     {report}" + (f" (relation: {rel['relation']})" if rel else ""))
 
 
 @click.command()
@@ -163,9 +179,11 @@ def fingerprint(path: str, output: str, tier: str, rank: int | None, anchors: in
 @click.option("--base", type=click.Path(exists=True), default=None,
               help="The parents' common base, for a merge: tells task arithmetic, TIES and DARE apart.")
 @click.option("--layers", type=click.IntRange(1), default=4, show_default=True, help="Layers sampled (evenly).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML evidence report here.")
 @output_options
 @handle_errors
-def relation(child: str, parents: tuple[str, ...], base: str | None, layers: int, as_json: bool) -> None:
+def relation(child: str, parents: tuple[str, ...], base: str | None, layers: int, report: str | None, as_json: bool) -> None:
     """Say how CHILD derives from PARENT: copy, quantized, finetune, adapter_merged, continued_pretraining,
     pruned, upcycled or vocab_changed, with the attacks found; with two parents or more, the merge's
     method and each parent's weight.
@@ -182,6 +200,12 @@ def relation(child: str, parents: tuple[str, ...], base: str | None, layers: int
     from lineage.relations import relate
 
     doc = relate(child, list(parents), base, layers)
+    if report:
+        from lineage.relations import report as write_report
+
+        existing_parent(Path(report))
+        write_report(report, parents[0], child, None, doc)
+        doc["report"] = report
     if as_json:
         emit_json(doc)
         return
@@ -198,9 +222,11 @@ def relation(child: str, parents: tuple[str, ...], base: str | None, layers: int
         click.echo(f"merge      {r['method']}: weights {', '.join(f'{w:.3f}' for w in r['weights'])}"
                    f"   (residual {r['residual']:.4f})")
         for k, v in r["details"].items():
-            click.echo(f"  {k:<9s}{v}")
+            click.echo(f"  {k:<20s}{v}")
         for n in r["notes"]:
             click.echo(f"note       {n}")
+    if report:
+        click.echo(f"report     {report}")
 
 
 COMMANDS = (inspect, compare, fingerprint, relation)

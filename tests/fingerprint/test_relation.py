@@ -106,9 +106,9 @@ def test_effective_rank_sees_low_rank_above_noise() -> None:
     rng = np.random.default_rng(0)
     low = rng.standard_normal((96, 5)) @ rng.standard_normal((5, 80))
     noise = 1e-3 * rng.standard_normal((96, 80))
-    r, share = effective_rank(low + noise, 1e-3)
-    assert r == 5 and share > 0.99
-    r_full, _ = effective_rank(rng.standard_normal((96, 80)) + noise, 1e-3)
+    r, share, spectrum = effective_rank(low + noise, 1e-3)
+    assert r == 5 and share > 0.99 and spectrum[4] > 1 > spectrum[5]
+    r_full, _, _ = effective_rank(rng.standard_normal((96, 80)) + noise, 1e-3)
     assert r_full == 80
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from graphdata import DAY, T0, load, model
 
@@ -196,3 +197,42 @@ def test_no_page_scrolls_sideways_on_a_phone(server: str, browser: Any, path: st
     tree = pg.evaluate("() => { const t = document.getElementById('tree'); return t ? t.clientWidth : null; }")
     ctx.close()
     assert wide <= 390 and (tree is None or tree > 300), (wide, tree)
+
+
+def test_an_evidence_report_renders_offline_without_errors(browser: Any, tmp_path: Path) -> None:
+    """`lineage compare --report` on a merged LoRA: the page loads from disk, asks for nothing else, runs no
+    script, and shows the verdict, the relation and the spectrum a person reads."""
+    import json as _json
+
+    from click.testing import CliRunner
+    from safetensors.numpy import load_file
+
+    from lineage.cli import main
+    from tests.tinymodels import build_hf, llama_config, save_state_dict, write_wordlevel_tokenizer
+
+    base = build_hf("llama", tmp_path / "base", seed=0, config=llama_config())
+    write_wordlevel_tokenizer(base, 512)
+    sd = load_file(str(base / "model.safetensors"))
+    rng = np.random.default_rng(1)
+    lora = {k: (v + 0.05 * v.std() * rng.standard_normal((v.shape[0], 4)) @ rng.standard_normal((4, v.shape[1])))
+            .astype(np.float32) if k.endswith("proj.weight") else v for k, v in sd.items()}
+    child = save_state_dict(lora, _json.loads((base / "config.json").read_text()), tmp_path / "lora", base)
+    out = tmp_path / "evidence.html"
+    r = CliRunner().invoke(main, ["compare", str(base), str(child), "--report", str(out)])
+    assert r.exit_code == 0, r.output
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900}, java_script_enabled=True)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    requests: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda q: requests.append(q.url))
+    pg.goto(out.as_uri())
+    pg.wait_for_load_state("networkidle")
+    text = pg.inner_text("body")
+    assert errors == [] and requests == [out.as_uri()], (errors, requests)
+    assert "DERIVED" in text and "relation: adapter_merged" in text and "rank 4" in text
+    assert pg.locator("svg").count() >= 2 and pg.locator("img").count() == 2
+    assert all(pg.evaluate("i => i.naturalWidth", img) > 0 for img in pg.locator("img").element_handles())
+    pg.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    ctx.close()

@@ -1,0 +1,87 @@
+"""lineage.relations and lineage.report through the CLI: `lineage relation`, `lineage compare --report`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from lineage.cli import main
+from tests.tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from zoo import merges
+
+EVIL = '<img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("relations")
+    base = build_hf("llama", root / "base", seed=0, config=llama_config())
+    write_wordlevel_tokenizer(base, 512)
+    cfg = json.loads((base / "config.json").read_text())
+    sd = load_file(str(base / "model.safetensors"))
+    a, b = perturb(sd, 0.05, 1), perturb(sd, 0.2, 2)
+    out = {"base": base, "a": save_state_dict(a, cfg, root / "a", base), "b": save_state_dict(b, cfg, root / "b", base)}
+    out["merged"] = save_state_dict(merges.linear([a, b], [0.25, 0.75]), cfg, root / "merged", base)
+    # a hostile directory name and card: both must come out as text in every page and message
+    evil = root / f"x{EVIL.replace('/', '')}"
+    shutil.copytree(out["a"], evil)
+    (evil / "README.md").write_text(f"---\nbase_model: {json.dumps(EVIL)}\nbase_model_relation: finetune\n---\n")
+    out["evil"] = evil
+    other = build_hf("llama", root / "other", seed=5, config=llama_config())
+    write_wordlevel_tokenizer(other, 512)
+    out["other"] = other
+    return out
+
+
+def test_relation_json_types_the_pair_and_shows_the_card_beside(models: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(models["evil"]), str(models["base"]), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["relation"] == "finetune" and doc["recipe"] is None
+    assert doc["declared"] == {"base_model": EVIL, "base_model_relation": "finetune"}
+
+
+def test_relation_of_a_merge_gives_its_weights(models: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(models["merged"]), str(models["a"]), str(models["b"])])
+    assert r.exit_code == 0, r.output
+    assert "relation   merge" in r.output
+    assert re.search(r"merge      linear: weights 0\.25\d, 0\.75\d", r.output), r.output
+
+
+def test_an_unrelated_pair_is_refused_in_one_line(models: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(models["other"]), str(models["base"])])
+    assert r.exit_code == 2
+    assert r.output.strip().count("\n") == 0 and "share no weights" in r.output
+
+
+def test_compare_report_holds_the_json_facts_and_fetches_nothing(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "evidence.html"
+    r = CliRunner().invoke(main, ["compare", str(models["base"]), str(models["evil"]), "--report", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["verdict"] == "derived" and doc["relation"]["relation"] == "finetune" and doc["report"] == str(out)
+    html = out.read_text()
+    facts = json.loads(re.search(r'<script type="application/json" id="facts">(.*?)</script>', html, re.S)
+                       .group(1).replace("<\\/", "</"))
+    assert facts["compare"]["score"] == doc["score"] and facts["relation"] == doc["relation"]
+    assert "default-src 'none'" in html and "http" not in html.split("</style>", 1)[1].split('id="facts"')[0]
+    assert EVIL not in html.split('id="facts"')[0] and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.count("data:image/png;base64,") == 2  # both fingerprint pictures
+
+
+def test_relation_report_draws_the_merge(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "merge.html"
+    r = CliRunner().invoke(main, ["relation", str(models["merged"]), str(models["a"]), str(models["b"]),
+                                  "--base", str(models["base"]), "--report", str(out)])
+    assert r.exit_code == 0, r.output
+    html = out.read_text()
+    assert "Merge recipe: linear" in html and "<svg" in html
+    weights = [float(x) for x in re.findall(r"<td class=n>(0\.\d{4})</td>", html.split("Merge recipe")[1])[:2]]
+    assert np.allclose(weights, [0.25, 0.75], atol=0.02)
