@@ -165,7 +165,7 @@ def _smollm2_family(root: Path) -> list[tuple[str, Path, Path, str]]:
             shutil.copy(parent / f, d / f)
         return d
 
-    out = [("dequantized copy of the Q4_1 GGUF", gguf, parent, "quantized")]
+    out = [("dequantized copy of the Q4_1 GGUF", gguf, parent, "copy")]  # the same weights, stored as floats
     q8 = root / "smollm2-q8_0.gguf"
     if not q8.exists():
         to_gguf(parent, q8, "Q8_0")

@@ -185,12 +185,13 @@ def quant_steps(child: np.ndarray, dtype: str) -> np.ndarray | None:
     """Per-element quantization step of a child stored as ``dtype``, read from its own grid.
 
     Block schemes: ``(max − min) / (levels − 1)`` over each block of a row (the levels the block spans);
-    fp8 with ``p`` mantissa bits: ``2^(⌊log₂|w|⌋ − p)``. ``None`` for an unquantized dtype.
+    fp8 with ``p`` mantissa bits: ``0.75 · |w| · 2^-p`` (the step of a value ``q·s`` lies between
+    ``|w|·2^-(p+1)`` and ``|w|·2^-p`` for any scale ``s``). ``None`` for an unquantized dtype.
     """
     if dtype in FP8_MANTISSA:
-        a = np.abs(child.astype(np.float64))
-        e = np.floor(np.log2(np.where(a > 0, a, 1.0)))
-        return np.where(a > 0, 2.0 ** (e - FP8_MANTISSA[dtype]), 0.0)
+        # w = q·s with a block scale s the dequantized view hides: q in [2^e, 2^(e+1)) has step 2^(e−p), so
+        # the step is between |w|·2^-(p+1) and |w|·2^-p whatever s is; take the middle, 0.75·|w|·2^-p
+        return 0.75 * np.abs(child.astype(np.float64)) * 2.0 ** -FP8_MANTISSA[dtype]
     scheme = BLOCK_SCHEMES.get(dtype)
     if scheme is None:
         return None
@@ -305,7 +306,8 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
         wa = align_weight(role, wp.astype(np.float64), t)
         steps = quant_steps(wc, dtype_c) if wa.shape == wc.shape else None
         if steps is None and wa.shape == wc.shape and dtype_c in UNIT_ROUNDOFF:
-            grid = grid_steps(wc)  # stored as floats, but maybe on a quantizer's grid
+            # stored as floats, but maybe on a quantizer's grid; a grid the parent already has is inherited
+            grid = grid_steps(wc) if grid_steps(wp) is None else None
             if grid is not None:
                 steps, dtype_c = grid[0], f"dequantized {grid[1]}"
         if wa.shape == wc.shape:
@@ -374,6 +376,9 @@ def classify(parent: CanonicalModel, child: CanonicalModel, sample: int = 4) -> 
         pruned["unstructured"] = {"sparsity": round(zeros, 3)}
     if pruned:
         return done("pruned", "layers, width or weights were removed", **pruned)
+    copy = all(r.delta <= 4.0 * r.noise + 1e-6 for r in roles)
+    if copy and sp.vocab_rows == sc.vocab_rows:  # the same weights, whatever either side is stored as
+        return done("copy", "every sampled difference is within 4x the storage rounding")
     qr = [r.quant_rms for r in roles if r.quant_rms is not None]
     if qr:
         q = float(np.sqrt(np.mean(np.square(qr))))
@@ -381,9 +386,6 @@ def classify(parent: CanonicalModel, child: CanonicalModel, sample: int = 4) -> 
             return done("quantized", f"rms(Δ/step) = {q:.2f} ≤ {QUANT_RMS}: only the scheme's rounding", scheme=quant,
                         rms_over_step=round(q, 3))
         flags.append("stored quantized: " + ", ".join(quant))
-    copy = all(r.delta <= 4.0 * r.noise + 1e-6 for r in roles)
-    if copy and sp.vocab_rows == sc.vocab_rows:
-        return done("copy", "every sampled difference is within 4x the storage rounding")
     if sp.vocab_rows != sc.vocab_rows:
         rel = "continued_pretraining" if drift >= CPT_DRIFT else "vocab_changed"
         flags.append(f"vocabulary {sp.vocab_rows} -> {sc.vocab_rows} rows")

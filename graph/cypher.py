@@ -154,6 +154,8 @@ MERGE (a)-[r:DERIVED_FROM]->(b)
 ON CREATE SET r.created_at_ms = $now
 SET r.score = row.score, r.z = row.z, r.verdict = row.verdict, r.method = row.method,
     r.method_version = row.method_version, r.detected_at_ms = row.detected_at_ms, r.evidence = row.evidence,
+    r.relation_detail = coalesce(row.relation_detail, r.relation_detail),
+    r.relation = coalesce(row.relation, r.relation),
     r.updated_at_ms = $now, a.touched_ms = $touch
 RETURN count(r) AS n
 """
@@ -251,13 +253,13 @@ RETURN m.key AS key ORDER BY key
 
 DETECTED_ALL = """
 MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
-RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z, r.relation AS relation
 """
 
 DETECTED_IN_FAMILY = """
 MATCH (a:Model)-[:IN_FAMILY]->(f:Family {name: $family})
 MATCH (a)-[r:DERIVED_FROM]->(b:Model)
-RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z, r.relation AS relation
 """
 
 DECLARED_FROM = """
@@ -307,7 +309,8 @@ DUMP_IN_FAMILY = ("MATCH (m:Model)-[r:IN_FAMILY]->(f:Family) RETURN m.key AS src
 DUMP_DERIVED = """
 MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
 RETURN a.key AS src, b.key AS dst, r.score AS score, r.z AS z, r.verdict AS verdict, r.method AS method,
-       r.method_version AS method_version, r.detected_at_ms AS detected_at_ms, r.evidence AS evidence
+       r.method_version AS method_version, r.detected_at_ms AS detected_at_ms, r.evidence AS evidence,
+       r.relation AS relation, r.relation_detail AS relation_detail
 ORDER BY src, dst
 """
 DUMP_DECLARED = """
@@ -352,7 +355,23 @@ LIMIT $limit
 """
 
 _DERIVED_PROJECTION = """a.key AS src, b.key AS dst, r.score AS score, r.z AS z, r.verdict AS verdict, r.method AS method,
-       r.method_version AS method_version, r.detected_at_ms AS detected_at_ms, r.evidence AS evidence"""
+       r.method_version AS method_version, r.detected_at_ms AS detected_at_ms, r.evidence AS evidence,
+       r.relation AS relation, r.relation_detail AS relation_detail"""
+
+SET_RELATIONS = """
+UNWIND $rows AS row
+MATCH (a:Model {key: row.src})-[r:DERIVED_FROM]->(b:Model {key: row.dst})
+SET r.relation = row.relation, r.relation_detail = row.relation_detail, r.typed_at_ms = $now, a.touched_ms = $touch
+RETURN count(r) AS n
+"""
+
+UNTYPED_DERIVED = """
+MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
+WHERE r.verdict = $verdict AND r.relation IS NULL
+RETURN a.key AS src, b.key AS dst
+ORDER BY r.detected_at_ms, src
+LIMIT $limit
+"""
 
 RECENT_DERIVED = f"""
 MATCH (a:Model)-[r:DERIVED_FROM]->(b:Model)
@@ -406,7 +425,7 @@ RETURN m.key AS key, f.name AS name, f.root_key AS root_key, f.display_name AS d
 DETECTED_FROM = """
 UNWIND $keys AS k
 MATCH (a:Model {key: k})-[r:DERIVED_FROM]->(b:Model)
-RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z
+RETURN a.key AS src, b.key AS dst, r.score AS score, r.verdict AS verdict, r.z AS z, r.relation AS relation
 """
 
 # anchored on the indexed end: "(a:Model)-[...]->(b:Model {key: k})" scans every model on ArcadeDB

@@ -22,6 +22,7 @@ from graph.records import (
     ModelRecord,
     SameWeights,
     SharedInit,
+    TypedRelation,
 )
 from graph.store import BATCH, EdgeRow, Mode
 
@@ -131,7 +132,16 @@ class Neo4jStore:
             for r in rows:
                 keep.setdefault(r.src, []).append(r.dst)
             self._write_batches(cypher.DROP_OTHER_PARENTS, [{"src": s, "dsts": d} for s, d in keep.items()], now_ms)
-        return self._write_batches(cypher.UPSERT_DERIVED, [r.props() for r in rows], now_ms)
+        # an untyped row carries no detail either, so coalesce keeps both stored fields (no CASE: portable)
+        return self._write_batches(cypher.UPSERT_DERIVED, [r.props() | ({} if r.relation else {"relation_detail": None})
+                                                           for r in rows], now_ms)
+
+    def set_relations(self, rows: Sequence[TypedRelation], now_ms: int) -> int:
+        return self._write_batches(cypher.SET_RELATIONS, [{"src": r.src, "dst": r.dst, "relation": r.relation,
+                                                           "relation_detail": r.detail} for r in rows], now_ms)
+
+    def untyped_derived(self, limit: int) -> list[tuple[str, str]]:
+        return [(str(r["src"]), str(r["dst"])) for r in self._run(cypher.UNTYPED_DERIVED, {"limit": limit, "verdict": "derived"})]
 
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
         return self._write_batches(cypher.DROP_PARENTS, [{"src": s} for s in sorted(set(srcs))], now_ms)
@@ -212,7 +222,7 @@ class Neo4jStore:
     def detected_edges(self, family: str | None) -> list[EdgeRow]:
         rows = (self._run(cypher.DETECTED_ALL) if family is None
                 else self._run(cypher.DETECTED_IN_FAMILY, {"family": family}))
-        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], z=r["z"]) for r in rows]
+        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], r["relation"], r["z"]) for r in rows]
 
     def declared_edges(self, srcs: Sequence[str] | None) -> list[EdgeRow]:
         if srcs is None:
@@ -251,7 +261,7 @@ class Neo4jStore:
                 for r in self._each(cypher.FAMILIES_OF, keys)}
 
     def detected_from(self, srcs: Sequence[str]) -> list[EdgeRow]:
-        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], None, r["z"])
+        return [EdgeRow(r["src"], r["dst"], "DERIVED_FROM", r["score"], r["verdict"], r["relation"], r["z"])
                 for r in self._each(cypher.DETECTED_FROM, srcs)]
 
     def declarers_of(self, dsts: Sequence[str]) -> list[str]:
@@ -275,10 +285,10 @@ class Neo4jStore:
         return [_model(r) for r in self._run(cypher.SEARCH_PREFIX, {"prefix": prefix.lower(), "limit": limit})]
 
     def recent_derived(self, limit: int) -> list[DerivedEdge]:
-        return [DerivedEdge(**r) for r in self._run(cypher.RECENT_DERIVED, {"limit": limit})]
+        return [_derived(r) for r in self._run(cypher.RECENT_DERIVED, {"limit": limit})]
 
     def parent_edges(self, key: str) -> list[DerivedEdge]:
-        return [DerivedEdge(**r) for r in self._run(cypher.PARENT_EDGES, {"key": key})]
+        return [_derived(r) for r in self._run(cypher.PARENT_EDGES, {"key": key})]
 
     def counts(self) -> dict[str, int]:
         out = {k: int(self._run(q)[0]["n"]) for k, q in cypher.COUNT_LABEL.items()}
@@ -302,6 +312,10 @@ class Neo4jStore:
     def close(self) -> None:
         if self.owns_driver:
             self.driver.close()
+
+
+def _derived(row: dict[str, Any]) -> DerivedEdge:
+    return DerivedEdge(**(row | {"relation_detail": row.get("relation_detail") or ""}))
 
 
 def _model(row: dict[str, Any]) -> ModelRecord:

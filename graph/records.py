@@ -16,6 +16,10 @@ from graph.errors import InvalidRecordError
 Relation = Literal["finetune", "adapter", "merge", "quantized", "unknown"]
 RELATIONS: tuple[str, ...] = ("finetune", "adapter", "merge", "quantized", "unknown")
 Verdict = Literal["derived", "inconclusive", "independent"]
+#: What a detected edge's weights say it is (fingerprint.relation.RELATIONS, which this package may not
+#: import; a test keeps the two equal), plus ``untyped`` for an edge the weights could not type.
+TYPED_RELATIONS: tuple[str, ...] = ("copy", "quantized", "finetune", "adapter_merged", "continued_pretraining",
+                                    "pruned", "upcycled", "vocab_changed", "merge", "untyped")
 MAX_KEY = 512
 MAX_EVIDENCE = 2000
 
@@ -112,9 +116,18 @@ class DerivedEdge:
     method_version: str = "1"
     detected_at_ms: int = 0
     evidence: str = ""
+    relation: str | None = None
+    """The typed relation (``TYPED_RELATIONS``); None: not typed yet, and an upsert with None keeps what
+    is stored (placement rewrites edges; typing them is a separate, slower job)."""
+    relation_detail: str = ""
+    """JSON: the type's rule, flags and statistics (bounded like ``evidence``)."""
 
     def __post_init__(self) -> None:
         _key(self.src, "DerivedEdge.src")
+        if self.relation is not None and self.relation not in TYPED_RELATIONS:
+            raise InvalidRecordError(f"DerivedEdge.relation must be one of {', '.join(TYPED_RELATIONS)}, got {self.relation!r}")
+        if len(self.relation_detail) > MAX_EVIDENCE:
+            raise InvalidRecordError(f"DerivedEdge.relation_detail is limited to {MAX_EVIDENCE} characters")
         _key(self.dst, "DerivedEdge.dst")
         if self.src == self.dst:
             raise InvalidRecordError(f"a model cannot derive from itself: {self.src!r}")
@@ -130,6 +143,24 @@ class DerivedEdge:
 
     def props(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TypedRelation:
+    """The type a relation pass found for an existing ``DERIVED_FROM`` edge (``src`` → ``dst``)."""
+
+    src: str
+    dst: str
+    relation: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _key(self.src, "TypedRelation.src")
+        _key(self.dst, "TypedRelation.dst")
+        if self.relation not in TYPED_RELATIONS:
+            raise InvalidRecordError(f"TypedRelation.relation must be one of {', '.join(TYPED_RELATIONS)}, got {self.relation!r}")
+        if len(self.detail) > MAX_EVIDENCE:
+            raise InvalidRecordError(f"TypedRelation.detail is limited to {MAX_EVIDENCE} characters")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from graph.records import (
     ModelRecord,
     SameWeights,
     SharedInit,
+    TypedRelation,
 )
 from graph.sqlite_reach import ONE_HOP, REACH, REACH_ALL, TABLES
 from graph.store import BATCH, MAX_DEPTH, EdgeRow, Mode
@@ -58,7 +59,8 @@ CREATE INDEX IF NOT EXISTS in_family_family ON in_family(family);
 CREATE TABLE IF NOT EXISTS derived_from (
   src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, verdict TEXT NOT NULL, method TEXT NOT NULL,
   method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
-  created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
+  created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, relation TEXT, relation_detail TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (src, dst)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst, score, src, verdict);  -- covers traversals
 CREATE INDEX IF NOT EXISTS derived_latest ON derived_from(detected_at_ms DESC, src);  -- the newest detections
 CREATE TABLE IF NOT EXISTS declares_base (
@@ -138,11 +140,14 @@ class SqliteStore:
                 version, built = self._meta("schema_version"), self._meta("closure")
             except sqlite3.Error as e:
                 raise StoreUnavailableError(f"{self.path} is not a lineage store: {e}") from e
-            if version is None or built != closure.VERSION:
+            if version is None or built != closure.VERSION or not self._has_relation_columns():
                 raise StoreUnavailableError(f"{self.path} was written by another version and is read-only here: "
                                             "open it once with write access to upgrade it")
             return []
         self.db.executescript(_DDL)
+        if not self._has_relation_columns():  # a store from before typed relations: add the columns (cheap)
+            self.db.execute("ALTER TABLE derived_from ADD COLUMN relation TEXT")
+            self.db.execute("ALTER TABLE derived_from ADD COLUMN relation_detail TEXT NOT NULL DEFAULT ''")
         if self._meta("closure") != closure.VERSION:
             # A store written before the closure existed (or by another version of it): build it once.
             self.db.execute("BEGIN IMMEDIATE")
@@ -157,6 +162,9 @@ class SqliteStore:
                 self.db.execute("ROLLBACK")
                 raise
         return []
+
+    def _has_relation_columns(self) -> bool:
+        return "relation" in {r[1] for r in self.db.execute("PRAGMA table_info(derived_from)")}
 
     def _meta(self, k: str) -> str | None:
         row = self.db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
@@ -205,7 +213,11 @@ class SqliteStore:
             if r.src in have and r.dst in have:
                 by_src.setdefault(r.src, []).append(r)
         cols = [c for c in DERIVED_COLS]
-        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("src", "dst"))
+        # an edge written without a type keeps the one a typing pass stored (placement rewrites edges often)
+        keep = {"relation": "COALESCE(excluded.relation, derived_from.relation)",
+                "relation_detail": "CASE WHEN excluded.relation IS NULL THEN derived_from.relation_detail "
+                                   "ELSE excluded.relation_detail END"}
+        sets = ", ".join(f"{c} = {keep.get(c, f'excluded.{c}')}" for c in cols if c not in ("src", "dst"))
         sql = (f"INSERT INTO derived_from ({', '.join(cols)}, created_at_ms, updated_at_ms) VALUES "
                f"({', '.join('?' * (len(cols) + 2))}) ON CONFLICT(src, dst) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms")
         # Batches never split one model's edges, so `replace` sees all of them, and each batch commits its
@@ -246,6 +258,23 @@ class SqliteStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def set_relations(self, rows: Sequence[TypedRelation], now_ms: int) -> int:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = sum(self.db.execute("UPDATE derived_from SET relation = ?, relation_detail = ?, updated_at_ms = ? "
+                                    "WHERE src = ? AND dst = ?", (r.relation, r.detail, now_ms, r.src, r.dst)).rowcount
+                    for r in rows)
+            self.db.execute("COMMIT")
+            return n
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def untyped_derived(self, limit: int) -> list[tuple[str, str]]:
+        return [(s, d) for s, d in self.db.execute(
+            "SELECT src, dst FROM derived_from WHERE verdict = 'derived' AND relation IS NULL "
+            "ORDER BY detected_at_ms, src LIMIT ?", (limit,))]
 
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:
         self._reached = {}
@@ -391,7 +420,7 @@ class SqliteStore:
         return [k for (k,) in self.db.execute("SELECT model_key FROM in_family WHERE family = ? ORDER BY model_key", (name,))]
 
     def detected_edges(self, family: str | None) -> list[EdgeRow]:
-        base = "SELECT d.src, d.dst, 'DERIVED_FROM', d.score, d.verdict, NULL, d.z FROM derived_from d"
+        base = "SELECT d.src, d.dst, 'DERIVED_FROM', d.score, d.verdict, d.relation, d.z FROM derived_from d"
         rows = (self.db.execute(base + " JOIN in_family i ON i.model_key = d.src WHERE i.family = ?", (family,))
                 if family is not None else self.db.execute(base))
         return [EdgeRow(*r) for r in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 # Traversals: one constant statement per (mode, direction), each recursive step reading a table through
 # its index (a CTE over a UNION view would be materialized and scanned: 0.4 s instead of ms at 100k edges).
 TABLES = {
-    "detected": [("derived_from", "'DERIVED_FROM'", "score", "verdict", "NULL")],
+    "detected": [("derived_from", "'DERIVED_FROM'", "score", "verdict", "relation")],
     "declared": [("declares_base", "'DECLARES_BASE'", "NULL", "NULL", "relation")],
 }
 TABLES["both"] = TABLES["detected"] + TABLES["declared"]

@@ -19,6 +19,7 @@ from graph.records import (
     ModelRecord,
     SameWeights,
     SharedInit,
+    TypedRelation,
 )
 
 Mode = Literal["detected", "declared", "both"]
@@ -67,6 +68,15 @@ class LineageStore(Protocol):
         ``replace=True``: for every child in ``rows``, DERIVED_FROM edges to parents not in ``rows`` are
         deleted, so a re-detection that moves a model to another parent updates it in place.
         """
+        ...
+
+    def set_relations(self, rows: Sequence[TypedRelation], now_ms: int) -> int:
+        """Store the type of existing ``DERIVED_FROM`` edges (an edge that is gone is skipped); returns how
+        many were set. Re-placing an edge keeps its type (``DerivedEdge.relation`` None)."""
+        ...
+
+    def untyped_derived(self, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(src, dst)`` of ``derived`` edges not typed yet, oldest detection first."""
         ...
 
     def drop_derived(self, srcs: Sequence[str], now_ms: int) -> int:

@@ -27,16 +27,42 @@ from fingerprint.io.tensors import TensorInfo, decode_raw_int
 _AWQ_ORDER = np.array([0, 2, 4, 6, 1, 3, 5, 7])
 
 
-def dequantize_fp8(q: np.ndarray, scale: np.ndarray | None, block_scale_inv: np.ndarray | None) -> np.ndarray:
-    """Apply fp8 scales to already-decoded fp8 values ``q`` of shape ``(out, in)``.
+FP8_BLOCK = 128
+"""DeepSeek-V3's ``weight_block_size`` (``[128, 128]``), the default when a config does not say."""
+
+
+def fp8_block(shape: tuple[int, ...], blocks: tuple[int, ...], declared: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The tile of a ``blocks``-shaped ``weight_scale_inv`` over an ``(out, in)`` weight: the config's
+    ``weight_block_size``, else 128 where it tiles the weight into exactly that many blocks (the last
+    ones partial: 576 rows are 5 blocks of 128, not 5 of 116), else the ceiling division.
+
+    >>> fp8_block((576, 576), (5, 5))
+    (128, 128)
+    >>> fp8_block((64, 64), (2, 2))
+    (32, 32)
+    """
+    out = []
+    for n, nb, dec in zip(shape, blocks, declared or (None, None)):
+        if dec and -(-n // dec) == nb:
+            out.append(int(dec))
+        elif -(-n // FP8_BLOCK) == nb:
+            out.append(FP8_BLOCK)
+        else:
+            out.append(-(-n // nb))
+    return out[0], out[1]
+
+
+def dequantize_fp8(q: np.ndarray, scale: np.ndarray | None, block_scale_inv: np.ndarray | None,
+                   block: tuple[int, int] | None = None) -> np.ndarray:
+    """Apply fp8 scales to already-decoded fp8 values ``q`` of shape ``(out, in)`` (``block``: the
+    config's ``weight_block_size``, see :func:`fp8_block`).
 
     >>> dequantize_fp8(np.ones((2, 2), np.float32), np.array([2.0, 3.0], np.float32), None).tolist()
     [[2.0, 2.0], [3.0, 3.0]]
     """
     w = q.astype(np.float32, copy=True)
     if block_scale_inv is not None:
-        bo = -(-w.shape[0] // block_scale_inv.shape[0])
-        bi = -(-w.shape[1] // block_scale_inv.shape[1])
+        bo, bi = fp8_block(w.shape, block_scale_inv.shape, block)
         s = np.repeat(np.repeat(block_scale_inv, bo, axis=0), bi, axis=1)[: w.shape[0], : w.shape[1]]
         w *= s
     elif scale is not None:
@@ -104,6 +130,7 @@ class QuantizedSafetensors:
         self.metadata = inner.metadata
         self._kind: dict[str, str] = {}
         self._gptq_v1 = True
+        self._fp8_block: tuple[int, int] | None = None
         quant_cfg = self._quant_config()
         t = inner.tensors
         self.tensors: dict[str, TensorInfo] = {n: i for n, i in t.items() if not self._HIDDEN.search(n)}
@@ -132,6 +159,9 @@ class QuantizedSafetensors:
             return None
         qc = cfg.get("quantization_config") if isinstance(cfg, dict) else None
         if isinstance(qc, dict):
+            bs = qc.get("weight_block_size")
+            if isinstance(bs, list) and len(bs) == 2 and all(isinstance(x, int) and 0 < x <= 1 << 16 for x in bs):
+                self._fp8_block = (int(bs[0]), int(bs[1]))
             method = qc.get("quant_method")
             if qc.get("checkpoint_format") == "gptq_v2":
                 self._gptq_v1 = False
@@ -150,7 +180,7 @@ class QuantizedSafetensors:
             w = self.inner.read(name)
             scale = self.inner.read(base + ".weight_scale") if base + ".weight_scale" in t else None
             block = self.inner.read(base + ".weight_scale_inv") if base + ".weight_scale_inv" in t else None
-            out = dequantize_fp8(w, scale, block)
+            out = dequantize_fp8(w, scale, block, self._fp8_block)
         else:
             def ints(n: str) -> np.ndarray:
                 info, raw = self.inner.read_raw(n)

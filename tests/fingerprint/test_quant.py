@@ -44,3 +44,27 @@ def test_awq_packing_order() -> None:
     expected = (s[gi] * (q - z[gi])).T
     got = dequantize_awq(pack_cols(q, _AWQ_ORDER), pack_cols(z, _AWQ_ORDER), s)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_fp8_blocks_of_128_over_a_width_that_is_not_a_multiple(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """576 rows in 128-row tiles are 5 tiles, the last one partial: reading them as 5 tiles of 116 rows
+    mis-scales most of the matrix (what SmolLM2-135M in DeepSeek-V3's fp8 layout showed)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from fingerprint.io.quant import QuantizedSafetensors
+    from fingerprint.io.safetensors import SafetensorsReader
+    from fingerprint.io.source import LocalRepo
+    from zoo.convert import to_fp8
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((576, 320)) * np.linspace(0.1, 4.0, 576)[:, None]).astype(np.float32)
+    save_file({"model.layers.0.mlp.up_proj.weight": w}, str(src / "model.safetensors"))
+    (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    out = to_fp8(src, tmp_path / "fp8", "block")
+    reader = QuantizedSafetensors(SafetensorsReader(LocalRepo(out), ["model.safetensors"]))
+    back = reader.read("model.layers.0.mlp.up_proj.weight")
+    assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.05  # e4m3 rounding: ~3%
