@@ -24,11 +24,12 @@ result by the callers. The statistics, in order:
    ``1.5 · σ_n · (√m + √k)`` (Marchenko–Pastur for i.i.d. noise of scale ``σ_n``).
 
 The rules (first that holds), stated in ``docs/method/relations.md``: ``upcycled`` (dense → MoE);
-``pruned`` (fewer layers, a narrower width, or ≥ 20 points more exact zeros); ``quantized`` (stored in a
-quantized scheme and ``rms(Δ / step) ≤ 0.6``: round-to-nearest gives ``1/√12 ≈ 0.29``, GPTQ's error
-feedback a little more); ``copy`` (``δ`` within 4× the storage rounding); ``vocab_changed`` (a different
-token set, drift below the continued-pretraining line); ``adapter_merged`` (every changed role's
-effective rank ≤ ¼ of its smaller side, holding ≥ 90% of the above-noise energy); ``continued_pretraining`` (median ``δ ≥ 0.25``); else
+``pruned`` (fewer layers, a narrower width, or ≥ 20 points more exact zeros); ``copy`` (``δ`` within 4×
+the storage rounding, however stored); ``quantized`` (stored in a quantized scheme, or on a grid the
+parent does not have, and ``rms(Δ / step) ≤ 0.6``: round-to-nearest gives ``1/√12 ≈ 0.29``, GPTQ's
+error feedback a little more); ``vocab_changed`` (embedding rows differ, drift below the
+continued-pretraining line); ``adapter_merged`` (every changed role's effective rank ≤ ¼ of its smaller
+side, holding ≥ 90% of the above-noise energy); ``continued_pretraining`` (median ``δ ≥ 0.25``); else
 ``finetune``.
 """
 
