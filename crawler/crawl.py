@@ -35,9 +35,10 @@ from crawler.errors import (
     RepoNotFoundError,
 )
 from crawler.fetch import FetchOptions, fingerprint_repo
-from crawler.http import check_endpoint, pin_endpoint, short, with_retries
+from crawler.http import HttpRepo, check_endpoint, pin_endpoint, short, with_retries
 from crawler.records import PARSE_ERRORS, HubModel, Outcome, WorkItem, from_info, valid_repo_id
 from crawler.state import CrawlState
+from fingerprint.canonical import CanonicalModel, open_model
 from fingerprint.io.source import MemorySource
 from fingerprint.sketch import read_sketch
 from fingerprint.store import FingerprintStore
@@ -469,6 +470,18 @@ class Crawler:
             RepoNotFoundError, HubRequestError: as the Hub answers.
         """
         return self.fingerprint(self.info(repo_id, "main"))
+
+    def open(self, repo_id: str, sha: str) -> CanonicalModel:
+        """A model at commit ``sha`` whose tensors are read on demand by ranged requests (typing a
+        relation reads a few layers' matrices of both ends).
+
+        Raises:
+            GatedRepoError, RepoNotFoundError, HubRequestError: as the Hub answers.
+            FingerprintError: the checkpoint cannot be read.
+        """
+        m = self.info(repo_id, sha)
+        o = self.fetch_options
+        return open_model(HttpRepo(o.endpoint, m.id, m.sha, m.file_sizes, o.token, o.timeout, o.attempts, o.backoff_s))
 
     def fingerprint(self, m: HubModel) -> Outcome:
         """Fingerprint one repo whose metadata :meth:`info` gave, outside the queue (raises as :meth:`fetch`)."""

@@ -35,8 +35,10 @@ side, holding ≥ 90% of the above-noise energy); ``continued_pretraining`` (med
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -142,15 +144,36 @@ def residual_alignment(parent: CanonicalModel, child: CanonicalModel) -> tuple[n
     return t, "rotated", len(ids_p)
 
 
+_READS: WeakKeyDictionary[CanonicalModel, dict[tuple[Any, ...], Any]] = WeakKeyDictionary()
+MAX_MEMO = 64
+
+
+def _memo(m: CanonicalModel, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()`` once per model and key: typing reads each matrix for its difference, its form and the
+    layer matching; over ranged HTTP reads every repeat is a round trip."""
+    got = _READS.setdefault(m, {})
+    if key not in got:
+        if len(got) >= MAX_MEMO:
+            got.pop(next(iter(got)))
+        got[key] = make()
+    return got[key]
+
+
 def _form(role: str, m: CanonicalModel, layer: int) -> np.ndarray:
+    out: np.ndarray = _memo(m, ("form", role, layer), lambda: _make_form(role, m, layer))
+    return out
+
+
+def _make_form(role: str, m: CanonicalModel, layer: int) -> np.ndarray:
     s = m.spec
     if role == "qk":
-        q, k = m.attention(layer)
+        q, k = _memo(m, ("attention", layer, True), lambda: m.attention(layer))
         group = s.num_heads // s.num_kv_heads
         kk = np.repeat(k.reshape(s.num_kv_heads, s.head_dim, -1), group, axis=0).reshape(q.shape)
-        return (q.astype(np.float64).T @ kk.astype(np.float64))
+        qk: np.ndarray = q.astype(np.float64).T @ kk.astype(np.float64)
+        return qk
     if role == "ov":
-        v, o = m.value(layer), m.output(layer)
+        v, o = weight("v", m, layer), weight("o", m, layer)
         group = s.num_heads // s.num_kv_heads
         vv = np.repeat(v.reshape(s.num_kv_heads, -1, v.shape[1]), group, axis=0).reshape(o.shape[1], -1)
         return o.astype(np.float64) @ vv.astype(np.float64)
@@ -160,14 +183,20 @@ def _form(role: str, m: CanonicalModel, layer: int) -> np.ndarray:
 
 def weight(role: str, m: CanonicalModel, layer: int, fold: bool = True) -> np.ndarray:
     """A layer's matrix of ``role`` in canonical layout, input norm folded in unless ``fold`` is False."""
+    out: np.ndarray = _memo(m, ("weight", role, layer, fold), lambda: _read_weight(role, m, layer, fold))
+    return out
+
+
+def _read_weight(role: str, m: CanonicalModel, layer: int, fold: bool) -> np.ndarray:
     if role in ("q", "k"):
-        return m.attention(layer, fold)[0 if role == "q" else 1]
+        pair = _memo(m, ("attention", layer, fold), lambda: m.attention(layer, fold))
+        return pair[0 if role == "q" else 1]  # type: ignore[no-any-return]
     if role == "v":
         return np.asarray(m.value(layer, fold), np.float32)
     if role == "o":
         return m.output(layer)
-    gate, up, down = m.mlp(layer, fold)
-    w = {"gate": gate, "up": up, "down": down}[role]
+    gate, up, down = _memo(m, ("mlp", layer, fold), lambda: m.mlp(layer, fold))
+    w: np.ndarray | None = {"gate": gate, "up": up, "down": down}[role]
     if w is None:
         raise KeyError(role)
     return w

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from graph.errors import InvalidRecordError, UnknownFamilyNameError, UnknownModelError
-from graph.records import FamilyRecord, Lineage, ModelRecord
+from graph.records import TYPED_RELATIONS, FamilyRecord, Lineage, ModelRecord
 from graph.store import MAX_DEPTH, MODES, EdgeRow, LineageStore, Mode
 
 
@@ -84,20 +84,35 @@ def _rows(store: LineageStore, start: str, best: dict[str, tuple[int, float | No
 
 
 def derivatives(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, min_score: float = 0.0,
-                mode: Mode = "detected") -> list[Lineage]:
+                mode: Mode = "detected", relation: str | None = None) -> list[Lineage]:
     """Models that derive from ``ident``, transitively up to ``depth`` hops.
 
     A model is reached in ``hops`` = the shortest chain child → … → ``ident``; ``min_score`` keeps only chains
     whose every detected edge scores at least that much (declared edges carry no score and always pass).
+    Each detected row carries the typed ``relation`` of the edge it was reached by (None: not typed yet);
+    ``relation`` keeps only the rows of that type.
     """
     _check(depth, min_score, mode)
+    if relation is not None and relation not in TYPED_RELATIONS:
+        raise InvalidRecordError(f"relation must be one of {', '.join(TYPED_RELATIONS)}, got {relation!r}")
     root = resolve(store, ident)
-    if mode == "detected":
-        fast = store.descendants(root.key, depth=depth, min_score=min_score)
-        if fast is not None:
-            return fast
-    edges = store.reach(root.key, upward=False, mode=mode, depth=depth, min_score=min_score)
-    return _rows(store, root.key, _bfs(root.key, edges, upward=False, depth=depth), upward=False)
+    rows = store.descendants(root.key, depth=depth, min_score=min_score) if mode == "detected" else None
+    if rows is None:
+        edges = store.reach(root.key, upward=False, mode=mode, depth=depth, min_score=min_score)
+        rows = _rows(store, root.key, _bfs(root.key, edges, upward=False, depth=depth), upward=False)
+    return _typed(store, rows, relation)
+
+
+def _typed(store: LineageStore, rows: list[Lineage], relation: str | None) -> list[Lineage]:
+    """Attach to each detected row the relation of its edge to the parent it was reached from (one batched
+    read of those models' detected edges), and keep only ``relation``'s rows when it is given."""
+    edges = store.detected_from([r.key for r in rows if r.via == "detected"]) if rows else []
+    labels = store.labels(sorted({e.dst for e in edges})) if edges else {}
+    typed = {(e.src, labels.get(e.dst, (e.dst, None))[0]): e.relation for e in edges}
+    for r in rows:
+        if r.via == "detected":
+            r.extra["relation"] = typed.get((r.key, r.parent or ""))
+    return rows if relation is None else [r for r in rows if r.extra.get("relation") == relation]
 
 
 def ancestors(store: LineageStore, ident: str, *, depth: int = MAX_DEPTH, mode: Mode = "detected") -> list[Lineage]:

@@ -58,7 +58,7 @@ def families_of(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Family
 def detected_from(db: sqlite3.Connection, srcs: Sequence[str]) -> list[EdgeRow]:
     sel, arg = _each(srcs)
     return [EdgeRow(*r) for r in db.execute(
-        f"SELECT src, dst, 'DERIVED_FROM', score, verdict, NULL, z FROM derived_from WHERE src IN {sel}", arg)]
+        f"SELECT src, dst, 'DERIVED_FROM', score, verdict, relation, z FROM derived_from WHERE src IN {sel}", arg)]
 
 
 def children_of(db: sqlite3.Connection, dsts: Sequence[str]) -> list[str]:

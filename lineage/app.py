@@ -209,6 +209,12 @@ class App:
         self._mark_rematched(families)
         return {"rematched": n, "families": len(families), "new": sorted(set(families) - set(last or []))}
 
+    def type_edges(self, crawler: Crawler, limit: int = 50, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Type the oldest untyped detected edges from both ends' weights (:func:`lineage.relations.type_edges`)."""
+        from lineage.relations import type_edges
+
+        return type_edges(self.store, crawler, limit, progress)
+
     def _mark_rematched(self, families: list[str]) -> None:
         mark = self.settings.home / REMATCH_MARK
         tmp = mark.with_suffix(".tmp")

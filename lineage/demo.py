@@ -86,6 +86,16 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
         phases["crawl"] = time.perf_counter() - t0 - phases["bootstrap"]
         served = sum(hub.bytes_served.values())
         served_by_repo = {r: hub.served(r) for r in hub.repos}
+        t = time.perf_counter()
+        with tqdm(desc="typing relations", unit="edge", disable=quiet) as bar:
+            def moved(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            # the operator's token reads the gated base too (its terms were accepted to index it)
+            typer = app.crawler(hub.endpoint, token=OPERATOR_TOKEN, progress=False, state_label="hubsim-demo")
+            relations = app.type_edges(typer, limit=10_000, progress=moved)
+        phases["relations"] = time.perf_counter() - t
         store = app.store
         families = []
         for fam, n in store.families():
@@ -113,6 +123,7 @@ def run_demo(zoo: Path, settings: Settings, quiet: bool = False) -> dict[str, An
         notices = {"file": sink.path, "findings": len(findings), "by_kind": dict(Counter(f.kind for f in findings)),
                    "sent": int(report.counts["demo"]["sent"]) if "demo" in report.counts else 0, "lines": sent}
     return {"zoo": str(zoo), "catalog": [m.id for m in catalog], "crawl": summary, "bytes_served": served,
+            "relations": relations,
             "served_by_repo": served_by_repo, "families": families, "undeclared": alerts, "alerts": notices, "stats": stats,
             "seconds": round(time.perf_counter() - t0, 1),
             "phases": {**{k: round(v, 1) for k, v in phases.items()},

@@ -7,8 +7,15 @@ and shown beside them, never used to decide.
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crawler.crawl import Crawler
+    from graph.store import LineageStore
 
 MAX_CARD_BYTES = 1024 * 1024
 MAX_FIELD = 200
@@ -95,3 +102,72 @@ def relation_of_pair(a: str, b: str) -> dict[str, Any] | None:
         except FingerprintError:
             continue
     return None
+
+
+def _detail(doc: dict[str, Any]) -> str:
+    """What an edge keeps of a typing: its rule, flags, statistics summary (bounded like edge evidence)."""
+    from graph.records import MAX_EVIDENCE
+
+    keep = {k: doc[k] for k in ("rule", "flags", "detail", "drift", "alignment", "recipe", "error") if k in doc}
+    text = json.dumps(keep, sort_keys=True, default=str)
+    return text if len(text) <= MAX_EVIDENCE else json.dumps({k: keep[k] for k in ("rule", "drift") if k in keep})
+
+
+def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Type up to ``limit`` ``derived`` edges not typed yet, oldest first, from both ends' weights at their
+    crawled commits (ranged reads of a few layers each). A model with two detected parents or more is a
+    merge: each of its edges is typed ``merge``, with the recipe. An edge whose models cannot be read or
+    put in one basis is stored ``untyped`` with the reason; a transient Hub failure leaves it for the next
+    pass. Each edge is written as soon as it is typed (an interrupted pass loses at most one).
+    """
+    from crawler.errors import GatedRepoError, HubRequestError, RepoNotFoundError
+    from fingerprint.errors import FingerprintError
+    from fingerprint.merge import estimate
+    from fingerprint.relation import classify
+    from graph.records import TypedRelation
+
+    pairs = store.untyped_derived(limit)
+    srcs = sorted({s for s, _ in pairs})
+    parents = {s: [e.dst for e in store.parent_edges(s) if e.verdict == "derived"] for s in srcs}
+    models = {m.key: m for m in store.get_models(sorted({k for s in srcs for k in [s, *parents[s]]}))}
+    counts = {"typed": 0, "untyped": 0, "later": 0}
+    done = 0
+    cache: dict[tuple[str, str], Any] = {}  # a parent shared by many children is opened (one metadata call) once
+
+    def open_at(repo_id: str, sha: str) -> Any:
+        if (repo_id, sha) not in cache:
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            cache[(repo_id, sha)] = crawler.open(repo_id, sha)
+        return cache[(repo_id, sha)]
+
+    for src in srcs:
+        child = models.get(src)
+        ends = [m for m in (models.get(p) for p in parents[src]) if m is not None and m.sha]
+        todo = [d for s, d in pairs if s == src]
+        try:
+            if child is None or not child.sha or len(ends) != len(parents[src]):
+                raise FingerprintError("a model of this edge has no crawled commit to read")
+            c = open_at(child.id, child.sha)
+            opened = {e.key: open_at(e.id, e.sha or "") for e in ends}
+            if len(ends) > 1:
+                recipe = estimate(c, [opened[e.key] for e in ends]).to_dict()
+                recipe["parents"] = [e.id for e in ends]
+                rows = [TypedRelation(src, d, "merge", _detail({"rule": f"{len(ends)} detected parents", "recipe": recipe}))
+                        for d in todo]
+            else:
+                typed = classify(opened[todo[0]], c).to_dict()
+                rows = [TypedRelation(src, todo[0], typed["relation"], _detail(typed))]
+        except (GatedRepoError, RepoNotFoundError, FingerprintError) as e:
+            rows = [TypedRelation(src, d, "untyped", _detail({"error": str(e)[:300]})) for d in todo]
+        except HubRequestError:
+            counts["later"] += len(todo)  # transient: the next pass tries again
+            continue
+        store.set_relations(rows, int(time.time() * 1000))
+        for r in rows:
+            counts["untyped" if r.relation == "untyped" else "typed"] += 1
+        done += len(todo)
+        if progress is not None:
+            progress(done, len(pairs))
+    return counts

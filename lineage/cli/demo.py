@@ -69,7 +69,8 @@ def print_report(doc: dict[str, Any]) -> None:
     ph = doc.get("phases", {})
     zoo = f"zoo {ph['zoo']:.0f} s, built now" if ph.get("zoo_built") else "zoo cached"
     click.echo(f"finished in {doc['seconds']:.0f} s ({zoo}; indexing bases {ph.get('bootstrap', 0):.0f} s, "
-               f"crawl {ph.get('crawl', 0):.0f} s, report {ph.get('report', 0):.0f} s)")
+               f"crawl {ph.get('crawl', 0):.0f} s, typing relations {ph.get('relations', 0):.0f} s, "
+               f"report {ph.get('report', 0):.0f} s)")
 
 
 def _show_tree(children: dict[str, list[dict[str, Any]]], node: str, depth: int) -> None:

@@ -9,7 +9,7 @@ import click
 
 from alerts.policy import suspects
 from graph import queries
-from graph.records import Lineage
+from graph.records import TYPED_RELATIONS, Lineage
 from graph.store import MAX_DEPTH, LineageStore
 from lineage.cli.output import emit_json, handle_errors, output_options, table
 
@@ -38,8 +38,9 @@ def _print_lineage(rows: list[Lineage], title: str, empty: str, link: str) -> No
         click.echo(empty)
         return
     click.echo(title)
-    click.echo(table([[r.id, r.hops, r.parent, r.via, _score(r.min_score), r.extra.get("license") or "-"] for r in rows],
-                     ["model", "hops", link, "via", "chain min score", "license"]))
+    click.echo(table([[r.id, r.hops, r.parent, r.via, r.extra.get("relation") or "-", _score(r.min_score),
+                       r.extra.get("license") or "-"] for r in rows],
+                     ["model", "hops", link, "via", "relation", "chain min score", "license"]))
 
 
 @click.command()
@@ -50,20 +51,26 @@ def _print_lineage(rows: list[Lineage], title: str, empty: str, link: str) -> No
 @click.option("--declared", "mode", flag_value="declared", help="Follow only base_model claims from model cards.")
 @click.option("--detected", "mode", flag_value="detected", default=True, help="Follow only weight-detected edges (default).")
 @click.option("--both", "mode", flag_value="both", help="Follow either kind.")
+@click.option("--relation", type=click.Choice(TYPED_RELATIONS), default=None,
+              help="Only derivatives whose detected edge has this type (typed from the weights by `lineage type-edges`).")
 @output_options
 @handle_errors
-def derivatives(model_id: str, depth: int, min_score: float, mode: str, as_json: bool) -> None:
-    """What derives from MODEL_ID (transitively).
+def derivatives(model_id: str, depth: int, min_score: float, mode: str, relation: str | None, as_json: bool) -> None:
+    """What derives from MODEL_ID (transitively), with each detected edge's relation where it is typed.
 
     Example:
 
         lineage derivatives meta-llama/Llama-2-7b-hf --depth 2 --min-score 0.5
+
+        lineage derivatives meta-llama/Llama-2-7b-hf --relation quantized --json
     """
-    rows = _with_store(lambda s: queries.derivatives(s, model_id, depth=depth, min_score=min_score, mode=mode))  # type: ignore[arg-type]
+    rows = _with_store(lambda s: queries.derivatives(s, model_id, depth=depth, min_score=min_score, mode=mode,  # type: ignore[arg-type]
+                                                     relation=relation))
+    what = f"{mode}" + (f", relation {relation}" if relation else "")
     if as_json:
-        emit_json({"model": model_id, "mode": mode, "derivatives": [r.to_dict() for r in rows]})
+        emit_json({"model": model_id, "mode": mode, "relation": relation, "derivatives": [r.to_dict() for r in rows]})
     else:
-        _print_lineage(rows, f"{len(rows)} derivative(s) of {model_id} ({mode}):", f"Nothing derives from {model_id} ({mode}).", "parent")
+        _print_lineage(rows, f"{len(rows)} derivative(s) of {model_id} ({what}):", f"Nothing derives from {model_id} ({what}).", "parent")
 
 
 @click.command()
@@ -233,4 +240,43 @@ def repair(as_json: bool) -> None:
         click.echo(f"index entries dropped (fingerprint file missing or altered): {', '.join(report['dropped'])}")
 
 
-COMMANDS = (derivatives, ancestors, family, undeclared, stats, export, repair)
+@click.command("type-edges")
+@click.option("--limit", type=click.IntRange(1), default=200, show_default=True, help="Most edges to type in this pass.")
+@output_options
+@handle_errors
+def type_edges(limit: int, as_json: bool) -> None:
+    """Type detected DERIVED_FROM edges from the weights (copy, quantized, finetune, adapter_merged,
+    continued_pretraining, pruned, upcycled, vocab_changed, merge): the oldest untyped first.
+
+    Reads a few layers' matrices of both ends at their crawled commits from LINEAGE_HUB_ENDPOINT (ranged
+    requests), as `lineage relation` does on local files. The service runs this as its `relations` job.
+    An edge that cannot be typed is stored `untyped` with the reason; a Hub failure leaves it for the next
+    pass.
+
+    Example:
+
+        lineage type-edges --limit 50
+    """
+    from tqdm import tqdm
+
+    from lineage.app import open_app
+
+    bar = tqdm(desc="typing relations", unit="edge", disable=as_json or None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        with open_app(writer="lineage type-edges") as app:
+            counts = app.type_edges(app.crawler(progress=False), limit, progress)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(counts)
+    else:
+        click.echo(f"typed {counts['typed']} edge(s), {counts['untyped']} untyped (reason stored), "
+                   f"{counts['later']} left for the next pass")
+
+
+COMMANDS = (derivatives, ancestors, family, undeclared, stats, export, repair, type_edges)

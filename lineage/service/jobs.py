@@ -67,6 +67,14 @@ def rematch(settings: Settings) -> dict[str, Any]:
         return app.rematch(app.crawler(progress=False))
 
 
+def relations(settings: Settings) -> dict[str, Any]:
+    """Type the detected edges placed since the last pass from both ends' weights (ranged reads)."""
+    from lineage.app import open_app
+
+    with open_app(settings, writer="service job relations") as app:
+        return app.type_edges(app.crawler(progress=False), limit=200)
+
+
 def alerts(settings: Settings) -> dict[str, Any]:
     """Evaluate findings from the graph and deliver what changed to every subscription."""
     from lineage.app import open_app
@@ -99,6 +107,7 @@ JOBS: dict[str, JobSpec] = {
     "sweep": JobSpec(sweep, 24 * 60.0, "full listing once a day"),
     "cards": JobSpec(cards, 6 * 60.0, "re-read recent models' cards and gating"),
     "rematch": JobSpec(rematch, 30.0, "place unmatched models again when a base family joins the index"),
+    "relations": JobSpec(relations, 30.0, "type new detected edges from the weights"),
     "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts", writes=False),
 }
 
