@@ -77,7 +77,17 @@ def _evidence(raw: str) -> dict[str, Any]:
 def _edge_doc(e: DerivedEdge, labels: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
     return {"child": labels.get(e.src, (e.src, None))[0], "parent": labels.get(e.dst, (e.dst, None))[0],
             "score": e.score, "z": e.z, "verdict": e.verdict, "method": e.method, "method_version": e.method_version,
-            "detected_at_ms": e.detected_at_ms, "evidence": _evidence(e.evidence)}
+            "detected_at_ms": e.detected_at_ms, "evidence": _evidence(e.evidence),
+            "relation": e.relation, "relation_detail": _relation_detail(e.relation_detail)}
+
+
+def _relation_detail(raw: str) -> dict[str, Any]:
+    """What a typing pass stored of an edge's relation: its rule, flags, drift (JSON; anything else as text)."""
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"text": raw[:500]}
+    return doc if isinstance(doc, dict) else {"text": str(doc)[:500]}
 
 
 def home(store: LineageStore, q: str | None = None, limit: int | None = None,
@@ -231,7 +241,8 @@ def family(store: LineageStore, name: str, focus: str | None = None, expand: str
         in_tree = {r.key for r in subtree} | {center}
         key_of = {r.id: r.key for r in subtree}
         for r in subtree:
-            nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM", None, lic))
+            nodes.append(_node(r.id, r.key, r.extra.get("license"), r.extra.get("score"), "DERIVED_FROM",
+                               r.extra.get("relation"), lic))
             edges.append({"source": key_of.get(r.parent or "", center), "target": r.key, "kind": "DERIVED_FROM",
                           "score": r.extra.get("score")})
         # children only a card names: drawn under the focus, unless the weights placed them deeper in the tree

@@ -95,6 +95,8 @@ class JobSpec:
     minutes: float
     help: str
     writes: bool = True
+    at_start: bool = True
+    """Run when the service first schedules it (else after one interval)."""
 
     @property
     def executor(self) -> str:
@@ -107,7 +109,7 @@ JOBS: dict[str, JobSpec] = {
     "sweep": JobSpec(sweep, 24 * 60.0, "full listing once a day"),
     "cards": JobSpec(cards, 6 * 60.0, "re-read recent models' cards and gating"),
     "rematch": JobSpec(rematch, 30.0, "place unmatched models again when a base family joins the index"),
-    "relations": JobSpec(relations, 30.0, "type new detected edges from the weights"),
+    "relations": JobSpec(relations, 30.0, "type new detected edges from the weights", at_start=False),
     "alerts": JobSpec(alerts, 10.0, "evaluate findings and deliver alerts", writes=False),
 }
 

@@ -90,7 +90,8 @@ def ensure_jobs(sched: BackgroundScheduler, minutes: dict[str, float]) -> None:
                 and job.executor == executor):
             continue
         jitter = int(min(30.0, seconds / 10))
-        first = {"next_run_time": datetime.now(timezone.utc)} if job is None else {}  # a new job runs at once
+        # a new job runs at once, unless it only follows up on others' work (typing edges a crawl placed)
+        first = {"next_run_time": datetime.now(timezone.utc)} if job is None and JOBS[name].at_start else {}
         sched.add_job("lineage.service.jobs:run", "interval", args=[name], id=name, name=name, seconds=seconds,
                       jitter=jitter or None, coalesce=True, max_instances=1, misfire_grace_time=int(seconds) + 1,
                       executor=executor, replace_existing=True, **first)

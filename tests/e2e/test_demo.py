@@ -41,7 +41,7 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     settings = Settings.from_env()
     doc = run_demo(root, settings, quiet=True)
     # the phases add up to the whole run (the last line once counted the crawl alone)
-    assert set(doc["phases"]) == {"bootstrap", "crawl", "report"}
+    assert set(doc["phases"]) == {"bootstrap", "crawl", "relations", "report"}
     assert abs(sum(doc["phases"].values()) - doc["seconds"]) <= 0.3 and doc["phases"]["crawl"] > 0
     from lineage.store import open_store
 
@@ -99,9 +99,39 @@ def test_whole_loop_matches_ground_truth(tiny_zoo: Manifest, backend: str, tmp_p
     assert acc >= 0.98 and chain >= 0.95, q["misplaced"]
     # merges keep all their parents (one of them in another family), and no fine-tune gets a second one
     assert q["merges_n"] == 3 and q["merges_with_all_parents"] == 1.0 and q["false_merges"] == [], q
+    check_relations(models, dump, doc)
     check_alerts(models, settings, doc)
     if backend == "embedded":
         check_reads_and_rerun(root, models, settings, doc)
+
+
+# the relation each zoo recipe makes (docs/method/relations.md); a merge is typed on each of its edges
+EXPECTED = {"sft": "finetune", "rl": "finetune", "multimodal": "finetune", "continued-pretraining": "continued_pretraining",
+            "pruning": "pruned", "upcycling": "upcycled", "vocab-extension": "vocab_changed", "lora": "adapter_merged",
+            "quantized": "quantized", "attack": "copy", "merge": "merge", "merge-unrelated": "merge"}
+
+
+def check_relations(models: Manifest, dump: dict[str, Any], doc: dict[str, Any]) -> None:
+    """The demo typed every detected edge from the weights, by ranged reads of the stand-in; each edge to
+    a true parent has the relation its recipe makes (the issue's goal: >= 95%)."""
+    nodes = {m["key"]: m["id"] for m in dump["models"]}
+    truth = models.by_name()
+    by_id = {m.id: m for m in models}
+    assert doc["relations"]["later"] == 0 and doc["relations"]["typed"] > 0
+    right, wrong = 0, []
+    for e in dump["DERIVED_FROM"]:
+        if e["verdict"] != "derived":
+            continue
+        assert e["relation"] is not None, e  # every detected edge was typed in the pass
+        child, parent = by_id.get(nodes[e["src"]]), by_id.get(nodes[e["dst"]])
+        if child is None or parent is None or parent.name not in child.parents or child.category not in EXPECTED:
+            continue
+        if e["relation"] == EXPECTED[child.category]:
+            right += 1
+        else:
+            wrong.append((child.id, e["relation"], EXPECTED[child.category]))
+    assert right >= 0.95 * (right + len(wrong)) and right >= 60, wrong
+    assert truth["llama-a-lora"].id in {nodes[e["src"]] for e in dump["DERIVED_FROM"] if e["relation"] == "adapter_merged"}
 
 
 PERMISSIVE = ("apache-2.0", "mit")

@@ -18,7 +18,7 @@ from graph import queries
 from graph.errors import InvalidRecordError, StoreAuthError, StoreUnavailableError, UnknownModelError
 from graph.export import export
 from graph.neo4j import Neo4jStore, connect
-from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SharedInit
+from graph.records import DeclaredEdge, DerivedEdge, FamilyRecord, InFamily, ModelRecord, SharedInit, TypedRelation
 from graph.sqlite import SqliteStore
 from graph.store import LineageStore
 
@@ -353,6 +353,51 @@ def test_search_recent_detections_and_parent_edges(store: LineageStore) -> None:
     assert store.family_named("nope") is None
     assert store.copies_of("k-quant") == ["k-quant-copy"] and store.copies_of("k-quant-copy") == ["k-quant"]
     assert store.copies_of("k-base") == []
+
+
+def test_typed_relations_are_stored_kept_by_placement_and_filtered(store: LineageStore, tmp_path: Path) -> None:
+    load(store)
+    untyped = store.untyped_derived(100)
+    assert ("k-quant", "k-base") in untyped and len(untyped) == len(DERIVED)
+    assert store.untyped_derived(2) == untyped[:2]  # oldest detection first, bounded
+    n = store.set_relations([TypedRelation("k-quant", "k-base", "quantized", '{"rule": "rms(d/step) 0.29"}'),
+                             TypedRelation("k-sft", "k-base", "finetune"),
+                             TypedRelation("k-sft", "k-nobody", "copy")], T0 + 200 * DAY)  # no such edge: skipped
+    assert n == 2
+    assert ("k-quant", "k-base") not in store.untyped_derived(100)
+    # placement re-writes edges without a type: the stored type stays (and a typed write replaces it)
+    store.upsert_derived([DerivedEdge("k-quant", "k-base", 0.98, z=59.0)], T0 + 201 * DAY, replace=True)
+    [e] = store.parent_edges("k-quant")
+    assert (e.score, e.relation, e.relation_detail) == (0.98, "quantized", '{"rule": "rms(d/step) 0.29"}')
+    rows = queries.derivatives(store, "meta/base")
+    assert {r.id: r.extra.get("relation") for r in rows if r.hops == 1} == {
+        "alice/sft": "finetune", "dave/quant": "quantized", "carol/rl": None}
+    assert [r.id for r in queries.derivatives(store, "meta/base", relation="quantized")] == ["dave/quant"]
+    assert queries.derivatives(store, "meta/base", relation="merge") == []
+    with pytest.raises(InvalidRecordError, match="relation must be one of"):
+        queries.derivatives(store, "meta/base", relation="bogus")
+    with pytest.raises(InvalidRecordError):
+        TypedRelation("k-quant", "k-base", "bogus")
+    dumped = {(r["src"], r["dst"]): r["relation"] for r in store.dump()["DERIVED_FROM"]}
+    assert dumped[("k-quant", "k-base")] == "quantized" and dumped[("k-rl", "k-base")] is None
+
+
+def test_a_store_from_before_typed_relations_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    first = SqliteStore(tmp_path / "graph.sqlite")
+    first.ensure_schema()
+    first.close()
+    old = sqlite3.connect(tmp_path / "graph.sqlite")  # as the previous version wrote it: no relation columns
+    old.executescript("ALTER TABLE derived_from DROP COLUMN relation_detail; ALTER TABLE derived_from DROP COLUMN relation;")
+    old.close()
+    with pytest.raises(StoreUnavailableError, match="open it once with write access"):
+        SqliteStore(tmp_path / "graph.sqlite", read_only=True).ensure_schema()
+    s = SqliteStore(tmp_path / "graph.sqlite")
+    s.ensure_schema()
+    load(s)
+    assert s.set_relations([TypedRelation("k-sft", "k-base", "finetune")], T0) == 1
+    s.close()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ EVIL = '<img src=x onerror=alert(1)>'
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def fam(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("relations")
     base = build_hf("llama", root / "base", seed=0, config=llama_config())
     write_wordlevel_tokenizer(base, 512)
@@ -40,30 +41,30 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_relation_json_types_the_pair_and_shows_the_card_beside(models: dict[str, Path]) -> None:
-    r = CliRunner().invoke(main, ["relation", str(models["evil"]), str(models["base"]), "--json"])
+def test_relation_json_types_the_pair_and_shows_the_card_beside(fam: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(fam["evil"]), str(fam["base"]), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["relation"] == "finetune" and doc["recipe"] is None
     assert doc["declared"] == {"base_model": EVIL, "base_model_relation": "finetune"}
 
 
-def test_relation_of_a_merge_gives_its_weights(models: dict[str, Path]) -> None:
-    r = CliRunner().invoke(main, ["relation", str(models["merged"]), str(models["a"]), str(models["b"])])
+def test_relation_of_a_merge_gives_its_weights(fam: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(fam["merged"]), str(fam["a"]), str(fam["b"])])
     assert r.exit_code == 0, r.output
     assert "relation   merge" in r.output
     assert re.search(r"merge      linear: weights 0\.25\d, 0\.75\d", r.output), r.output
 
 
-def test_an_unrelated_pair_is_refused_in_one_line(models: dict[str, Path]) -> None:
-    r = CliRunner().invoke(main, ["relation", str(models["other"]), str(models["base"])])
+def test_an_unrelated_pair_is_refused_in_one_line(fam: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["relation", str(fam["other"]), str(fam["base"])])
     assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and "share no weights" in r.output
 
 
-def test_compare_report_holds_the_json_facts_and_fetches_nothing(models: dict[str, Path], tmp_path: Path) -> None:
+def test_compare_report_holds_the_json_facts_and_fetches_nothing(fam: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "evidence.html"
-    r = CliRunner().invoke(main, ["compare", str(models["base"]), str(models["evil"]), "--report", str(out), "--json"])
+    r = CliRunner().invoke(main, ["compare", str(fam["base"]), str(fam["evil"]), "--report", str(out), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["verdict"] == "derived" and doc["relation"]["relation"] == "finetune" and doc["report"] == str(out)
@@ -76,12 +77,39 @@ def test_compare_report_holds_the_json_facts_and_fetches_nothing(models: dict[st
     assert html.count("data:image/png;base64,") == 2  # both fingerprint pictures
 
 
-def test_relation_report_draws_the_merge(models: dict[str, Path], tmp_path: Path) -> None:
+def test_relation_report_draws_the_merge(fam: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merge.html"
-    r = CliRunner().invoke(main, ["relation", str(models["merged"]), str(models["a"]), str(models["b"]),
-                                  "--base", str(models["base"]), "--report", str(out)])
+    r = CliRunner().invoke(main, ["relation", str(fam["merged"]), str(fam["a"]), str(fam["b"]),
+                                  "--base", str(fam["base"]), "--report", str(out)])
     assert r.exit_code == 0, r.output
     html = out.read_text()
     assert "Merge recipe: linear" in html and "<svg" in html
     weights = [float(x) for x in re.findall(r"<td class=n>(0\.\d{4})</td>", html.split("Merge recipe")[1])[:2]]
     assert np.allclose(weights, [0.25, 0.75], atol=0.02)
+
+
+def test_graph_and_fingerprint_name_the_same_relations() -> None:
+    from fingerprint.relation import RELATIONS
+    from graph.records import TYPED_RELATIONS
+
+    assert (*RELATIONS, "untyped") == TYPED_RELATIONS  # graph may not import fingerprint: two lists, kept equal
+
+
+def test_type_edges_types_what_the_crawl_placed_over_http_once(hub: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crawl of the stand-in places two fine-tunes; `lineage type-edges` reads both ends of each edge by
+    ranged requests and stores the type; a second pass has nothing left; `derivatives --relation` filters."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = {"LINEAGE_HOME": str(tmp_path / "home"), "LINEAGE_HUB_ENDPOINT": hub.endpoint}
+    run = CliRunner().invoke
+    assert run(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint], env=env).exit_code == 0
+    assert run(main, ["crawl", "--endpoint", hub.endpoint, "--json"], env=env).exit_code == 0
+    r = run(main, ["type-edges", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"typed": 2, "untyped": 0, "later": 0}
+    again = run(main, ["type-edges", "--json"], env=env)
+    assert json.loads(again.output) == {"typed": 0, "untyped": 0, "later": 0}
+    doc = json.loads(run(main, ["derivatives", "org/base", "--json"], env=env).output)
+    assert {d["id"]: d["relation"] for d in doc["derivatives"]} == {"alice/ft": "finetune", "bob/ft2": "finetune"}
+    only = json.loads(run(main, ["derivatives", "org/base", "--relation", "quantized", "--json"], env=env).output)
+    assert only["derivatives"] == [] and only["relation"] == "quantized"

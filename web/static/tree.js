@@ -12,7 +12,7 @@
   function elements(doc) {
     var els = [];
     doc.nodes.forEach(function (n) {
-      els.push({ group: "nodes", data: { id: n.id, label: n.label, kind: n.kind, edge: n.edge || "", score: n.score,
+      els.push({ group: "nodes", data: { id: n.id, label: n.label, kind: n.kind, edge: n.edge || "", score: n.score, relation: n.relation || "",
         license: n.license || "", differs: n.license_differs ? "yes" : "", group: n.group || "", count: n.count || 0 } });
     });
     doc.edges.forEach(function (e) {
@@ -81,6 +81,7 @@
         lines.push(d.edge === "DERIVED_FROM" ? "detected" : d.edge === "DECLARES_BASE" ? "declared only (its card names it)"
           : d.edge === "SAME_WEIGHTS" ? "exact copy (the same weight files)" : d.edge);
       }
+      if (d.relation && d.edge === "DERIVED_FROM") { lines.push("relation " + d.relation + " (typed from the weights)"); }
       if (d.score !== null && d.score !== undefined) { lines.push("score " + Number(d.score).toFixed(3)); }
       lines.push("licence " + (d.license || "none"));
       if (d.differs) { lines.push("licence differs from the family's"); }
