@@ -10,7 +10,10 @@ re-detection changes the next evaluation. Kinds:
 * ``attribution_missing``: a notice or naming rule of the base licence is not met;
 * ``hidden_copy``: an exact re-upload (``SAME_WEIGHTS``) whose card names no base and whose licence is
   missing or differs from the original's;
-* ``unknown_license``: a derivative whose licence cannot be recognised, of a base whose terms matter.
+* ``unknown_license``: a derivative whose licence cannot be recognised, of a base whose terms matter;
+* ``relation_differs``: the card's ``base_model_relation`` for its detected parent contradicts the
+  relation the weights show (a quantization or a plain copy published as a fine-tune, a fine-tune
+  published as a quantization, a merge that is not one): :data:`CONSISTENT`.
 
 Declared derivatives are judged too: a card may name its base honestly and still relicense it.
 
@@ -33,11 +36,19 @@ from graph.records import FamilyRecord, ModelRecord
 from graph.store import MAX_DEPTH, EdgeRow, LineageStore
 
 Kind = Literal["license_conflict", "undeclared_base", "declared_differently", "attribution_missing", "hidden_copy",
-               "unknown_license"]
+               "unknown_license", "relation_differs"]
 KINDS: tuple[Kind, ...] = ("license_conflict", "undeclared_base", "declared_differently", "attribution_missing",
-                           "hidden_copy", "unknown_license")
+                           "hidden_copy", "unknown_license", "relation_differs")
 DEFAULT_SEVERITY: dict[str, Severity] = {"undeclared_base": "medium", "declared_differently": "medium",
-                                         "hidden_copy": "medium"}
+                                         "hidden_copy": "medium", "relation_differs": "low"}
+#: Which typed relations (fingerprint.relation, on the detected edge) a card's declared relation (the Hub's
+#: ``base_model_relation``) is consistent with; ``unknown`` claims nothing. A merged LoRA is a fine-tune.
+CONSISTENT: dict[str, frozenset[str]] = {
+    "finetune": frozenset({"finetune", "adapter_merged", "continued_pretraining", "vocab_changed", "pruned", "upcycled"}),
+    "adapter": frozenset({"adapter_merged", "finetune"}),
+    "quantized": frozenset({"quantized", "copy"}),
+    "merge": frozenset({"merge"}),
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,9 @@ class Graph:
     scope: set[str] | None = None
     #: detected parents of the scope's ancestors too (their ancestry decides ``declared_differently``)
     ancestry: dict[str, list[str]] = field(default_factory=dict)
+    #: the typed relation of each detected edge, and the relation each card declares for each base
+    typed: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    claimed: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: LineageStore, keys: set[str] | None = None) -> Graph:
@@ -155,7 +169,9 @@ class Graph:
         fams: dict[str, FamilyRecord | None] = {k: got.get(k) for k in ks}
         roots = {f.root_key for f in fams.values() if f is not None and f.root_key}
         models.update({m.key: m for m in store.get_models(sorted(roots - set(models)))})
-        return cls(store, parents, zs, declared, copies, models, fams, keys, ancestry)
+        typed = {(e.src, e.dst): e.relation for e in detected}
+        claimed = {(e.src, e.dst): e.relation for e in declared_rows}
+        return cls(store, parents, zs, declared, copies, models, fams, keys, ancestry, typed, claimed)
 
     def root_of(self, key: str) -> ModelRecord | None:
         """The root of ``key``'s family."""
@@ -271,12 +287,31 @@ def find_copy_license_breaks(g: Graph) -> Iterator[Finding]:
                                base_license=_license(base).label(), original=clean(orig.id))
 
 
+def find_relation_claims(g: Graph) -> Iterator[Finding]:
+    """``relation_differs``: a card that declares its detected parent with a ``base_model_relation`` the
+    typed edge contradicts (:data:`CONSISTENT`); ``medium`` when a copy or quantization is published as
+    a fine-tune (the Hub's tree then shows it as one), else ``low``. Untyped edges claim nothing."""
+    for (src, dst), typed in sorted(g.typed.items()):
+        claim = g.claimed.get((src, dst))
+        if typed in (None, "untyped") or claim not in CONSISTENT or typed in CONSISTENT[claim]:
+            continue
+        m, p = g.models.get(src), g.models.get(dst)
+        if m is None or p is None:
+            continue
+        severity: Severity = "medium" if claim == "finetune" and typed in ("copy", "quantized") else "low"
+        yield _finding("relation_differs", severity, m, p, g.family(src),
+                       f"the card calls it a {claim} of {clean(p.id)}; the weights say {typed}",
+                       rule=f"declared {claim}", declared_relation=claim, typed_relation=typed,
+                       score=next((sc for d, sc in g.parents.get(src, []) if d == dst), None), z=g.zs.get((src, dst)))
+
+
 #: The finders, each a function of the graph read once; a new kind of finding is a function and a line here.
 FINDERS: dict[str, Callable[[Graph], Iterable[Finding]]] = {
     "undeclared": find_undeclared,
     "license": find_license_breaks,
     "hidden_copy": find_hidden_copies,
     "copy_license": find_copy_license_breaks,
+    "relation": find_relation_claims,
 }
 
 

@@ -204,3 +204,25 @@ def test_an_incremental_evaluation_finds_what_a_full_one_finds(any_store: Any, t
         store.set_families([InFamily("k-new", "other")], T)
         store.upsert_derived([DerivedEdge("k-new", "k-other", 0.9, 20.0)], T)
         assert step() == {"zed/new"}  # undeclared; and nothing of the llama-x family was evaluated
+
+
+def test_a_declared_relation_the_weights_contradict_is_a_finding(store: SqliteStore) -> None:
+    from graph.records import TypedRelation
+
+    add(store, "meta/llama", "llama2", "llama")
+    for key in ("q/sold-as-ft", "ok/quant", "ok/lora", "x/fake-quant", "u/untyped"):
+        add(store, key, "llama2", "llama", parent="meta/llama", declared=("meta/llama",))
+    claims = {"q/sold-as-ft": "finetune", "ok/quant": "quantized", "ok/lora": "finetune", "x/fake-quant": "quantized",
+              "u/untyped": "quantized"}
+    store.upsert_declared([DeclaredEdge(k, "meta/llama", rel, "model_card") for k, rel in claims.items()], T)
+    typed = {"q/sold-as-ft": "quantized", "ok/quant": "quantized", "ok/lora": "adapter_merged", "x/fake-quant": "finetune",
+             "u/untyped": "untyped"}
+    store.set_relations([TypedRelation(k, "meta/llama", rel) for k, rel in typed.items()], T)
+    fs = [f for f in evaluate(store) if f.kind == "relation_differs"]
+    assert {f.model_id: f.severity for f in fs} == {"q/sold-as-ft": "medium", "x/fake-quant": "low"}
+    sold = next(f for f in fs if f.model_id == "q/sold-as-ft")
+    assert sold.reason == "the card calls it a finetune of meta/llama; the weights say quantized"
+    assert sold.evidence["typed_relation"] == "quantized" and sold.base_id == "meta/llama"
+    # an edge typed again to what the card says resolves it
+    store.set_relations([TypedRelation("x/fake-quant", "meta/llama", "quantized")], T)
+    assert {f.model_id for f in evaluate(store) if f.kind == "relation_differs"} == {"q/sold-as-ft"}
