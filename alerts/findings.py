@@ -11,6 +11,8 @@ re-detection changes the next evaluation. Kinds:
 * ``hidden_copy``: an exact re-upload (``SAME_WEIGHTS``) whose card names no base and whose licence is
   missing or differs from the original's;
 * ``unknown_license``: a derivative whose licence cannot be recognised, of a base whose terms matter;
+* ``scratch_claim``: the card's text says the model was trained from scratch, and the weights derive from
+  a parent;
 * ``relation_differs``: the card's ``base_model_relation`` for its detected parent contradicts the
   relation the weights show (a quantization or a plain copy published as a fine-tune, a fine-tune
   published as a quantization, a merge that is not one): :data:`CONSISTENT`.
@@ -36,11 +38,11 @@ from graph.records import FamilyRecord, ModelRecord
 from graph.store import MAX_DEPTH, EdgeRow, LineageStore
 
 Kind = Literal["license_conflict", "undeclared_base", "declared_differently", "attribution_missing", "hidden_copy",
-               "unknown_license", "relation_differs"]
+               "unknown_license", "scratch_claim", "relation_differs"]
 KINDS: tuple[Kind, ...] = ("license_conflict", "undeclared_base", "declared_differently", "attribution_missing",
-                           "hidden_copy", "unknown_license", "relation_differs")
+                           "hidden_copy", "unknown_license", "scratch_claim", "relation_differs")
 DEFAULT_SEVERITY: dict[str, Severity] = {"undeclared_base": "medium", "declared_differently": "medium",
-                                         "hidden_copy": "medium", "relation_differs": "low"}
+                                         "hidden_copy": "medium", "scratch_claim": "medium", "relation_differs": "low"}
 #: Which typed relations (fingerprint.relation, on the detected edge) a card's declared relation (the Hub's
 #: ``base_model_relation``) is consistent with; ``unknown`` claims nothing. A merged LoRA is a fine-tune.
 CONSISTENT: dict[str, frozenset[str]] = {
@@ -305,6 +307,22 @@ def find_relation_claims(g: Graph) -> Iterator[Finding]:
                        score=next((sc for d, sc in g.parents.get(src, []) if d == dst), None), z=g.zs.get((src, dst)))
 
 
+def find_scratch_claims(g: Graph) -> Iterator[Finding]:
+    """``scratch_claim``: the card's text claims training from scratch (a quote kept by the crawler), and
+    the weights derive from a detected parent."""
+    for key, ps in sorted(g.parents.items()):
+        m = g.models.get(key)
+        if m is None or not m.claims or not ps:
+            continue
+        dst, score = max(ps, key=lambda x: x[1] or 0.0)
+        p = g.models.get(dst)
+        if p is None:
+            continue
+        yield _finding("scratch_claim", DEFAULT_SEVERITY["scratch_claim"], m, p, g.family(key),
+                       f"the card says it was trained from scratch; the weights derive from {clean(p.id)}",
+                       quote=clean(m.claims, 200), score=score, z=g.zs.get((key, dst)))
+
+
 #: The finders, each a function of the graph read once; a new kind of finding is a function and a line here.
 FINDERS: dict[str, Callable[[Graph], Iterable[Finding]]] = {
     "undeclared": find_undeclared,
@@ -312,6 +330,7 @@ FINDERS: dict[str, Callable[[Graph], Iterable[Finding]]] = {
     "hidden_copy": find_hidden_copies,
     "copy_license": find_copy_license_breaks,
     "relation": find_relation_claims,
+    "scratch": find_scratch_claims,
 }
 
 

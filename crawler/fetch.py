@@ -11,9 +11,10 @@ crawler that claimed the item writes the bytes and records the result (one write
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from crawler import pacing
+from crawler.claims import MAX_CARD_BYTES, scratch_claim
 from crawler.errors import CrawlerError, GatedRepoError, HubRequestError, RepoNotFoundError
 from crawler.http import HttpRepo
 from crawler.records import HubModel, Outcome
@@ -32,6 +33,18 @@ class FetchOptions:
     timeout: float = 30.0
     attempts: int = 6
     backoff_s: float = 0.5
+
+
+def _card_claim(repo: HttpRepo, model: HubModel) -> str | None:
+    """The card text's "trained from scratch" claim, read at the same commit (bounded; a card that cannot be
+    read claims nothing: the fingerprint stands on its own)."""
+    size = model.file_sizes.get("README.md")
+    if size is None or size > MAX_CARD_BYTES:
+        return None
+    try:
+        return scratch_claim(repo.read_bytes("README.md", MAX_CARD_BYTES).decode("utf-8", "replace"))
+    except (CrawlerError, FingerprintError, OSError):
+        return None
 
 
 def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
@@ -60,6 +73,7 @@ def fingerprint_repo(model: HubModel, options: FetchOptions) -> Outcome:
     except (FingerprintError, CrawlerError) as e:
         return Outcome(model, "unsupported", str(e), bytes_read=read())
     data = to_bytes(sk)
+    model = replace(model, claims=_card_claim(repo, model))
     return Outcome(model, "fingerprinted", None, data=data, bytes_read=read(),
                    requests=repo.range_requests + repo.resolver_requests,
                    seconds={"fingerprint": time.perf_counter() - t0})

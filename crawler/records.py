@@ -101,6 +101,8 @@ class HubModel:
     adapter: bool = False
     gguf: bool = False
     quantized: bool = False
+    claims: str | None = None
+    """A quote of the card text's "trained from scratch" claim (:mod:`crawler.claims`), read with the weights."""
 
     @property
     def weight_bytes(self) -> int:

@@ -199,7 +199,7 @@ RETURN count(r) AS n
 # -- reads ----------------------------------------------------------------------------------------
 _MODEL_FIELDS = ("key", "id", "sha", "author", "created_at_ms", "last_modified_ms", "license", "license_name",
                  "license_link", "gated", "architecture", "hidden_size", "num_layers", "vocab_size", "num_params",
-                 "fingerprint_version", "pipeline_tag", "library", "candidate_family")
+                 "fingerprint_version", "pipeline_tag", "library", "candidate_family", "claims")
 _MODEL_PROJECTION = ", ".join(f"m.{f} AS {f}" for f in _MODEL_FIELDS)
 
 # Two statements, not one "key = x OR id = x": the OR defeats the index on both servers we measured.

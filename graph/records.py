@@ -59,6 +59,8 @@ class ModelRecord:
     library: str | None = None
     candidate_family: bool = False
     """No confident match, no declared base, looks like a full pretrain: flagged, not silently a root."""
+    claims: str | None = None
+    """A quote of the card text's "trained from scratch" claim, bounded (checked against the weights)."""
 
     def __post_init__(self) -> None:
         _key(self.key, "Model.key")

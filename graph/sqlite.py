@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS model (
   key TEXT PRIMARY KEY, id TEXT NOT NULL, sha TEXT, author TEXT, created_at_ms INTEGER, last_modified_ms INTEGER,
   license TEXT, license_name TEXT, license_link TEXT, gated INTEGER NOT NULL DEFAULT 0, architecture TEXT,
   hidden_size INTEGER, num_layers INTEGER, vocab_size INTEGER, num_params INTEGER, fingerprint_version TEXT,
-  pipeline_tag TEXT, library TEXT, candidate_family INTEGER NOT NULL DEFAULT 0,
+  pipeline_tag TEXT, library TEXT, candidate_family INTEGER NOT NULL DEFAULT 0, claims TEXT,
   first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS model_id ON model(id);
 CREATE INDEX IF NOT EXISTS model_label ON model(key, id, license);  -- covers traversal answers
@@ -145,9 +145,10 @@ class SqliteStore:
                                             "open it once with write access to upgrade it")
             return []
         self.db.executescript(_DDL)
-        if not self._has_relation_columns():  # a store from before typed relations: add the columns (cheap)
-            self.db.execute("ALTER TABLE derived_from ADD COLUMN relation TEXT")
-            self.db.execute("ALTER TABLE derived_from ADD COLUMN relation_detail TEXT NOT NULL DEFAULT ''")
+        # a store from before typed relations and card claims: add their columns (cheap, no rewrite)
+        for table, col, decl in self.ADDED_COLUMNS:
+            if col not in self._columns(table):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
         if self._meta("closure") != closure.VERSION:
             # A store written before the closure existed (or by another version of it): build it once.
             self.db.execute("BEGIN IMMEDIATE")
@@ -163,8 +164,16 @@ class SqliteStore:
                 raise
         return []
 
+    #: columns added after the first schema: (table, column, declaration), added in place on first write
+    ADDED_COLUMNS = (("derived_from", "relation", "TEXT"), ("derived_from", "relation_detail", "TEXT NOT NULL DEFAULT ''"),
+                     ("model", "claims", "TEXT"))
+
+    def _columns(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self.db.execute(f"PRAGMA table_info({table})")}
+
     def _has_relation_columns(self) -> bool:
-        return "relation" in {r[1] for r in self.db.execute("PRAGMA table_info(derived_from)")}
+        """Whether every column added since the first schema is there (a read-only store cannot add them)."""
+        return all(col in self._columns(table) for table, col, _ in self.ADDED_COLUMNS)
 
     def _meta(self, k: str) -> str | None:
         row = self.db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()

@@ -294,7 +294,7 @@ class Pipeline:
             license_link=m.license_link, gated=bool(m.gated), architecture=m.architecture or meta.get("architecture"),
             hidden_size=meta.get("hidden_size"), num_layers=meta.get("num_layers"), vocab_size=meta.get("vocab_size"),
             num_params=m.params, fingerprint_version=str(meta["version"]) if "version" in meta else None,
-            pipeline_tag=m.pipeline_tag, library=m.library)
+            pipeline_tag=m.pipeline_tag, library=m.library, claims=m.claims)
         old = self.store.get_models([m.key])
         if old:  # what we learned before (from the weights, or a flag) is kept when this pass has no value
             prev = old[0].props()

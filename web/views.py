@@ -58,7 +58,8 @@ def _text(q: str | None, what: str = "q") -> str:
 def _model_doc(m: ModelRecord) -> dict[str, Any]:
     return {"key": m.key, "id": m.id, "author": m.author, "license": m.license, "gated": m.gated,
             "architecture": m.architecture, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
-            "created_at_ms": m.created_at_ms, "candidate_family": m.candidate_family, "hub_url": f"{HUB}/{m.id}"}
+            "created_at_ms": m.created_at_ms, "candidate_family": m.candidate_family, "claims": m.claims,
+            "hub_url": f"{HUB}/{m.id}"}
 
 
 def _evidence(raw: str) -> dict[str, Any]:

@@ -226,3 +226,12 @@ def test_a_declared_relation_the_weights_contradict_is_a_finding(store: SqliteSt
     # an edge typed again to what the card says resolves it
     store.set_relations([TypedRelation("x/fake-quant", "meta/llama", "quantized")], T)
     assert {f.model_id for f in evaluate(store) if f.kind == "relation_differs"} == {"q/sold-as-ft"}
+
+
+def test_a_from_scratch_claim_is_a_finding_only_with_a_detected_parent(store: SqliteStore) -> None:
+    add(store, "meta/llama", "llama2", "llama")
+    add(store, "x/liar", "llama2", "llama", parent="meta/llama", declared=("meta/llama",), claims="trained from scratch")
+    add(store, "y/honest-root", "mit", "y", claims="We trained it from scratch.")  # a root: its claim holds
+    fs = [f for f in evaluate(store) if f.kind == "scratch_claim"]
+    assert [(f.model_id, f.base_id) for f in fs] == [("x/liar", "meta/llama")]
+    assert fs[0].evidence["quote"] == "trained from scratch"

@@ -105,3 +105,32 @@ def test_a_sentence_transformers_repo_is_read_from_its_module_folder_over_http(
     remote, local = load(tmp_path / "remote.lfp"), sketch_model(open_model(root))
     assert remote.keys == local.keys and np.array_equal(remote.embed, local.embed)
     assert all(np.array_equal(a, b) for a, b in zip(remote.q + remote.k, local.q + local.k, strict=True))
+
+
+def test_a_cards_from_scratch_claim_is_read_with_the_weights_and_found_false(
+        models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fine-tune whose card text says "trained from scratch": the worker reads README.md at the same
+    commit (bounded), the graph keeps the quote, and the alerts find the claim contradicted by the weights."""
+    from hubdata import repo
+
+    from alerts.findings import evaluate
+    from lineage.app import open_app
+    from lineage.settings import Settings
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    liar = tmp_path / "liar"
+    shutil.copytree(models["ft"], liar)
+    (liar / "README.md").write_text("---\nlicense: apache-2.0\n---\n# Liar-7B\nLiar-7B was trained from scratch "
+                                    "on our own corpus. <script>alert(1)</script>\n")
+    with HubSim() as hub:
+        repo(hub, "org/base", models["base"], 1)
+        repo(hub, "eve/liar", liar, 2)
+        settings = Settings.from_env({"LINEAGE_HOME": str(tmp_path / "home")})
+        with open_app(settings, writer="test") as app:
+            app.add_base("org/base", "base", hub.endpoint)
+            app.crawl(app.crawler(hub.endpoint, progress=False))
+            [m] = [x for x in app.store.get_models(["eve/liar"])]
+            assert m.claims == "Liar-7B was trained from scratch on our own corpus."
+            found = [f for f in evaluate(app.store) if f.kind == "scratch_claim"]
+    assert [(f.model_id, f.base_id, f.severity) for f in found] == [("eve/liar", "org/base", "medium")]
+    assert found[0].evidence["quote"] == m.claims

@@ -389,7 +389,8 @@ def test_a_store_from_before_typed_relations_is_upgraded(tmp_path: Path) -> None
     first.ensure_schema()
     first.close()
     old = sqlite3.connect(tmp_path / "graph.sqlite")  # as the previous version wrote it: no relation columns
-    old.executescript("ALTER TABLE derived_from DROP COLUMN relation_detail; ALTER TABLE derived_from DROP COLUMN relation;")
+    old.executescript("ALTER TABLE derived_from DROP COLUMN relation_detail; ALTER TABLE derived_from DROP COLUMN relation; "
+                      "ALTER TABLE model DROP COLUMN claims;")
     old.close()
     with pytest.raises(StoreUnavailableError, match="open it once with write access"):
         SqliteStore(tmp_path / "graph.sqlite", read_only=True).ensure_schema()
