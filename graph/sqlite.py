@@ -31,52 +31,11 @@ from graph.records import (
     TypedRelation,
 )
 from graph.sqlite_reach import ONE_HOP, REACH, REACH_ALL, TABLES
+from graph.sqlite_schema import ADDED_COLUMNS, DDL, DERIVED_COLS, MODEL_COLS
 from graph.store import BATCH, MAX_DEPTH, EdgeRow, Mode
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
-MODEL_COLS = tuple(ModelRecord.__dataclass_fields__)
-DERIVED_COLS = tuple(DerivedEdge.__dataclass_fields__)
 
-_DDL = f"""
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS model (
-  key TEXT PRIMARY KEY, id TEXT NOT NULL, sha TEXT, author TEXT, created_at_ms INTEGER, last_modified_ms INTEGER,
-  license TEXT, license_name TEXT, license_link TEXT, gated INTEGER NOT NULL DEFAULT 0, architecture TEXT,
-  hidden_size INTEGER, num_layers INTEGER, vocab_size INTEGER, num_params INTEGER, fingerprint_version TEXT,
-  pipeline_tag TEXT, library TEXT, candidate_family INTEGER NOT NULL DEFAULT 0, claims TEXT,
-  first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS model_id ON model(id);
-CREATE INDEX IF NOT EXISTS model_label ON model(key, id, license);  -- covers traversal answers
-CREATE INDEX IF NOT EXISTS model_license ON model(license);
-CREATE INDEX IF NOT EXISTS model_id_lower ON model(lower(id));  -- case-insensitive prefix search
-CREATE TABLE IF NOT EXISTS family (
-  name TEXT PRIMARY KEY, root_key TEXT, display_name TEXT, license TEXT,
-  first_seen_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS in_family (
-  model_key TEXT PRIMARY KEY, family TEXT NOT NULL, via TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS in_family_family ON in_family(family);
-CREATE TABLE IF NOT EXISTS derived_from (
-  src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, verdict TEXT NOT NULL, method TEXT NOT NULL,
-  method_version TEXT NOT NULL, detected_at_ms INTEGER NOT NULL, evidence TEXT NOT NULL,
-  created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, relation TEXT, relation_detail TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (src, dst)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS derived_dst ON derived_from(dst, score, src, verdict);  -- covers traversals
-CREATE INDEX IF NOT EXISTS derived_latest ON derived_from(detected_at_ms DESC, src);  -- the newest detections
-CREATE TABLE IF NOT EXISTS declares_base (
-  src TEXT NOT NULL, dst TEXT NOT NULL, relation TEXT NOT NULL, source TEXT NOT NULL,
-  updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS declares_dst ON declares_base(dst);
-CREATE TABLE IF NOT EXISTS same_weights (
-  a TEXT NOT NULL, b TEXT NOT NULL, sha256 TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
-  PRIMARY KEY (a, b)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS same_weights_b ON same_weights(b);
-CREATE TABLE IF NOT EXISTS shares_init (
-  src TEXT NOT NULL, dst TEXT NOT NULL, score REAL NOT NULL, z REAL, method_version TEXT NOT NULL,
-  detected_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS shares_init_dst ON shares_init(dst);
-INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-""" + closure.DDL + sqlite_changes.DDL
 
 class SqliteStore:
     """The embedded default store (``$LINEAGE_HOME/graph.sqlite``)."""
@@ -144,9 +103,9 @@ class SqliteStore:
                 raise StoreUnavailableError(f"{self.path} was written by another version and is read-only here: "
                                             "open it once with write access to upgrade it")
             return []
-        self.db.executescript(_DDL)
+        self.db.executescript(DDL)
         # a store from before typed relations and card claims: add their columns (cheap, no rewrite)
-        for table, col, decl in self.ADDED_COLUMNS:
+        for table, col, decl in ADDED_COLUMNS:
             if col not in self._columns(table):
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
         if self._meta("closure") != closure.VERSION:
@@ -164,16 +123,12 @@ class SqliteStore:
                 raise
         return []
 
-    #: columns added after the first schema: (table, column, declaration), added in place on first write
-    ADDED_COLUMNS = (("derived_from", "relation", "TEXT"), ("derived_from", "relation_detail", "TEXT NOT NULL DEFAULT ''"),
-                     ("model", "claims", "TEXT"))
-
     def _columns(self, table: str) -> set[str]:
         return {str(r[1]) for r in self.db.execute(f"PRAGMA table_info({table})")}
 
     def _has_relation_columns(self) -> bool:
         """Whether every column added since the first schema is there (a read-only store cannot add them)."""
-        return all(col in self._columns(table) for table, col, _ in self.ADDED_COLUMNS)
+        return all(col in self._columns(table) for table, col, _ in ADDED_COLUMNS)
 
     def _meta(self, k: str) -> str | None:
         row = self.db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
