@@ -189,7 +189,8 @@ VERDICTS = ("derived", "shared_init", "inconclusive", "independent")
 
 
 def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str,
-                 changes: list[dict[str, Any]] | None = None, asked: int = 0) -> str:
+                 changes: list[dict[str, Any]] | None = None, asked: int = 0,
+                 relations: dict[str, tuple[int, int]] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -221,8 +222,12 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
         lines.append(f"| {m} | {k['auc']:.3f} | {k['pauc5']:.3f} | {k['tpr_at_1fpr']:.3f} | {k['neg_mean']:.4f} ± {k['neg_std']:.4f} "
                      f"| {k['neg_max']:.4f} | {k['pos_min']:.4f} | {k['margin_sigma']:.1f} | {fd_s} | {pd_s} |")
     cats = sorted({r["category"] for r in rows if r["label"] == 1})
-    lines += ["", "Per category: min / mean score of positives; mean / max of negatives, with false `derived` counts", "",
-              "| category | n | " + " | ".join(scored) + " |", "|---|---|" + "---|" * len(scored)]
+    rel = relations is not None  # the typed relation of each direct edge (bench.relations), right / n
+    lines += ["", "Per category: min / mean score of positives; mean / max of negatives, with false `derived` counts"
+              + ("; relation: direct edges typed right (`lineage relation`; merges: method and weights within 0.02)"
+                 if rel else ""), "",
+              "| category | n | " + " | ".join(scored) + (" | relation" if rel else "") + " |",
+              "|---|---|" + "---|" * (len(scored) + rel)]
     for c in cats:
         cr = [r for r in rows if r["label"] == 1 and r["category"] == c]
         cells = []
@@ -230,6 +235,9 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
             v = np.array([r[m] for r in cr], dtype=float)
             v = v[~np.isnan(v)]
             cells.append(f"{v.min():.3f} / {v.mean():.3f}" if len(v) else "-")
+        if relations is not None:
+            got = relations.get(c)
+            cells.append(f"{got[0]}/{got[1]}" if got else "-")
         lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
     for c in sorted({r["category"] for r in rows if r["label"] == 0}):
         cr = [r for r in rows if r["label"] == 0 and r["category"] == c]
@@ -239,7 +247,7 @@ def write_report(rows: list[dict[str, Any]], methods: list[str], out: Path, titl
             v = v[~np.isnan(v)]
             fd = sum(1 for r in cr if r[f"{m}_verdict"] == "derived")
             cells.append(f"{v.mean():.3f} / {v.max():.3f}" + (f" ({fd} derived)" if m != "reef" else "") if len(v) else "-")
-        lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {c} | {len(cr)} | " + " | ".join(cells + (["-"] if rel else [])) + " |")
     lines += _verdict_table(rows, [m for m in methods if m in ("lineage", "second")])
     if changes is not None:
         lines += _second_summary(changes, asked)
@@ -389,7 +397,13 @@ def main() -> None:
     if a.reuse:
         methods = reuse_columns(rows, a.reuse, methods)
     out = a.out or RESULTS / (root.name if a.models else read_manifest(root).size)
-    print(write_report(rows, methods, out, title, scorer.changes if "second" in a.methods else None, scorer.asked))
+    relations = None
+    if not a.models and "lineage" in a.methods:
+        from bench.relations import typed_per_category
+
+        relations = typed_per_category(root)
+    print(write_report(rows, methods, out, title, scorer.changes if "second" in a.methods else None, scorer.asked,
+                       relations))
     by_method = defaultdict(float)
     for r in rows:
         for m in methods:

@@ -58,6 +58,34 @@ def _typed(parent: Path, child: Path) -> tuple[str, str]:
         return f"error: {e}", ""
 
 
+def typed_per_category(zoo: Path) -> dict[str, tuple[int, int]]:
+    """``category → (typed right, n)`` for the zoo's direct edges: each single-parent derivative against its
+    parent (:data:`EXPECTED`), each merge against all its parents (method and every weight within 0.02;
+    the zoo's merges are equal-weight, TIES against the base its recipe names)."""
+    from zoo.manifest import read_manifest
+
+    entries = {m.name: m for m in read_manifest(zoo)}
+    out: dict[str, list[int]] = {}
+    for m in entries.values():
+        if m.category.startswith("merge") and len(m.parents) > 1:
+            base = m.args.get("base")
+            try:
+                r = estimate(open_model(_path(zoo, m)), [open_model(_path(zoo, entries[p])) for p in m.parents],
+                             open_model(_path(zoo, entries[base])) if base else None)
+                ok = (r.method == ("ties" if m.op == "merge_ties" else "linear")
+                      and max(abs(w - 1 / len(m.parents)) for w in r.weights) <= 0.02)
+            except Exception:  # a benchmark row, not a crash
+                ok = False
+        elif len(m.parents) == 1 and m.category in EXPECTED:
+            ok = _typed(_path(zoo, entries[m.parents[0]]), _path(zoo, m))[0] == EXPECTED[m.category]
+        else:
+            continue
+        c = out.setdefault(m.category, [0, 0])
+        c[0] += ok
+        c[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def zoo_table(zoo: Path) -> tuple[list[str], int, int]:
     from zoo.manifest import read_manifest
 
