@@ -145,17 +145,27 @@ def residual_alignment(parent: CanonicalModel, child: CanonicalModel) -> tuple[n
 
 
 _READS: WeakKeyDictionary[CanonicalModel, dict[tuple[Any, ...], Any]] = WeakKeyDictionary()
-MAX_MEMO = 64
+MAX_MEMO_BYTES = 512 * 1024**2
+"""What one model's memo may hold: a 7B layer's seven matrices in float32 are ~1.6 GB, so past this the
+oldest reads are dropped (read again if asked: correct, slower)."""
+
+
+def _nbytes(v: Any) -> int:
+    return sum(_nbytes(x) for x in v) if isinstance(v, tuple) else int(getattr(v, "nbytes", 0))
 
 
 def _memo(m: CanonicalModel, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
     """``make()`` once per model and key: typing reads each matrix for its difference, its form and the
-    layer matching; over ranged HTTP reads every repeat is a round trip."""
+    layer matching; over ranged HTTP reads every repeat is a round trip. Bounded by :data:`MAX_MEMO_BYTES`."""
     got = _READS.setdefault(m, {})
     if key not in got:
-        if len(got) >= MAX_MEMO:
+        value = make()
+        size = _nbytes(value)
+        while got and sum(_nbytes(v) for v in got.values()) + size > MAX_MEMO_BYTES:
             got.pop(next(iter(got)))
-        got[key] = make()
+        if size <= MAX_MEMO_BYTES:
+            got[key] = value
+        return value
     return got[key]
 
 

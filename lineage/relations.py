@@ -113,13 +113,19 @@ def _detail(doc: dict[str, Any]) -> str:
     return text if len(text) <= MAX_EVIDENCE else json.dumps({k: keep[k] for k in ("rule", "drift") if k in keep})
 
 
+SAMPLE_LAYERS = 2
+"""Layers a typing pass reads per edge (evenly spaced): each costs both models' seven matrices of that
+layer, ~0.4 GB per side for a 7B in bf16, so 2 layers are ~1.6 GB per typed 7B pair."""
+
+
 def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+               progress: Callable[[int, int], None] | None = None, sample: int = SAMPLE_LAYERS) -> dict[str, int]:
     """Type up to ``limit`` ``derived`` edges not typed yet, oldest first, from both ends' weights at their
     crawled commits (ranged reads of a few layers each). A model with two detected parents or more is a
     merge: each of its edges is typed ``merge``, with the recipe. An edge whose models cannot be read or
     put in one basis is stored ``untyped`` with the reason; a transient Hub failure leaves it for the next
-    pass. Each edge is written as soon as it is typed (an interrupted pass loses at most one).
+    pass. Each edge is written as soon as it is typed (an interrupted pass loses at most one). Returns the
+    counts and the bytes read (``bytes_read``).
     """
     from crawler.errors import GatedRepoError, HubRequestError, RepoNotFoundError
     from fingerprint.errors import FingerprintError
@@ -131,14 +137,16 @@ def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
     srcs = sorted({s for s, _ in pairs})
     parents = {s: [e.dst for e in store.parent_edges(s) if e.verdict == "derived"] for s in srcs}
     models = {m.key: m for m in store.get_models(sorted({k for s in srcs for k in [s, *parents[s]]}))}
-    counts = {"typed": 0, "untyped": 0, "later": 0}
+    counts = {"typed": 0, "untyped": 0, "later": 0, "bytes_read": 0}
     done = 0
-    cache: dict[tuple[str, str], Any] = {}  # a parent shared by many children is opened (one metadata call) once
+    # a parent shared by many children is opened (one metadata call) and its matrices read once; a few at
+    # a time, as each holds its reads (fingerprint.relation.MAX_MEMO_BYTES)
+    cache: dict[tuple[str, str], Any] = {}
 
     def open_at(repo_id: str, sha: str) -> Any:
         if (repo_id, sha) not in cache:
-            if len(cache) >= 16:
-                cache.pop(next(iter(cache)))
+            if len(cache) >= 4:
+                counts["bytes_read"] += cache.pop(next(iter(cache))).bytes_read
             cache[(repo_id, sha)] = crawler.open(repo_id, sha)
         return cache[(repo_id, sha)]
 
@@ -152,12 +160,12 @@ def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
             c = open_at(child.id, child.sha)
             opened = {e.key: open_at(e.id, e.sha or "") for e in ends}
             if len(ends) > 1:
-                recipe = estimate(c, [opened[e.key] for e in ends]).to_dict()
+                recipe = estimate(c, [opened[e.key] for e in ends], sample=sample).to_dict()
                 recipe["parents"] = [e.id for e in ends]
                 rows = [TypedRelation(src, d, "merge", _detail({"rule": f"{len(ends)} detected parents", "recipe": recipe}))
                         for d in todo]
             else:
-                typed = classify(opened[todo[0]], c).to_dict()
+                typed = classify(opened[todo[0]], c, sample).to_dict()
                 rows = [TypedRelation(src, todo[0], typed["relation"], _detail(typed))]
         except (GatedRepoError, RepoNotFoundError, FingerprintError) as e:
             rows = [TypedRelation(src, d, "untyped", _detail({"error": str(e)[:300]})) for d in todo]
@@ -170,4 +178,5 @@ def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
         done += len(todo)
         if progress is not None:
             progress(done, len(pairs))
+    counts["bytes_read"] += sum(m.bytes_read for m in cache.values())
     return counts

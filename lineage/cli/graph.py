@@ -11,7 +11,7 @@ from alerts.policy import suspects
 from graph import queries
 from graph.records import TYPED_RELATIONS, Lineage
 from graph.store import MAX_DEPTH, LineageStore
-from lineage.cli.output import emit_json, handle_errors, output_options, table
+from lineage.cli.output import emit_json, fmt_bytes, handle_errors, output_options, table
 
 
 def _with_store(fn: Callable[[LineageStore], Any]) -> Any:
@@ -248,8 +248,8 @@ def type_edges(limit: int, as_json: bool) -> None:
     """Type detected DERIVED_FROM edges from the weights (copy, quantized, finetune, adapter_merged,
     continued_pretraining, pruned, upcycled, vocab_changed, merge): the oldest untyped first.
 
-    Reads a few layers' matrices of both ends at their crawled commits from LINEAGE_HUB_ENDPOINT (ranged
-    requests), as `lineage relation` does on local files. The service runs this as its `relations` job.
+    Reads two layers' matrices of both ends at their crawled commits from LINEAGE_HUB_ENDPOINT (ranged
+    requests; ~1.6 GB for a 7B pair in bf16), as `lineage relation` does on local files. The service runs this as its `relations` job.
     An edge that cannot be typed is stored `untyped` with the reason; a Hub failure leaves it for the next
     pass.
 
@@ -276,7 +276,7 @@ def type_edges(limit: int, as_json: bool) -> None:
         emit_json(counts)
     else:
         click.echo(f"typed {counts['typed']} edge(s), {counts['untyped']} untyped (reason stored), "
-                   f"{counts['later']} left for the next pass")
+                   f"{counts['later']} left for the next pass; read {fmt_bytes(counts['bytes_read'])}")
 
 
 COMMANDS = (derivatives, ancestors, family, undeclared, stats, export, repair, type_edges)
