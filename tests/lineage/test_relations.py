@@ -114,3 +114,46 @@ def test_type_edges_types_what_the_crawl_placed_over_http_once(hub: Any, tmp_pat
     assert {d["id"]: d["relation"] for d in doc["derivatives"]} == {"alice/ft": "finetune", "bob/ft2": "finetune"}
     only = json.loads(run(main, ["derivatives", "org/base", "--relation", "quantized", "--json"], env=env).output)
     assert only["derivatives"] == [] and only["relation"] == "quantized"
+
+
+@pytest.mark.slow
+def test_type_edges_killed_mid_pass_resumes_without_loss(hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL `lineage type-edges` once it has typed one edge: the typed edge stays, the next pass types
+    only the rest, and the graph ends as an uninterrupted pass leaves it."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    run = CliRunner().invoke
+    homes = {h: tmp_path / h for h in ("ref", "killed")}
+    for home in homes.values():
+        env = {"LINEAGE_HOME": str(home)}
+        assert run(main, ["index", "add", "org/base", "--family", "base", "--endpoint", hub.endpoint], env=env).exit_code == 0
+        assert run(main, ["crawl", "--endpoint", hub.endpoint, "--json"], env=env).exit_code == 0
+    assert run(main, ["type-edges", "--json"], env={"LINEAGE_HOME": str(homes["ref"]), "LINEAGE_HUB_ENDPOINT": hub.endpoint}).exit_code == 0
+
+    def typed(home: Path) -> dict[tuple[str, str], str | None]:
+        with sqlite3.connect(home / "graph.sqlite") as con:
+            return {(s, d): r for s, d, r in con.execute("SELECT src, dst, relation FROM derived_from")}
+
+    env = {**os.environ, "LINEAGE_HOME": str(homes["killed"]), "LINEAGE_HUB_ENDPOINT": hub.endpoint,
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    hub.delay_s = 0.05  # every weight read is slow: the pass is mid-way when the first edge is stored
+    p = subprocess.Popen([sys.executable, "-m", "lineage", "type-edges"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not any(typed(homes["killed"]).values()):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    hub.delay_s = 0.0
+    at_kill = {k: v for k, v in typed(homes["killed"]).items() if v}
+    assert len(at_kill) == 1, at_kill  # killed after the first edge, before the second
+    r = run(main, ["type-edges", "--json"], env={"LINEAGE_HOME": str(homes["killed"]), "LINEAGE_HUB_ENDPOINT": hub.endpoint})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["typed"] == 1  # only what was left
+    assert typed(homes["killed"]) == typed(homes["ref"]) and all(typed(homes["ref"]).values())
