@@ -284,6 +284,16 @@ def perturb(sd: dict[str, np.ndarray], rel: float, seed: int) -> dict[str, np.nd
     return {k: (v + rel * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in sd.items()}
 
 
+def llama_base(out: Path, seed: int = 0) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
+    """A tiny LLaMA (``llama_config``) with a 512-token word-level tokenizer: its directory, config and
+    state dict, to derive children from."""
+    from safetensors.numpy import load_file
+
+    base = build_hf("llama", out, seed=seed, config=llama_config())
+    write_wordlevel_tokenizer(base, 512)
+    return base, json.loads((base / "config.json").read_text()), load_file(str(base / "model.safetensors"))
+
+
 def golden_model(out: Path) -> Path:
     """A fixed-seed tiny LLaMA written from numpy alone (no framework init code that could change)."""
     d, layers, heads, kv, ff, vocab = 32, 2, 4, 2, 64, 96

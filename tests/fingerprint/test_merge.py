@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
 from fingerprint.merge import estimate, slerp_t
-from tests.tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from tests.tinymodels import llama_base, perturb, save_state_dict
 from zoo import merges
 
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, dict[str, np.ndarray]]]:
     root = tmp_path_factory.mktemp("merge")
-    base = build_hf("llama", root / "base", seed=0, config=llama_config())
-    write_wordlevel_tokenizer(base, 512)
-    sd = load_file(str(base / "model.safetensors"))
+    base, cfg, sd = llama_base(root / "base")
     # Two "fine-tunes" that move the base by different amounts, like two task vectors would.
-    return base, json.loads((base / "config.json").read_text()), {"base": sd, "a": perturb(sd, 0.05, 1), "b": perturb(sd, 0.2, 2)}
+    return base, cfg, {"base": sd, "a": perturb(sd, 0.05, 1), "b": perturb(sd, 0.2, 2)}
 
 
 CASES = {

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from fingerprint.canonical import open_model
 from fingerprint.errors import ComparisonError
 from fingerprint.relation import classify, effective_rank, quant_steps
-from tests.tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from tests.tinymodels import build_hf, llama_base, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
 from zoo.attacks import fold_and_rotate, scale_qk_heads
 from zoo.convert import to_fp8, to_gguf, to_int4
 
@@ -34,10 +32,7 @@ def _lora(sd: dict[str, np.ndarray], rank: int, size: float, seed: int) -> dict[
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("relation")
-    base = build_hf("llama", root / "base", seed=0, config=llama_config())
-    write_wordlevel_tokenizer(base, 512)
-    cfg = json.loads((base / "config.json").read_text())
-    sd = load_file(str(base / "model.safetensors"))
+    base, cfg, sd = llama_base(root / "base")
     out = {"base": base}
 
     def save(name: str, s: dict[str, np.ndarray], c: dict | None = None) -> None:

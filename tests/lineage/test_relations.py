@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import load_file
 
 from lineage.cli import main
-from tests.tinymodels import build_hf, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
+from tests.tinymodels import build_hf, llama_base, llama_config, perturb, save_state_dict, write_wordlevel_tokenizer
 from zoo import merges
 
 EVIL = '<img src=x onerror=alert(1)>'
@@ -23,10 +22,7 @@ EVIL = '<img src=x onerror=alert(1)>'
 @pytest.fixture(scope="module")
 def fam(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("relations")
-    base = build_hf("llama", root / "base", seed=0, config=llama_config())
-    write_wordlevel_tokenizer(base, 512)
-    cfg = json.loads((base / "config.json").read_text())
-    sd = load_file(str(base / "model.safetensors"))
+    base, cfg, sd = llama_base(root / "base")
     a, b = perturb(sd, 0.05, 1), perturb(sd, 0.2, 2)
     out = {"base": base, "a": save_state_dict(a, cfg, root / "a", base), "b": save_state_dict(b, cfg, root / "b", base)}
     out["merged"] = save_state_dict(merges.linear([a, b], [0.25, 0.75]), cfg, root / "merged", base)
