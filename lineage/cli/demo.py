@@ -76,7 +76,8 @@ def print_report(doc: dict[str, Any]) -> None:
 def _show_tree(children: dict[str, list[dict[str, Any]]], node: str, depth: int) -> None:
     for r in sorted(children.get(node, []), key=lambda r: r["id"]):
         score = f"{r['score']:.3f}" if r.get("score") is not None else "-"
-        click.echo(f"  {'   ' * depth}└─ {r['id']}  (score {score})")
+        rel = f", {r['relation']}" if r.get("relation") else ""  # typed from the weights (lineage type-edges)
+        click.echo(f"  {'   ' * depth}└─ {r['id']}  (score {score}{rel})")
         if depth < 8:
             _show_tree(children, r["id"], depth + 1)
 

@@ -125,7 +125,8 @@ def family(model_id: str, as_json: bool) -> None:
                 continue
             seen.add(m["id"])
             # the edge's own score, as the demo's tree prints it (min_score, the chain's weakest, is in --json)
-            click.echo(f"{indent}└─ {m['id']}  score {_score(m.get('score'))}  licence {m.get('license') or '?'}")
+            rel = f"  {m['relation']}" if m.get("relation") else ""
+            click.echo(f"{indent}└─ {m['id']}  score {_score(m.get('score'))}{rel}  licence {m.get('license') or '?'}")
             walk(m["id"], indent + "   ", seen)
 
     click.echo(doc["root"])
