@@ -122,7 +122,8 @@ def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
                progress: Callable[[int, int], None] | None = None, sample: int = SAMPLE_LAYERS) -> dict[str, int]:
     """Type up to ``limit`` ``derived`` edges not typed yet, oldest first, from both ends' weights at their
     crawled commits (ranged reads of a few layers each). A model with two detected parents or more is a
-    merge: each of its edges is typed ``merge``, with the recipe. An edge whose models cannot be read or
+    merge: each of its edges is typed ``merge``, with the recipe (against the parents' family root as the
+    base when they share one, which tells task arithmetic, TIES and DARE apart). An edge whose models cannot be read or
     put in one basis is stored ``untyped`` with the reason; a transient Hub failure leaves it for the next
     pass. Each edge is written as soon as it is typed (an interrupted pass loses at most one). Returns the
     counts and the bytes read (``bytes_read``).
@@ -160,7 +161,14 @@ def type_edges(store: LineageStore, crawler: Crawler, limit: int = 50,
             c = open_at(child.id, child.sha)
             opened = {e.key: open_at(e.id, e.sha or "") for e in ends}
             if len(ends) > 1:
-                recipe = estimate(c, [opened[e.key] for e in ends], sample=sample).to_dict()
+                # parents of one family share its root: the base whose task vectors tell TIES and DARE apart
+                roots = {f.root_key for f in store.families_of([e.key for e in ends]).values() if f.root_key}
+                base_key = next(iter(roots)) if len(roots) == 1 and not roots & {e.key for e in ends} else None
+                base = store.get_models([base_key]) if base_key else []
+                base_m = open_at(base[0].id, base[0].sha) if base and base[0].sha else None
+                recipe = estimate(c, [opened[e.key] for e in ends], base_m, sample=sample).to_dict()
+                if base_m is not None:
+                    recipe["base"] = base[0].id
                 recipe["parents"] = [e.id for e in ends]
                 rows = [TypedRelation(src, d, "merge", _detail({"rule": f"{len(ends)} detected parents", "recipe": recipe}))
                         for d in todo]

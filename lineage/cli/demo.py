@@ -58,7 +58,7 @@ def print_report(doc: dict[str, Any]) -> None:
     click.echo("")
     root = doc["families"][0]["root"] if doc["families"] else "ROOT"
     click.echo("next, try:")
-    click.echo(f"  lineage derivatives {root}            # everything derived from it, with scores")
+    click.echo(f"  lineage derivatives {root}            # everything derived from it, with scores and relations")
     click.echo(f"  lineage family {root} --json")
     click.echo("  lineage undeclared                      # suspected unlicensed derivatives")
     click.echo("  lineage alerts list                     # licence findings; lineage alerts deliver sends them")

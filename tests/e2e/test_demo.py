@@ -132,6 +132,10 @@ def check_relations(models: Manifest, dump: dict[str, Any], doc: dict[str, Any])
             wrong.append((child.id, e["relation"], EXPECTED[child.category]))
     assert right >= 0.95 * (right + len(wrong)) and right >= 60, wrong
     assert truth["llama-a-lora"].id in {nodes[e["src"]] for e in dump["DERIVED_FROM"] if e["relation"] == "adapter_merged"}
+    # a merge's recipe, against its parents' family root: the TIES merge is named and weighed
+    ties = [json.loads(e["relation_detail"])["recipe"] for e in dump["DERIVED_FROM"]
+            if nodes[e["src"]] == truth["llama-a-merge-ties"].id]
+    assert ties and all(r["method"] == "ties" and np.allclose(r["weights"], [0.5, 0.5], atol=0.02) for r in ties), ties
 
 
 PERMISSIVE = ("apache-2.0", "mit")
