@@ -24,8 +24,9 @@ result by the callers. The statistics, in order:
    ``1.5 · σ_n · (√m + √k)`` (Marchenko–Pastur for i.i.d. noise of scale ``σ_n``).
 
 The rules (first that holds), stated in ``docs/method/relations.md``: ``upcycled`` (dense → MoE);
-``pruned`` (fewer layers, a narrower width, or ≥ 20 points more exact zeros); ``copy`` (``δ`` within 4×
-the storage rounding, however stored); ``quantized`` (stored in a quantized scheme, or on a grid the
+``pruned`` (fewer layers, a narrower width, or ≥ 20 points more exact zeros); ``copy`` (≤ 1% of the
+elements moved beyond two roundings of the coarser dtype, however stored; a form-measured matrix within 4×
+the rounding noise); ``quantized`` (stored in a quantized scheme, or on a grid the
 parent does not have, and ``rms(Δ / step) ≤ 0.6``: round-to-nearest gives ``1/√12 ≈ 0.29``, GPTQ's
 error feedback a little more); ``vocab_changed`` (embedding rows differ, drift below the
 continued-pretraining line); ``adapter_merged`` (every changed role's effective rank ≤ ¼ of its smaller
@@ -94,6 +95,11 @@ class RoleStats:
     """Share of the above-noise energy of ``Δ`` its ``rank`` top directions hold."""
     spectrum: list[float] | None = None
     """Top singular values of ``Δ`` in units of the noise edge (above 1: above the noise)."""
+    beyond_rounding: float | None = None
+    """Share of elements that moved more than two roundings of the coarser dtype (the weight and its folded norm
+    gain), ``|Δ_i| > 2u·|w_i|``, plus a float32
+    arithmetic floor of ``2^-16·rms(W)`` (raw roles): 0 for
+    a copy (converted or not), most of the matrix for any trained change, whose steps are whole ulps."""
 
 
 @dataclass
@@ -385,8 +391,13 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
             qrms = (float(np.sqrt(np.mean(((qc - qp) / np.where(steps > 0, steps, np.inf)) ** 2)))
                     if steps is not None else None)
             rank, share, spectrum = effective_rank(delta, edge_noise)
+            u = max(UNIT_ROUNDOFF.get(dtype_p, 2.0**-24), UNIT_ROUNDOFF.get(dtype_c, 2.0**-24))
+            # plus a float32 arithmetic floor: an attack computed in float (a rotation) errs relative to its rows'
+            # norm, not to each element (256 units of 2^-24 of the matrix's rms; a bf16 ulp is 2^-8 of |w|)
+            # two roundings: the weight and, folded into it, its norm gain
+            beyond = float((np.abs(delta) > 2.02 * u * np.abs(wa) + 256 * 2.0**-24 * scale).mean())
             out.append(RoleStats(lp, role, raw, "raw", rank, min(delta.shape), noise / scale, qrms, zeros, dtype_c,
-                                 share, spectrum))
+                                 share, spectrum, beyond))
         else:
             via = "form" if delta is not None else "shape"  # "shape": a pruned side, not a transform
             out.append(RoleStats(lp, role, forms[fname], via, None, min(wc.shape), noise / scale, None, zeros,
@@ -433,7 +444,10 @@ def classify(parent: CanonicalModel, child: CanonicalModel, sample: int = 4) -> 
         pruned["unstructured"] = {"sparsity": round(zeros, 3)}
     if pruned:
         return done("pruned", "layers, width or weights were removed", **pruned)
-    copy = all(r.delta <= 4.0 * r.noise + 1e-6 for r in roles)
+    # a copy: no element moved beyond two roundings of the coarser dtype (a matrix seen only through its form,
+    # after an attack, within 4x the rounding noise); a bf16 fine-tune moves whole ulps, however small
+    copy = all(r.beyond_rounding <= 0.01 if r.beyond_rounding is not None else r.delta <= 4.0 * r.noise + 1e-6
+               for r in roles)
     if copy and sp.vocab_rows == sc.vocab_rows:  # the same weights, whatever either side is stored as
         return done("copy", "every sampled difference is within 4x the storage rounding")
     qr = [r.quant_rms for r in roles if r.quant_rms is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,18 @@ def _lora(sd: dict[str, np.ndarray], rank: int, size: float, seed: int) -> dict[
             b, a = rng.standard_normal((w.shape[0], rank)), rng.standard_normal((rank, w.shape[1]))
             ba = b @ a
             out[k] = (w + size * np.linalg.norm(w) / np.linalg.norm(ba) * ba).astype(np.float32)
+    return out
+
+
+def _save_bf16(sd: dict[str, np.ndarray], cfg: dict, out: Path, tokenizer_from: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True)
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16) for k, v in sd.items()},
+              str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(cfg))
+    (out / "tokenizer.json").write_text((tokenizer_from / "tokenizer.json").read_text())
     return out
 
 
@@ -57,6 +70,10 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_wordlevel_tokenizer(out["vocab_pruned"], 448)
     out["gptq"] = to_int4(base, root / "gptq", "gptq", group=32)
     out["awq"] = to_int4(base, root / "awq", "awq", group=32)
+    # bfloat16, as most Hub checkpoints are: a conversion is a copy, a light fine-tune (0.3% of the weights'
+    # scale, below bf16's rounding threshold of 4x the noise) is not
+    out["bf16"] = _save_bf16(sd, cfg, root / "bf16", base)
+    out["bf16_light_ft"] = _save_bf16(perturb(sd, 0.003, seed=11), cfg, root / "bf16_light_ft", base)
     out["q8"] = to_gguf(base, root / "q8.gguf", "Q8_0")
     out["finetune_q8"] = to_gguf(out["finetune"], root / "ft-q8.gguf", "Q8_0")
     out["fp8"] = to_fp8(base, root / "fp8", "block", block=32)
@@ -78,6 +95,12 @@ def _type(family: dict[str, Path], child: str, parent: str = "base"):
 ])
 def test_each_kind_is_typed(family: dict[str, Path], child: str, relation: str) -> None:
     assert _type(family, child).relation == relation
+
+
+def test_bfloat16_copies_and_light_finetunes_are_told_apart(family: dict[str, Path]) -> None:
+    assert _type(family, "bf16").relation == "copy"  # float32 -> bfloat16: every element within one rounding
+    assert _type(family, "bf16_light_ft", "bf16").relation == "finetune"  # whole-ulp steps in most elements
+    assert _type(family, "bf16", "bf16_light_ft").relation == "finetune"
 
 
 def test_lora_rank_and_attack_flags_are_reported(family: dict[str, Path]) -> None:
