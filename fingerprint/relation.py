@@ -97,8 +97,8 @@ class RoleStats:
     """Top singular values of ``Δ`` in units of the noise edge (above 1: above the noise)."""
     beyond_rounding: float | None = None
     """Share of elements that moved more than two roundings of the coarser dtype (the weight and its folded norm
-    gain), ``|Δ_i| > 2u·|w_i|``, plus a float32
-    arithmetic floor of ``2^-16·rms(W)`` (raw roles): 0 for
+    gain), ``|Δ_i| > 2u·|w_i|``, plus a floor: ``2^-16·rms(W)`` of float32 arithmetic, or ``4u·rms(W)`` after
+    an estimated dense rotation (raw roles): 0 for
     a copy (converted or not), most of the matrix for any trained change, whose steps are whole ulps."""
 
 
@@ -355,6 +355,7 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
     """Statistics of every role both layers have (module docstring, steps 2-4)."""
     out: list[RoleStats] = []
     forms: dict[str, float] = {}
+    dense = not bool(np.isin(t, (-1.0, 0.0, 1.0)).all())  # an estimated rotation, not a signed permutation
     for role in roles_of(child, lc):
         if role not in roles_of(parent, lp):
             continue
@@ -395,7 +396,10 @@ def role_stats(parent: CanonicalModel, child: CanonicalModel, t: np.ndarray, lp:
             # plus a float32 arithmetic floor: an attack computed in float (a rotation) errs relative to its rows'
             # norm, not to each element (256 units of 2^-24 of the matrix's rms; a bf16 ulp is 2^-8 of |w|)
             # two roundings: the weight and, folded into it, its norm gain
-            beyond = float((np.abs(delta) > 2.02 * u * np.abs(wa) + 256 * 2.0**-24 * scale).mean())
+            # A dense rotation estimated from rounded embeddings errs by about one rounding of the matrix's
+            # scale in every element: its floor is 4u·rms(W) (a signed permutation is exact).
+            floor = 4 * u * scale if dense else 256 * 2.0**-24 * scale
+            beyond = float((np.abs(delta) > 2.02 * u * np.abs(wa) + floor).mean())
             out.append(RoleStats(lp, role, raw, "raw", rank, min(delta.shape), noise / scale, qrms, zeros, dtype_c,
                                  share, spectrum, beyond))
         else:
