@@ -30,6 +30,16 @@ def _key(value: str, what: str) -> str:
     return value
 
 
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise InvalidRecordError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _bounded(text: str, what: str) -> None:
+    if len(text) > MAX_EVIDENCE:
+        raise InvalidRecordError(f"{what} is limited to {MAX_EVIDENCE} characters (store big evidence elsewhere)")
+
+
 def _opt_int(value: int | None, what: str) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         raise InvalidRecordError(f"{what} must be a non-negative integer or None, got {value!r}")
@@ -126,10 +136,6 @@ class DerivedEdge:
 
     def __post_init__(self) -> None:
         _key(self.src, "DerivedEdge.src")
-        if self.relation is not None and self.relation not in TYPED_RELATIONS:
-            raise InvalidRecordError(f"DerivedEdge.relation must be one of {', '.join(TYPED_RELATIONS)}, got {self.relation!r}")
-        if len(self.relation_detail) > MAX_EVIDENCE:
-            raise InvalidRecordError(f"DerivedEdge.relation_detail is limited to {MAX_EVIDENCE} characters")
         _key(self.dst, "DerivedEdge.dst")
         if self.src == self.dst:
             raise InvalidRecordError(f"a model cannot derive from itself: {self.src!r}")
@@ -140,8 +146,10 @@ class DerivedEdge:
         if self.verdict not in ("derived", "inconclusive", "independent"):
             raise InvalidRecordError(f"DerivedEdge.verdict must be derived/inconclusive/independent, got {self.verdict!r}")
         _opt_int(self.detected_at_ms, "DerivedEdge.detected_at_ms")
-        if len(self.evidence) > MAX_EVIDENCE:
-            raise InvalidRecordError(f"DerivedEdge.evidence is limited to {MAX_EVIDENCE} characters (store big evidence elsewhere)")
+        _bounded(self.evidence, "DerivedEdge.evidence")
+        if self.relation is not None:
+            _one_of(self.relation, TYPED_RELATIONS, "DerivedEdge.relation")
+        _bounded(self.relation_detail, "DerivedEdge.relation_detail")
 
     def props(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,10 +167,8 @@ class TypedRelation:
     def __post_init__(self) -> None:
         _key(self.src, "TypedRelation.src")
         _key(self.dst, "TypedRelation.dst")
-        if self.relation not in TYPED_RELATIONS:
-            raise InvalidRecordError(f"TypedRelation.relation must be one of {', '.join(TYPED_RELATIONS)}, got {self.relation!r}")
-        if len(self.detail) > MAX_EVIDENCE:
-            raise InvalidRecordError(f"TypedRelation.detail is limited to {MAX_EVIDENCE} characters")
+        _one_of(self.relation, TYPED_RELATIONS, "TypedRelation.relation")
+        _bounded(self.detail, "TypedRelation.detail")
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,7 @@ class DeclaredEdge:
     def __post_init__(self) -> None:
         _key(self.src, "DeclaredEdge.src")
         _key(self.dst, "DeclaredEdge.dst")
-        if self.relation not in RELATIONS:
-            raise InvalidRecordError(f"DeclaredEdge.relation must be one of {', '.join(RELATIONS)}, got {self.relation!r}")
+        _one_of(self.relation, RELATIONS, "DeclaredEdge.relation")
 
     def props(self) -> dict[str, Any]:
         return asdict(self)
